@@ -1,0 +1,33 @@
+"""simplenn: a two-layer neural network for MNIST, written once against an
+array-backend interface and run on NumPy, Numba (JIT) or CuPy (GPU).
+
+Importing simplenn imports NumPy only; Numba and CuPy are imported when a backend
+that needs them is selected or probed.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .backends import BackendInfo, Ops, available_backends, get_backend
+from .datasets import DataSplit, load_idx_dataset, load_mnist
+from .errors import (
+    BackendUnavailableError,
+    DataError,
+    DownloadError,
+    ModelFileError,
+    SimplennError,
+    TrainingDivergedError,
+    UnknownBackendError,
+)
+from .model_io import load_model, save_model
+from .network import TwoLayerNet
+from .training import EpochStats, History, TrainConfig, fit
+
+__all__ = [
+    "BackendInfo", "BackendUnavailableError", "DataError", "DataSplit", "DownloadError",
+    "EpochStats", "History", "ModelFileError", "Ops", "SimplennError", "TrainConfig",
+    "TrainingDivergedError", "TwoLayerNet", "UnknownBackendError", "__version__",
+    "available_backends", "fit", "get_backend", "load_idx_dataset", "load_mnist", "load_model",
+    "save_model",
+]

@@ -1,0 +1,158 @@
+"""The array-backend interface: every operation the two-layer network needs.
+
+:class:`Ops` writes each operation once against an array namespace ``self.xp``
+(NumPy here, CuPy on a GPU). A backend subclasses it, sets ``xp`` and overrides only
+the operations it accelerates -- the network math in :mod:`simplenn.network` calls
+these operations and nothing else, so it runs unchanged on every backend.
+
+Conventions, for every op: arrays are 2-D ``(rows, cols)`` or 1-D, C-contiguous, of
+the backend's float dtype (float32 or float64) unless stated; ``m`` is the batch size,
+``d`` the number of inputs, ``h`` the hidden width and ``c`` the number of classes.
+Ops that say "in place" mutate their first argument and return nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+Array = Any
+"""A backend array: ``numpy.ndarray`` on CPU backends, ``cupy.ndarray`` on the GPU."""
+
+
+class Ops:
+    """Array operations for the two-layer network, written once against ``self.xp``.
+
+    Subclasses set :attr:`name` and :attr:`xp` and may override any op with a faster
+    implementation that computes the same numbers (the parity tests hold them to it).
+    """
+
+    name: str = "base"
+    xp: Any = np
+    #: True when arrays live off the host and ``synchronize`` must wait for a device.
+    is_device: bool = False
+
+    def __init__(self, dtype: str | np.dtype = "float32") -> None:
+        dtype = np.dtype(dtype)
+        if dtype not in (np.dtype("float32"), np.dtype("float64")):
+            raise ValueError(f"dtype must be float32 or float64, not {dtype}")
+        self.dtype = dtype
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(dtype={self.dtype.name!r})"
+
+    # -- moving data -----------------------------------------------------------------
+    def asarray(self, a: Any, dtype: Any = None) -> Array:
+        """Host or backend data -> a C-contiguous backend array (default: ``self.dtype``)."""
+        return self.xp.ascontiguousarray(self.xp.asarray(a, dtype=dtype or self.dtype))
+
+    def to_numpy(self, a: Array) -> np.ndarray:
+        """Backend array -> a NumPy array on the host (a copy when it lives on a device)."""
+        return np.asarray(a)
+
+    def synchronize(self) -> None:
+        """Wait until queued device work has finished; a no-op on the CPU."""
+
+    def jit(self, fn: Any) -> Any:
+        """Compile a function written against this backend's ops (identity if interpreted).
+
+        The training epoch and step in :mod:`simplenn.network` are plain Python
+        functions closed over ops; a compiling backend turns them into machine code.
+        """
+        return fn
+
+    # -- inputs ----------------------------------------------------------------------
+    def pixels_to_float(self, x: Array) -> Array:
+        """(m, d) uint8 pixels -> (m, d) floats in [0, 1]: ``x / 255`` in ``self.dtype``."""
+        return x.astype(self.dtype) / self.dtype.type(255)
+
+    def cast_to_float(self, x: Array) -> Array:
+        """(m, d) floats of any precision -> (m, d) in ``self.dtype``, values unchanged."""
+        return x.astype(self.dtype)
+
+    # -- the forward pass ------------------------------------------------------------
+    def matmul(self, a: Array, b: Array) -> Array:
+        """``a @ b`` for (m, k) x (k, n) -> (m, n)."""
+        return a @ b
+
+    def matmul_tn(self, a: Array, b: Array) -> Array:
+        """``aᵀ @ b`` for (k, m) x (k, n) -> (m, n): the weight gradients."""
+        return a.T @ b
+
+    def matmul_nt(self, a: Array, b: Array) -> Array:
+        """``a @ bᵀ`` for (m, k) x (n, k) -> (m, n): gradients flowing back to inputs."""
+        return a @ b.T
+
+    def affine(self, x: Array, W: Array, b: Array) -> Array:
+        """``x W + b`` for x (m, k), W (k, n), b (n,) -> (m, n)."""
+        out = self.matmul(x, W)
+        out += b
+        return out
+
+    def affine_relu(self, x: Array, W: Array, b: Array) -> Array:
+        """``relu(x W + b)`` -> (m, n); ``relu(l) > 0`` exactly where ``l > 0``."""
+        out = self.affine(x, W, b)
+        self.xp.maximum(out, 0, out=out)
+        return out
+
+    def relu_backward(self, dy: Array, y: Array) -> Array:
+        """``dy ⊙ [y > 0]`` for the ReLU output ``y`` (same shape as ``dy``)."""
+        return dy * (y > 0)
+
+    def sum_rows(self, a: Array) -> Array:
+        """Column sums of (m, n) -> (n,): the bias gradients."""
+        return a.sum(axis=0)
+
+    # -- the loss --------------------------------------------------------------------
+    def softmax(self, logits: Array) -> Array:
+        """Row-wise softmax of (m, c) logits, shifted by the row max (no overflow)."""
+        xp = self.xp
+        e = xp.exp(logits - logits.max(axis=1, keepdims=True))
+        e /= e.sum(axis=1, keepdims=True)
+        return e
+
+    def softmax_cross_entropy(self, logits: Array, labels: Array) -> tuple[Array, Array]:
+        """Mean cross-entropy of (m, c) logits against (m,) int labels, and its gradient.
+
+        Returns ``(loss, dlogits)``: ``loss`` a 0-d backend scalar
+        ``-mean(log p[i, y_i])`` and ``dlogits = (p - onehot(y)) / m`` (m, c), with
+        ``p = softmax(logits)``. Computed through ``log p = z - log Σ exp z`` on the
+        max-shifted logits ``z``, so logits of ±1e4 give finite numbers.
+        """
+        xp = self.xp
+        m = logits.shape[0]
+        rows = xp.arange(m)
+        z = logits - logits.max(axis=1, keepdims=True)
+        e = xp.exp(z)
+        s = e.sum(axis=1)
+        loss = (xp.log(s) - z[rows, labels]).sum() / m
+        e /= s[:, None]
+        e[rows, labels] -= 1
+        e /= m
+        return loss, e
+
+    # -- the update ------------------------------------------------------------------
+    def sgd_update(
+        self, param: Array, grad: Array, velocity: Array, lr: float, momentum: float,
+        weight_decay: float,
+    ) -> None:
+        """In place, SGD with momentum and L2 weight decay (PyTorch's convention)::
+
+            g = grad + weight_decay * param
+            velocity = momentum * velocity + g
+            param -= lr * velocity
+        """
+        g = grad + param * weight_decay if weight_decay else grad
+        velocity *= momentum
+        velocity += g
+        param -= velocity * lr
+
+    # -- evaluation ------------------------------------------------------------------
+    def argmax(self, a: Array) -> Array:
+        """Index of the largest entry of each row of (m, n) -> (m,) ints."""
+        return a.argmax(axis=1)
+
+    def count_equal(self, a: Array, b: Array) -> int:
+        """Number of positions where two int vectors agree, as a Python int."""
+        return int((a == b).sum())

@@ -1,0 +1,33 @@
+"""Shared fixtures: one parametrized fixture over every backend simplenn knows.
+
+A backend that can't run here (library missing, no CUDA device) becomes a skip that
+carries the registry's reason, never a failure.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from simplenn.backends import BACKEND_NAMES, probe_backend
+
+
+def skip_unless_available(name: str) -> None:
+    info = probe_backend(name)
+    if not info.available:
+        pytest.skip(f"backend {name!r} unavailable: {info.reason}")
+
+
+@pytest.fixture(params=[pytest.param(n, marks=[pytest.mark.gpu] if n == "cupy" else [])
+                        for n in BACKEND_NAMES])
+def backend_name(request) -> str:
+    """Each backend name in turn; skipped with the reason where it can't run."""
+    skip_unless_available(request.param)
+    return request.param
+
+
+@pytest.fixture
+def mnist():
+    """The bundled MNIST as (train, test) DataSplits (loaded once per process)."""
+    import simplenn
+
+    return simplenn.load_mnist()
