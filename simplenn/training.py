@@ -5,21 +5,35 @@ converted on the fly, so memory stays near the size of the raw data. Each epoch 
 fresh permutation drawn from ``numpy.random.default_rng(seed)``, so equal seeds give
 equal runs on every backend. An epoch runs in chunks of about ``CHUNK_SAMPLES``
 samples through the backend's ``train_steps`` (compiled code on Numba); between chunks
-the progress bar moves and the losses are checked.
+the progress bar moves and the losses are checked. The learning rate is set once per
+chunk from the fraction of the run done.
+
+A run can stop and go on: :func:`fit` hands a :class:`TrainingState` (parameters,
+velocities, RNG state, position, history) to ``on_checkpoint`` at every epoch end, and
+``fit(..., resume=state)`` continues it so that the result is bitwise the run that
+never stopped. Ctrl-C (SIGINT) during :func:`fit` finishes the current step -- on an
+interpreted backend one minibatch, on a compiled one the current chunk -- hands the
+state to ``on_checkpoint`` and raises :class:`TrainingInterrupted`.
 """
 
 from __future__ import annotations
 
+import copy
 import math
+import signal
+import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from .errors import TrainingDivergedError
-from .network import TwoLayerNet
+from .backends.base import Ops
+from .network import PARAMETER_NAMES, TwoLayerNet
 
 #: Samples per call into the backend's compiled ``train_steps`` (a whole number of batches).
 CHUNK_SAMPLES = 4096
@@ -95,6 +109,87 @@ class History:
                 "final_test_accuracy": self.final_test_accuracy}
 
 
+@dataclass
+class TrainingState:
+    """Everything :func:`fit` needs to continue a run exactly where it stopped.
+
+    ``epochs_done`` whole epochs are finished and the next epoch has trained on its
+    first ``position`` samples (0 at an epoch end; otherwise a multiple of the batch
+    size). ``rng_state`` is the ``bit_generator.state`` of the shuffling generator at
+    the start of that next epoch, before its permutation is drawn. ``parameters`` and
+    ``velocities`` are NumPy arrays ``W1`` (d, h), ``b1`` (h,), ``W2`` (h, c), ``b2``
+    (c,) in the network's dtype; ``epoch_losses`` (float64, one per step done in the
+    next epoch) and ``epoch_seconds`` make its statistics equal to an unbroken epoch's.
+    """
+
+    config: TrainConfig
+    backend: str
+    n_train: int
+    epochs_done: int
+    position: int
+    rng_state: dict[str, Any]
+    parameters: dict[str, np.ndarray]
+    velocities: dict[str, np.ndarray]
+    epoch_losses: np.ndarray
+    epoch_seconds: float
+    history: list[EpochStats]
+
+    @property
+    def finished(self) -> bool:
+        """Whether every epoch of the run is done."""
+        return self.epochs_done >= self.config.epochs
+
+    def describe(self) -> str:
+        """Where the run stands, e.g. ``epoch 3/12 done`` or ``epoch 4/12, step 10 of 938``."""
+        e, total = self.epochs_done, self.config.epochs
+        if self.position == 0:
+            return f"epoch {e}/{total} done"
+        steps = (self.n_train + self.config.batch_size - 1) // self.config.batch_size
+        return (f"{e}/{total} epochs done, epoch {e + 1} stopped after step "
+                f"{self.position // self.config.batch_size} of {steps}")
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped :func:`fit` between steps; ``state`` continues the run
+    (``fit(..., resume=exc.state)``) and ``saved`` says whether ``on_checkpoint`` got it."""
+
+    def __init__(self, state: TrainingState, saved: bool) -> None:
+        super().__init__(f"training interrupted ({state.describe()})")
+        self.state = state
+        self.saved = saved
+
+
+class _StopFlag:
+    """Set by the SIGINT handler that :func:`_sigint_stops` installs."""
+
+    def __init__(self) -> None:
+        self.is_set = False
+
+
+@contextmanager
+def _sigint_stops(enabled: bool) -> Iterator[_StopFlag]:
+    """While active, the first SIGINT only sets the flag (a message says so); a second
+    one raises KeyboardInterrupt at once. Only in the main thread (signals are
+    delivered there); elsewhere, or when not ``enabled``, SIGINT is left alone."""
+    flag = _StopFlag()
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):
+        if flag.is_set:
+            raise KeyboardInterrupt
+        flag.is_set = True
+        print("\ninterrupt: stopping after the current step (Ctrl-C again to stop at once, "
+              "without saving)", file=sys.stderr, flush=True)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _as_xy(data: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
     """A DataSplit or an ``(X, y)`` pair -> (X, y)."""
     if hasattr(data, "X") and hasattr(data, "y"):
@@ -102,6 +197,30 @@ def _as_xy(data: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(data, (tuple, list)) and len(data) == 2:
         return data[0], data[1]
     raise TypeError(f"{name} must be a DataSplit or an (X, y) pair, not {type(data).__name__}")
+
+
+def _check_resume(state: TrainingState, config: TrainConfig, net: TwoLayerNet, n: int) -> None:
+    if state.config != config:
+        diffs = [f"{k}={v!r} (state: {getattr(state.config, k)!r})"
+                 for k, v in asdict(config).items() if getattr(state.config, k) != v]
+        raise ValueError(f"cannot resume: the settings differ from the interrupted run's: "
+                         f"{', '.join(diffs)}")
+    if state.n_train != n:
+        raise ValueError(f"cannot resume: the run trained on {state.n_train} samples, "
+                         f"this training set has {n}")
+    steps = (state.position + config.batch_size - 1) // config.batch_size
+    if (not 0 <= state.epochs_done <= config.epochs or not 0 <= state.position < n
+            or state.position % config.batch_size or state.epoch_losses.shape != (steps,)
+            or len(state.history) != state.epochs_done
+            or (state.position and state.epochs_done == config.epochs)):
+        raise ValueError(f"cannot resume: inconsistent training state ({state.describe()}, "
+                         f"{len(state.history)} epochs of history, "
+                         f"{state.epoch_losses.shape[0]} losses)")
+    shapes = net.parameter_shapes()
+    for group in (state.parameters, state.velocities):
+        for k in PARAMETER_NAMES:
+            if k not in group or np.shape(group[k]) != shapes[k]:
+                raise ValueError(f"cannot resume: the state's {k} does not fit {net!r}")
 
 
 def fit(
@@ -119,6 +238,9 @@ def fit(
     eval_train: bool = True,
     progress: bool = False,
     on_epoch_end: Callable[[EpochStats], None] | None = None,
+    on_checkpoint: Callable[[TrainingState], None] | None = None,
+    resume: TrainingState | None = None,
+    interruptible: bool = True,
 ) -> History:
     """Train ``net`` in place by minibatch SGD with momentum and return its :class:`History`.
 
@@ -128,9 +250,18 @@ def fit(
     ``linear``, evaluated on the fraction of steps done (updated every chunk of
     about ``CHUNK_SAMPLES`` samples). Weight decay applies to W1 and W2.
 
+    ``on_checkpoint(state)`` is called after every epoch (after ``on_epoch_end``) and
+    when Ctrl-C stops the run, with a :class:`TrainingState` that ``resume=`` continues
+    (same settings and training set, else ``ValueError``): the net's parameters are
+    replaced by the state's and the returned history holds the earlier epochs too.
+    With ``interruptible`` (and in the main thread), the first SIGINT finishes the
+    current step -- one minibatch on interpreted backends, the current chunk of
+    compiled code on Numba -- then raises :class:`TrainingInterrupted`.
+
     Raises :class:`TrainingDivergedError` naming the epoch and step when the loss
     becomes NaN or infinite; the network is then restored to its parameters at the
-    start of that epoch.
+    start of that epoch (or of the resumed part of it) and ``on_checkpoint`` is not
+    called, so the last good checkpoint stays.
     """
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
                          weight_decay=weight_decay, lr_schedule=lr_schedule, seed=seed)
@@ -145,66 +276,127 @@ def fit(
         X, train_steps = ops.asarray(X_host, dtype=np.uint8), net.functions.train_steps_pixels
     else:
         X, train_steps = ops.asarray(X_host, dtype=net.dtype), net.functions.train_steps_floats
-    test_xy = _as_xy(test, "test") if test is not None else None
+    if test is not None:  # moved to the backend once, like the training set
+        X_test, y_test = _as_xy(test, "test")
+        X_test = net._check_inputs(X_test)
+        test_xy = (ops.asarray(X_test, dtype=X_test.dtype), net._check_labels(y_test, X_test.shape[0]))
+    else:
+        test_xy = None
 
     rng = np.random.default_rng(seed)
     scalar = net.dtype.type
-    p = net.params
-    velocities = [ops.xp.zeros_like(p[k]) for k in ("W1", "b1", "W2", "b2")]
     steps_per_epoch = (n + batch_size - 1) // batch_size
     chunk = max(1, CHUNK_SAMPLES // batch_size) * batch_size
+    # Interpreted backends run one step per call, so Ctrl-C stops after one minibatch;
+    # the learning rate is still set per chunk, so every backend computes the same run.
+    compiled = type(ops).jit is not Ops.jit
+    call_samples = chunk if compiled else batch_size
     losses = ops.xp.zeros(steps_per_epoch, dtype=np.float64)
     history = History(config=config, backend=ops.name)
+    first_epoch, resume_position, resume_seconds = 1, 0, 0.0
+    if resume is not None:
+        _check_resume(resume, config, net, n)
+        net.set_parameters(resume.parameters)
+        velocities = [ops.asarray(np.asarray(resume.velocities[k], dtype=net.dtype))
+                      for k in PARAMETER_NAMES]
+        rng.bit_generator.state = copy.deepcopy(resume.rng_state)
+        history.epochs.extend(copy.deepcopy(resume.history))
+        first_epoch, resume_position = resume.epochs_done + 1, resume.position
+        resume_seconds = resume.epoch_seconds
+        if resume_position:
+            losses[:resume.epoch_losses.shape[0]] = ops.asarray(resume.epoch_losses, dtype=np.float64)
+    else:
+        p = net.params
+        velocities = [ops.xp.zeros_like(p[k]) for k in PARAMETER_NAMES]
+    p = net.params
 
-    for epoch in range(1, epochs + 1):
-        order = ops.asarray(rng.permutation(n), dtype=np.int64)
-        snapshot = net.parameters()
-        bar = _progress_bar(progress, n, f"epoch {epoch}/{epochs}")
-        ops.synchronize()
-        start = time.perf_counter()
-        lr_epoch = config.lr_at((epoch - 1) / epochs)
-        for begin in range(0, n, chunk):
-            end = min(n, begin + chunk)
-            first_step = begin // batch_size
-            lr_now = config.lr_at(((epoch - 1) * n + begin) / (epochs * n))
-            train_steps(p["W1"], p["b1"], p["W2"], p["b2"], *velocities, X, Y,
-                        order[begin:end], batch_size, scalar(lr_now), scalar(momentum),
-                        scalar(weight_decay), losses[first_step:])
-            chunk_losses = ops.to_numpy(losses[first_step:(end + batch_size - 1) // batch_size])
-            if not np.isfinite(chunk_losses).all():
-                bad = first_step + int(np.flatnonzero(~np.isfinite(chunk_losses))[0])
-                net.set_parameters(snapshot)
-                bar and bar.close()
-                raise TrainingDivergedError(
-                    f"training diverged at epoch {epoch}, step {bad + 1} of {steps_per_epoch}: "
-                    f"the loss is {chunk_losses[bad - first_step]}; try a smaller learning rate "
-                    f"(lr is {config.lr:g}; e.g. --lr {config.lr / 10:g}). The network was "
-                    f"restored to its parameters at the start of epoch {epoch}.")
-            if bar:
-                bar.update(end - begin)
-                bar.set_postfix(loss=f"{float(chunk_losses.mean()):.4f}", refresh=False)
-        ops.synchronize()
-        seconds = time.perf_counter() - start
-        bar and bar.close()
+    def state_now(epochs_done: int, position: int, rng_state: dict, seconds: float) -> TrainingState:
+        steps = (position + batch_size - 1) // batch_size
+        return TrainingState(
+            config=config, backend=ops.name, n_train=n, epochs_done=epochs_done,
+            position=position, rng_state=copy.deepcopy(rng_state),
+            parameters=net.parameters(),
+            velocities={k: np.array(ops.to_numpy(v), copy=True)
+                        for k, v in zip(PARAMETER_NAMES, velocities)},
+            epoch_losses=np.array(ops.to_numpy(losses[:steps]), dtype=np.float64, copy=True),
+            epoch_seconds=seconds, history=copy.deepcopy(history.epochs))
 
-        eval_start = time.perf_counter()
-        train_accuracy = net.accuracy(X_host, y_host) if eval_train else None
-        test_accuracy = net.accuracy(*test_xy) if test_xy is not None else None
-        stats = EpochStats(
-            epoch=epoch, lr=lr_epoch, train_loss=float(ops.to_numpy(losses).mean()),
-            train_accuracy=train_accuracy, test_accuracy=test_accuracy, seconds=seconds,
-            samples_per_second=n / seconds if seconds > 0 else math.inf,
-            eval_seconds=time.perf_counter() - eval_start)
-        history.epochs.append(stats)
-        if on_epoch_end is not None:
-            on_epoch_end(stats)
+    # A diverging run overflows before its loss turns non-finite; it is reported below,
+    # with the epoch and step, instead of as NumPy warnings.
+    with _sigint_stops(interruptible) as stop, np.errstate(over="ignore", invalid="ignore"):
+        for epoch in range(first_epoch, epochs + 1):
+            rng_state = copy.deepcopy(rng.bit_generator.state)
+            order = ops.asarray(rng.permutation(n), dtype=np.int64)
+            start_position = resume_position if epoch == first_epoch else 0
+            snapshot = net.parameters()
+            bar = _progress_bar(progress, n, f"epoch {epoch}/{epochs}", start_position)
+            ops.synchronize()
+            start = time.perf_counter()
+            seconds_before = resume_seconds if epoch == first_epoch else 0.0
+            lr_epoch = config.lr_at((epoch - 1) / epochs)
+            position = start_position
+            for chunk_begin in range(start_position - start_position % chunk, n, chunk):
+                chunk_end = min(n, chunk_begin + chunk)
+                lr_now = config.lr_at(((epoch - 1) * n + chunk_begin) / (epochs * n))
+                checked_from = position
+                while position < chunk_end and not stop.is_set:
+                    end = min(chunk_end, position + call_samples)
+                    train_steps(p["W1"], p["b1"], p["W2"], p["b2"], *velocities, X, Y,
+                                order[position:end], batch_size, scalar(lr_now), scalar(momentum),
+                                scalar(weight_decay), losses[position // batch_size:])
+                    position = end
+                first_step = checked_from // batch_size
+                chunk_losses = ops.to_numpy(losses[first_step:(position + batch_size - 1) // batch_size])
+                if not np.isfinite(chunk_losses).all():
+                    bad = first_step + int(np.flatnonzero(~np.isfinite(chunk_losses))[0])
+                    net.set_parameters(snapshot)
+                    bar and bar.close()
+                    where = "epoch" if start_position == 0 else "resumed part of the epoch"
+                    raise TrainingDivergedError(
+                        f"training diverged at epoch {epoch}, step {bad + 1} of {steps_per_epoch}: "
+                        f"the loss is {chunk_losses[bad - first_step]}; try a smaller learning rate "
+                        f"(lr is {config.lr:g}; e.g. --lr {config.lr / 10:g}). The network was "
+                        f"restored to its parameters at the start of the {where} {epoch}.")
+                if bar and position > checked_from:
+                    bar.update(position - checked_from)
+                    bar.set_postfix(loss=f"{float(chunk_losses.mean()):.4f}", refresh=False)
+                if stop.is_set and position < n:
+                    ops.synchronize()
+                    bar and bar.close()
+                    state = state_now(epoch - 1, position, rng_state,
+                                      seconds_before + time.perf_counter() - start)
+                    if on_checkpoint is not None:
+                        on_checkpoint(state)
+                    raise TrainingInterrupted(state, saved=on_checkpoint is not None)
+            ops.synchronize()
+            seconds = seconds_before + time.perf_counter() - start
+            bar and bar.close()
+
+            eval_start = time.perf_counter()
+            train_accuracy = net.accuracy(X, Y) if eval_train else None
+            test_accuracy = net.accuracy(*test_xy) if test_xy is not None else None
+            stats = EpochStats(
+                epoch=epoch, lr=lr_epoch, train_loss=float(ops.to_numpy(losses).mean()),
+                train_accuracy=train_accuracy, test_accuracy=test_accuracy, seconds=seconds,
+                samples_per_second=(n - start_position) / (seconds - seconds_before)
+                if seconds > seconds_before else math.inf,
+                eval_seconds=time.perf_counter() - eval_start)
+            history.epochs.append(stats)
+            if on_epoch_end is not None:
+                on_epoch_end(stats)
+            if on_checkpoint is not None or (stop.is_set and epoch < epochs):
+                state = state_now(epoch, 0, rng.bit_generator.state, 0.0)
+                if on_checkpoint is not None:
+                    on_checkpoint(state)
+                if stop.is_set and epoch < epochs:
+                    raise TrainingInterrupted(state, saved=on_checkpoint is not None)
     return history
 
 
-def _progress_bar(enabled: bool, total: int, desc: str):
+def _progress_bar(enabled: bool, total: int, desc: str, initial: int = 0):
     if not enabled:
         return None
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit="img", unit_scale=True, leave=False,
-                dynamic_ncols=True)
+                dynamic_ncols=True, initial=initial)

@@ -11,6 +11,7 @@ import functools
 import importlib
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,29 +67,51 @@ def _probe_numba() -> BackendInfo:
     return BackendInfo("numba", True, version=numba.__version__, device="CPU, JIT-compiled")
 
 
+# What a CUDA error met while probing means here, and what to do about it.
+_CUDA_ERROR_HINTS = {
+    "cudaErrorInsufficientDriver": "no NVIDIA driver is loaded (as on any machine without an "
+                                   "NVIDIA GPU), or it is older than the CUDA runtime this CuPy "
+                                   "was built for: install or update the driver, or pick the "
+                                   "cupy-cudaXXx wheel that matches it",
+    "cudaErrorNoDevice": "no CUDA-capable GPU is visible (check nvidia-smi and "
+                         "CUDA_VISIBLE_DEVICES)",
+    "cudaErrorInitializationError": "the CUDA driver failed to initialise (check nvidia-smi)",
+}
+
+
+def _cuda_error_reason(version: str, exc: Exception) -> str:
+    """One line naming the CUDA error (e.g. cudaErrorInsufficientDriver) and its usual cause."""
+    text = " ".join(str(exc).split())
+    code = text.split(":", 1)[0] if text.startswith("cudaError") else type(exc).__name__
+    detail = text.split(":", 1)[1].strip() if ":" in text and text.startswith("cudaError") else text
+    hint = _CUDA_ERROR_HINTS.get(code, "the CUDA driver or device is not usable")
+    return (f"CuPy {version} is installed but CUDA reports {code} ({detail}): {hint}")
+
+
 def _probe_cupy() -> BackendInfo:
     fix = f"install it with {_IMPLEMENTATIONS['cupy'][2]}"
     try:
-        import cupy
+        with warnings.catch_warnings():  # keep CLI errors to one line; the reason says it all
+            warnings.simplefilter("ignore")
+            import cupy
     except ImportError as exc:
         return BackendInfo("cupy", False, f"CuPy is not installed or failed to import ({exc}); {fix}")
     except Exception as exc:  # CuPy raises assorted errors when its CUDA libraries are broken
         return BackendInfo("cupy", False, f"CuPy failed to import: {type(exc).__name__}: {exc}")
+    version = getattr(cupy, "__version__", "?")
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:  # cupy.cuda.runtime.CUDARuntimeError and driver errors
-        return BackendInfo("cupy", False, f"CuPy is installed but found no usable CUDA device or "
-                           f"driver ({type(exc).__name__}: {exc})", version=cupy.__version__)
+        return BackendInfo("cupy", False, _cuda_error_reason(version, exc), version=version)
     if count < 1:
-        return BackendInfo("cupy", False, "CuPy is installed but found no CUDA device",
-                           version=cupy.__version__)
+        return BackendInfo("cupy", False, f"CuPy {version} is installed but CUDA reports no "
+                           f"device: {_CUDA_ERROR_HINTS['cudaErrorNoDevice']}", version=version)
     try:
         props = cupy.cuda.runtime.getDeviceProperties(0)
         name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
     except Exception as exc:
-        return BackendInfo("cupy", False, f"CuPy found a CUDA device but could not use it "
-                           f"({type(exc).__name__}: {exc})", version=cupy.__version__)
-    return BackendInfo("cupy", True, version=cupy.__version__, device=f"GPU 0: {name}")
+        return BackendInfo("cupy", False, _cuda_error_reason(version, exc), version=version)
+    return BackendInfo("cupy", True, version=version, device=f"GPU 0: {name}")
 
 
 @functools.cache
@@ -151,9 +174,10 @@ def get_backend(name: str | None = None, dtype: str | np.dtype = "float32") -> O
     name = resolve_backend_name(name)
     info = probe_backend(name)
     if not info.available:
+        instead = "--backend numba or --backend auto" if name == "cupy" else "--backend auto"
         raise BackendUnavailableError(
-            f"backend {name!r} unavailable: {info.reason}; or use --backend auto "
-            f"(backend='auto'), which picks the best backend that runs here")
+            f"backend {name!r} unavailable: {info.reason}; use {instead} instead "
+            f"(backend='auto' in Python picks the best backend that runs here)")
     module_name, class_name, _ = _IMPLEMENTATIONS[name]
     ops_class = getattr(importlib.import_module(module_name), class_name)
     return ops_class(dtype)

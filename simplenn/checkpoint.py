@@ -1,0 +1,173 @@
+"""Training checkpoints: a :class:`~simplenn.training.TrainingState` on disk.
+
+A checkpoint is a model file (:mod:`simplenn.model_io`; ``python -m simplenn.evaluate``
+and ``simplenn.predict`` read it as one) with the optimiser velocities
+(``velocity_W1`` ...) and the losses of the current epoch beside the parameters, and a
+``checkpoint`` object in its metadata: the training settings, epochs done, position in
+the next epoch, the shuffling RNG's ``bit_generator.state``, the per-epoch history and
+whatever the caller adds under ``run`` (the CLI stores the hidden size, dtype and a
+fingerprint of the training data). It is written atomically -- a killed process leaves
+the previous checkpoint -- and refuses non-finite parameters, so a diverged run never
+replaces a good checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ModelFileError, SimplennError
+from .model_io import read_model_archive, write_model_file
+from .network import PARAMETER_NAMES
+from .training import EpochStats, TrainConfig, TrainingState
+
+#: File name of the checkpoint inside a ``--checkpoint-dir``.
+CHECKPOINT_NAME = "checkpoint.npz"
+CHECKPOINT_VERSION = 1
+_VELOCITY = "velocity_"
+
+
+class ResumeError(SimplennError, ValueError):
+    """A checkpoint that does not belong to the run asked to continue it."""
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint as read back: the training state, the caller's ``run`` metadata and
+    the whole model metadata (sizes, dtype, backend)."""
+
+    path: Path
+    state: TrainingState
+    run: dict[str, Any]
+    metadata: dict[str, Any]
+
+
+def checkpoint_path(directory: str | os.PathLike) -> Path:
+    """Where the checkpoint of ``directory`` lives."""
+    return Path(directory) / CHECKPOINT_NAME
+
+
+def save_checkpoint(path: str | os.PathLike, state: TrainingState,
+                    *, run: dict[str, Any] | None = None) -> Path:
+    """Atomically write ``state`` (and the JSON-serialisable ``run``) to ``path``.
+
+    Raises :class:`ModelFileError` (and leaves ``path`` untouched) when the state holds
+    NaN or infinite numbers: a checkpoint is always a good point to go on from.
+    """
+    path = Path(path)
+    for group, arrays in (("parameter", state.parameters), ("velocity", state.velocities)):
+        for k in PARAMETER_NAMES:
+            if not np.isfinite(arrays[k]).all():
+                raise ModelFileError(f"refusing to write checkpoint {path}: {group} {k} holds "
+                                     f"NaN or infinite values (the run diverged)")
+    meta = {"checkpoint": {
+        "format_version": CHECKPOINT_VERSION,
+        "config": asdict(state.config),
+        "backend": state.backend,
+        "n_train": state.n_train,
+        "epochs_done": state.epochs_done,
+        "position": state.position,
+        "rng_state": state.rng_state,
+        "epoch_seconds": state.epoch_seconds,
+        "history": [asdict(e) for e in state.history],
+        "run": run or {},
+    }}
+    extra = {f"{_VELOCITY}{k}": state.velocities[k] for k in PARAMETER_NAMES}
+    extra["epoch_losses"] = np.asarray(state.epoch_losses, dtype=np.float64)
+    return write_model_file(path, state.parameters, backend=state.backend, metadata=meta,
+                            extra_arrays=extra)
+
+
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Read and fully validate a checkpoint; any problem is a :class:`ModelFileError`
+    naming the file."""
+    path = Path(path)
+    where = f"checkpoint {path}"
+    params, meta, extra = read_model_archive(path, kind="checkpoint")
+    info = meta.get("checkpoint")
+    if not isinstance(info, dict):
+        raise ModelFileError(f"{where} is a model file without training state; it can be "
+                             "evaluated but not resumed")
+    version = info.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ModelFileError(f"{where} has no valid checkpoint format_version")
+    if version > CHECKPOINT_VERSION:
+        raise ModelFileError(f"{where} has checkpoint format version {version}, newer than this "
+                             f"simplenn reads ({CHECKPOINT_VERSION}); upgrade simplenn")
+    try:
+        state = _state_from(info, params, extra, meta["dtype"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFileError(f"{where} has invalid training state: {exc}") from None
+    run = info.get("run", {})
+    if not isinstance(run, dict):
+        raise ModelFileError(f"{where} has invalid run metadata")
+    return Checkpoint(path=path, state=state, run=run, metadata=meta)
+
+
+def _int(info: dict, key: str, low: int = 0) -> int:
+    value = info[key]
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ValueError(f"{key} must be an integer >= {low}, not {value!r}")
+    return value
+
+
+def _state_from(info: dict, params: dict, extra: dict, dtype: str) -> TrainingState:
+    config_dict = info["config"]
+    if not isinstance(config_dict, dict) or set(config_dict) != {f.name for f in fields(TrainConfig)}:
+        raise ValueError("config must be an object with the fields of TrainConfig")
+    config = TrainConfig(**config_dict)
+    if not isinstance(config.seed, int) or isinstance(config.seed, bool) or config.seed < 0:
+        raise ValueError(f"the seed must be an integer >= 0, not {config.seed!r}")
+    rng_state = info["rng_state"]
+    if not isinstance(rng_state, dict) or rng_state.get("bit_generator") != "PCG64":
+        raise ValueError("rng_state is not a PCG64 state")
+    try:
+        np.random.default_rng().bit_generator.state = rng_state
+    except (KeyError, OverflowError, AttributeError) as exc:
+        raise ValueError(f"rng_state is not a valid PCG64 state ({exc!r})") from None
+    velocities = {}
+    for k in PARAMETER_NAMES:
+        v = extra.get(f"{_VELOCITY}{k}")
+        if v is None:
+            raise ValueError(f"the array {_VELOCITY}{k} is missing")
+        if v.shape != params[k].shape or v.dtype != np.dtype(dtype):
+            raise ValueError(f"{_VELOCITY}{k} has shape {v.shape} and dtype {v.dtype}, expected "
+                             f"{params[k].shape} {dtype}")
+        if not np.isfinite(v).all():
+            raise ValueError(f"{_VELOCITY}{k} holds NaN or infinite values")
+        velocities[k] = v
+    losses = extra.get("epoch_losses")
+    if losses is None or losses.ndim != 1 or losses.dtype != np.float64:
+        raise ValueError("epoch_losses must be a 1-D float64 array")
+    history = info["history"]
+    if not isinstance(history, list) or not all(isinstance(e, dict) for e in history):
+        raise ValueError("history must be a list of objects")
+    names = {f.name for f in fields(EpochStats)}
+    for e in history:
+        if set(e) != names or not all(v is None or (isinstance(v, (int, float))
+                                                    and not isinstance(v, bool)) for v in e.values()):
+            raise ValueError("history entries must hold the numbers of EpochStats")
+    stats = [EpochStats(**e) for e in history]
+    seconds = info["epoch_seconds"]
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
+        raise ValueError(f"epoch_seconds must be a number, not {seconds!r}")
+    backend = info["backend"]
+    if not isinstance(backend, str):
+        raise ValueError(f"backend must be a string, not {backend!r}")
+    n_train = _int(info, "n_train", 1)
+    epochs_done, position = _int(info, "epochs_done"), _int(info, "position")
+    steps = (position + config.batch_size - 1) // config.batch_size
+    if (epochs_done > config.epochs or position >= n_train or position % config.batch_size
+            or losses.shape != (steps,) or len(stats) != epochs_done
+            or (position and epochs_done == config.epochs)):
+        raise ValueError(f"inconsistent position: {epochs_done} of {config.epochs} epochs done, "
+                         f"position {position} of {n_train}, {losses.shape[0]} losses, "
+                         f"{len(stats)} epochs of history")
+    return TrainingState(config=config, backend=backend, n_train=n_train,
+                         epochs_done=epochs_done, position=position, rng_state=rng_state,
+                         parameters=params, velocities=velocities, epoch_losses=losses,
+                         epoch_seconds=float(seconds), history=stats)

@@ -1,0 +1,114 @@
+"""PNG figures: training curves, confusion matrix, the most confidently wrong digits.
+
+Needs matplotlib (``pip install 'simplenn[plot]'``). Figures are drawn on matplotlib's
+Agg canvas directly (no pyplot, no global state, no display needed) and written
+atomically.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._optional import require
+from .errors import SimplennError
+from .model_io import atomic_write_bytes
+from .training import History
+
+TRAINING_CURVES = "training_curves.png"
+CONFUSION_MATRIX = "confusion_matrix.png"
+CONFIDENT_ERRORS = "confident_errors.png"
+
+
+def require_matplotlib() -> None:
+    """Raise :class:`~simplenn._optional.MissingDependencyError` unless matplotlib imports."""
+    require("matplotlib", "--plot")
+
+
+def _figure(width: float, height: float) -> Any:
+    require_matplotlib()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Any, path: str | os.PathLike) -> Path:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    try:
+        atomic_write_bytes(path, buffer.getvalue())
+    except OSError as exc:
+        raise SimplennError(f"cannot write the plot {path}: {exc.strerror or exc}") from None
+    return Path(path)
+
+
+def plot_training_curves(history: History, path: str | os.PathLike) -> Path:
+    """Mean training loss (left) and train/test accuracy (right) per epoch, as a PNG."""
+    epochs = [e.epoch for e in history.epochs]
+    fig = _figure(10, 4)
+    loss_ax, acc_ax = fig.subplots(1, 2)
+    loss_ax.plot(epochs, [e.train_loss for e in history.epochs], marker="o")
+    loss_ax.set(xlabel="epoch", ylabel="mean cross-entropy", title="training loss")
+    loss_ax.set_yscale("log")
+    for label, values in (("train", [e.train_accuracy for e in history.epochs]),
+                          ("test", [e.test_accuracy for e in history.epochs])):
+        points = [(x, 100 * v) for x, v in zip(epochs, values) if v is not None]
+        if points:
+            acc_ax.plot(*zip(*points), marker="o", label=label)
+    acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    acc_ax.legend()
+    for ax in (loss_ax, acc_ax):
+        ax.grid(True, alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    c = history.config
+    fig.suptitle(f"{history.backend} backend, batch {c.batch_size}, lr {c.lr:g} ({c.lr_schedule}), "
+                 f"momentum {c.momentum:g}, seed {c.seed}")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_confusion_matrix(confusion: np.ndarray, path: str | os.PathLike) -> Path:
+    """A (c, c) int confusion matrix (rows: true label, columns: predicted) as a PNG;
+    colours are row-normalised, cells show counts."""
+    c = confusion.shape[0]
+    fig = _figure(7, 6)
+    ax = fig.subplots()
+    totals = confusion.sum(axis=1, keepdims=True)
+    rates = confusion / np.maximum(totals, 1)
+    image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, label="fraction of the true class")
+    for i in range(c):
+        for j in range(c):
+            ax.text(j, i, str(confusion[i, j]), ha="center", va="center", fontsize=8,
+                    color="white" if rates[i, j] > 0.5 else "black")
+    ax.set(xticks=range(c), yticks=range(c), xlabel="predicted label", ylabel="true label",
+           title="confusion matrix (test set)")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_confident_errors(images: np.ndarray, true: np.ndarray, predicted: np.ndarray,
+                          confidence: np.ndarray, path: str | os.PathLike,
+                          image_shape: tuple[int, int] = (28, 28), columns: int = 6) -> Path:
+    """A grid of misclassified images (k, rows*cols) uint8, each titled with its true
+    label, predicted label and the predicted probability, as a PNG."""
+    k = images.shape[0]
+    rows = max(1, -(-k // columns))
+    fig = _figure(1.7 * columns, 1.9 * rows + 0.4)
+    axes = np.atleast_1d(fig.subplots(rows, columns, squeeze=False).ravel())
+    for i, ax in enumerate(axes):
+        ax.set_axis_off()
+        if i < k:
+            ax.imshow(images[i].reshape(image_shape), cmap="gray_r", vmin=0, vmax=255)
+            ax.set_title(f"true {true[i]}, pred {predicted[i]}\n{100 * confidence[i]:.1f}%",
+                         fontsize=9)
+    fig.suptitle("most confidently wrong test digits" if k else "no misclassified test digits")
+    fig.tight_layout()
+    return _save(fig, path)

@@ -1,0 +1,340 @@
+"""The CuPy backend: what holds without a GPU (the unavailable path, the cuBLAS argument
+mapping, nothing built at import) and, marked ``gpu``, its kernels, products, training
+trajectory and CUDA-graph path against NumPy on a real device.
+
+GPU tests skip with the registry's reason where no CUDA device works (CI has none).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from simplenn.backends import probe_backend
+
+from conftest import skip_unless_available
+
+REPO = Path(__file__).resolve().parents[1]
+CLI_ERROR_PREFIX = "python -m simplenn.train: error: backend 'cupy' unavailable: "
+
+
+def _cupy_importable() -> bool:
+    try:
+        import cupy  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def _run(args: list[str], extra_path: Path | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env.pop("SIMPLENN_BACKEND", None)
+    env["PYTHONPATH"] = os.pathsep.join(
+        str(p) for p in (extra_path, REPO, env.get("PYTHONPATH")) if p)
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env,
+                          cwd=REPO, timeout=120)
+
+
+@pytest.fixture
+def without_cupy(tmp_path: Path) -> Path:
+    """A directory whose sitecustomize makes ``import cupy`` fail in a subprocess."""
+    (tmp_path / "sitecustomize.py").write_text("import sys\nsys.modules['cupy'] = None\n")
+    return tmp_path
+
+
+# --------------------------------------------------------------------------------------
+# Without a GPU
+# --------------------------------------------------------------------------------------
+def test_missing_cupy_python_api(without_cupy: Path) -> None:
+    script = (
+        "import logging, sys\n"
+        "logging.basicConfig(level=logging.INFO, stream=sys.stdout, "
+        "format='%(levelname)s %(message)s')\n"
+        "import simplenn\n"
+        "from simplenn.backends import get_backend, resolve_backend_name\n"
+        "print('CHOSEN', resolve_backend_name('auto'))\n"
+        "try:\n"
+        "    get_backend('cupy')\n"
+        "except simplenn.BackendUnavailableError as exc:\n"
+        "    print('RAISED', exc)\n"
+    )
+    result = _run(["-c", script], without_cupy)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    chosen = [line for line in lines if line.startswith("CHOSEN ")]
+    assert chosen in (["CHOSEN numba"], ["CHOSEN numpy"])
+    # auto skips cupy quietly: an INFO line with the reason, no warning
+    assert any(line.startswith("INFO backend auto: chose") and "cupy skipped: CuPy is not "
+               "installed" in line for line in lines), result.stdout
+    assert not any(line.startswith(("WARNING", "ERROR")) for line in lines), result.stdout
+    error = [line for line in lines if line.startswith("RAISED ")]
+    assert len(error) == 1
+    assert "CuPy is not installed" in error[0] and "simplenn[cuda12]" in error[0]
+    assert "--backend numba" in error[0] and "--backend auto" in error[0]
+
+
+def test_missing_cupy_list_backends(without_cupy: Path) -> None:
+    result = _run(["-m", "simplenn.train", "--list-backends"], without_cupy)
+    assert result.returncode == 0, result.stderr
+    cupy_lines = [line for line in result.stdout.splitlines() if line.startswith("cupy")]
+    assert len(cupy_lines) == 1
+    assert cupy_lines[0].startswith("cupy   unavailable: CuPy is not installed")
+    assert "simplenn[cuda12]" in cupy_lines[0]
+    assert result.stdout.splitlines()[0].startswith("numpy  available")
+
+
+def test_missing_cupy_cli_exits_1_with_one_line(without_cupy: Path) -> None:
+    result = _run(["-m", "simplenn.train", "--backend", "cupy", "--epochs", "1"], without_cupy)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(CLI_ERROR_PREFIX + "CuPy is not installed")
+    assert "--backend numba or --backend auto" in lines[0]
+
+
+def test_import_simplenn_never_imports_cupy() -> None:
+    result = _run(["-c", "import sys, simplenn, simplenn.train, simplenn.training; "
+                         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'cupy'))"])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_installed_without_device_is_reported_with_the_cuda_error() -> None:
+    if not _cupy_importable():
+        pytest.skip("CuPy is not installed here (pip install cupy-cuda12x to run this test)")
+    info = probe_backend("cupy")
+    if info.available:
+        pytest.skip(f"a CUDA device works here ({info.device})")
+    assert info.reason.startswith(f"CuPy {info.version} is installed but CUDA reports ")
+    assert "cudaError" in info.reason
+    result = _run(["-m", "simplenn.train", "--backend", "cupy"])
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(CLI_ERROR_PREFIX + f"CuPy {info.version} is installed but CUDA "
+                               "reports cudaError")
+    assert lines[0].endswith("use --backend numba or --backend auto instead (backend='auto' "
+                             "in Python picks the best backend that runs here)")
+
+
+def test_backend_module_builds_nothing_at_import() -> None:
+    """Importing the backend and binding the network to it touches no device and builds no
+    kernel (on a machine without a GPU any device call would raise here)."""
+    if not _cupy_importable():
+        pytest.skip("CuPy is not installed here")
+    script = (
+        "from simplenn.backends import cupy_backend as cb\n"
+        "from simplenn.network import network_functions\n"
+        "assert cb.built_kernel_count() == 0\n"
+        "for dtype in ('float32', 'float64'):\n"
+        "    f = network_functions(cb.CupyOps(dtype))\n"
+        "    assert isinstance(f.train_steps_pixels, cb.CudaGraphTrainSteps)\n"
+        "    assert isinstance(f.train_steps_floats, cb.CudaGraphTrainSteps)\n"
+        "    assert not isinstance(f.sgd_step, cb.CudaGraphTrainSteps)\n"
+        "print('KERNELS', cb.built_kernel_count(), cb._direct_gemm.cache_info().currsize)\n"
+    )
+    result = _run(["-c", script])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "KERNELS 0 0"
+
+
+def _stubbed_cupy_backend(monkeypatch) -> types.ModuleType:
+    """A private copy of the backend module, executed against a stand-in ``cupy`` (so the
+    pure-Python parts are testable where CuPy is not installed)."""
+    monkeypatch.setitem(sys.modules, "cupy", types.ModuleType("cupy"))
+    path = REPO / "simplenn" / "backends" / "cupy_backend.py"
+    spec = importlib.util.spec_from_file_location("simplenn.backends._cupy_backend_stubbed", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _column_major_gemm(transa, transb, M, N, K, A, lda, B, ldb, ldc, out_size):
+    """BLAS ``C = op(A) op(B)`` on flat column-major buffers, as cuBLAS reads and writes
+    them; every leading dimension and extent is checked against the buffer it indexes."""
+    def matrix(flat, trans, rows, cols, ld):
+        stored_rows, stored_cols = (cols, rows) if trans else (rows, cols)
+        assert ld >= max(1, stored_rows) and ld * (stored_cols - 1) + stored_rows <= flat.size
+        stored = np.lib.stride_tricks.as_strided(
+            flat, shape=(stored_rows, stored_cols), strides=(flat.itemsize, ld * flat.itemsize))
+        return stored.T if trans else stored
+
+    C = matrix(A, transa, M, K, lda) @ matrix(B, transb, K, N, ldb)
+    out = np.full(out_size, np.nan)
+    assert ldc >= M and ldc * (N - 1) + M <= out_size
+    for j in range(N):
+        out[j * ldc:j * ldc + M] = C[:, j]
+    return out
+
+
+@pytest.mark.parametrize("m, n, k", [(5, 3, 4), (1, 7, 2), (6, 1, 9), (128, 10, 784)])
+def test_gemm_arguments_compute_row_major_products(monkeypatch, m, n, k) -> None:
+    """The cuBLAS arguments of the three products, replayed by a column-major GEMM on the
+    very memory layout of the row-major arrays, give NumPy's products."""
+    gemm_arguments = _stubbed_cupy_backend(monkeypatch).gemm_arguments
+    rng = np.random.default_rng(0)
+    cases = {  # (trans_a, trans_b): (a stored, b stored, expected)
+        (False, False): (rng.standard_normal((m, k)), rng.standard_normal((k, n))),
+        (True, False): (rng.standard_normal((k, m)), rng.standard_normal((k, n))),
+        (False, True): (rng.standard_normal((m, k)), rng.standard_normal((n, k))),
+    }
+    for (trans_a, trans_b), (a, b) in cases.items():
+        expected = (a.T if trans_a else a) @ (b.T if trans_b else b)
+        opa, opb, M, N, K, lda, ldb, ldc = gemm_arguments(trans_a, trans_b, m, n, k)
+        flat = _column_major_gemm(opa == 1, opb == 1, M, N, K, b.ravel(), lda, a.ravel(), ldb,
+                                  ldc, m * n)
+        np.testing.assert_allclose(flat.reshape(m, n), expected, rtol=1e-12, atol=1e-12)
+
+
+# --------------------------------------------------------------------------------------
+# On a GPU
+# --------------------------------------------------------------------------------------
+TOLERANCE = {"float32": dict(rtol=2e-5, atol=2e-6), "float64": dict(rtol=1e-12, atol=1e-14)}
+
+
+@pytest.fixture
+def gpu():
+    """(cupy, the cupy_backend module), skipping with the probe's reason without a device."""
+    skip_unless_available("cupy")
+    import cupy
+
+    from simplenn.backends import cupy_backend
+
+    return cupy, cupy_backend
+
+
+def _pair(dtype: str):
+    from simplenn.backends import get_backend
+
+    return get_backend("cupy", dtype=dtype), get_backend("numpy", dtype=dtype)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_products_match_numpy(gpu, dtype) -> None:
+    cupy, cb = gpu
+    ops, ref = _pair(dtype)
+    assert cb._direct_gemm() is not None, "cuBLAS is not reachable directly: no CUDA graphs"
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((37, 50)).astype(dtype), rng.standard_normal((50, 23)).astype(dtype)
+    c = rng.standard_normal((37, 23)).astype(dtype)
+    tol = TOLERANCE[dtype]
+    for got, want in [
+        (ops.matmul(ops.asarray(a), ops.asarray(b)), ref.matmul(a, b)),
+        (ops.matmul_tn(ops.asarray(a), ops.asarray(c)), ref.matmul_tn(a, c)),
+        (ops.matmul_nt(ops.asarray(c), ops.asarray(b)), ref.matmul_nt(c, b)),
+        (ops.matmul(ops.asarray(a)[:, ::2], ops.asarray(b)[::2]), ref.matmul(a[:, ::2], b[::2])),
+    ]:
+        assert isinstance(got, cupy.ndarray) and got.dtype == np.dtype(dtype)
+        np.testing.assert_allclose(ops.to_numpy(got), want, **tol)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fused_kernels_match_numpy(gpu, dtype) -> None:
+    cupy, cb = gpu
+    ops, ref = _pair(dtype)
+    rng = np.random.default_rng(2)
+    tol = TOLERANCE[dtype]
+    x = rng.standard_normal((37, 50)).astype(dtype)
+    W = rng.standard_normal((50, 23)).astype(dtype)
+    b = rng.standard_normal(23).astype(dtype)
+    np.testing.assert_allclose(
+        ops.to_numpy(ops.affine_relu(ops.asarray(x), ops.asarray(W), ops.asarray(b))),
+        ref.affine_relu(x, W, b), **tol)
+
+    dy, y = rng.standard_normal((37, 23)).astype(dtype), rng.standard_normal((37, 23)).astype(dtype)
+    y[0, :5] = 0
+    np.testing.assert_array_equal(
+        ops.to_numpy(ops.relu_backward(ops.asarray(dy), ops.asarray(y))), ref.relu_backward(dy, y))
+
+    pixels = rng.integers(0, 256, (37, 784), dtype=np.uint8)
+    np.testing.assert_array_equal(
+        ops.to_numpy(ops.pixels_to_float(ops.asarray(pixels, dtype=np.uint8))),
+        ref.pixels_to_float(pixels))
+
+    logits = (rng.standard_normal((300, 10)) * 3).astype(dtype)
+    logits[0] = np.where(np.arange(10) % 2, 1e4, -1e4)
+    logits[1] = -1e4
+    logits[1, 7] = 1e4 - 1
+    logits[2] = 1e4
+    labels = rng.integers(0, 10, 300)
+    labels[:3] = [0, 7, 3]
+    loss, dlogits = ops.softmax_cross_entropy(ops.asarray(logits), ops.asarray(labels, np.int64))
+    want_loss, want_d = ref.softmax_cross_entropy(logits, labels)
+    assert isinstance(loss, cupy.ndarray) and loss.ndim == 0, "the loss must stay on the device"
+    assert np.isfinite(ops.to_numpy(loss)) and np.isfinite(ops.to_numpy(dlogits)).all()
+    np.testing.assert_allclose(float(ops.to_numpy(loss)), float(want_loss), rtol=tol["rtol"] * 10)
+    np.testing.assert_allclose(ops.to_numpy(dlogits), want_d, **tol)
+
+    s = np.dtype(dtype).type
+    for wd in (0.0, 1e-3):
+        for device_lr in (False, True):
+            param, grad = rng.standard_normal((50, 23)).astype(dtype), rng.standard_normal((50, 23)).astype(dtype)
+            velocity = rng.standard_normal((50, 23)).astype(dtype)
+            p, v = ops.asarray(param), ops.asarray(velocity)
+            lr = cupy.asarray(s(0.05)) if device_lr else s(0.05)
+            ops.sgd_update(p, ops.asarray(grad), v, lr, s(0.9), s(wd))
+            ref.sgd_update(param, grad, velocity, s(0.05), s(0.9), s(wd))
+            # rounded operation by operation like NumPy, so equal to the last bit
+            np.testing.assert_array_equal(ops.to_numpy(p), param)
+            np.testing.assert_array_equal(ops.to_numpy(v), velocity)
+
+    a, c = ops.asarray(np.array([1, 2, 3, 4])), ops.asarray(np.array([1, 0, 3, 4]))
+    count = ops.count_equal(a, c)
+    assert type(count) is int and count == 3
+
+
+def _train(backend: str, data, dtype: str, batch_size: int, epochs: int, seed: int = 3):
+    import simplenn
+
+    net = simplenn.TwoLayerNet(784, 32, 10, backend=backend, dtype=dtype, seed=seed)
+    history = simplenn.fit(net, data, epochs=epochs, batch_size=batch_size, lr=0.05,
+                           weight_decay=1e-4, seed=seed, eval_train=False)
+    return [e.train_loss for e in history.epochs], net.parameters(), net
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("batch_size", [7, 128])
+def test_training_trajectory_matches_numpy(gpu, mnist, batch_size) -> None:
+    train, _ = mnist
+    data = (train.X[:2000], train.y[:2000])
+    losses, params, _ = _train("cupy", data, "float64", batch_size, epochs=3)
+    want_losses, want_params, _ = _train("numpy", data, "float64", batch_size, epochs=3)
+    np.testing.assert_allclose(losses, want_losses, rtol=1e-9)
+    for name, want in want_params.items():
+        np.testing.assert_allclose(params[name], want, rtol=1e-9,
+                                   atol=1e-9 * float(np.abs(want).max()), err_msg=name)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_cuda_graphs_give_the_eager_run(gpu, mnist, monkeypatch, dtype) -> None:
+    """10,000 images at batch 128 are chunks of 4096, 4096 and 1808 samples: over three
+    epochs both chunk shapes run eagerly, are captured, then replayed."""
+    _, cb = gpu
+    train, _ = mnist
+    data = (train.X[:10000], train.y[:10000])
+    monkeypatch.setenv(cb.GRAPHS_ENV_VAR, "0")
+    eager_losses, eager_params, net = _train("cupy", data, dtype, 128, epochs=3)
+    wrapper = net.functions.train_steps_pixels
+    assert isinstance(wrapper, cb.CudaGraphTrainSteps)
+    before = (wrapper.captures, wrapper.replays)
+    monkeypatch.setenv(cb.GRAPHS_ENV_VAR, "1")
+    graph_losses, graph_params, _ = _train("cupy", data, dtype, 128, epochs=3)
+    assert wrapper.disabled_reason is None, wrapper.disabled_reason
+    assert wrapper.captures - before[0] >= 2 and wrapper.replays - before[1] >= 5
+    # Eager products go through cupy.matmul, captured ones through the direct cuBLAS call:
+    # the same GEMM, but cuBLAS may pick another algorithm, so allow rounding differences.
+    rtol = 1e-5 if np.dtype(dtype) == np.float32 else 1e-11
+    np.testing.assert_allclose(graph_losses, eager_losses, rtol=rtol)
+    for name, want in eager_params.items():
+        np.testing.assert_allclose(graph_params[name], want, rtol=rtol, atol=rtol, err_msg=name)
