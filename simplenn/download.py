@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from simplenn.datasets import MNIST_SHA256
 from simplenn.errors import DownloadError
-from simplenn.idx import atomic_write_bytes
+from simplenn._fileio import atomic_write_bytes
 
 #: Base URLs tried in order; each serves ``<base>NAME.gz``.
 MIRRORS: tuple[str, ...] = (

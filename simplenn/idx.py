@@ -19,11 +19,10 @@ import gzip
 import math
 import os
 import struct
-import tempfile
 import zlib
-from pathlib import Path
 import numpy as np
 
+from simplenn._fileio import atomic_write_bytes
 from simplenn.errors import DataError
 
 PathLike = str | os.PathLike[str]
@@ -201,29 +200,6 @@ def encode_idx(array: np.ndarray, name: str = "<array>") -> bytes:
     header = struct.pack(f">BBBB{arr.ndim}I", 0, 0, code, arr.ndim, *arr.shape)
     payload = np.ascontiguousarray(arr, dtype=IDX_DTYPES[code]).tobytes()
     return header + payload
-
-
-def atomic_write_bytes(path: PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically.
-
-    The bytes go to a temporary file in the same directory, which is flushed, fsync'ed
-    and then renamed over ``path`` with :func:`os.replace`; on any failure the temporary
-    file is removed, so ``path`` is either untouched or complete. OSError propagates.
-    """
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def write_idx(path: PathLike, array: np.ndarray) -> None:

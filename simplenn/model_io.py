@@ -20,7 +20,6 @@ import json
 import math
 import os
 import struct
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Mapping
@@ -29,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from ._fileio import atomic_write_bytes
 from .errors import ModelFileError
 from .network import PARAMETER_NAMES, TwoLayerNet
 
@@ -40,39 +40,6 @@ _MAX_HEADER = 10_000
 # What the zip and .npy parsers raise on damaged input (all caught and reported).
 _DAMAGE = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, KeyError, NotImplementedError,
            RuntimeError, zlib.error, struct.error, OverflowError, ValueError, TypeError)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that ``path`` is always either the old file or the
-    complete new one: temp file in the same directory, fsync, rename, fsync the dir.
-
-    A process killed mid-write may leave a hidden ``.NAME.*.tmp`` file beside
-    ``path``, never a damaged ``path``.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:
-        dir_fd = os.open(path.parent or ".", os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
 
 
 def write_model_file(

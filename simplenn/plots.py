@@ -16,7 +16,7 @@ import numpy as np
 
 from ._optional import require
 from .errors import SimplennError
-from .model_io import atomic_write_bytes
+from ._fileio import atomic_write_bytes
 from .training import History
 
 TRAINING_CURVES = "training_curves.png"

@@ -238,7 +238,7 @@ def _train(args) -> int:
                                                        "test_accuracy": accuracy})
         say(f"saved model to {args.save}")
     if args.metrics_out is not None:
-        from .model_io import atomic_write_bytes
+        from ._fileio import atomic_write_bytes
 
         atomic_write_bytes(args.metrics_out, json.dumps(history.to_dict(), indent=2).encode())
         say(f"wrote metrics to {args.metrics_out}")
