@@ -1,0 +1,338 @@
+"""The Numba backend: the network's ops as ``@njit`` kernels, and the training loop compiled.
+
+Every op the network math in :mod:`simplenn.network` uses is a module-level
+``@njit`` dispatcher here, set as an attribute of :class:`NumbaOps`; the network's
+``make_*`` factories close over those dispatchers and :meth:`NumbaOps.jit` compiles
+the closures, so a whole chunk of SGD steps (``train_steps``) runs as machine code
+built from the one definition of the math. Matrix products go through ``np.dot``
+inside compiled code (BLAS, via SciPy) -- never ``parallel=True`` around them, which
+makes OpenMP and OpenBLAS threads fight.
+
+Zero-skipping: MNIST pixels are ~81% zeros. For small batches the first-layer
+product ``x W1`` and the weight gradient ``xᵀ dl1`` walk only the nonzero inputs,
+which computes the same sums with a fraction of the work; each kernel picks this
+path from the batch size and the input's density (see :func:`_use_sparse`).
+
+Compilation is cached on disk (``cache=True``) unless ``SIMPLENN_NUMBA_CACHE=0``.
+Numba keys the cache of a closure on the pickled contents of its cells, which for
+captured dispatchers include a random per-process UUID (numba issue #6264), so
+closures would recompile in every process; :func:`_set_stable_uuid` gives every
+dispatcher here a UUID derived from its code instead, which makes the compiled
+closures cacheable and invalidates them when any kernel's source changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import marshal
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import numba
+import numpy as np
+from numba import njit
+
+from .base import Ops
+
+#: ``SIMPLENN_NUMBA_CACHE=0`` turns numba's on-disk compilation cache off.
+CACHE_ENV_VAR = "SIMPLENN_NUMBA_CACHE"
+CACHE = os.environ.get(CACHE_ENV_VAR, "1").strip() not in ("0", "false", "no", "off")
+
+#: Zero-skipping is used for ``x W`` with at most this many rows of x, and for ``xᵀ d``
+#: with at most ``SPARSE_MAX_ROWS_TN`` (crossovers measured with float32 MNIST
+#: batches against OpenBLAS, hidden 128; see the README) ...
+SPARSE_MAX_ROWS = 16
+SPARSE_MAX_ROWS_TN = 4
+#: ... and when at most this fraction of the inputs is nonzero.
+SPARSE_MAX_DENSITY = 0.5
+
+_SOURCE_HASH = hashlib.sha256(
+    Path(__file__).read_bytes() + numba.__version__.encode()).hexdigest()
+
+
+def _set_stable_uuid(dispatcher: Any, content: str) -> None:
+    """Give ``dispatcher`` a UUID that is a hash of ``content`` (its code), so that
+    closures capturing it hash the same in every process and can be cached.
+
+    Uses numba's private ``_set_uuid``; without it (a future numba) nothing
+    changes except that closures recompile in each process.
+    """
+    setter = getattr(dispatcher, "_set_uuid", None)
+    if setter is not None:
+        setter("simplenn-" + hashlib.sha256(content.encode()).hexdigest())
+
+
+def _kernel(fn: Callable) -> Any:
+    """``@njit`` a module-level function (cached unless disabled), with a stable UUID.
+
+    Every njit function of this module needs one: closures pickle the kernels they
+    capture by value, and with them the helpers those kernels call."""
+    dispatcher = njit(cache=CACHE)(fn)
+    _set_stable_uuid(dispatcher, f"{_SOURCE_HASH}:{fn.__qualname__}")
+    return dispatcher
+
+
+# --------------------------------------------------------------------------------------
+# Kernels. Shapes and dtypes as in simplenn.backends.base.Ops; all arrays C-contiguous.
+# --------------------------------------------------------------------------------------
+@_kernel
+def _count_nonzero(x):
+    count = 0
+    for v in x.ravel():
+        if v != 0:
+            count += 1
+    return count
+
+
+@_kernel
+def _use_sparse(x, max_rows):
+    """Whether walking the nonzeros of (m, k) ``x`` beats BLAS: at most ``max_rows``
+    rows, at most ``SPARSE_MAX_DENSITY`` of them nonzero."""
+    m, k = x.shape
+    if m > max_rows:
+        return False
+    return _count_nonzero(x) <= SPARSE_MAX_DENSITY * m * k
+
+
+@_kernel
+def _same_dtype(value, like):
+    """``value`` as a scalar of the dtype of array ``like`` (numba promotes int/float64)."""
+    out = np.empty(1, like.dtype)
+    out[0] = value
+    return out[0]
+
+
+@_kernel
+def _sparse_matmul(x, W):
+    """``x W`` for (m, k) x (k, n), summing only over the nonzero ``x[r, i]`` in order."""
+    m, k = x.shape
+    n = W.shape[1]
+    out = np.zeros((m, n), W.dtype)
+    for r in range(m):
+        row = out[r]
+        for i in range(k):
+            xi = x[r, i]
+            if xi != 0:
+                w = W[i]
+                for j in range(n):
+                    row[j] += xi * w[j]
+    return out
+
+
+@_kernel
+def matmul(a, b):
+    """``a @ b``: (m, k) x (k, n) -> (m, n); zero-skipping for small sparse ``a``."""
+    if _use_sparse(a, SPARSE_MAX_ROWS):
+        return _sparse_matmul(a, b)
+    return np.dot(a, b)
+
+
+@_kernel
+def matmul_tn(a, b):
+    """``aᵀ @ b``: (k, m) x (k, n) -> (m, n); zero-skipping for small sparse ``a``."""
+    k, m = a.shape
+    n = b.shape[1]
+    if _use_sparse(a, SPARSE_MAX_ROWS_TN):
+        out = np.zeros((m, n), b.dtype)
+        for r in range(k):
+            brow = b[r]
+            for i in range(m):
+                ai = a[r, i]
+                if ai != 0:
+                    orow = out[i]
+                    for j in range(n):
+                        orow[j] += ai * brow[j]
+        return out
+    return np.dot(a.T, b)
+
+
+@_kernel
+def matmul_nt(a, b):
+    """``a @ bᵀ``: (m, k) x (n, k) -> (m, n)."""
+    return np.dot(a, b.T)
+
+
+@_kernel
+def affine(x, W, b):
+    """``x W + b``: (m, k), (k, n), (n,) -> (m, n)."""
+    out = matmul(x, W)
+    m, n = out.shape
+    for r in range(m):
+        for j in range(n):
+            out[r, j] += b[j]
+    return out
+
+
+@_kernel
+def affine_relu(x, W, b):
+    """``relu(x W + b)`` -> (m, n), bias and ReLU fused into one pass."""
+    out = matmul(x, W)
+    m, n = out.shape
+    for r in range(m):
+        for j in range(n):
+            v = out[r, j] + b[j]
+            out[r, j] = v if v > 0 else 0
+    return out
+
+
+@_kernel
+def relu_backward(dy, y):
+    """``dy ⊙ [y > 0]`` (same shape as ``dy``)."""
+    out = np.empty_like(dy)
+    d, yy, o = dy.ravel(), y.ravel(), out.ravel()
+    for i in range(o.size):
+        o[i] = d[i] if yy[i] > 0 else 0
+    return out
+
+
+@_kernel
+def sum_rows(a):
+    """Column sums (m, n) -> (n,), adding the rows in order (as NumPy does)."""
+    m, n = a.shape
+    out = np.zeros(n, a.dtype)
+    for r in range(m):
+        for j in range(n):
+            out[j] += a[r, j]
+    return out
+
+
+@_kernel
+def softmax_cross_entropy(logits, labels):
+    """``(loss, dlogits)`` of mean cross-entropy; see ``Ops.softmax_cross_entropy``."""
+    m, c = logits.shape
+    dlogits = np.empty_like(logits)
+    m_float = _same_dtype(m, logits)
+    total = 0.0  # accumulated in float64, returned in the logits' dtype
+    for r in range(m):
+        z = logits[r]
+        e = dlogits[r]
+        zmax = z[0]
+        for j in range(1, c):
+            if z[j] > zmax:
+                zmax = z[j]
+        s = _same_dtype(0, logits)
+        for j in range(c):
+            e[j] = np.exp(z[j] - zmax)
+            s += e[j]
+        total += np.log(s) - (z[labels[r]] - zmax)
+        for j in range(c):
+            e[j] /= s
+        e[labels[r]] -= 1
+        for j in range(c):
+            e[j] /= m_float
+    return _same_dtype(total / m, logits), dlogits
+
+
+@_kernel
+def sgd_update(param, grad, velocity, lr, momentum, weight_decay):
+    """In place: ``v = momentum v + (grad + weight_decay param)``; ``param -= lr v``."""
+    p, g, v = param.ravel(), grad.ravel(), velocity.ravel()
+    if weight_decay:
+        for i in range(p.size):
+            vi = v[i] * momentum + (g[i] + p[i] * weight_decay)
+            v[i] = vi
+            p[i] -= vi * lr
+    else:
+        for i in range(p.size):
+            vi = v[i] * momentum + g[i]
+            v[i] = vi
+            p[i] -= vi * lr
+
+
+@_kernel
+def pixels_to_float32(x):
+    """(m, d) uint8 -> (m, d) float32 ``x / 255``."""
+    return x.astype(np.float32) / np.float32(255)
+
+
+@_kernel
+def pixels_to_float64(x):
+    """(m, d) uint8 -> (m, d) float64 ``x / 255``."""
+    return x.astype(np.float64) / np.float64(255)
+
+
+@_kernel
+def cast_to_float32(x):
+    """(m, d) floats -> (m, d) float32."""
+    return x.astype(np.float32)
+
+
+@_kernel
+def cast_to_float64(x):
+    """(m, d) floats -> (m, d) float64."""
+    return x.astype(np.float64)
+
+
+_PIXELS_TO_FLOAT = {"float32": pixels_to_float32, "float64": pixels_to_float64}
+_CAST_TO_FLOAT = {"float32": cast_to_float32, "float64": cast_to_float64}
+
+class NumbaOps(Ops):
+    """The ops as ``@njit`` kernels on NumPy arrays, and the network math compiled.
+
+    The kernels are instance attributes holding numba dispatchers (not methods), so
+    the network's factories capture compiled functions that compiled closures can
+    call. ``pixels_to_float`` and ``cast_to_float`` are the kernels for ``dtype``.
+    """
+
+    name = "numba"
+    xp = np
+
+    def __init__(self, dtype: str | np.dtype = "float32") -> None:
+        super().__init__(dtype)
+        self.matmul = matmul
+        self.matmul_tn = matmul_tn
+        self.matmul_nt = matmul_nt
+        self.affine = affine
+        self.affine_relu = affine_relu
+        self.relu_backward = relu_backward
+        self.sum_rows = sum_rows
+        self.softmax_cross_entropy = softmax_cross_entropy
+        self.sgd_update = sgd_update
+        self.pixels_to_float = _PIXELS_TO_FLOAT[self.dtype.name]
+        self.cast_to_float = _CAST_TO_FLOAT[self.dtype.name]
+
+    def jit(self, fn: Callable) -> Any:
+        """Compile ``fn`` (a closure over this backend's kernels) with ``@njit``.
+
+        Its cache UUID hashes its bytecode and what it captures, so a compiled
+        closure is found in numba's cache by later processes.
+        """
+        dispatcher = njit(cache=CACHE)(fn)
+        cells = [c.cell_contents for c in (fn.__closure__ or ())]
+        parts = [hashlib.sha256(marshal.dumps(fn.__code__)).hexdigest(), fn.__qualname__]
+        for value in cells:
+            uuid = getattr(value, "_uuid", None)
+            if uuid is None and not isinstance(value, (int, float, str, bool, type(None))):
+                return dispatcher  # something we can't hash stably: leave numba's UUID
+            parts.append(str(uuid) if uuid is not None else repr(value))
+        _set_stable_uuid(dispatcher, ":".join(parts))
+        return dispatcher
+
+    def warmup(self) -> None:
+        """Compile (or load from the cache) every function training and inference use,
+        for this dtype and both input kinds (uint8 pixels, floats; read-only or not),
+        so that later timings measure running, not compiling."""
+        from ..network import network_functions
+
+        fns = network_functions(self)
+        rng = np.random.default_rng(0)
+        d, h, c = 6, 4, 3
+        params = [self.asarray(rng.standard_normal(s)) for s in ((d, h), (h,), (h, c), (c,))]
+        velocities = [np.zeros_like(p) for p in params]
+        pixels = rng.integers(0, 256, (SPARSE_MAX_ROWS + 2, d)).astype(np.uint8)
+        floats = pixels.astype(self.dtype) / 255
+        labels = rng.integers(0, c, pixels.shape[0]).astype(np.int64)
+        order = np.arange(pixels.shape[0], dtype=np.int64)
+        losses = np.zeros(pixels.shape[0], dtype=np.float64)
+        scalar = self.dtype.type
+        ro_pixels, ro_labels = pixels.copy(), labels.copy()
+        ro_pixels.flags.writeable = ro_labels.flags.writeable = False  # as DataSplits hold them
+        for X, Y, train_steps in ((pixels, labels, fns.train_steps_pixels),
+                                  (ro_pixels, ro_labels, fns.train_steps_pixels),
+                                  (floats, labels, fns.train_steps_floats)):
+            train_steps(*params, *velocities, X, Y, order, 1, scalar(0.0), scalar(0.0),
+                        scalar(0.0), losses)
+            x = self.pixels_to_float(X) if X.dtype == np.uint8 else self.cast_to_float(X)
+            fns.forward(*params, x)
+            fns.loss_and_gradients(*params, x, Y)
