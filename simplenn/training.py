@@ -44,9 +44,9 @@ LR_SCHEDULES = ("constant", "cosine", "linear")
 class TrainConfig:
     """Every setting of a training run; the defaults are those of ``python -m simplenn.train``."""
 
-    epochs: int = 12
-    batch_size: int = 64
-    lr: float = 0.1
+    epochs: int = 6
+    batch_size: int = 128
+    lr: float = 0.2
     momentum: float = 0.9
     weight_decay: float = 0.0
     lr_schedule: str = "cosine"

@@ -1,0 +1,510 @@
+"""``python -m simplenn.bench``: training throughput of every backend (and peer) on this machine.
+
+For each hidden width and batch size of the grid it times one training epoch of
+each contender (simplenn's ``numpy``, ``numba``, ``cupy`` backends and, when
+installed, PyTorch as ``torch-cpu`` / ``torch-cuda``) over the MNIST training images
+and prints a table: samples/s, the speed-up over the NumPy backend and the share of
+this machine's peak, measured in the same run by timing a large float32 matrix
+product. The FLOPs counted per sample are derived in :mod:`simplenn._workloads`.
+Before its grid, each peer trains one epoch beside the NumPy backend from the same
+start and its mean loss must match simplenn's: otherwise the comparison would not be
+of the same computation, and the command exits with status 1. Each contender runs in a
+fresh process of its own (see :func:`run_grid`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import queue as queue_module
+import shlex
+import signal
+import statistics
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from . import _cli, _sysinfo
+from ._workloads import (
+    BATCH_SIZES, CONTENDER_NAMES, HIDDEN_SIZES, N_CLASSES, N_INPUTS, PEER_NAMES, THROUGHPUT_LR,
+    Availability, make_contender, probe_contender, timed, training_flops_per_sample,
+)
+from .errors import BackendUnavailableError, SimplennError
+from .training import CHUNK_SAMPLES, TrainConfig
+
+PROG = "python -m simplenn.bench"
+DEFAULT_BATCH_SIZES = BATCH_SIZES
+DEFAULT_HIDDEN = HIDDEN_SIZES
+DEFAULT_REPEAT = 3
+DEFAULT_PEAK_SIZE = 2048
+#: The untimed warm-up epoch of each cell: at least one of fit's chunks of work.
+WARMUP_SAMPLES = CHUNK_SAMPLES
+MNIST_TRAIN_SIZE = 60000
+#: The peer check: one epoch at the training defaults' batch size and learning rate
+#: (constant), hidden = the grid's first width. float32 round-off differs between the
+#: two libraries' products and compounds over an epoch's steps, hence a relative
+#: tolerance well above float32's epsilon.
+LOSS_CHECK_BATCH = TrainConfig.batch_size
+LOSS_CHECK_RTOL = 1e-3
+#: Set in the re-executed process by --unset-openblas-env: what it unset.
+_UNSET_MARKER = "SIMPLENN_BENCH_UNSET_OPENBLAS"
+
+
+class BenchmarkError(SimplennError, RuntimeError):
+    """A contender's benchmark process failed; the message carries its traceback."""
+
+
+# --------------------------------------------------------------------------------------
+# Command line.
+# --------------------------------------------------------------------------------------
+def _int_list(text: str) -> tuple[int, ...]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list of positive integers, "
+                                         f"got {text!r}")
+    values = tuple(_cli.positive_int(t) for t in items)
+    return tuple(dict.fromkeys(values))
+
+
+def _contender_list(text: str) -> tuple[str, ...]:
+    items = [t.strip().lower() for t in text.split(",") if t.strip()]
+    unknown = [t for t in items if t not in CONTENDER_NAMES]
+    if not items or unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown backend or peer {', '.join(map(repr, unknown)) or repr(text)}; valid names "
+            f"are: {', '.join(CONTENDER_NAMES)}")
+    return tuple(dict.fromkeys(items))
+
+
+def _samples(text: str) -> int:
+    value = _cli.positive_int(text)
+    if value > MNIST_TRAIN_SIZE:
+        raise argparse.ArgumentTypeError(
+            f"at most {MNIST_TRAIN_SIZE} (the MNIST training set), got {value}")
+    return value
+
+
+def build_parser() -> _cli.ArgumentParser:
+    p = _cli.ArgumentParser(prog=PROG, description=(
+        "Time one training epoch of each backend (and of PyTorch, when installed) over a "
+        "grid of batch sizes and hidden widths, and print samples/s, the speed-up over "
+        "the NumPy backend and the share of this machine's measured float32 peak."))
+    p.add_argument("--backends", type=_contender_list, default=None, metavar="LIST",
+                   help=f"comma-separated, from {','.join(CONTENDER_NAMES)} (default: every one "
+                        "that runs here; the others are listed with the reason)")
+    p.add_argument("--batch-sizes", type=_int_list, default=DEFAULT_BATCH_SIZES, metavar="LIST",
+                   help=f"comma-separated (default {','.join(map(str, DEFAULT_BATCH_SIZES))})")
+    p.add_argument("--hidden", type=_int_list, default=DEFAULT_HIDDEN, metavar="LIST",
+                   help=f"hidden widths, comma-separated (default "
+                        f"{','.join(map(str, DEFAULT_HIDDEN))})")
+    p.add_argument("--repeat", type=_cli.positive_int, default=DEFAULT_REPEAT,
+                   help=f"timed epochs per cell after one warm-up; the best counts "
+                        f"(default {DEFAULT_REPEAT})")
+    p.add_argument("--samples", type=_samples, default=MNIST_TRAIN_SIZE,
+                   help=f"training images per timed epoch, from the MNIST training set "
+                        f"(default {MNIST_TRAIN_SIZE}: a full epoch)")
+    p.add_argument("--peak-size", type=_cli.positive_int, default=DEFAULT_PEAK_SIZE, metavar="N",
+                   help=f"measure the machine's peak with an N x N float32 matrix product "
+                        f"(default {DEFAULT_PEAK_SIZE})")
+    p.add_argument("--json", type=Path, default=None, metavar="PATH",
+                   help="also write every measurement and the system description to PATH")
+    p.add_argument("--plot", type=Path, default=None, metavar="PATH.png",
+                   help="draw samples/s against batch size (log-log, one line per backend) "
+                        "to PATH.png; needs matplotlib")
+    p.add_argument("--unset-openblas-env", action="store_true",
+                   help="when OPENBLAS_CORETYPE or OPENBLAS_L2_SIZE is set, re-run this command "
+                        "without them (they can make OpenBLAS pick a slower kernel)")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for flag, path in (("--json", args.json), ("--plot", args.plot)):
+        if path is not None and not path.parent.is_dir():
+            parser.error(f"argument {flag}: directory {str(path.parent)!r} does not exist")
+    if args.plot is not None and args.plot.suffix.lower() != ".png":
+        parser.error(f"argument --plot: expected a .png path, got {str(args.plot)!r}")
+    if args.unset_openblas_env and _sysinfo.openblas_env():
+        _reexec_without_openblas_env(argv)  # does not return
+    return _cli.run_command(PROG, lambda: _bench(args, argv), args.debug)
+
+
+def _reexec_without_openblas_env(argv: list[str]) -> None:
+    """Run this command again in a fresh process without the OpenBLAS variables: OpenBLAS
+    reads them once, when NumPy loads it, so unsetting them here would change nothing."""
+    found = _sysinfo.openblas_env()
+    env = {k: v for k, v in os.environ.items() if k not in found}
+    env[_UNSET_MARKER] = " ".join(f"{k}={v}" for k, v in found.items())
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, "-m", "simplenn.bench", *argv], env)
+
+
+# --------------------------------------------------------------------------------------
+# Measuring.
+# --------------------------------------------------------------------------------------
+@dataclass
+class Cell:
+    """One contender at one hidden width and batch size."""
+
+    name: str
+    is_peer: bool
+    hidden: int
+    batch_size: int
+    samples: int
+    seconds: list[float]
+    samples_per_s: float  # from the best (shortest) of ``seconds``
+    median_samples_per_s: float
+    flops_per_sample: int
+    gflops_per_s: float
+    percent_of_peak: float
+    speedup_vs_numpy: float | None = None
+
+
+@dataclass
+class PeerCheck:
+    """A peer's mean training loss over one epoch beside simplenn's NumPy backend's."""
+
+    peer: str
+    hidden: int
+    batch_size: int
+    lr: float
+    samples: int
+    simplenn_loss: float
+    peer_loss: float
+    relative_difference: float
+    rtol: float
+    match: bool
+
+
+def _select(requested: tuple[str, ...] | None) -> tuple[list[str], list[Availability]]:
+    """The contenders to run and those skipped; a contender named explicitly must run."""
+    infos = [probe_contender(n) for n in (requested or CONTENDER_NAMES)]
+    if requested:
+        missing = [i for i in infos if not i.available]
+        if missing:
+            raise BackendUnavailableError("; ".join(f"{i.name!r} unavailable: {i.reason}"
+                                                    for i in missing)
+                                          + " (leave it out of --backends)")
+    return [i.name for i in infos if i.available], [i for i in infos if not i.available]
+
+
+def _epoch_loss(name: str, hidden: int, samples: int, train: Any, test: Any) -> float:
+    """Mean loss of one epoch from the shared start, with the peer check's settings."""
+    contender = make_contender(name, hidden, train.X, train.y, test.X)
+    return contender.train_epoch(LOSS_CHECK_BATCH, samples, lr=TrainConfig.lr)
+
+
+def _compare(peer: str, hidden: int, samples: int, simplenn_loss: float,
+             peer_loss: float) -> PeerCheck:
+    rel = abs(peer_loss - simplenn_loss) / max(abs(simplenn_loss), 1e-12)
+    return PeerCheck(peer, hidden, LOSS_CHECK_BATCH, TrainConfig.lr, samples, simplenn_loss,
+                     peer_loss, rel, LOSS_CHECK_RTOL, bool(rel <= LOSS_CHECK_RTOL))
+
+
+def check_peer_loss(peer: str, hidden: int, samples: int, train: Any, test: Any) -> PeerCheck:
+    """Train one epoch of ``peer`` and of the NumPy backend from the same start (batch
+    :data:`LOSS_CHECK_BATCH`, the default learning rate held constant) and compare
+    their mean losses within :data:`LOSS_CHECK_RTOL`."""
+    return _compare(peer, hidden, samples, _epoch_loss("numpy", hidden, samples, train, test),
+                    _epoch_loss(peer, hidden, samples, train, test))
+
+
+def _measure_cells(name: str, hidden_sizes: tuple[int, ...], batch_sizes: tuple[int, ...],
+                   samples: int, repeat: int, train: Any, test: Any,
+                   emit: Callable[[str, Any], None]) -> None:
+    """Time ``repeat`` epochs of ``samples`` images for one contender at every width and
+    batch size, each after an untimed warm-up epoch (JIT compilation, GPU kernels,
+    caches); ``emit("cell", dict)`` reports each cell as it is done."""
+    for hidden in hidden_sizes:
+        contender = make_contender(name, hidden, train.X, train.y, test.X)
+        for bs in batch_sizes:
+            contender.train_epoch(bs, min(samples, max(2 * bs, WARMUP_SAMPLES)))
+            seconds = [timed(contender.train_epoch, bs, samples)[0] for _ in range(repeat)]
+            emit("cell", {"name": name, "is_peer": contender.is_peer, "hidden": hidden,
+                          "batch_size": bs, "samples": samples, "seconds": seconds})
+        del contender
+
+
+def _worker(queue: Any, name: str, hidden_sizes: tuple[int, ...],
+            batch_sizes: tuple[int, ...], samples: int, repeat: int) -> None:
+    """The body of one contender's process: a peer's loss for the peer check, the
+    cells, then the BLAS libraries this process loaded; an exception goes back as text.
+    (The NumPy reference loss is computed by the parent: NumPy's BLAS threads, once
+    they have worked, slow a peer's threads down when they share a process.)"""
+    try:
+        import simplenn
+
+        train, test = simplenn.load_mnist()
+        if name in PEER_NAMES:
+            queue.put(("peer_loss", _epoch_loss(name, hidden_sizes[0], samples, train, test)))
+        _measure_cells(name, hidden_sizes, batch_sizes, samples, repeat, train, test,
+                       lambda kind, value: queue.put((kind, value)))
+        queue.put(("blas", _sysinfo.blas_libraries()))
+        queue.put(("done", None))
+    except BaseException:  # report everything, KeyboardInterrupt included, then stop
+        queue.put(("error", traceback.format_exc()))
+
+
+def run_grid(names: list[str], hidden_sizes: tuple[int, ...], batch_sizes: tuple[int, ...],
+             samples: int, repeat: int, progress: bool = True,
+             ) -> tuple[list[dict[str, Any]], list[PeerCheck], list[dict[str, Any]]]:
+    """Measure every contender, each in a fresh process of its own, one after the other.
+
+    Separate processes keep the contenders from slowing each other down: PyTorch's
+    OpenMP threads and OpenBLAS's threads both spin-wait after work, and on a machine
+    with few cores one library's idle spinning steals the other's cores. Returns the
+    raw cells, the peer checks and every BLAS library the processes loaded.
+    """
+    from tqdm.auto import tqdm
+
+    import simplenn
+
+    reference_loss = None
+    if any(n in PEER_NAMES for n in names):
+        train, test = simplenn.load_mnist()
+        reference_loss = _epoch_loss("numpy", hidden_sizes[0], samples, train, test)
+    ctx = multiprocessing.get_context("spawn")
+    cells: list[dict[str, Any]] = []
+    checks: list[PeerCheck] = []
+    blas: dict[str, dict[str, Any]] = {}
+    bar = tqdm(total=len(names) * len(hidden_sizes) * len(batch_sizes), desc="bench",
+               unit="cell", file=sys.stderr, disable=None if progress else True,
+               dynamic_ncols=True)
+    # A terminated run must not leave its worker behind, still using the cores.
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        for name in names:
+            bar.set_postfix_str(name)
+            queue = ctx.Queue()
+            proc = ctx.Process(target=_worker, args=(queue, name, hidden_sizes, batch_sizes,
+                                                     samples, repeat), daemon=True)
+            proc.start()
+            try:
+                while True:
+                    try:
+                        kind, value = queue.get(timeout=1.0)
+                    except queue_module.Empty:
+                        if not proc.is_alive():
+                            raise BenchmarkError(f"the {name} benchmark process died (exit "
+                                                 f"status {proc.exitcode}) without reporting why")
+                        continue
+                    if kind == "cell":
+                        cells.append(value)
+                        bar.update()
+                        bar.set_postfix_str(f"{name} h={value['hidden']} "
+                                            f"batch={value['batch_size']}")
+                    elif kind == "peer_loss":
+                        checks.append(_compare(name, hidden_sizes[0], samples, reference_loss,
+                                               value))
+                    elif kind == "blas":
+                        blas.update({str(b["filepath"]): b for b in value})
+                    elif kind == "error":
+                        raise BenchmarkError(f"benchmarking {name} failed:\n{value.rstrip()}")
+                    else:
+                        break
+            finally:
+                proc.join(timeout=10)
+                if proc.is_alive():
+                    proc.kill()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        bar.close()
+    return cells, checks, list(blas.values())
+
+
+def summarize(raw: list[dict[str, Any]], peak_flops: float) -> list[Cell]:
+    """Cells with their rates: the best (shortest) epoch of each gives samples/s, and
+    the NumPy backend's rate at the same width and batch size the speed-up."""
+    cells = []
+    for r in raw:
+        flops = training_flops_per_sample(r["hidden"])
+        rate = r["samples"] / min(r["seconds"])
+        cells.append(Cell(
+            name=r["name"], is_peer=r["is_peer"], hidden=r["hidden"], batch_size=r["batch_size"],
+            samples=r["samples"], seconds=r["seconds"], samples_per_s=rate,
+            median_samples_per_s=r["samples"] / statistics.median(r["seconds"]),
+            flops_per_sample=flops, gflops_per_s=rate * flops / 1e9,
+            percent_of_peak=100.0 * rate * flops / peak_flops))
+    numpy_rate = {(c.hidden, c.batch_size): c.samples_per_s for c in cells if c.name == "numpy"}
+    for c in cells:
+        base = numpy_rate.get((c.hidden, c.batch_size))
+        c.speedup_vs_numpy = c.samples_per_s / base if base else None
+    return cells
+
+
+# --------------------------------------------------------------------------------------
+# Reporting.
+# --------------------------------------------------------------------------------------
+def format_table(cells: list[Cell]) -> str:
+    """A Markdown table: one row per width, batch size and contender."""
+    header = ("hidden", "batch", "backend", "samples/s", "vs numpy", "GFLOP/s", "% peak")
+    order = {n: i for i, n in enumerate(dict.fromkeys(c.name for c in cells))}
+    cells = sorted(cells, key=lambda c: (c.hidden, c.batch_size, order[c.name]))
+    rows = [(str(c.hidden), str(c.batch_size), c.name + (" (peer)" if c.is_peer else ""),
+             f"{c.samples_per_s:,.0f}",
+             f"{c.speedup_vs_numpy:.2f}x" if c.speedup_vs_numpy is not None else "-",
+             f"{c.gflops_per_s:.1f}", f"{c.percent_of_peak:.1f}%") for c in cells]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(header)]
+    right = {0, 1, 3, 4, 5, 6}
+
+    def line(values: tuple[str, ...]) -> str:
+        return "| " + " | ".join(v.rjust(w) if i in right else v.ljust(w)
+                                 for i, (v, w) in enumerate(zip(values, widths))) + " |"
+
+    rule = "|" + "|".join(("-" * (w + 1) + ":") if i in right else ("-" * (w + 2))
+                          for i, w in enumerate(widths)) + "|"
+    return "\n".join([line(header), rule, *map(line, rows)])
+
+
+def _openblas_note(unset: str | None, blas: list[dict[str, Any]]) -> str | None:
+    kernels = ", ".join(sorted({str(b["architecture"]) for b in blas
+                                if b.get("internal_api") == "openblas" and b.get("architecture")}))
+    kernel = f"threadpoolctl shows OpenBLAS kernel {kernels or 'unknown'}"
+    if unset:
+        return f"note: ran with {unset} unset (--unset-openblas-env); {kernel}"
+    found = _sysinfo.openblas_env()
+    if found:
+        names = " ".join(f"{k}={v}" for k, v in found.items())
+        return (f"note: {names} is set: it forces OpenBLAS's kernel or cache-size choice and can "
+                f"slow it down on this machine ({kernel}); rerun with --unset-openblas-env to "
+                f"measure without it")
+    return None
+
+
+def _plot(cells: list[Cell], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    hidden_sizes = sorted({c.hidden for c in cells})
+    fig, axes = plt.subplots(1, len(hidden_sizes), figsize=(5.5 * len(hidden_sizes), 4.5),
+                             sharey=True, squeeze=False)
+    for ax, hidden in zip(axes[0], hidden_sizes):
+        for name in dict.fromkeys(c.name for c in cells):
+            mine = sorted((c for c in cells if c.name == name and c.hidden == hidden),
+                          key=lambda c: c.batch_size)
+            if mine:
+                ax.plot([c.batch_size for c in mine], [c.samples_per_s for c in mine],
+                        marker="o", linestyle="--" if mine[0].is_peer else "-",
+                        label=name + (" (peer)" if mine[0].is_peer else ""))
+        ax.set_xscale("log", base=2)
+        batch_sizes = sorted({c.batch_size for c in cells})
+        ax.set_xticks(batch_sizes, [str(b) for b in batch_sizes])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.set_yscale("log")
+        ax.set_xlabel("batch size")
+        ax.set_title(f"hidden {hidden}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    axes[0][0].set_ylabel("training samples/s (best of repeats)")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _matplotlib_missing() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return True
+    return False
+
+
+def _bench(args: argparse.Namespace, argv: list[str]) -> int:
+    if args.plot is not None and _matplotlib_missing():
+        print(f"{PROG}: error: --plot needs matplotlib, which is not installed; install it with "
+              f"pip install matplotlib (or pip install 'simplenn[plot]'), or leave out --plot",
+              file=sys.stderr)
+        return _cli.EXIT_ERROR
+    import simplenn
+
+    names, skipped = _select(args.backends)
+    load_before = _sysinfo.load_average()
+    peaks = [_sysinfo.measure_sgemm_peak(args.peak_size)]
+    raw, checks, blas = run_grid(names, args.hidden, args.batch_sizes, args.samples,
+                                 args.repeat)
+    peaks.append(_sysinfo.measure_sgemm_peak(args.peak_size))  # the better of before/after
+    peak = max(peaks, key=lambda p: p["flops_per_s"])
+    cells = summarize(raw, peak["flops_per_s"])
+    blas = blas or _sysinfo.blas_libraries()
+    load = f"{load_before} before, {_sysinfo.load_average()} after (other processes skew timings)"
+    versions = {k: v for k, v in _sysinfo.library_versions().items() if v}
+    gpus = _sysinfo.gpu_names()
+    command = shlex.join(["python", "-m", "simplenn.bench", *argv])
+    date = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    note = _openblas_note(os.environ.get(_UNSET_MARKER), blas)
+
+    out = [
+        f"simplenn {simplenn.__version__} benchmark, {date}",
+        f"command: {command}",
+        f"CPU: {_sysinfo.cpu_model()}",
+        f"GPU: {'; '.join(gpus) if gpus else 'none'}",
+        f"load average (1 min): {load}",
+        f"BLAS: {_sysinfo.describe_blas(blas)}",
+        "versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
+        f"peak: float32 sgemm {peak['n']}x{peak['n']} with NumPy, best of {2 * peak['repeat']} "
+        f"(before and after the grid): "
+        f"{peak['flops_per_s'] / 1e9:.1f} GFLOP/s",
+        f"work: one training epoch of {args.samples} MNIST images (uint8 -> float32 per batch), "
+        f"SGD momentum {TrainConfig.momentum}, lr {THROUGHPUT_LR}, float32; best of "
+        f"{args.repeat} after a warm-up epoch, each backend in a process of its own; "
+        f"FLOPs/sample = 4*{N_INPUTS}*h + 6*h*{N_CLASSES}",
+    ]
+    out += [f"skipped: {i.name}: {i.reason}" for i in skipped]
+    if note:
+        out.append(note)
+    out += ["", format_table(cells), ""]
+    for c in checks:
+        out.append(f"peer check ({c.peer}, one epoch of {c.samples} images, batch {c.batch_size}, "
+                   f"lr {c.lr}, hidden {c.hidden}): mean loss {c.peer_loss:.6f} vs simplenn numpy "
+                   f"{c.simplenn_loss:.6f}, relative difference {c.relative_difference:.1e} "
+                   f"(tolerance {c.rtol:g}): {'match' if c.match else 'MISMATCH'}")
+    print("\n".join(out).rstrip())
+
+    if args.json is not None:
+        from ._fileio import atomic_write_bytes
+
+        report = {
+            "date": date, "command": command, "cpu": _sysinfo.cpu_model(), "gpus": gpus,
+            "load_average": load,
+            "blas": blas, "versions": versions, "openblas_env": _sysinfo.openblas_env(),
+            "openblas_env_unset": os.environ.get(_UNSET_MARKER), "peak": peak,
+            "peak_measurements": peaks,
+            "workload": {"samples": args.samples, "repeat": args.repeat, "lr": THROUGHPUT_LR,
+                         "momentum": TrainConfig.momentum, "dtype": "float32",
+                         "flops_per_sample": f"4*{N_INPUTS}*h + 6*h*{N_CLASSES}"},
+            "skipped": [{"name": i.name, "reason": i.reason} for i in skipped],
+            "results": [asdict(c) for c in cells],
+            "peer_checks": [asdict(c) for c in checks],
+        }
+        atomic_write_bytes(args.json, (json.dumps(report, indent=2) + "\n").encode())
+        print(f"wrote {args.json}")
+    if args.plot is not None:
+        _plot(cells, args.plot, f"simplenn {simplenn.__version__}: {_sysinfo.cpu_model()}, "
+                                f"{date[:10]}")
+        print(f"wrote {args.plot}")
+    bad = [c.peer for c in checks if not c.match]
+    if bad:
+        print(f"{PROG}: error: the mean loss of {', '.join(bad)} after one epoch does not match "
+              f"simplenn's: the peer is not computing the same thing, so its timings are not "
+              f"comparable", file=sys.stderr)
+        return _cli.EXIT_ERROR
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""``python -m simplenn.bench`` on a tiny grid, its flags, and the PyTorch peer's loss."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import simplenn
+from simplenn import bench
+from simplenn._workloads import Availability
+
+TINY = ["--backends", "numpy", "--batch-sizes", "16,64", "--hidden", "8", "--samples", "256",
+        "--repeat", "1", "--peak-size", "256"]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run_cli(*args: str, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    env.update(env_extra or {})
+    for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
+        if k not in (env_extra or {}):
+            env.pop(k, None)
+    return subprocess.run([sys.executable, "-m", "simplenn.bench", *args], capture_output=True,
+                          text=True, env=env, timeout=300)
+
+
+def test_tiny_grid_prints_table_and_writes_json_and_plot(tmp_path, capsys):
+    out_json, out_png = tmp_path / "bench.json", tmp_path / "bench.png"
+    argv = [*TINY, "--json", str(out_json)]
+    have_matplotlib = True
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        have_matplotlib = False
+    if have_matplotlib:
+        argv += ["--plot", str(out_png)]
+    assert bench.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| hidden | batch | backend" in out
+    rows = [line for line in out.splitlines() if line.startswith("|") and "| numpy " in line]
+    assert [r.split("|")[2].strip() for r in rows] == ["16", "64"]
+    assert all("1.00x" in r for r in rows)
+    for label in ("CPU:", "GPU:", "BLAS:", "versions:", "peak: float32 sgemm"):
+        assert label in out
+
+    report = json.loads(out_json.read_text())
+    assert [(r["name"], r["hidden"], r["batch_size"]) for r in report["results"]] == [
+        ("numpy", 8, 16), ("numpy", 8, 64)]
+    for r in report["results"]:
+        assert r["samples"] == 256 and len(r["seconds"]) == 1 and r["samples_per_s"] > 0
+        assert r["samples_per_s"] == pytest.approx(256 / r["seconds"][0])
+        assert r["speedup_vs_numpy"] == pytest.approx(1.0)
+        assert r["percent_of_peak"] == pytest.approx(
+            100 * r["samples_per_s"] * r["flops_per_sample"] / report["peak"]["flops_per_s"])
+    assert report["peak"]["flops_per_s"] > 0
+    assert report["versions"]["simplenn"] == simplenn.__version__
+    if have_matplotlib:
+        assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_without_matplotlib_says_how_to_install(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` fail
+    assert bench.main([*TINY, "--plot", str(tmp_path / "p.png")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "matplotlib" in err and "pip install" in err
+    assert not (tmp_path / "p.png").exists()
+
+
+@pytest.mark.parametrize("argv", [
+    ["--batch-sizes", "0"], ["--batch-sizes", "8,x"], ["--hidden", ""], ["--hidden", "-4"],
+    ["--backends", "tensorflow"], ["--repeat", "0"], ["--samples", "60001"],
+    ["--plot", "throughput.jpg"], ["--json", "no/such/dir/out.json"], ["--frobnicate"],
+])
+def test_bad_flags_exit_2_with_one_line(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        bench.main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("python -m simplenn.bench: error:")
+
+
+def test_named_backend_that_cannot_run_is_an_error(capsys, monkeypatch):
+    monkeypatch.setattr(bench, "probe_contender",
+                        lambda name: Availability(name, False, "pretend it is missing"))
+    assert bench.main(["--backends", "numba"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "'numba' unavailable: pretend it is missing" in err
+
+
+def test_openblas_variables_are_noted_and_can_be_unset():
+    env = {"OPENBLAS_L2_SIZE": "262144"}
+    noted = _run_cli(*TINY, env_extra=env)
+    assert noted.returncode == 0, noted.stderr
+    assert "OPENBLAS_L2_SIZE=262144 is set" in noted.stdout
+    assert "--unset-openblas-env" in noted.stdout
+
+    unset = _run_cli(*TINY, "--unset-openblas-env", env_extra=env)
+    assert unset.returncode == 0, unset.stderr
+    assert "ran with OPENBLAS_L2_SIZE=262144 unset" in unset.stdout
+    assert "threadpoolctl shows OpenBLAS kernel" in unset.stdout
+    assert "is set:" not in unset.stdout
+
+
+def test_torch_peer_loss_matches_simplenn_after_one_epoch():
+    pytest.importorskip("torch", reason="PyTorch is not installed (an optional peer)")
+    train, test = simplenn.load_mnist()
+    check = bench.check_peer_loss("torch-cpu", 32, 2048, train, test)
+    assert check.match, check
+    assert check.relative_difference < 1e-5
+    assert check.samples == 2048 and check.batch_size == bench.LOSS_CHECK_BATCH
