@@ -22,7 +22,7 @@ from simplenn.checkpoint import checkpoint_path, load_checkpoint, save_checkpoin
 from simplenn.errors import ModelFileError, TrainingDivergedError
 from simplenn.idx import write_idx
 from simplenn.model_io import read_model_file, save_model
-from simplenn.training import TrainingInterrupted
+from simplenn.training import TrainConfig, TrainingInterrupted
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -294,6 +294,6 @@ def test_cli_resume_checks(data_dir, tmp_path):
                              ck, "--resume"))
     assert other.returncode == 1
     assert len(other.stderr.strip().splitlines()) == 1
-    assert "--epochs 2 (checkpoint: 1)" in other.stderr and "--lr 0.05 (checkpoint: 0.1)" in other.stderr
+    assert "--epochs 2 (checkpoint: 1)" in other.stderr and f"--lr 0.05 (checkpoint: {TrainConfig().lr})" in other.stderr
     no_dir = _run(sys.executable, "-m", "simplenn.train", "--resume")
     assert no_dir.returncode == 2 and "--checkpoint-dir" in no_dir.stderr
