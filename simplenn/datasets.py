@@ -236,3 +236,11 @@ def load_mnist() -> tuple[DataSplit, DataSplit]:
             cached = load_idx_dataset(directory, checksums=MNIST_SHA256)
             _CACHE[directory] = cached
     return cached
+
+
+def load_dataset(directory: str | os.PathLike[str] | None = None) -> tuple[DataSplit, DataSplit, str]:
+    """``(train, test, source)``: the bundled MNIST when ``directory`` is None, else
+    :func:`load_idx_dataset` of it; ``source`` describes where the data came from."""
+    if directory is None:
+        return (*load_mnist(), "bundled MNIST")
+    return (*load_idx_dataset(directory), str(directory))

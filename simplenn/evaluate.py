@@ -14,6 +14,7 @@ import numpy as np
 
 from . import _cli
 from .backends import BACKEND_NAMES
+from .datasets import load_dataset
 
 PROG = "python -m simplenn.evaluate"
 
@@ -123,12 +124,7 @@ def _evaluate(args) -> int:
 
         require_matplotlib()
     net = simplenn.load_model(args.model, backend=args.backend)
-    if args.data_dir is None:
-        _, test = simplenn.load_mnist()
-        source = "bundled MNIST"
-    else:
-        _, test = simplenn.load_idx_dataset(args.data_dir)
-        source = str(args.data_dir)
+    _, test, source = load_dataset(args.data_dir)
     if test.n_features != net.n_inputs or (len(test) and test.y.max() >= net.n_classes):
         raise DataError(f"the test set in {source} ({test.n_features} pixels, labels up to "
                         f"{test.y.max()}) does not fit model {args.model} ({net.n_inputs} inputs, "

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _cli
+from .datasets import load_dataset
 from .network import DEFAULT_HIDDEN
 from .backends import BACKEND_NAMES, available_backends, default_backend_name
 from .training import LR_SCHEDULES, EpochStats, TrainConfig
@@ -182,12 +183,7 @@ def _train(args) -> int:
     backend = args.backend or default_backend_name("auto")
     net = simplenn.TwoLayerNet(784, args.hidden, 10, backend=backend, dtype=args.dtype,
                                seed=args.seed)
-    if args.data_dir is None:
-        train, test = simplenn.load_mnist()
-        source = "bundled MNIST"
-    else:
-        train, test = simplenn.load_idx_dataset(args.data_dir)
-        source = str(args.data_dir)
+    train, test, source = load_dataset(args.data_dir)
     if train.n_features != net.n_inputs or test.n_features != net.n_inputs:
         net = simplenn.TwoLayerNet(train.n_features, args.hidden, 10, backend=net.ops,
                                    dtype=args.dtype, seed=args.seed)

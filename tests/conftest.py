@@ -25,6 +25,16 @@ def backend_name(request) -> str:
     return request.param
 
 
+@pytest.fixture(scope="module")
+def one_blas_thread():
+    """Small matrices on a busy 2-core machine: extra BLAS threads only spin (70x slower
+    measured under load), so tests that train many small models use one."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        yield
+
+
 @pytest.fixture
 def mnist():
     """The bundled MNIST as (train, test) DataSplits (loaded once per process)."""

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_limits
 
 import simplenn
 from simplenn.backends.numpy_backend import NumpyOps
@@ -27,12 +26,7 @@ from simplenn.training import TrainConfig, TrainingInterrupted
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_blas_thread():
-    """Small matrices on a busy 2-core machine: extra BLAS threads only spin (70x slower
-    measured under load), so these tests use one."""
-    with threadpool_limits(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
 SETTINGS = dict(epochs=3, batch_size=100, lr=0.1, momentum=0.9, lr_schedule="cosine", seed=7)
 N_TRAIN = 6000  # two chunks of 4000 samples per epoch at batch 100: resume lands mid-chunk
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_limits
 
 import simplenn
 from simplenn import _optional
@@ -24,12 +23,7 @@ from simplenn.preprocess import ImageError, load_digit, to_mnist  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_blas_thread():
-    """Small matrices on a busy 2-core machine: extra BLAS threads only spin (70x slower
-    measured under load), so these tests use one."""
-    with threadpool_limits(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 
 @pytest.fixture(scope="module")
