@@ -48,38 +48,55 @@ def make_forward(ops: Ops) -> Callable[..., Array]:
     return forward
 
 
-def make_loss_and_gradients(ops: Ops) -> Callable[..., tuple]:
-    """``loss_and_gradients(W1, b1, W2, b2, x, y) -> (L, dW1, db1, dW2, db2)``."""
+def make_backprop(ops: Ops) -> Callable[..., tuple]:
+    """``backprop(W1, b1, W2, b2, x, y) -> (L, dl1, db1, dW2, db2)``: the loss and the
+    backward pass down to the first layer's pre-activation gradient ``dl1`` (m, h).
+
+    ``dW1 = xᵀ dl1`` is left to the caller: :func:`make_loss_and_gradients` forms it,
+    :func:`make_sgd_step` hands ``x`` and ``dl1`` to the update, which never needs it
+    as a (d, h) array.
+    """
     affine_relu, affine = ops.affine_relu, ops.affine
     softmax_cross_entropy = ops.softmax_cross_entropy
     matmul_tn, matmul_nt = ops.matmul_tn, ops.matmul_nt
     relu_backward, sum_rows = ops.relu_backward, ops.sum_rows
 
-    def loss_and_gradients(W1, b1, W2, b2, x, y):
+    def backprop(W1, b1, W2, b2, x, y):
         y1 = affine_relu(x, W1, b1)  # y1 = relu(x W1 + b1)
         l2 = affine(y1, W2, b2)  # l2 = y1 W2 + b2
         loss, dl2 = softmax_cross_entropy(l2, y)  # dl2 = (softmax(l2) - onehot(y)) / m
         dW2 = matmul_tn(y1, dl2)  # dW2 = y1ᵀ dl2
         db2 = sum_rows(dl2)
         dl1 = relu_backward(matmul_nt(dl2, W2), y1)  # dl1 = dl2 W2ᵀ ⊙ [l1 > 0]
-        dW1 = matmul_tn(x, dl1)  # dW1 = xᵀ dl1
         db1 = sum_rows(dl1)
+        return loss, dl1, db1, dW2, db2
+
+    return backprop
+
+
+def make_loss_and_gradients(ops: Ops, backprop: Callable[..., tuple]) -> Callable[..., tuple]:
+    """``loss_and_gradients(W1, b1, W2, b2, x, y) -> (L, dW1, db1, dW2, db2)``."""
+    matmul_tn = ops.matmul_tn
+
+    def loss_and_gradients(W1, b1, W2, b2, x, y):
+        loss, dl1, db1, dW2, db2 = backprop(W1, b1, W2, b2, x, y)
+        dW1 = matmul_tn(x, dl1)  # dW1 = xᵀ dl1
         return loss, dW1, db1, dW2, db2
 
     return loss_and_gradients
 
 
-def make_sgd_step(ops: Ops, loss_and_gradients: Callable[..., tuple]) -> Callable[..., Any]:
+def make_sgd_step(ops: Ops, backprop: Callable[..., tuple]) -> Callable[..., Any]:
     """``sgd_step(W1, b1, W2, b2, V1, v1, V2, v2, x, y, lr, momentum, wd) -> L``.
 
     One minibatch step of SGD with momentum, in place on the parameters and their
     velocities ``V1, v1, V2, v2``; weight decay ``wd`` applies to W1 and W2 only.
     """
-    sgd_update = ops.sgd_update
+    sgd_update, sgd_update_outer = ops.sgd_update, ops.sgd_update_outer
 
     def sgd_step(W1, b1, W2, b2, V1, v1, V2, v2, x, y, lr, momentum, wd):
-        loss, dW1, db1, dW2, db2 = loss_and_gradients(W1, b1, W2, b2, x, y)
-        sgd_update(W1, dW1, V1, lr, momentum, wd)
+        loss, dl1, db1, dW2, db2 = backprop(W1, b1, W2, b2, x, y)
+        sgd_update_outer(W1, x, dl1, V1, lr, momentum, wd)  # with dW1 = xᵀ dl1
         sgd_update(b1, db1, v1, lr, momentum, 0.0)
         sgd_update(W2, dW2, V2, lr, momentum, wd)
         sgd_update(b2, db2, v2, lr, momentum, 0.0)
@@ -89,14 +106,15 @@ def make_sgd_step(ops: Ops, loss_and_gradients: Callable[..., tuple]) -> Callabl
 
 
 def make_train_steps(
-    ops: Ops, sgd_step: Callable[..., Any], to_float: Callable[[Array], Array]
+    ops: Ops, sgd_step: Callable[..., Any], take_rows: Callable[[Array, Array], Array]
 ) -> Callable[..., None]:
     """``train_steps(W1, .., v2, X, Y, order, batch_size, lr, momentum, wd, losses)``.
 
     Runs ``ceil(len(order) / batch_size)`` SGD steps over the rows ``X[order]`` in
     order (the last batch may be smaller) and writes each step's loss into
-    ``losses``. ``X`` is the whole training set as stored (uint8 pixels, or floats),
-    converted one batch at a time by ``to_float``; ``Y`` holds int64 labels.
+    ``losses``. ``X`` is the whole training set as stored (uint8 pixels, or floats);
+    ``take_rows(X, rows)`` gathers and converts one batch of it to floats; ``Y`` holds
+    int64 labels.
     """
 
     def train_steps(W1, b1, W2, b2, V1, v1, V2, v2, X, Y, order, batch_size, lr,
@@ -104,7 +122,7 @@ def make_train_steps(
         n = order.shape[0]
         for s in range((n + batch_size - 1) // batch_size):
             rows = order[s * batch_size:min(n, (s + 1) * batch_size)]
-            losses[s] = sgd_step(W1, b1, W2, b2, V1, v1, V2, v2, to_float(X[rows]),
+            losses[s] = sgd_step(W1, b1, W2, b2, V1, v1, V2, v2, take_rows(X, rows),
                                  Y[rows], lr, momentum, wd)
 
     return train_steps
@@ -130,14 +148,15 @@ def network_functions(ops: Ops) -> NetworkFunctions:
     if key not in _FUNCTION_CACHE:
         jit = ops.jit
         forward = jit(make_forward(ops))
-        loss_and_gradients = jit(make_loss_and_gradients(ops))
-        sgd_step = jit(make_sgd_step(ops, loss_and_gradients))
+        backprop = jit(make_backprop(ops))
+        loss_and_gradients = jit(make_loss_and_gradients(ops, backprop))
+        sgd_step = jit(make_sgd_step(ops, backprop))
         _FUNCTION_CACHE[key] = NetworkFunctions(
             forward=forward,
             loss_and_gradients=loss_and_gradients,
             sgd_step=sgd_step,
-            train_steps_pixels=jit(make_train_steps(ops, sgd_step, ops.pixels_to_float)),
-            train_steps_floats=jit(make_train_steps(ops, sgd_step, ops.cast_to_float)),
+            train_steps_pixels=jit(make_train_steps(ops, sgd_step, ops.take_pixels)),
+            train_steps_floats=jit(make_train_steps(ops, sgd_step, ops.take_floats)),
         )
     return _FUNCTION_CACHE[key]
 

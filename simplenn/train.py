@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import numpy as np
 from . import _cli
 from .datasets import load_dataset
 from .network import DEFAULT_HIDDEN
-from .backends import BACKEND_NAMES, available_backends, default_backend_name
+from .backends import BACKEND_NAMES, Ops, available_backends, default_backend_name
 from .training import LR_SCHEDULES, EpochStats, TrainConfig
 
 PROG = "python -m simplenn.train"
@@ -198,6 +199,12 @@ def _train(args) -> int:
     say(f"training {net!r} on {source}: {len(train)} train / {len(test)} test images")
     if ckpt is not None:
         say(f"resuming from {ckpt_file} ({ckpt.state.describe()})")
+
+    if type(net.ops).warmup is not Ops.warmup:
+        start = time.perf_counter()
+        net.ops.warmup()  # so that epoch 1's time is training, not compiling
+        say(f"compiled the {net.backend} kernels in {time.perf_counter() - start:.1f}s "
+            f"(cached on disk for later runs)")
 
     def report(s: EpochStats) -> None:
         say(f"epoch {s.epoch:>2}/{args.epochs}  loss {s.train_loss:.4f}  "

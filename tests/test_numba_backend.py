@@ -52,7 +52,8 @@ def test_every_op_the_network_uses_is_a_dispatcher(nb):
         ops = nb.NumbaOps(dtype)
         for op in ("affine", "affine_relu", "matmul", "matmul_tn", "matmul_nt",
                    "relu_backward", "sum_rows", "softmax_cross_entropy", "sgd_update",
-                   "pixels_to_float", "cast_to_float"):
+                   "sgd_update_outer", "pixels_to_float", "cast_to_float", "take_pixels",
+                   "take_floats"):
             assert isinstance(getattr(ops, op), CPUDispatcher), f"{dtype} {op}"
         assert ops.pixels_to_float(np.full((1, 2), 255, np.uint8)).dtype == np.dtype(dtype)
 
@@ -79,6 +80,23 @@ def test_zero_skipping_and_blas_paths_compute_the_same_products(nb, dtype):
     # with one sample per row, the zero-skipping xᵀ d has one product per entry: exact
     one = x[:1]
     assert np.array_equal(nb.matmul_tn(one, d[:1]), one.T @ d[:1])
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_folded_first_layer_update_equals_update_with_the_formed_gradient(nb, weight_decay):
+    """sgd_update_outer's zero-skipping path (no xᵀ d formed) against sgd_update with
+    the gradient formed; one sample per step makes each gradient entry a single
+    product, so the two agree exactly."""
+    rng = np.random.default_rng(2)
+    x = (rng.random((1, 70)) * (rng.random((1, 70)) < 0.2)).astype(np.float64)
+    d = rng.standard_normal((1, 9))
+    assert nb._use_sparse(x, nb.SPARSE_MAX_ROWS_OUTER)
+    W, V = rng.standard_normal((70, 9)), rng.standard_normal((70, 9))
+    W2, V2 = W.copy(), V.copy()
+    for _ in range(3):
+        nb.sgd_update_outer(W, x, d, V, 0.05, 0.9, weight_decay)
+        nb.sgd_update(W2, x.T @ d, V2, 0.05, 0.9, weight_decay)
+    assert np.array_equal(W, W2) and np.array_equal(V, V2)
 
 
 def test_cache_flag_follows_the_environment_variable(nb):

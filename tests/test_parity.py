@@ -81,6 +81,8 @@ def _op_cases(rng: np.random.Generator, dtype: str) -> dict[str, tuple]:
             np.array([1, 0, 2])),
         "pixels_to_float": (rng.integers(0, 256, (4, 9)).astype(np.uint8),),
         "cast_to_float": (rng.standard_normal((4, 9)),),
+        "take_pixels": (rng.integers(0, 256, (7, 9)).astype(np.uint8), np.array([6, 0, 6, 2])),
+        "take_floats": (rng.standard_normal((7, 9)), np.array([3, 1, 4])),
     }
 
 
@@ -114,6 +116,30 @@ def test_sgd_update_matches_numpy_in_place(backend_name, dtype, weight_decay):
         p, g, v = ops.asarray(param), ops.asarray(grad), ops.asarray(velocity)
         for _ in range(3):
             ops.sgd_update(p, g, v, scalar(0.05), scalar(0.9), scalar(weight_decay))
+        outputs[name] = ops.to_numpy(p), ops.to_numpy(v)
+    for tensor, got, want in zip(("param", "velocity"), outputs[backend_name], outputs["numpy"]):
+        assert_close(backend_name, tensor, got, want, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+@pytest.mark.parametrize("batch_size", [1, 5, 300])
+def test_sgd_update_outer_matches_numpy_in_place(backend_name, dtype, weight_decay, batch_size):
+    """The first-layer update with gradient ``xᵀ d``, on sparse inputs (Numba folds the
+    gradient into the update for small batches, and uses BLAS for large ones)."""
+    _not_the_reference(backend_name)
+    rng = np.random.default_rng(7)
+    x = (rng.random((batch_size, 40)) * (rng.random((batch_size, 40)) < 0.2)).astype(dtype)
+    d = rng.standard_normal((batch_size, 8)).astype(dtype)
+    param, velocity = (rng.standard_normal((40, 8)).astype(dtype) for _ in range(2))
+    scalar = np.dtype(dtype).type
+    outputs = {}
+    for name in ("numpy", backend_name):
+        ops = get_backend(name, dtype)
+        p, v = ops.asarray(param), ops.asarray(velocity)
+        for _ in range(3):
+            ops.sgd_update_outer(p, ops.asarray(x), ops.asarray(d), v, scalar(0.05),
+                                 scalar(0.9), scalar(weight_decay))
         outputs[name] = ops.to_numpy(p), ops.to_numpy(v)
     for tensor, got, want in zip(("param", "velocity"), outputs[backend_name], outputs["numpy"]):
         assert_close(backend_name, tensor, got, want, dtype)

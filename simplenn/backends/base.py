@@ -54,6 +54,9 @@ class Ops:
     def synchronize(self) -> None:
         """Wait until queued device work has finished; a no-op on the CPU."""
 
+    def warmup(self) -> None:
+        """Compile whatever this backend compiles, before any timing; a no-op here."""
+
     def jit(self, fn: Any) -> Any:
         """Compile a function written against this backend's ops (identity if interpreted).
 
@@ -70,6 +73,15 @@ class Ops:
     def cast_to_float(self, x: Array) -> Array:
         """(m, d) floats of any precision -> (m, d) in ``self.dtype``, values unchanged."""
         return x.astype(self.dtype)
+
+    def take_pixels(self, X: Array, rows: Array) -> Array:
+        """Rows ``X[rows]`` of (n, d) uint8 pixels as (m, d) floats: a training batch,
+        ``pixels_to_float(X[rows])`` for (m,) int64 ``rows``."""
+        return self.pixels_to_float(X[rows])
+
+    def take_floats(self, X: Array, rows: Array) -> Array:
+        """Rows ``X[rows]`` of (n, d) floats in ``self.dtype``: ``cast_to_float(X[rows])``."""
+        return self.cast_to_float(X[rows])
 
     # -- the forward pass ------------------------------------------------------------
     def matmul(self, a: Array, b: Array) -> Array:
@@ -147,6 +159,15 @@ class Ops:
         velocity *= momentum
         velocity += g
         param -= velocity * lr
+
+    def sgd_update_outer(
+        self, param: Array, x: Array, d: Array, velocity: Array, lr: float,
+        momentum: float, weight_decay: float,
+    ) -> None:
+        """In place, :meth:`sgd_update` of (k, n) ``param`` with the gradient
+        ``xᵀ d`` of x (m, k) and d (m, n) -- a first-layer weight update, whose
+        gradient a backend may fold into the update instead of forming it."""
+        self.sgd_update(param, self.matmul_tn(x, d), velocity, lr, momentum, weight_decay)
 
     # -- evaluation ------------------------------------------------------------------
     def argmax(self, a: Array) -> Array:

@@ -44,6 +44,9 @@ CACHE = os.environ.get(CACHE_ENV_VAR, "1").strip() not in ("0", "false", "no", "
 #: batches against OpenBLAS, hidden 128; see the README) ...
 SPARSE_MAX_ROWS = 16
 SPARSE_MAX_ROWS_TN = 4
+#: The first layer's weight update folds ``xᵀ dl1`` in, walking only the nonzero
+#: inputs, for batches of at most this many rows (see :func:`sgd_update_outer`).
+SPARSE_MAX_ROWS_OUTER = 16
 #: ... and when at most this fraction of the inputs is nonzero.
 SPARSE_MAX_DENSITY = 0.5
 
@@ -227,9 +230,16 @@ def softmax_cross_entropy(logits, labels):
 @_kernel
 def sgd_update(param, grad, velocity, lr, momentum, weight_decay):
     """In place: ``v = momentum v + (grad + weight_decay param)``; ``param -= lr v``."""
-    p, g, v = param.ravel(), grad.ravel(), velocity.ravel()
+    _sgd_update_flat(param.ravel(), grad.ravel(), velocity.ravel(), lr, momentum,
+                     weight_decay)
+
+
+@_kernel
+def _sgd_update_flat(p, g, v, lr, momentum, weight_decay):
+    """:func:`sgd_update` of 1-D ``p`` with gradient ``g`` and velocity ``v``."""
     if weight_decay:
         for i in range(p.size):
+            # the order of NumPy's ops: g + p wd, then v momentum + that
             vi = v[i] * momentum + (g[i] + p[i] * weight_decay)
             v[i] = vi
             p[i] -= vi * lr
@@ -238,6 +248,89 @@ def sgd_update(param, grad, velocity, lr, momentum, weight_decay):
             vi = v[i] * momentum + g[i]
             v[i] = vi
             p[i] -= vi * lr
+
+
+@_kernel
+def sgd_update_outer(param, x, d, velocity, lr, momentum, weight_decay):
+    """In place: :func:`sgd_update` of (k, n) ``param`` with the gradient ``xᵀ d``.
+
+    For a small sparse ``x`` (m, k) the gradient is never formed: each row
+    ``param[i]`` is updated with ``g = Σ_r x[r, i] d[r]`` over the nonzero
+    ``x[r, i]`` only (a row of zero inputs has ``g = 0``), so ``param`` and
+    ``velocity`` are walked once and no (k, n) array is allocated. Otherwise
+    ``xᵀ d`` comes from BLAS.
+    """
+    if not _use_sparse(x, SPARSE_MAX_ROWS_OUTER):
+        _sgd_update_flat(param.ravel(), np.dot(x.T, d).ravel(), velocity.ravel(), lr,
+                         momentum, weight_decay)
+        return
+    m, k = x.shape
+    n = d.shape[1]
+    xt = np.ascontiguousarray(x.T)  # (k, m): the inputs feeding row i are xt[i]
+    g = np.empty(n, d.dtype)
+    # Plain 2-D indexing, no row views or calls: the j loops vectorise.
+    for i in range(k):
+        for j in range(n):
+            g[j] = 0
+        for r in range(m):
+            a = xt[i, r]
+            if a != 0:
+                for j in range(n):
+                    g[j] += a * d[r, j]
+        if weight_decay:
+            for j in range(n):
+                vj = velocity[i, j] * momentum + (g[j] + param[i, j] * weight_decay)
+                velocity[i, j] = vj
+                param[i, j] -= vj * lr
+        else:
+            for j in range(n):
+                vj = velocity[i, j] * momentum + g[j]
+                velocity[i, j] = vj
+                param[i, j] -= vj * lr
+
+
+@_kernel
+def take_pixels32(X, rows):
+    """Rows ``X[rows]`` of (n, d) uint8 pixels as (m, d) float32 ``x / 255``, one pass."""
+    out = np.empty((rows.shape[0], X.shape[1]), np.float32)
+    for r in range(rows.shape[0]):
+        src, dst = X[rows[r]], out[r]
+        for i in range(dst.shape[0]):
+            dst[i] = np.float32(src[i]) / np.float32(255)
+    return out
+
+
+@_kernel
+def take_pixels64(X, rows):
+    """Rows ``X[rows]`` of (n, d) uint8 pixels as (m, d) float64 ``x / 255``, one pass."""
+    out = np.empty((rows.shape[0], X.shape[1]), np.float64)
+    for r in range(rows.shape[0]):
+        src, dst = X[rows[r]], out[r]
+        for i in range(dst.shape[0]):
+            dst[i] = np.float64(src[i]) / np.float64(255)
+    return out
+
+
+@_kernel
+def take_floats32(X, rows):
+    """Rows ``X[rows]`` of (n, d) floats as (m, d) float32, one pass."""
+    out = np.empty((rows.shape[0], X.shape[1]), np.float32)
+    for r in range(rows.shape[0]):
+        src, dst = X[rows[r]], out[r]
+        for i in range(dst.shape[0]):
+            dst[i] = np.float32(src[i])
+    return out
+
+
+@_kernel
+def take_floats64(X, rows):
+    """Rows ``X[rows]`` of (n, d) floats as (m, d) float64, one pass."""
+    out = np.empty((rows.shape[0], X.shape[1]), np.float64)
+    for r in range(rows.shape[0]):
+        src, dst = X[rows[r]], out[r]
+        for i in range(dst.shape[0]):
+            dst[i] = np.float64(src[i])
+    return out
 
 
 @_kernel
@@ -266,13 +359,17 @@ def cast_to_float64(x):
 
 _PIXELS_TO_FLOAT = {"float32": pixels_to_float32, "float64": pixels_to_float64}
 _CAST_TO_FLOAT = {"float32": cast_to_float32, "float64": cast_to_float64}
+_TAKE_PIXELS = {"float32": take_pixels32, "float64": take_pixels64}
+_TAKE_FLOATS = {"float32": take_floats32, "float64": take_floats64}
+
 
 class NumbaOps(Ops):
     """The ops as ``@njit`` kernels on NumPy arrays, and the network math compiled.
 
     The kernels are instance attributes holding numba dispatchers (not methods), so
     the network's factories capture compiled functions that compiled closures can
-    call. ``pixels_to_float`` and ``cast_to_float`` are the kernels for ``dtype``.
+    call. ``pixels_to_float``, ``cast_to_float``, ``take_pixels`` and ``take_floats``
+    are the kernels for ``dtype``.
     """
 
     name = "numba"
@@ -289,8 +386,11 @@ class NumbaOps(Ops):
         self.sum_rows = sum_rows
         self.softmax_cross_entropy = softmax_cross_entropy
         self.sgd_update = sgd_update
+        self.sgd_update_outer = sgd_update_outer
         self.pixels_to_float = _PIXELS_TO_FLOAT[self.dtype.name]
         self.cast_to_float = _CAST_TO_FLOAT[self.dtype.name]
+        self.take_pixels = _TAKE_PIXELS[self.dtype.name]
+        self.take_floats = _TAKE_FLOATS[self.dtype.name]
 
     def jit(self, fn: Callable) -> Any:
         """Compile ``fn`` (a closure over this backend's kernels) with ``@njit``.
