@@ -87,16 +87,20 @@ def make_loss_and_gradients(ops: Ops, backprop: Callable[..., tuple]) -> Callabl
 
 
 def make_sgd_step(ops: Ops, backprop: Callable[..., tuple]) -> Callable[..., Any]:
-    """``sgd_step(W1, b1, W2, b2, V1, v1, V2, v2, x, y, lr, momentum, wd) -> L``.
+    """``sgd_step(W1, b1, W2, b2, V1, v1, V2, v2, x, y, lr, momentum, wd, lazy) -> L``.
 
     One minibatch step of SGD with momentum, in place on the parameters and their
     velocities ``V1, v1, V2, v2``; weight decay ``wd`` applies to W1 and W2 only.
+    ``lazy`` (from ``ops.lazy_rows``) lets a backend defer the steps of rows of W1
+    whose inputs are all zero in this batch; ``ops.catch_up`` applies them.
     """
     sgd_update, sgd_update_outer = ops.sgd_update, ops.sgd_update_outer
+    catch_up_rows = ops.catch_up_rows
 
-    def sgd_step(W1, b1, W2, b2, V1, v1, V2, v2, x, y, lr, momentum, wd):
+    def sgd_step(W1, b1, W2, b2, V1, v1, V2, v2, x, y, lr, momentum, wd, lazy):
+        catch_up_rows(W1, V1, x, lazy)  # the rows of W1 this batch reads are up to date
         loss, dl1, db1, dW2, db2 = backprop(W1, b1, W2, b2, x, y)
-        sgd_update_outer(W1, x, dl1, V1, lr, momentum, wd)  # with dW1 = xᵀ dl1
+        sgd_update_outer(W1, x, dl1, V1, lr, momentum, wd, lazy)  # with dW1 = xᵀ dl1
         sgd_update(b1, db1, v1, lr, momentum, 0.0)
         sgd_update(W2, dW2, V2, lr, momentum, wd)
         sgd_update(b2, db2, v2, lr, momentum, 0.0)
@@ -114,16 +118,20 @@ def make_train_steps(
     order (the last batch may be smaller) and writes each step's loss into
     ``losses``. ``X`` is the whole training set as stored (uint8 pixels, or floats);
     ``take_rows(X, rows)`` gathers and converts one batch of it to floats; ``Y`` holds
-    int64 labels.
+    int64 labels. On return every parameter is up to date (no step left deferred).
     """
+    lazy_rows, catch_up = ops.lazy_rows, ops.catch_up
 
     def train_steps(W1, b1, W2, b2, V1, v1, V2, v2, X, Y, order, batch_size, lr,
                     momentum, wd, losses):
         n = order.shape[0]
-        for s in range((n + batch_size - 1) // batch_size):
+        n_steps = (n + batch_size - 1) // batch_size
+        lazy = lazy_rows(W1, n_steps, lr, momentum, wd)
+        for s in range(n_steps):
             rows = order[s * batch_size:min(n, (s + 1) * batch_size)]
             losses[s] = sgd_step(W1, b1, W2, b2, V1, v1, V2, v2, take_rows(X, rows),
-                                 Y[rows], lr, momentum, wd)
+                                 Y[rows], lr, momentum, wd, lazy)
+        catch_up(W1, V1, lazy)
 
     return train_steps
 

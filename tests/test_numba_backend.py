@@ -1,7 +1,9 @@
 """The Numba backend's own contract: kernels are dispatchers the compiled math can
 call, zero-skipping picks its path by batch size and density and computes the
-same numbers, compiled closures are found in the on-disk cache by a new process,
-and a missing numba names the pip extra. (Agreement with NumPy: tests/test_parity.py.)
+same numbers, deferred first-layer steps catch up in closed form, dense products
+are NumPy's BLAS (or the SciPy fallback), compiled closures are found in the
+on-disk cache by a new process, and a missing numba names the pip extra.
+(Agreement with NumPy: tests/test_parity.py.)
 """
 
 from __future__ import annotations
@@ -52,8 +54,8 @@ def test_every_op_the_network_uses_is_a_dispatcher(nb):
         ops = nb.NumbaOps(dtype)
         for op in ("affine", "affine_relu", "matmul", "matmul_tn", "matmul_nt",
                    "relu_backward", "sum_rows", "softmax_cross_entropy", "sgd_update",
-                   "sgd_update_outer", "pixels_to_float", "cast_to_float", "take_pixels",
-                   "take_floats"):
+                   "sgd_update_outer", "lazy_rows", "catch_up_rows", "catch_up",
+                   "pixels_to_float", "cast_to_float", "take_pixels", "take_floats"):
             assert isinstance(getattr(ops, op), CPUDispatcher), f"{dtype} {op}"
         assert ops.pixels_to_float(np.full((1, 2), 255, np.uint8)).dtype == np.dtype(dtype)
 
@@ -86,17 +88,45 @@ def test_zero_skipping_and_blas_paths_compute_the_same_products(nb, dtype):
 def test_folded_first_layer_update_equals_update_with_the_formed_gradient(nb, weight_decay):
     """sgd_update_outer's zero-skipping path (no xᵀ d formed) against sgd_update with
     the gradient formed; one sample per step makes each gradient entry a single
-    product, so the two agree exactly."""
+    product, and momentum 0 with no weight decay makes a deferred step the identity,
+    so the two agree exactly."""
     rng = np.random.default_rng(2)
-    x = (rng.random((1, 70)) * (rng.random((1, 70)) < 0.2)).astype(np.float64)
-    d = rng.standard_normal((1, 9))
-    assert nb._use_sparse(x, nb.SPARSE_MAX_ROWS_OUTER)
     W, V = rng.standard_normal((70, 9)), rng.standard_normal((70, 9))
     W2, V2 = W.copy(), V.copy()
+    momentum = 0.9 if weight_decay else 0.0
+    lazy = nb.lazy_rows(W, 3, 0.05, momentum, weight_decay)
     for _ in range(3):
-        nb.sgd_update_outer(W, x, d, V, 0.05, 0.9, weight_decay)
-        nb.sgd_update(W2, x.T @ d, V2, 0.05, 0.9, weight_decay)
-    assert np.array_equal(W, W2) and np.array_equal(V, V2)
+        x = (rng.random((1, 70)) * (rng.random((1, 70)) < 0.2)).astype(np.float64)
+        d = rng.standard_normal((1, 9))
+        assert nb._use_sparse(x, nb.SPARSE_MAX_ROWS)
+        nb.catch_up_rows(W, V, x, lazy)
+        nb.sgd_update_outer(W, x, d, V, 0.05, momentum, weight_decay, lazy)
+        nb.sgd_update(W2, x.T @ d, V2, 0.05, momentum, weight_decay)
+    nb.catch_up(W, V, lazy)
+    if weight_decay:  # deferred steps in closed form: equal to rounding
+        np.testing.assert_allclose(W, W2, rtol=1e-13, atol=1e-15)
+        np.testing.assert_allclose(V, V2, rtol=1e-13, atol=1e-15)
+    else:
+        assert np.array_equal(W, W2) and np.array_equal(V, V2)
+
+
+def test_deferred_steps_are_applied_in_closed_form(nb):
+    """k owed zero-gradient steps of a row, applied at once, equal k plain steps."""
+    rng = np.random.default_rng(3)
+    W, V = rng.standard_normal((5, 4)), rng.standard_normal((5, 4))
+    W2, V2 = W.copy(), V.copy()
+    zero = np.zeros((1, 5))
+    lazy = nb.lazy_rows(W, 40, 0.1, 0.9, 0.01)
+    assert np.array_equal(lazy[2][0], [1.0, 0.0, 0.0, 1.0])
+    for _ in range(40):  # an all-zero batch: every row defers
+        nb.sgd_update_outer(W, zero, np.ones((1, 4)), V, 0.1, 0.9, 0.01, lazy)
+        nb.sgd_update(W2, np.zeros_like(W2), V2, 0.1, 0.9, 0.01)
+    assert lazy[1][0] == 40 and not lazy[0].any()
+    assert not np.allclose(W, W2)  # not yet applied
+    nb.catch_up(W, V, lazy)
+    assert (lazy[0] == 40).all()
+    np.testing.assert_allclose(W, W2, rtol=1e-12)
+    np.testing.assert_allclose(V, V2, rtol=1e-12)
 
 
 def test_cache_flag_follows_the_environment_variable(nb):
@@ -146,3 +176,61 @@ def test_warmup_compiles_training_on_read_only_datasets(nb):
     net = simplenn.TwoLayerNet(backend=ops, dtype="float32")
     simplenn.fit(net, (X, y), epochs=1, batch_size=4, eval_train=False)
     assert len(train_steps.signatures) == compiled  # nothing new compiled after warmup
+
+
+def _dense_products(dtype: str):
+    """(name, Numba's product, NumPy's) for the three products, on BLAS-sized inputs."""
+    from simplenn.backends import numba_backend as nb
+
+    rng = np.random.default_rng(5)
+    a, b, c = (rng.standard_normal(s).astype(dtype) for s in ((300, 70), (70, 20), (300, 20)))
+    assert not nb._use_sparse(a, nb.SPARSE_MAX_ROWS)
+    return [("matmul", nb.matmul(a, b), a @ b), ("matmul_tn", nb.matmul_tn(a, c), a.T @ c),
+            ("matmul_nt", nb.matmul_nt(c, b), c @ b.T)]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_dense_products_are_numpys_to_the_bit(nb, dtype):
+    """Compiled kernels call the BLAS NumPy calls, with the same arguments."""
+    if not nb.BLAS.startswith("NumPy's"):
+        pytest.skip(f"NumPy's BLAS has no ILP64 cblas gemm to call here; using {nb.BLAS}")
+    for name, got, want in _dense_products(dtype):
+        assert got.dtype == want.dtype and np.array_equal(got, want), name
+
+
+def test_scipy_blas_fallback_computes_the_same_products(nb, tmp_path):
+    """SIMPLENN_NUMBA_BLAS=scipy binds the kernels' gemm to a shim around Numba's
+    np.dot -- the path taken where NumPy's BLAS can't be found -- including for
+    kernels compiled and cached by a process that used NumPy's BLAS."""
+    code = textwrap.dedent("""
+        import sys; sys.path.insert(0, "tests")
+        from test_numba_backend import _dense_products
+        from simplenn.backends import numba_backend as nb
+        print(nb.BLAS)
+        for dtype in ("float32", "float64"):
+            for name, got, want in _dense_products(dtype):
+                err = float(abs(got.astype("float64") - want).max() / abs(want).max())
+                print(name, dtype, got.dtype == want.dtype and err < 1e-5)
+    """)
+    env = {"NUMBA_CACHE_DIR": str(tmp_path / "cache"), nb.CACHE_ENV_VAR: "1"}
+    numpy_run = _run(code, env)
+    scipy_run = _run(code, dict(env, SIMPLENN_NUMBA_BLAS="scipy"))
+    for run in (numpy_run, scipy_run):
+        assert run.returncode == 0, run.stderr
+        lines = run.stdout.splitlines()
+        assert len(lines) == 7 and all(line.endswith("True") for line in lines[1:]), run.stdout
+    assert scipy_run.stdout.startswith("Numba's np.dot (SciPy's BLAS)"), scipy_run.stdout
+
+
+def test_unknown_blas_setting_names_the_choices(nb):
+    out = _run("from simplenn.backends import get_backend; get_backend('numba')",
+               {"SIMPLENN_NUMBA_BLAS": "mkl"})
+    assert out.returncode != 0
+    assert "SIMPLENN_NUMBA_BLAS='mkl' is not understood" in out.stderr
+    assert "BackendUnavailableError" in out.stderr
+
+
+def test_deferring_never_outruns_the_sparse_forward_pass(nb):
+    """A deferring step catches up only the rows of nonzero inputs, so the forward
+    pass of that step must read only those rows (the zero-skipping product)."""
+    assert nb.SPARSE_MAX_ROWS_DEFER <= nb.SPARSE_MAX_ROWS

@@ -125,11 +125,18 @@ def test_sgd_update_matches_numpy_in_place(backend_name, dtype, weight_decay):
 @pytest.mark.parametrize("weight_decay", [0.0, 0.01])
 @pytest.mark.parametrize("batch_size", [1, 5, 300])
 def test_sgd_update_outer_matches_numpy_in_place(backend_name, dtype, weight_decay, batch_size):
-    """The first-layer update with gradient ``xᵀ d``, on sparse inputs (Numba folds the
-    gradient into the update for small batches, and uses BLAS for large ones)."""
+    """Four first-layer updates with gradient ``xᵀ d``, on sparse inputs (Numba folds the
+    gradient into the update and defers the rows of zero inputs for small batches, and
+    uses BLAS for large ones); rows 0-19 of the inputs are zero in all steps but the
+    last, so their deferred steps pile up and are caught up at once."""
     _not_the_reference(backend_name)
     rng = np.random.default_rng(7)
-    x = (rng.random((batch_size, 40)) * (rng.random((batch_size, 40)) < 0.2)).astype(dtype)
+    x_steps = []
+    for step in range(4):
+        x = rng.random((batch_size, 40)) * (rng.random((batch_size, 40)) < 0.2)
+        if step < 3:
+            x[:, :20] = 0
+        x_steps.append(x.astype(dtype))
     d = rng.standard_normal((batch_size, 8)).astype(dtype)
     param, velocity = (rng.standard_normal((40, 8)).astype(dtype) for _ in range(2))
     scalar = np.dtype(dtype).type
@@ -137,9 +144,12 @@ def test_sgd_update_outer_matches_numpy_in_place(backend_name, dtype, weight_dec
     for name in ("numpy", backend_name):
         ops = get_backend(name, dtype)
         p, v = ops.asarray(param), ops.asarray(velocity)
-        for _ in range(3):
-            ops.sgd_update_outer(p, ops.asarray(x), ops.asarray(d), v, scalar(0.05),
-                                 scalar(0.9), scalar(weight_decay))
+        lr, momentum, wd = scalar(0.05), scalar(0.9), scalar(weight_decay)
+        lazy = ops.lazy_rows(p, len(x_steps), lr, momentum, wd)
+        for x in x_steps:
+            ops.catch_up_rows(p, v, ops.asarray(x), lazy)
+            ops.sgd_update_outer(p, ops.asarray(x), ops.asarray(d), v, lr, momentum, wd, lazy)
+        ops.catch_up(p, v, lazy)
         outputs[name] = ops.to_numpy(p), ops.to_numpy(v)
     for tensor, got, want in zip(("param", "velocity"), outputs[backend_name], outputs["numpy"]):
         assert_close(backend_name, tensor, got, want, dtype)

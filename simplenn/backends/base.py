@@ -162,12 +162,38 @@ class Ops:
 
     def sgd_update_outer(
         self, param: Array, x: Array, d: Array, velocity: Array, lr: float,
-        momentum: float, weight_decay: float,
+        momentum: float, weight_decay: float, lazy: Any,
     ) -> None:
         """In place, :meth:`sgd_update` of (k, n) ``param`` with the gradient
         ``xᵀ d`` of x (m, k) and d (m, n) -- a first-layer weight update, whose
-        gradient a backend may fold into the update instead of forming it."""
+        gradient a backend may fold into the update instead of forming it.
+
+        A row ``i`` whose inputs ``x[:, i]`` are all zero has gradient 0 (plus weight
+        decay); a backend may defer its step, recording it in ``lazy`` (from
+        :meth:`lazy_rows`), until :meth:`catch_up_rows` or :meth:`catch_up`. Here
+        every row is updated at once and ``lazy`` is unused.
+        """
         self.sgd_update(param, self.matmul_tn(x, d), velocity, lr, momentum, weight_decay)
+
+    # -- deferred first-layer steps ----------------------------------------------------
+    # MNIST inputs are mostly zeros, so at small batches most rows of W1 get a zero
+    # gradient in a step, and their momentum step is the same linear map of (w, v) every
+    # time. A backend may defer those steps and apply k of them at once, in closed form,
+    # when the row is next read. These three ops are its bookkeeping; here, where every
+    # row is updated at every step, they do nothing.
+    def lazy_rows(self, param: Array, n_steps: int, lr: float, momentum: float,
+                  weight_decay: float) -> Any:
+        """State for deferring the zero-gradient steps of the rows of (k, n) ``param``
+        over the next ``n_steps`` steps at this ``lr``, ``momentum`` and
+        ``weight_decay`` (``None`` here: nothing is deferred)."""
+        return None
+
+    def catch_up_rows(self, param: Array, velocity: Array, x: Array, lazy: Any) -> None:
+        """In place: apply the deferred steps of the rows of ``param`` (and
+        ``velocity``) that a forward pass of x (m, k) reads."""
+
+    def catch_up(self, param: Array, velocity: Array, lazy: Any) -> None:
+        """In place: apply every deferred step of every row of ``param``."""
 
     # -- evaluation ------------------------------------------------------------------
     def argmax(self, a: Array) -> Array:
