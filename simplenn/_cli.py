@@ -5,6 +5,7 @@ message and exit status 1 (``--debug`` shows the traceback)."""
 from __future__ import annotations
 
 import argparse
+import gc
 import math
 import os
 import sys
@@ -91,3 +92,9 @@ def run_command(prog: str, main: Callable[[], int], debug: bool) -> int:
             raise
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        # The command is done and its objects live until exit anyway: freezing them
+        # spares the interpreter's last garbage collection a walk over Numba's many
+        # compiled-function objects (measured: exit 0.54 s -> 0.07 s after loading
+        # the kernels).
+        gc.freeze()
