@@ -9,7 +9,7 @@ product. The FLOPs counted per sample are derived in :mod:`simplenn._workloads`.
 Before its grid, each peer trains one epoch beside the NumPy backend from the same
 start and its mean loss must match simplenn's: otherwise the comparison would not be
 of the same computation, and the command exits with status 1. Each contender runs in a
-fresh process of its own (see :func:`run_grid`).
+fresh process of its own; the contenders take turns epoch by epoch (see :func:`run_grid`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ import shlex
 import signal
 import statistics
 import sys
+import time
 import traceback
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -221,51 +223,63 @@ def check_peer_loss(peer: str, hidden: int, samples: int, train: Any, test: Any)
                     _epoch_loss(peer, hidden, samples, train, test))
 
 
-def _measure_cells(name: str, hidden_sizes: tuple[int, ...], batch_sizes: tuple[int, ...],
-                   samples: int, repeat: int, train: Any, test: Any,
-                   emit: Callable[[str, Any], None]) -> None:
-    """Time ``repeat`` epochs of ``samples`` images for one contender at every width and
-    batch size, each after an untimed warm-up epoch (JIT compilation, GPU kernels,
-    caches); ``emit("cell", dict)`` reports each cell as it is done."""
-    for hidden in hidden_sizes:
-        contender = make_contender(name, hidden, train.X, train.y, test.X)
-        for bs in batch_sizes:
-            contender.train_epoch(bs, min(samples, max(2 * bs, WARMUP_SAMPLES)))
-            seconds = [timed(contender.train_epoch, bs, samples)[0] for _ in range(repeat)]
-            emit("cell", {"name": name, "is_peer": contender.is_peer, "hidden": hidden,
-                          "batch_size": bs, "samples": samples, "seconds": seconds})
-        del contender
+#: Seconds the coordinator waits between two contenders' turns, so that the threads of
+#: the one that just ran (OpenBLAS and OpenMP spin-wait after work) go to sleep first.
+HANDOFF_PAUSE = 0.2
 
 
-def _worker(queue: Any, name: str, hidden_sizes: tuple[int, ...],
+def _worker(inbox: Any, outbox: Any, name: str, hidden_sizes: tuple[int, ...],
             batch_sizes: tuple[int, ...], samples: int, repeat: int) -> None:
-    """The body of one contender's process: a peer's loss for the peer check, the
-    cells, then the BLAS libraries this process loaded; an exception goes back as text.
-    (The NumPy reference loss is computed by the parent: NumPy's BLAS threads, once
-    they have worked, slow a peer's threads down when they share a process.)"""
+    """The body of one contender's process: a peer's loss for the peer check, then every
+    cell -- for each width and batch size an untimed warm-up epoch (JIT compilation, GPU
+    kernels, caches) and ``repeat`` timed epochs, each only when the coordinator says
+    "go" -- then the BLAS libraries this process loaded. Messages go out on ``outbox``
+    as ``(name, kind, value)``; an exception goes back as text. (The NumPy reference
+    loss is computed by the parent: NumPy's BLAS threads, once they have worked, slow a
+    peer's threads down when they share a process.)"""
     try:
         import simplenn
 
         train, test = simplenn.load_mnist()
         if name in PEER_NAMES:
-            queue.put(("peer_loss", _epoch_loss(name, hidden_sizes[0], samples, train, test)))
-        _measure_cells(name, hidden_sizes, batch_sizes, samples, repeat, train, test,
-                       lambda kind, value: queue.put((kind, value)))
-        queue.put(("blas", _sysinfo.blas_libraries()))
-        queue.put(("done", None))
+            inbox.get()  # our turn
+            outbox.put((name, "peer_loss", _epoch_loss(name, hidden_sizes[0], samples, train,
+                                                       test)))
+        for hidden in hidden_sizes:
+            contender = None
+            for bs in batch_sizes:
+                seconds = []
+                for turn in range(repeat + 1):
+                    inbox.get()  # our turn
+                    if contender is None:  # built (and compiled) in a turn of its own
+                        contender = make_contender(name, hidden, train.X, train.y, test.X)
+                    if turn == 0:
+                        contender.train_epoch(bs, min(samples, max(2 * bs, WARMUP_SAMPLES)))
+                    else:
+                        seconds.append(timed(contender.train_epoch, bs, samples)[0])
+                    outbox.put((name, "turn_done", None))
+                outbox.put((name, "cell", {"name": name, "is_peer": contender.is_peer,
+                                           "hidden": hidden, "batch_size": bs,
+                                           "samples": samples, "seconds": seconds}))
+            del contender
+        outbox.put((name, "blas", _sysinfo.blas_libraries()))
     except BaseException:  # report everything, KeyboardInterrupt included, then stop
-        queue.put(("error", traceback.format_exc()))
+        outbox.put((name, "error", traceback.format_exc()))
 
 
 def run_grid(names: list[str], hidden_sizes: tuple[int, ...], batch_sizes: tuple[int, ...],
              samples: int, repeat: int, progress: bool = True,
              ) -> tuple[list[dict[str, Any]], list[PeerCheck], list[dict[str, Any]]]:
-    """Measure every contender, each in a fresh process of its own, one after the other.
+    """Measure every contender, each in a process of its own, taking turns epoch by epoch.
 
     Separate processes keep the contenders from slowing each other down: PyTorch's
     OpenMP threads and OpenBLAS's threads both spin-wait after work, and on a machine
-    with few cores one library's idle spinning steals the other's cores. Returns the
-    raw cells, the peer checks and every BLAS library the processes loaded.
+    with few cores one library's idle spinning steals the other's cores. Only one
+    process works at a time, and for every cell the contenders take turns -- warm-up
+    epochs, then timed epoch 1 of each, timed epoch 2 of each, ... -- so a slow spell of
+    the machine (other tenants, frequency changes) hits every contender of a cell alike
+    and the ratios between them hold. Returns the raw cells, the peer checks and every
+    BLAS library the processes loaded.
     """
     from tqdm.auto import tqdm
 
@@ -276,51 +290,75 @@ def run_grid(names: list[str], hidden_sizes: tuple[int, ...], batch_sizes: tuple
         train, test = simplenn.load_mnist()
         reference_loss = _epoch_loss("numpy", hidden_sizes[0], samples, train, test)
     ctx = multiprocessing.get_context("spawn")
+    outbox = ctx.Queue()
+    inboxes = {name: ctx.Queue() for name in names}
+    procs = {name: ctx.Process(target=_worker, args=(inboxes[name], outbox, name, hidden_sizes,
+                                                     batch_sizes, samples, repeat), daemon=True)
+             for name in names}
     cells: list[dict[str, Any]] = []
     checks: list[PeerCheck] = []
     blas: dict[str, dict[str, Any]] = {}
     bar = tqdm(total=len(names) * len(hidden_sizes) * len(batch_sizes), desc="bench",
                unit="cell", file=sys.stderr, disable=None if progress else True,
                dynamic_ncols=True)
-    # A terminated run must not leave its worker behind, still using the cores.
+
+    arrived: Counter[tuple[str, str]] = Counter()
+
+    def wait_for(name: str, kind: str) -> None:
+        """Handle messages until ``name`` has sent ``kind`` (perhaps already, while we
+        waited for another message)."""
+        while not arrived[name, kind]:
+            try:
+                sender, got, value = outbox.get(timeout=1.0)
+            except queue_module.Empty:
+                if not procs[name].is_alive():
+                    raise BenchmarkError(f"the {name} benchmark process died (exit status "
+                                         f"{procs[name].exitcode}) without reporting why")
+                continue
+            if got == "error":
+                raise BenchmarkError(f"benchmarking {sender} failed:\n{value.rstrip()}")
+            if got == "peer_loss":
+                checks.append(_compare(sender, hidden_sizes[0], samples, reference_loss, value))
+            elif got == "cell":
+                cells.append(value)
+                bar.update()
+                bar.set_postfix_str(f"h={value['hidden']} batch={value['batch_size']}")
+            elif got == "blas":
+                blas.update({str(b["filepath"]): b for b in value})
+            arrived[sender, got] += 1
+        arrived[name, kind] -= 1
+
+    # A terminated run must not leave its workers behind, still using the cores.
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
-        for name in names:
-            bar.set_postfix_str(name)
-            queue = ctx.Queue()
-            proc = ctx.Process(target=_worker, args=(queue, name, hidden_sizes, batch_sizes,
-                                                     samples, repeat), daemon=True)
+        for proc in procs.values():
             proc.start()
-            try:
-                while True:
-                    try:
-                        kind, value = queue.get(timeout=1.0)
-                    except queue_module.Empty:
-                        if not proc.is_alive():
-                            raise BenchmarkError(f"the {name} benchmark process died (exit "
-                                                 f"status {proc.exitcode}) without reporting why")
-                        continue
-                    if kind == "cell":
-                        cells.append(value)
-                        bar.update()
-                        bar.set_postfix_str(f"{name} h={value['hidden']} "
-                                            f"batch={value['batch_size']}")
-                    elif kind == "peer_loss":
-                        checks.append(_compare(name, hidden_sizes[0], samples, reference_loss,
-                                               value))
-                    elif kind == "blas":
-                        blas.update({str(b["filepath"]): b for b in value})
-                    elif kind == "error":
-                        raise BenchmarkError(f"benchmarking {name} failed:\n{value.rstrip()}")
-                    else:
-                        break
-            finally:
-                proc.join(timeout=10)
-                if proc.is_alive():
-                    proc.kill()
+        for name in names:
+            if name in PEER_NAMES:
+                inboxes[name].put("go")
+                wait_for(name, "peer_loss")
+        for _ in hidden_sizes:
+            for _ in batch_sizes:
+                for turn in range(repeat + 1):
+                    # rotate who goes first, so no contender always follows the same one
+                    order = names[turn % len(names):] + names[:turn % len(names)]
+                    for name in order:
+                        time.sleep(HANDOFF_PAUSE)
+                        inboxes[name].put("go")
+                        wait_for(name, "turn_done")
+                for name in names:
+                    wait_for(name, "cell")
+        for name in names:
+            wait_for(name, "blas")
     finally:
         signal.signal(signal.SIGTERM, previous)
         bar.close()
+        for proc in procs.values():
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.kill()
+    cells.sort(key=lambda c: (hidden_sizes.index(c["hidden"]), batch_sizes.index(c["batch_size"]),
+                              names.index(c["name"])))
     return cells, checks, list(blas.values())
 
 
@@ -463,7 +501,8 @@ def _bench(args: argparse.Namespace, argv: list[str]) -> int:
         f"{peak['flops_per_s'] / 1e9:.1f} GFLOP/s",
         f"work: one training epoch of {args.samples} MNIST images (uint8 -> float32 per batch), "
         f"SGD momentum {TrainConfig.momentum}, lr {THROUGHPUT_LR}, float32; best of "
-        f"{args.repeat} after a warm-up epoch, each backend in a process of its own; "
+        f"{args.repeat} after a warm-up epoch, each backend in a process of its own, "
+        f"taking turns epoch by epoch; "
         f"FLOPs/sample = 4*{N_INPUTS}*h + 6*h*{N_CLASSES}",
     ]
     out += [f"skipped: {i.name}: {i.reason}" for i in skipped]
