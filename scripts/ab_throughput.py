@@ -1,0 +1,118 @@
+"""Side-by-side training throughput of source trees and backends, in one process.
+
+Each ``LABEL=TREE[:BACKEND]`` names a checkout of this repository (a ``git worktree`` of
+another revision, or ``.``) and a backend (``numba`` by default, or ``numpy``). Every
+tree's ``simplenn`` package is imported under a name of its own (``simplenn_LABEL``),
+so several versions of the code live in one process, and for each batch size the
+variants take turns running one chunk of ``--samples`` training samples
+(``train_steps`` of float32 MNIST, lr 0.01, momentum 0.9) for ``--rounds`` rounds,
+alternating who goes first. Slow spells of a shared machine then hit every variant
+alike; the script prints the best and the median samples/s of each, and each as a
+ratio to the first variant. Numba's disk cache is off (``SIMPLENN_NUMBA_CACHE=0``)
+unless set, so two trees never share cached kernels. Example, the change since a
+revision against the NumPy backend::
+
+    git worktree add /tmp/before REV
+    flock /tmp/simplenn-timing.lock python scripts/ab_throughput.py \\
+        numpy=.:numpy before=/tmp/before after=. --batch-sizes 1 8 32 128
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("SIMPLENN_NUMBA_CACHE", "0")
+
+OPS_CLASSES = {"numba": "NumbaOps", "numpy": "NumpyOps"}
+
+
+def load_variant(label: str, tree: Path, backend: str, hidden: int, dtype: str, copies: Path):
+    """A TwoLayerNet from ``tree``'s simplenn, imported as ``simplenn_<label>``."""
+    if not label.isidentifier():
+        raise SystemExit(f"label {label!r} must be a Python identifier")
+    if backend not in OPS_CLASSES:
+        raise SystemExit(f"backend {backend!r} must be one of {sorted(OPS_CLASSES)}")
+    package = copies / label / f"simplenn_{label}"
+    shutil.copytree(tree / "simplenn", package,
+                    ignore=shutil.ignore_patterns("__pycache__", "_data"))
+    sys.path.insert(0, str(package.parent))
+    simplenn_copy = importlib.import_module(package.name)
+    backend_module = importlib.import_module(f"{package.name}.backends.{backend}_backend")
+    ops = getattr(backend_module, OPS_CLASSES[backend])(dtype)
+    net = simplenn_copy.TwoLayerNet(n_hidden=hidden, backend=ops, dtype=dtype, seed=0)
+    net.ops.warmup()
+    return net
+
+
+def run_chunk(net, X, Y, order, batch_size: int, scalar) -> float:
+    """Seconds to train on the samples ``order`` (fresh velocities), as ``fit`` calls
+    the backend: one call per chunk when compiled, one per batch when interpreted."""
+    p = net.params
+    velocities = [np.zeros_like(p[k]) for k in ("W1", "b1", "W2", "b2")]
+    losses = np.zeros(order.shape[0])
+    train_steps = net.functions.train_steps_pixels
+    per_call = order.shape[0] if net.ops.name == "numba" else batch_size
+    start = time.perf_counter()
+    for begin in range(0, order.shape[0], per_call):
+        train_steps(p["W1"], p["b1"], p["W2"], p["b2"], *velocities, X, Y,
+                    order[begin:begin + per_call], batch_size, scalar(0.01), scalar(0.9),
+                    scalar(0.0), losses)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("variants", nargs="+", metavar="LABEL=TREE[:BACKEND]")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32, 128, 512])
+    parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--samples", type=int, default=8192, help="samples per timed chunk")
+    parser.add_argument("--rounds", type=int, default=8)
+    args = parser.parse_args()
+
+    import simplenn
+
+    train, _ = simplenn.load_mnist()
+    X, Y = np.ascontiguousarray(train.X), train.y.astype(np.int64)
+    scalar = np.dtype(args.dtype).type
+    with tempfile.TemporaryDirectory() as copies:
+        variants = []
+        for spec in args.variants:
+            label, _, rest = spec.partition("=")
+            tree, _, backend = rest.partition(":")
+            variants.append((label, load_variant(label, Path(tree), backend or "numba",
+                                                 args.hidden, args.dtype, Path(copies))))
+        print(f"{args.dtype}, hidden {args.hidden}, {args.samples} samples a turn, "
+              f"{args.rounds} rounds; samples/s best / median (ratio to {variants[0][0]})")
+        rng = np.random.default_rng(0)
+        for batch_size in args.batch_sizes:
+            seconds = {label: [] for label, _ in variants}
+            for r in range(args.rounds + 1):  # round 0 warms up
+                order = rng.permutation(X.shape[0])[:args.samples].astype(np.int64)
+                for label, net in variants if r % 2 == 0 else variants[::-1]:
+                    elapsed = run_chunk(net, X, Y, order, batch_size, scalar)
+                    if r:
+                        seconds[label].append(elapsed)
+            best0 = median0 = None
+            cells = []
+            for label, _ in variants:
+                best = args.samples / min(seconds[label])
+                median = args.samples / statistics.median(seconds[label])
+                best0, median0 = best0 or best, median0 or median
+                cells.append(f"{label} {best:9,.0f} / {median:9,.0f} "
+                             f"({best / best0:.2f}x / {median / median0:.2f}x)")
+            print(f"batch {batch_size:5d}  " + "  |  ".join(cells), flush=True)
+
+
+if __name__ == "__main__":
+    main()
