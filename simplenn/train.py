@@ -28,9 +28,19 @@ PROG = "python -m simplenn.train"
 
 def build_parser() -> _cli.ArgumentParser:
     d = TrainConfig()
-    p = _cli.ArgumentParser(prog=PROG, description=(
-        "Train the 784-hidden-10 ReLU network by minibatch SGD with momentum on MNIST "
-        "(the bundled copy, or --data-dir) and report test accuracy."))
+    p = _cli.ArgumentParser(
+        prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Train the 784-hidden-10 ReLU network by minibatch SGD with momentum on MNIST\n"
+            "(the bundled copy, or --data-dir) and report test accuracy."),
+        epilog=(
+            "environment variables:\n"
+            "  SIMPLENN_BACKEND       the default for --backend\n"
+            "  SIMPLENN_NUMBA_CACHE   0: don't cache Numba's compiled kernels on disk\n"
+            "  SIMPLENN_NUMBA_BLAS    scipy: Numba kernels multiply with Numba's np.dot\n"
+            "                         (SciPy's BLAS) instead of NumPy's BLAS\n"
+            "  SIMPLENN_CUDA_GRAPHS   1: replay each chunk of steps as a CUDA graph (cupy)\n"
+            "  SIMPLENN_DATA_DIR      where the downloader caches datasets"))
     p.add_argument("--backend", choices=("auto",) + BACKEND_NAMES, default=None,
                    help="array backend (default: $SIMPLENN_BACKEND, else auto: cupy when a "
                         "CUDA GPU works, else numba when installed, else numpy)")

@@ -132,3 +132,18 @@ def test_debug_shows_the_traceback(data_dir):
     (data_dir / "t10k-labels-idx1-ubyte").unlink()
     result = run_cli("--backend", "numpy", "--data-dir", str(data_dir), "--debug")
     assert result.returncode == 1 and "Traceback" in result.stderr
+
+
+def test_help_documents_every_environment_variable(capsys):
+    """Each SIMPLENN_* variable the package reads (but the bench's internal one) is
+    listed under --help."""
+    import re
+    from pathlib import Path
+
+    source = "".join(p.read_text() for p in Path(simplenn.__file__).parent.rglob("*.py"))
+    names = set(re.findall(r'"(SIMPLENN_[A-Z_]+)"', source)) - {"SIMPLENN_BENCH_UNSET_OPENBLAS"}
+    assert {"SIMPLENN_BACKEND", "SIMPLENN_NUMBA_BLAS", "SIMPLENN_NUMBA_CACHE"} <= names
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    help_text = capsys.readouterr().out
+    assert [n for n in sorted(names) if n not in help_text] == []
