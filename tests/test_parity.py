@@ -113,10 +113,12 @@ def test_sgd_update_matches_numpy_in_place(backend_name, dtype, weight_decay):
     outputs = {}
     for name in ("numpy", backend_name):
         ops = get_backend(name, dtype)
-        p, g, v = ops.asarray(param), ops.asarray(grad), ops.asarray(velocity)
+        # copies: on NumPy-array backends asarray returns its argument, and the
+        # in-place updates must not share arrays across the backends compared
+        p, g, v = (ops.asarray(a.copy()) for a in (param, grad, velocity))
         for _ in range(3):
             ops.sgd_update(p, g, v, scalar(0.05), scalar(0.9), scalar(weight_decay))
-        outputs[name] = ops.to_numpy(p), ops.to_numpy(v)
+        outputs[name] = np.array(ops.to_numpy(p)), np.array(ops.to_numpy(v))
     for tensor, got, want in zip(("param", "velocity"), outputs[backend_name], outputs["numpy"]):
         assert_close(backend_name, tensor, got, want, dtype)
 
@@ -143,14 +145,14 @@ def test_sgd_update_outer_matches_numpy_in_place(backend_name, dtype, weight_dec
     outputs = {}
     for name in ("numpy", backend_name):
         ops = get_backend(name, dtype)
-        p, v = ops.asarray(param), ops.asarray(velocity)
+        p, v = ops.asarray(param.copy()), ops.asarray(velocity.copy())  # as above
         lr, momentum, wd = scalar(0.05), scalar(0.9), scalar(weight_decay)
         lazy = ops.lazy_rows(p, len(x_steps), lr, momentum, wd)
         for x in x_steps:
             ops.catch_up_rows(p, v, ops.asarray(x), lazy)
             ops.sgd_update_outer(p, ops.asarray(x), ops.asarray(d), v, lr, momentum, wd, lazy)
         ops.catch_up(p, v, lazy)
-        outputs[name] = ops.to_numpy(p), ops.to_numpy(v)
+        outputs[name] = np.array(ops.to_numpy(p)), np.array(ops.to_numpy(v))
     for tensor, got, want in zip(("param", "velocity"), outputs[backend_name], outputs["numpy"]):
         assert_close(backend_name, tensor, got, want, dtype)
 
