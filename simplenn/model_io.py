@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import json
+import lzma
 import math
 import os
 import struct
@@ -37,9 +38,12 @@ FORMAT_VERSION = 1
 MAX_ARRAY_BYTES = 2**31
 _MAX_HEADER = 10_000
 
-# What the zip and .npy parsers raise on damaged input (all caught and reported).
+# What the zip and .npy parsers raise on damaged input (all caught and reported); the
+# file is in memory by then, so an OSError is a decompressor's (bz2: "Invalid data
+# stream"), as is an LZMAError.
 _DAMAGE = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, KeyError, NotImplementedError,
-           RuntimeError, zlib.error, struct.error, OverflowError, ValueError, TypeError)
+           RuntimeError, zlib.error, lzma.LZMAError, OSError, struct.error, OverflowError,
+           ValueError, TypeError)
 
 
 def write_model_file(

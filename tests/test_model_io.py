@@ -155,3 +155,26 @@ def test_commands_refuse_damaged_models_with_one_line(tmp_path, command, case):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and phrase in lines[0] and str(path) in lines[0]
     assert lines[0].startswith(f"python -m simplenn.{command}: error: ")
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA, zipfile.ZIP_DEFLATED],
+                         ids=["bzip2", "lzma", "deflate"])
+def test_damaged_compressed_member_is_a_model_file_error(tmp_path, method):
+    """A member compressed with bzip2 / LZMA / deflate whose data is damaged (found by
+    the fuzz test: bz2 raises OSError "Invalid data stream")."""
+    good = tmp_path / "good.npz"
+    save_model(simplenn.TwoLayerNet(4, 3, 2, backend="numpy"), good)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(buffer, "w", compression=method) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info))
+    data = bytearray(buffer.getvalue())
+    with zipfile.ZipFile(io.BytesIO(bytes(data))) as zf:
+        first = zf.infolist()[0]
+    start = first.header_offset + 30 + len(first.filename) + len(first.extra)
+    for i in range(start + 8, start + first.compress_size - 2):  # keep any stream header
+        data[i] ^= 0x5A
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match="damaged or truncated"):
+        read_model_file(bad)
