@@ -379,8 +379,8 @@ def sgd_update_outer(param, x, d, velocity, lr, momentum, weight_decay, lazy):
         clock[0] += 1
         last[:] = clock[0]
         return
-    defer = _use_sparse(x, SPARSE_MAX_ROWS_DEFER)
     m, k = x.shape
+    defer = m <= SPARSE_MAX_ROWS_DEFER  # the density test passed above: as catch_up_rows
     n = d.shape[1]
     xt = np.ascontiguousarray(x.T)  # (k, m): the inputs feeding row i are xt[i]
     g = np.empty(n, d.dtype)

@@ -57,8 +57,8 @@ sgemm = types.ExternalFunction(SYMBOLS["float32"], gemm_signature("float32"))
 dgemm = types.ExternalFunction(SYMBOLS["float64"], gemm_signature("float64"))
 
 
-def _numpy_gemm_address(dtype: str) -> tuple[int, str] | None:
-    """Address and name of NumPy's ILP64 ``cblas_?gemm``, or None."""
+def _numpy_gemm_addresses() -> dict[str, tuple[int, str]] | None:
+    """Address and name of NumPy's ILP64 ``cblas_?gemm`` per dtype, or None."""
     try:
         from numpy._core import _multiarray_umath as extension
     except ImportError:  # NumPy < 2
@@ -67,13 +67,16 @@ def _numpy_gemm_address(dtype: str) -> tuple[int, str] | None:
         library = ctypes.CDLL(extension.__file__)  # symbol lookup includes its dependencies
     except OSError:
         return None
-    for name in _NUMPY_CANDIDATES[dtype]:
-        try:
-            function = getattr(library, name)
-        except AttributeError:
-            continue
-        return ctypes.cast(function, ctypes.c_void_p).value, name
-    return None
+    found = {}
+    for dtype, names in _NUMPY_CANDIDATES.items():
+        for name in names:
+            function = getattr(library, name, None)
+            if function is not None:
+                found[dtype] = ctypes.cast(function, ctypes.c_void_p).value, name
+                break
+        else:
+            return None
+    return found
 
 
 def _numba_dot_gemm(dtype: str):
@@ -108,9 +111,8 @@ def register() -> str:
         raise BackendUnavailableError(
             f"backend 'numba' unavailable: {BLAS_ENV_VAR}={forced!r} is not understood; "
             f"set it to 'numpy' (the default) or 'scipy', or unset it")
-    found = {dtype: None if forced == "scipy" else _numpy_gemm_address(dtype)
-             for dtype in SYMBOLS}
-    if all(found.values()):
+    found = None if forced == "scipy" else _numpy_gemm_addresses()
+    if found is not None:
         for dtype, symbol in SYMBOLS.items():
             llvmlite.binding.add_symbol(symbol, found[dtype][0])
         return f"NumPy's BLAS ({found['float32'][1]}, {found['float64'][1]})"
