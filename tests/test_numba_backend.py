@@ -1,8 +1,9 @@
 """The Numba backend's own contract: kernels are dispatchers the compiled math can
-call, zero-skipping picks its path by batch size and density and computes the
-same numbers, deferred first-layer steps catch up in closed form, dense products
-are NumPy's BLAS (or the SciPy fallback), compiled closures are found in the
-on-disk cache by a new process, and a missing numba names the pip extra.
+call, a training batch is sparse by row count and density and its two compressed
+forms agree, the sparse paths compute the same numbers as BLAS, deferred
+first-layer steps catch up in closed form, dense products are NumPy's BLAS (or the
+SciPy fallback), compiled closures are found in the on-disk cache by a new process,
+and a missing numba names the pip extra.
 (Agreement with NumPy: tests/test_parity.py.)
 """
 
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 
 from conftest import skip_unless_available
+from simplenn.testing import assert_close
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -60,36 +62,66 @@ def test_every_op_the_network_uses_is_a_dispatcher(nb):
         assert ops.pixels_to_float(np.full((1, 2), 255, np.uint8)).dtype == np.dtype(dtype)
 
 
-def test_zero_skipping_is_chosen_by_batch_size_and_density(nb):
+def _batch(nb, x):
+    """x (m, d) floats as the training batch Numba's take_floats makes of it."""
+    return nb.NumbaOps(x.dtype).take_floats(x, np.arange(x.shape[0], dtype=np.int64))
+
+
+def test_a_batch_is_sparse_by_row_count_and_density(nb):
     rng = np.random.default_rng(0)
     rows = nb.SPARSE_MAX_ROWS
-    sparse_small = rng.random((rows, 50)) * (rng.random((rows, 50)) < 0.2)
-    assert nb._use_sparse(sparse_small, rows)
-    assert not nb._use_sparse(sparse_small, rows - 1)  # too many rows
-    assert not nb._use_sparse(np.ones((4, 50)), rows)  # dense rows
+    sparse = rng.random((rows + 1, 50)) * (rng.random((rows + 1, 50)) < 0.2)
+    assert not nb._is_dense(_batch(nb, sparse[:rows]))
+    assert nb._is_dense(_batch(nb, sparse))  # too many rows
+    assert nb._is_dense(_batch(nb, np.ones((4, 50))))  # too many nonzeros
+    pixels = (rng.random((3, 50)) < 0.2).astype(np.uint8) * 255
+    batch = nb.take_pixels32(pixels, np.array([2, 0], dtype=np.int64))
+    assert not nb._is_dense(batch)
+    assert np.array_equal(nb.batch_to_dense(batch), pixels[[2, 0]].astype(np.float32) / 255)
+
+
+@pytest.mark.parametrize("m", [1, 2, 9])
+def test_a_sparse_batch_holds_the_same_entries_by_row_and_by_column(nb, m):
+    """The forward pass reads the CSR form, the update and the catch-up the touched
+    columns and the CSC form: they must describe the same x (else a deferred row could
+    be read before it is caught up)."""
+    rng = np.random.default_rng(1)
+    x = rng.random((m, 70)) * (rng.random((m, 70)) < 0.2)
+    x[:, 5] = 0
+    batch = _batch(nb, x)
+    assert not nb._is_dense(batch)
+    by_column = np.zeros_like(x)
+    for t, i in enumerate(batch.touched):
+        span = slice(batch.col_start[t], batch.col_start[t + 1])
+        assert np.all(np.diff(batch.col_rows[span]) > 0)  # rows ascending
+        by_column[batch.col_rows[span], i] = batch.col_values[span]
+    assert np.array_equal(by_column, x)
+    assert np.array_equal(nb.batch_to_dense(batch), x)
+    assert np.array_equal(batch.touched, np.flatnonzero((x != 0).any(axis=0)))
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_zero_skipping_and_blas_paths_compute_the_same_products(nb, dtype):
+def test_sparse_and_blas_paths_compute_the_same_products(nb, dtype):
     rng = np.random.default_rng(1)
-    m = min(nb.SPARSE_MAX_ROWS, nb.SPARSE_MAX_ROWS_TN)
+    m = nb.SPARSE_MAX_ROWS
     x = (rng.random((m, 70)) * (rng.random((m, 70)) < 0.2)).astype(dtype)
     W, d = rng.standard_normal((70, 9)).astype(dtype), rng.standard_normal((m, 9)).astype(dtype)
-    assert nb._use_sparse(x, m)
-    # x W: a sum over the same nonzero terms in order, so equal to a plain loop to rounding
-    np.testing.assert_allclose(nb.matmul(x, W), x.astype(np.float64) @ W, rtol=1e-5)
-    np.testing.assert_allclose(nb.matmul_tn(x, d), x.T.astype(np.float64) @ d, rtol=1e-5)
-    # with one sample per row, the zero-skipping xᵀ d has one product per entry: exact
+    batch = _batch(nb, x)
+    assert not nb._is_dense(batch)
+    # the same nonzero terms as BLAS sums, in another order: equal to rounding
+    assert_close("numba", "sparse x W", nb.matmul(batch, W), nb.matmul(x, W), dtype)
+    assert_close("numba", "sparse xᵀ d", nb.matmul_tn(batch, d), nb.matmul_tn(x, d), dtype)
+    # with one sample, each entry of xᵀ d is a single product: exact
     one = x[:1]
-    assert np.array_equal(nb.matmul_tn(one, d[:1]), one.T @ d[:1])
+    assert np.array_equal(nb.matmul_tn(_batch(nb, one), d[:1]), one.T @ d[:1])
 
 
 @pytest.mark.parametrize("weight_decay", [0.0, 0.01])
 def test_folded_first_layer_update_equals_update_with_the_formed_gradient(nb, weight_decay):
-    """sgd_update_outer's zero-skipping path (no xᵀ d formed) against sgd_update with
-    the gradient formed; one sample per step makes each gradient entry a single
-    product, and momentum 0 with no weight decay makes a deferred step the identity,
-    so the two agree exactly."""
+    """sgd_update_outer's sparse path (no xᵀ d formed) against sgd_update with the
+    gradient formed; one sample per step makes each gradient entry a single product,
+    and momentum 0 with no weight decay makes a deferred step the identity, so the two
+    agree exactly."""
     rng = np.random.default_rng(2)
     W, V = rng.standard_normal((70, 9)), rng.standard_normal((70, 9))
     W2, V2 = W.copy(), V.copy()
@@ -98,9 +130,10 @@ def test_folded_first_layer_update_equals_update_with_the_formed_gradient(nb, we
     for _ in range(3):
         x = (rng.random((1, 70)) * (rng.random((1, 70)) < 0.2)).astype(np.float64)
         d = rng.standard_normal((1, 9))
-        assert nb._use_sparse(x, nb.SPARSE_MAX_ROWS)
-        nb.catch_up_rows(W, V, x, lazy)
-        nb.sgd_update_outer(W, x, d, V, 0.05, momentum, weight_decay, lazy)
+        batch = _batch(nb, x)
+        assert not nb._is_dense(batch)
+        nb.catch_up_rows(W, V, batch, lazy)
+        nb.sgd_update_outer(W, batch, d, V, 0.05, momentum, weight_decay, lazy)
         nb.sgd_update(W2, x.T @ d, V2, 0.05, momentum, weight_decay)
     nb.catch_up(W, V, lazy)
     if weight_decay:  # deferred steps in closed form: equal to rounding
@@ -115,7 +148,8 @@ def test_deferred_steps_are_applied_in_closed_form(nb):
     rng = np.random.default_rng(3)
     W, V = rng.standard_normal((5, 4)), rng.standard_normal((5, 4))
     W2, V2 = W.copy(), V.copy()
-    zero = np.zeros((1, 5))
+    zero = _batch(nb, np.zeros((1, 5)))
+    assert not nb._is_dense(zero) and zero.touched.shape == (0,)
     lazy = nb.lazy_rows(W, 40, 0.1, 0.9, 0.01)
     assert np.array_equal(lazy[2][0], [1.0, 0.0, 0.0, 1.0])
     for _ in range(40):  # an all-zero batch: every row defers
@@ -184,7 +218,6 @@ def _dense_products(dtype: str):
 
     rng = np.random.default_rng(5)
     a, b, c = (rng.standard_normal(s).astype(dtype) for s in ((300, 70), (70, 20), (300, 20)))
-    assert not nb._use_sparse(a, nb.SPARSE_MAX_ROWS)
     return [("matmul", nb.matmul(a, b), a @ b), ("matmul_tn", nb.matmul_tn(a, c), a.T @ c),
             ("matmul_nt", nb.matmul_nt(c, b), c @ b.T)]
 
@@ -228,9 +261,3 @@ def test_unknown_blas_setting_names_the_choices(nb):
     assert out.returncode != 0
     assert "SIMPLENN_NUMBA_BLAS='mkl' is not understood" in out.stderr
     assert "BackendUnavailableError" in out.stderr
-
-
-def test_deferring_never_outruns_the_sparse_forward_pass(nb):
-    """A deferring step catches up only the rows of nonzero inputs, so the forward
-    pass of that step must read only those rows (the zero-skipping product)."""
-    assert nb.SPARSE_MAX_ROWS_DEFER <= nb.SPARSE_MAX_ROWS

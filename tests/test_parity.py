@@ -60,19 +60,42 @@ def test_loss_probabilities_and_gradients_match_numpy(backend_name, dtype, batch
         assert_close(backend_name, tensor, results[backend_name][tensor], expected, dtype)
 
 
+class _AsBatch(np.ndarray):
+    """Marks an op argument that is a training batch: each backend gets it as
+    ``take_floats`` returns it (NumPy: the array; Numba: a sparse or dense Batch)."""
+
+
+def _batch(x: np.ndarray) -> _AsBatch:
+    return x.view(_AsBatch)
+
+
+def _backend_argument(ops, a: np.ndarray):
+    if isinstance(a, _AsBatch):
+        x = np.asarray(a)
+        return ops.take_floats(ops.asarray(x), ops.asarray(np.arange(x.shape[0]), dtype=np.int64))
+    return ops.asarray(a, dtype=a.dtype)
+
+
 def _op_cases(rng: np.random.Generator, dtype: str) -> dict[str, tuple]:
-    """op name -> its arguments (host arrays), covering both sparse and dense inputs."""
+    """op name -> its arguments (host arrays), covering both sparse and dense inputs,
+    as arrays and as training batches."""
     f = lambda *shape: rng.standard_normal(shape).astype(dtype)  # noqa: E731
     sparse = f(4, 40) * (rng.random((4, 40)) < 0.2)
+    sparse_rows = f(300, 40) * (rng.random((300, 40)) < 0.2)
+    sparse_rows[:, :7] = 0  # columns no row touches
+    pixels = rng.integers(0, 256, (9, 40)).astype(np.uint8)
+    sparse_pixels = pixels * (rng.random((9, 40)) < 0.2)
     return {
         "matmul": (f(3, 40), f(40, 8)),
-        "matmul_sparse": (sparse, f(40, 8)),
+        "matmul_sparse": (_batch(sparse), f(40, 8)),
+        "matmul_batch": (_batch(f(3, 40)), f(40, 8)),
         "matmul_tn": (f(90, 40), f(90, 8)),
-        "matmul_tn_sparse": (sparse, f(4, 8)),
+        "matmul_tn_sparse": (_batch(sparse_rows), f(300, 8)),
+        "matmul_tn_batch": (_batch(f(90, 40)), f(90, 8)),
         "matmul_nt": (f(3, 8), f(40, 8)),
-        "affine": (sparse, f(40, 8), f(8)),
+        "affine": (_batch(sparse), f(40, 8), f(8)),
         "affine_relu": (f(100, 40), f(40, 8), f(8)),
-        "affine_relu_sparse": (sparse, f(40, 8), f(8)),
+        "affine_relu_sparse": (_batch(sparse_rows), f(40, 8), f(8)),
         "relu_backward": (f(6, 8), f(6, 8)),
         "sum_rows": (f(7, 8),),
         "softmax_cross_entropy": (f(6, 10) * 3, rng.integers(0, 10, 6)),
@@ -81,8 +104,10 @@ def _op_cases(rng: np.random.Generator, dtype: str) -> dict[str, tuple]:
             np.array([1, 0, 2])),
         "pixels_to_float": (rng.integers(0, 256, (4, 9)).astype(np.uint8),),
         "cast_to_float": (rng.standard_normal((4, 9)),),
-        "take_pixels": (rng.integers(0, 256, (7, 9)).astype(np.uint8), np.array([6, 0, 6, 2])),
+        "take_pixels": (pixels, np.array([6, 0, 6, 2])),
+        "take_pixels_sparse": (sparse_pixels, np.array([8, 1, 3, 1, 0, 5, 2, 7, 4, 6])),
         "take_floats": (rng.standard_normal((7, 9)), np.array([3, 1, 4])),
+        "take_floats_sparse": (sparse_rows.astype(np.float64), np.arange(299, -1, -3)),
     }
 
 
@@ -91,11 +116,12 @@ def test_every_op_matches_numpy(backend_name, dtype):
     _not_the_reference(backend_name)
     reference, ops = get_backend("numpy", dtype), get_backend(backend_name, dtype)
     for case, args in _op_cases(np.random.default_rng(5), dtype).items():
-        op = case.removesuffix("_sparse").removesuffix("_huge")
+        op = case.removesuffix("_sparse").removesuffix("_huge").removesuffix("_batch")
 
         def run(o):
-            out = getattr(o, op)(*[o.asarray(a, dtype=a.dtype) for a in args])
-            return [o.to_numpy(t) for t in (out if isinstance(out, tuple) else (out,))]
+            out = getattr(o, op)(*[_backend_argument(o, a) for a in args])
+            # several outputs come as a plain tuple (a backend's batch may be a NamedTuple)
+            return [o.to_numpy(t) for t in (out if type(out) is tuple else (out,))]
 
         for i, (got, want) in enumerate(zip(run(ops), run(reference), strict=True)):
             assert_close(backend_name, f"{case} output {i}", got, want, dtype)
@@ -126,11 +152,14 @@ def test_sgd_update_matches_numpy_in_place(backend_name, dtype, weight_decay):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("weight_decay", [0.0, 0.01])
 @pytest.mark.parametrize("batch_size", [1, 5, 300])
-def test_sgd_update_outer_matches_numpy_in_place(backend_name, dtype, weight_decay, batch_size):
-    """Four first-layer updates with gradient ``xᵀ d``, on sparse inputs (Numba folds the
-    gradient into the update and defers the rows of zero inputs for small batches, and
-    uses BLAS for large ones); rows 0-19 of the inputs are zero in all steps but the
-    last, so their deferred steps pile up and are caught up at once."""
+@pytest.mark.parametrize("as_batch", [True, False])
+def test_sgd_update_outer_matches_numpy_in_place(backend_name, dtype, weight_decay, batch_size,
+                                                 as_batch):
+    """Four first-layer updates with gradient ``xᵀ d``, on sparse inputs given as training
+    batches (Numba folds the gradient into the update and defers the rows of zero
+    inputs) and as arrays (Numba: BLAS, every row updated); rows 0-19 of the inputs are
+    zero in all steps but the last, so their deferred steps pile up and are caught up
+    at once."""
     _not_the_reference(backend_name)
     rng = np.random.default_rng(7)
     x_steps = []
@@ -149,8 +178,9 @@ def test_sgd_update_outer_matches_numpy_in_place(backend_name, dtype, weight_dec
         lr, momentum, wd = scalar(0.05), scalar(0.9), scalar(weight_decay)
         lazy = ops.lazy_rows(p, len(x_steps), lr, momentum, wd)
         for x in x_steps:
-            ops.catch_up_rows(p, v, ops.asarray(x), lazy)
-            ops.sgd_update_outer(p, ops.asarray(x), ops.asarray(d), v, lr, momentum, wd, lazy)
+            x = _backend_argument(ops, _batch(x) if as_batch else x)
+            ops.catch_up_rows(p, v, x, lazy)
+            ops.sgd_update_outer(p, x, ops.asarray(d), v, lr, momentum, wd, lazy)
         ops.catch_up(p, v, lazy)
         outputs[name] = np.array(ops.to_numpy(p)), np.array(ops.to_numpy(v))
     for tensor, got, want in zip(("param", "velocity"), outputs[backend_name], outputs["numpy"]):

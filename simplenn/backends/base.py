@@ -48,7 +48,8 @@ class Ops:
         return self.xp.ascontiguousarray(self.xp.asarray(a, dtype=dtype or self.dtype))
 
     def to_numpy(self, a: Array) -> np.ndarray:
-        """Backend array -> a NumPy array on the host (a copy when it lives on a device)."""
+        """Backend array (or training batch) -> a NumPy array on the host (a copy when
+        it lives on a device)."""
         return np.asarray(a)
 
     def synchronize(self) -> None:
@@ -75,12 +76,18 @@ class Ops:
         return x.astype(self.dtype)
 
     def take_pixels(self, X: Array, rows: Array) -> Array:
-        """Rows ``X[rows]`` of (n, d) uint8 pixels as (m, d) floats: a training batch,
-        ``pixels_to_float(X[rows])`` for (m,) int64 ``rows``."""
+        """Rows ``X[rows]`` of (n, d) uint8 pixels as a training batch x of (m, d)
+        floats, ``pixels_to_float(X[rows])`` for (m,) int64 ``rows``.
+
+        Here x is that array. A backend may return another form of the same numbers
+        (Numba: the nonzeros of a sparse batch); the ops that read x -- ``matmul``,
+        ``matmul_tn``, ``affine``, ``affine_relu``, ``catch_up_rows``,
+        ``sgd_update_outer`` -- take it, and :meth:`to_numpy` turns it into the array."""
         return self.pixels_to_float(X[rows])
 
     def take_floats(self, X: Array, rows: Array) -> Array:
-        """Rows ``X[rows]`` of (n, d) floats in ``self.dtype``: ``cast_to_float(X[rows])``."""
+        """Rows ``X[rows]`` of (n, d) floats as a training batch in ``self.dtype``,
+        ``cast_to_float(X[rows])`` (a backend's form, as for :meth:`take_pixels`)."""
         return self.cast_to_float(X[rows])
 
     # -- the forward pass ------------------------------------------------------------
