@@ -38,7 +38,7 @@ def build_parser() -> _cli.ArgumentParser:
             "  SIMPLENN_BACKEND       the default for --backend\n"
             "  SIMPLENN_NUMBA_CACHE   0: don't cache Numba's compiled kernels on disk\n"
             "  SIMPLENN_NUMBA_BLAS    scipy: Numba kernels multiply with Numba's np.dot\n"
-            "                         (SciPy's BLAS) instead of NumPy's BLAS\n"
+            "                         (SciPy's BLAS; needs SciPy) instead of NumPy's BLAS\n"
             "  SIMPLENN_CUDA_GRAPHS   1: replay each chunk of steps as a CUDA graph (cupy)\n"
             "  SIMPLENN_DATA_DIR      where the downloader caches datasets"))
     p.add_argument("--backend", choices=("auto",) + BACKEND_NAMES, default=None,

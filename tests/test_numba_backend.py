@@ -255,6 +255,16 @@ def test_scipy_blas_fallback_computes_the_same_products(nb, tmp_path):
     assert scipy_run.stdout.startswith("Numba's np.dot (SciPy's BLAS)"), scipy_run.stdout
 
 
+def test_scipy_fallback_without_scipy_names_the_fix(nb, tmp_path):
+    (tmp_path / "sitecustomize.py").write_text("import sys\nsys.modules['scipy'] = None\n")
+    out = _run("from simplenn.backends import get_backend; get_backend('numba')",
+               {"SIMPLENN_NUMBA_BLAS": "scipy"}, extra_path=tmp_path)
+    assert out.returncode != 0
+    assert ("SIMPLENN_NUMBA_BLAS=scipy asks for Numba's np.dot, which needs SciPy, which is "
+            "not installed; install it with pip install scipy, or unset SIMPLENN_NUMBA_BLAS"
+            in out.stderr), out.stderr
+
+
 def test_unknown_blas_setting_names_the_choices(nb):
     out = _run("from simplenn.backends import get_backend; get_backend('numba')",
                {"SIMPLENN_NUMBA_BLAS": "mkl"})

@@ -12,7 +12,8 @@ compiled or loaded from the cache, to:
   both CPU backends multiply with one library -- the same numbers, one thread pool; or
 - where NumPy's BLAS has no ILP64 ``cblas_?gemm`` to find (or with
   ``SIMPLENN_NUMBA_BLAS=scipy``), a compiled shim of the same signature around
-  Numba's ``np.dot``.
+  Numba's ``np.dot``, which needs SciPy (not installed with ``simplenn[numba]``:
+  Numba imports ``scipy.linalg`` when it can, which costs every process ~0.08 s).
 
 Because the symbol names never change, compiled kernels stay cacheable either way.
 """
@@ -116,6 +117,16 @@ def register() -> str:
         for dtype, symbol in SYMBOLS.items():
             llvmlite.binding.add_symbol(symbol, found[dtype][0])
         return f"NumPy's BLAS ({found['float32'][1]}, {found['float64'][1]})"
+    try:
+        import scipy  # noqa: F401  (Numba's np.dot calls SciPy's BLAS)
+    except ImportError:
+        why = (f"{BLAS_ENV_VAR}=scipy asks for Numba's np.dot, which" if forced else
+               "NumPy's BLAS has no ILP64 cblas_?gemm to call here, and the fallback, "
+               "Numba's np.dot,")
+        raise BackendUnavailableError(
+            f"backend 'numba' unavailable: {why} needs SciPy, which is not installed; "
+            f"install it with pip install scipy"
+            + (f", or unset {BLAS_ENV_VAR}" if forced else "")) from None
     for dtype, symbol in SYMBOLS.items():
         llvmlite.binding.add_symbol(symbol, _numba_dot_gemm(dtype).address)
     return "Numba's np.dot (SciPy's BLAS)"
