@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
@@ -191,10 +192,19 @@ def _train(args) -> int:
             raise ResumeError(f"{ckpt_file} already holds a checkpoint; pass --resume to "
                               f"continue that run, or choose another --checkpoint-dir")
 
-    backend = args.backend or default_backend_name("auto")
-    net = simplenn.TwoLayerNet(784, args.hidden, 10, backend=backend, dtype=args.dtype,
-                               seed=args.seed)
-    train, test, source = load_dataset(args.data_dir)
+    # The data decompresses and is checksummed (work that releases the GIL) in a thread
+    # while the backend is imported and its compiled kernels are loaded.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        loading = pool.submit(load_dataset, args.data_dir)
+        backend = args.backend or default_backend_name("auto")
+        net = simplenn.TwoLayerNet(784, args.hidden, 10, backend=backend, dtype=args.dtype,
+                                   seed=args.seed)
+        compile_seconds = None
+        if type(net.ops).warmup is not Ops.warmup:
+            start = time.perf_counter()
+            net.ops.warmup()  # so that epoch 1's time is training, not compiling
+            compile_seconds = time.perf_counter() - start
+        train, test, source = loading.result()
     if train.n_features != net.n_inputs or test.n_features != net.n_inputs:
         net = simplenn.TwoLayerNet(train.n_features, args.hidden, 10, backend=net.ops,
                                    dtype=args.dtype, seed=args.seed)
@@ -210,10 +220,8 @@ def _train(args) -> int:
     if ckpt is not None:
         say(f"resuming from {ckpt_file} ({ckpt.state.describe()})")
 
-    if type(net.ops).warmup is not Ops.warmup:
-        start = time.perf_counter()
-        net.ops.warmup()  # so that epoch 1's time is training, not compiling
-        say(f"compiled the {net.backend} kernels in {time.perf_counter() - start:.1f}s "
+    if compile_seconds is not None:
+        say(f"compiled the {net.backend} kernels in {compile_seconds:.1f}s "
             f"(cached on disk for later runs)")
 
     def report(s: EpochStats) -> None:

@@ -2,8 +2,8 @@
 probabilities, the four gradients) and whole training trajectories.
 
 Tolerances come from :mod:`simplenn.testing` (a function of the dtype, in one place).
-Batch sizes on both sides of the Numba backend's zero-skipping threshold are used, so
-both of its paths are held to the same numbers.
+Batch sizes on both sides of the Numba backend's sparse-batch threshold (16 rows) are
+used, so both of its paths are held to the same numbers.
 """
 
 from __future__ import annotations
@@ -223,9 +223,10 @@ def _train(backend: str, dtype: str, X, y, batch_size: int) -> tuple[np.ndarray,
                                               ("float32", 128)])
 def test_training_trajectory_matches_numpy(backend_name, dtype, batch_size, mnist_subset):
     """Same seed -> same per-step losses and final parameters. Batch 7 leaves a ragged
-    last batch (2000 = 285 * 7 + 5); small batches take Numba's zero-skipping path and
-    every batch size its compiled multi-step loop. float32 runs at batch 1 and 7 are
-    left out: there a rounding difference flips ReLU units and the runs part ways."""
+    last batch (2000 = 285 * 7 + 5); batches 1 and 7 take Numba's sparse path, 32 and
+    128 its dense one, and every batch size its compiled multi-step loop. float32 runs
+    at batch 1 and 7 are left out: there a rounding difference flips ReLU units and the
+    runs part ways."""
     _not_the_reference(backend_name)
     X, y = mnist_subset
     steps, params = _train(backend_name, dtype, X, y, batch_size)
