@@ -91,9 +91,6 @@ def _kernel(fn: Callable | None = None, *, inline: str = "never") -> Any:
 
 
 # --------------------------------------------------------------------------------------
-# Kernels. Shapes and dtypes as in simplenn.backends.base.Ops; all arrays C-contiguous.
-# --------------------------------------------------------------------------------------
-# --------------------------------------------------------------------------------------
 # Batches of inputs. The first layer's products read x through a Batch, which is a
 # sparse x in both compressed forms, or a dense x as it is.
 # --------------------------------------------------------------------------------------
