@@ -199,6 +199,8 @@ def _train(args) -> int:
         backend = args.backend or default_backend_name("auto")
         net = simplenn.TwoLayerNet(784, args.hidden, 10, backend=backend, dtype=args.dtype,
                                    seed=args.seed)
+        if loading.done():
+            loading.result()  # a missing or damaged file fails now, not after compiling
         compile_seconds = None
         if type(net.ops).warmup is not Ops.warmup:
             start = time.perf_counter()

@@ -99,12 +99,12 @@ class Batch(NamedTuple):
 
     Sparse (``dense`` is an empty (0, d) array): row ``r``'s nonzeros are
     ``values[indptr[r]:indptr[r + 1]]`` in the columns ``indices[...]`` (CSR, columns
-    ascending; ``indices`` and ``values`` may be longer than ``indptr[m]``);
+    ascending; ``indices`` may be longer than ``indptr[m]``);
     ``touched`` lists the columns holding a nonzero, ascending, and column
     ``touched[t]``'s nonzeros are ``col_values[col_start[t]:col_start[t + 1]]`` in the
     rows ``col_rows[...]`` (CSC over the touched columns, rows ascending). Dense:
-    ``dense`` is x itself and the other arrays are not read. Indices are int32
-    (positions int64), values in the float dtype of x.
+    ``dense`` is x itself and the other arrays are not read (a batch of no rows counts
+    as dense). Indices are int32 (positions int64), values in the float dtype of x.
     """
 
     n_rows: int
@@ -159,14 +159,14 @@ def _is_dense(x):
 
 def _input_value(v, like):
     """One input entry as a float of the dtype of the array ``like``: a uint8 pixel
-    ``v`` is ``v / 255`` (rounded as NumPy rounds ``x.astype(dtype) / 255``), a float
-    is ``v`` (compiled code only: the overload below picks the version by type)."""
+    ``v`` is ``v / 255`` (rounded as NumPy rounds ``x.astype(dtype) / 255``), any other
+    number is ``v`` (compiled code only: the overload below picks the version by type)."""
     raise TypeError("_input_value runs in compiled code only")
 
 
 @overload(_input_value, inline="always")
 def _input_value_overload(v, like):
-    if isinstance(v, types.Integer):
+    if v == types.uint8:
         as_float = np.float32 if like.dtype == types.float32 else np.float64
         scale = as_float(255)
         return lambda v, like: as_float(v) / scale
