@@ -49,9 +49,10 @@ CACHE = os.environ.get(CACHE_ENV_VAR, "1").strip() not in ("0", "false", "no", "
 #: A training batch (``take_pixels``, ``take_floats``) is sparse -- its first-layer
 #: products walk only its nonzeros, and the rows of W1 of its all-zero columns defer
 #: their update -- when it has at most this many rows ... (The sparse path beat the
-#: dense one on float32 MNIST up to batch 16-24 at hidden 128, ~48 at 256 and ~200 at
-#: 512, measured side by side with scripts/ab_throughput.py; the batch is made before
-#: the width is known, so the narrowest width's crossover holds for all.)
+#: dense one on float32 MNIST up to batch 16-24 at hidden 128, and further out at
+#: wider layers by amounts that varied between runs, measured side by side with
+#: scripts/ab_throughput.py; the batch is made before the width is known, so hidden
+#: 128's crossover holds for all.)
 SPARSE_MAX_ROWS = 16
 #: ... and at most this fraction of its entries is nonzero; otherwise it is dense
 #: and the products are BLAS's.
