@@ -2,7 +2,7 @@
 probabilities, the four gradients) and whole training trajectories.
 
 Tolerances come from :mod:`simplenn.testing` (a function of the dtype, in one place).
-Batch sizes on both sides of the Numba backend's sparse-batch threshold (16 rows) are
+Batch sizes on both sides of the Numba backend's sparse-batch threshold (32 rows) are
 used, so both of its paths are held to the same numbers.
 """
 
@@ -223,7 +223,7 @@ def _train(backend: str, dtype: str, X, y, batch_size: int) -> tuple[np.ndarray,
                                               ("float32", 128)])
 def test_training_trajectory_matches_numpy(backend_name, dtype, batch_size, mnist_subset):
     """Same seed -> same per-step losses and final parameters. Batch 7 leaves a ragged
-    last batch (2000 = 285 * 7 + 5); batches 1 and 7 take Numba's sparse path, 32 and
+    last batch (2000 = 285 * 7 + 5); batches 1, 7 and 32 take Numba's sparse path,
     128 its dense one, and every batch size its compiled multi-step loop. float32 runs
     at batch 1 and 7 are left out: there a rounding difference flips ReLU units and the
     runs part ways."""

@@ -48,12 +48,12 @@ CACHE = os.environ.get(CACHE_ENV_VAR, "1").strip() not in ("0", "false", "no", "
 
 #: A training batch (``take_pixels``, ``take_floats``) is sparse -- its first-layer
 #: products walk only its nonzeros, and the rows of W1 of its all-zero columns defer
-#: their update -- when it has at most this many rows ... (The sparse path beat the
-#: dense one on float32 MNIST up to batch 16-24 at hidden 128, and further out at
-#: wider layers by amounts that varied between runs, measured side by side with
-#: scripts/ab_throughput.py; the batch is made before the width is known, so hidden
-#: 128's crossover holds for all.)
-SPARSE_MAX_ROWS = 16
+#: their update -- when it has at most this many rows ... Side by side with the
+#: dense path (float32 MNIST, scripts/ab_throughput.py), at 32 rows the sparse one was
+#: 0.91x at hidden 128 and 1.14x at 512 (at 24: 1.05x and 1.36x), and it keeps its
+#: speed through the slow spells of this shared 2-core machine that halve two-thread
+#: BLAS at this size; the batch is made before the width is known.
+SPARSE_MAX_ROWS = 32
 #: ... and at most this fraction of its entries is nonzero; otherwise it is dense
 #: and the products are BLAS's.
 SPARSE_MAX_DENSITY = 0.5
