@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from simplenn._workloads import CONTENDER_NAMES, probe_contender
+from simplenn._workloads import PEER_NAMES, contender_names, probe_contender
 
 FULL_SAMPLES = 60000
 SMOKE_SAMPLES = 512
@@ -88,7 +88,7 @@ def _skip_unless_available(name: str) -> None:
 
 
 @pytest.fixture(params=[pytest.param(n, marks=[pytest.mark.gpu] if n in _GPU else [])
-                        for n in CONTENDER_NAMES])
+                        for n in contender_names()])
 def contender_name(request: pytest.FixtureRequest) -> str:
     """Every simplenn backend and PyTorch peer; skipped with the reason where it can't run."""
     _skip_unless_available(request.param)
@@ -96,7 +96,7 @@ def contender_name(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(params=[pytest.param(n, marks=[pytest.mark.gpu] if n in _GPU else [])
-                        for n in CONTENDER_NAMES if not n.startswith("torch")])
+                        for n in contender_names() if n not in PEER_NAMES])
 def backend_name(request: pytest.FixtureRequest) -> str:
     """Every simplenn backend; skipped with the reason where it can't run."""
     _skip_unless_available(request.param)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import os
 import shutil
 import statistics
@@ -56,17 +57,23 @@ def load_variant(label: str, tree: Path, backend: str, hidden: int, dtype: str, 
 
 def run_chunk(net, X, Y, order, batch_size: int, scalar) -> float:
     """Seconds to train on the samples ``order`` (fresh velocities), as ``fit`` calls
-    the backend: one call per chunk when compiled, one per batch when interpreted."""
-    p = net.params
-    velocities = [np.zeros_like(p[k]) for k in ("W1", "b1", "W2", "b2")]
-    losses = np.zeros(order.shape[0])
+    the backend: one call per chunk when compiled, one per batch when interpreted.
+    A tree whose ``train_steps`` writes its losses into a last argument (and updates
+    in place) is called that way."""
+    params = [net.params[k] for k in ("W1", "b1", "W2", "b2")]
+    velocities = [np.zeros_like(p) for p in params]
     train_steps = net.functions.train_steps_pixels
-    per_call = order.shape[0] if net.ops.name == "numba" else batch_size
+    losses_argument = len(inspect.signature(getattr(train_steps, "py_func", train_steps))
+                          .parameters) == 16
+    extra = (np.zeros(order.shape[0]),) if losses_argument else ()
+    per_call = (order.shape[0] if getattr(net.ops, "compiles_chunks", net.ops.name == "numba")
+                else batch_size)
     start = time.perf_counter()
     for begin in range(0, order.shape[0], per_call):
-        train_steps(p["W1"], p["b1"], p["W2"], p["b2"], *velocities, X, Y,
-                    order[begin:begin + per_call], batch_size, scalar(0.01), scalar(0.9),
-                    scalar(0.0), losses)
+        out = train_steps(*params, *velocities, X, Y, order[begin:begin + per_call],
+                          batch_size, scalar(0.01), scalar(0.9), scalar(0.0), *extra)
+        if not losses_argument:
+            params, velocities = out[:4], out[4:8]
     return time.perf_counter() - start
 
 

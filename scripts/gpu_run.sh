@@ -3,7 +3,7 @@
 #
 #     bash scripts/gpu_run.sh
 #
-# 1. the GPU tests:  python -m pytest -m gpu -q tests
+# 1. the GPU tests:  python -m pytest -m gpu -q tests, and the conformance kit on cupy
 # 2. the GPU training benchmark: time per MNIST epoch (60,000 images) on the cupy backend
 #    at batch 128 / 512 / 2048, with and without CUDA graphs, timed with CUDA events around
 #    fit's own chunk loop and by fit itself (synchronized wall clock); numba at batch 512
@@ -50,7 +50,9 @@ EOF
 cat "$OUT/environment.txt"
 
 echo "== GPU tests"
-timeout 240 "$PY" -m pytest -m gpu -q -rs tests 2>&1 | tee "$OUT/pytest_gpu.txt"
+timeout 240 "$PY" -m pytest -q -rs tests -m gpu 2>&1 | tee "$OUT/pytest_gpu.txt"
+echo "== conformance kit on the GPU backend"
+timeout 240 "$PY" -m pytest -q -rs tests/test_conformance.py -k cupy 2>&1 | tee -a "$OUT/pytest_gpu.txt"
 tests_status=${PIPESTATUS[0]}
 
 echo "== benchmark"
@@ -83,11 +85,11 @@ def event_timed_epochs(net, X, Y, batch_size):
     """fit's inner loop (chunks of CHUNK_SAMPLES, losses read back per chunk), timed with
     CUDA events; returns the milliseconds of each of 1 + EPOCHS epochs (first = warm-up)."""
     import cupy
-    ops, p, train_steps = net.ops, net.params, net.functions.train_steps_pixels
-    velocities = [ops.xp.zeros_like(p[k]) for k in ("W1", "b1", "W2", "b2")]
-    losses = ops.xp.zeros((n + batch_size - 1) // batch_size, dtype=np.float64)
+    ops, train_steps = net.ops, net.functions.train_steps_pixels
+    params = [net.params[k] for k in ("W1", "b1", "W2", "b2")]
+    velocities = [ops.xp.zeros_like(p) for p in params]
     chunk = max(1, CHUNK_SAMPLES // batch_size) * batch_size
-    rng, s = np.random.default_rng(SEED), net.dtype.type
+    rng, s = np.random.default_rng(SEED), ops.scalar
     times = []
     for _ in range(1 + EPOCHS):
         order = ops.asarray(rng.permutation(n), dtype=np.int64)
@@ -96,10 +98,10 @@ def event_timed_epochs(net, X, Y, batch_size):
         start.record()
         for begin in range(0, n, chunk):
             end = min(n, begin + chunk)
-            train_steps(p["W1"], p["b1"], p["W2"], p["b2"], *velocities, X, Y, order[begin:end],
-                        batch_size, s(LR), s(MOMENTUM), s(0.0), losses[begin // batch_size:])
-            chunk_losses = ops.to_numpy(losses[begin // batch_size:(end + batch_size - 1) // batch_size])
-            assert np.isfinite(chunk_losses).all()
+            *updated, losses = train_steps(*params, *velocities, X, Y, order[begin:end],
+                                           batch_size, s(LR), s(MOMENTUM), s(0.0))
+            params, velocities = updated[:4], updated[4:]
+            assert np.isfinite(ops.to_numpy(losses)).all()
         stop.record()
         stop.synchronize()
         times.append(cupy.cuda.get_elapsed_time(start, stop))

@@ -68,6 +68,21 @@ def unit_interval(text: str) -> float:
     return value
 
 
+def backend_name(text: str) -> str:
+    """A registered backend's name, or ``auto`` (``--list-backends`` shows them)."""
+    from .backends import check_name
+    from .errors import UnknownBackendError
+
+    try:
+        return check_name(text)
+    except UnknownBackendError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+BACKEND_HELP = ("array backend: auto, or any registered backend (--list-backends shows them "
+                "all with why each can or can't run here)")
+
+
 def existing_dir(text: str) -> Path:
     path = Path(text)
     if not path.is_dir():

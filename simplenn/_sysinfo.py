@@ -112,12 +112,10 @@ def library_versions() -> dict[str, str | None]:
 
 def gpu_names() -> list[str]:
     """Names of the CUDA GPUs that CuPy or PyTorch can see (empty when none)."""
-    names: list[str] = []
-    from .backends import probe_backend
+    from .backends import available_backends
 
-    info = probe_backend("cupy")
-    if info.available and info.device:
-        names.append(info.device)
+    names = sorted({i.device for i in available_backends()
+                    if i.available and i.device and i.device.startswith("GPU")})
     if not names and importlib.util.find_spec("torch") is not None:
         try:
             torch = importlib.import_module("torch")

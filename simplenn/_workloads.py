@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from .backends import BACKEND_NAMES, probe_backend
+from .backends import backend_names, probe_backend
 from .network import TwoLayerNet
 from .training import TrainConfig, fit
 
@@ -43,7 +43,12 @@ N_INPUTS, N_CLASSES = 784, 10
 BATCH_SIZES = (1, 8, 32, 128, 512, 2048)
 HIDDEN_SIZES = (128, 512)
 PEER_NAMES = ("torch-cpu", "torch-cuda")
-CONTENDER_NAMES = BACKEND_NAMES + PEER_NAMES
+
+
+def contender_names() -> tuple[str, ...]:
+    """Every registered backend, then the peers."""
+    return backend_names() + PEER_NAMES
+
 #: Learning rate of the throughput runs: small enough that batch size 1 never diverges
 #: (the speed of a step does not depend on it). The loss check uses the defaults.
 THROUGHPUT_LR = 0.01
@@ -73,8 +78,8 @@ class Availability:
 
 
 def probe_contender(name: str) -> Availability:
-    """Whether contender ``name`` (one of :data:`CONTENDER_NAMES`) can run here."""
-    if name in BACKEND_NAMES:
+    """Whether contender ``name`` (one of :func:`contender_names`) can run here."""
+    if name in backend_names():
         info = probe_backend(name)
         return Availability(name, info.available, info.reason)
     if name in PEER_NAMES:
@@ -82,7 +87,7 @@ def probe_contender(name: str) -> Availability:
 
         available, reason = _peers.probe(name)
         return Availability(name, available, reason, is_peer=True)
-    raise ValueError(f"unknown contender {name!r}; valid names are: {', '.join(CONTENDER_NAMES)}")
+    raise ValueError(f"unknown contender {name!r}; valid names are: {', '.join(contender_names())}")
 
 
 class Contender(abc.ABC):
@@ -146,7 +151,6 @@ class SimplennContender(Contender):
         self.test_X = ops.asarray(test_X, dtype=np.uint8)
         self._velocities = [ops.xp.zeros_like(v) for v in self.net.params.values()]
         self._order = ops.asarray(np.arange(self.n_train), dtype=np.int64)
-        self._losses = ops.xp.zeros(1, dtype=np.float64)
         self.synchronize()
 
     def synchronize(self) -> None:
@@ -155,30 +159,32 @@ class SimplennContender(Contender):
     def train_epoch(self, batch_size: int, n_samples: int | None = None, *,
                     lr: float = THROUGHPUT_LR, momentum: float = MOMENTUM) -> float:
         n = self._check_n(n_samples, self.n_train)
-        history = fit(self.net, (self.X[:n], self.Y[:n]), epochs=1, batch_size=batch_size,
+        history = fit(self.net, (self.X[:n, ...], self.Y[:n]), epochs=1, batch_size=batch_size,
                       lr=lr, momentum=momentum, lr_schedule="constant", seed=self.seed,
                       eval_train=False)
         return history.epochs[0].train_loss
 
     def train_step(self, batch_size: int, *, lr: float = THROUGHPUT_LR,
                    momentum: float = MOMENTUM) -> None:
-        p, scalar = self.net.params, self.net.dtype.type
-        self.net.functions.train_steps_pixels(
+        p, scalar = self.net.params, self.ops.scalar
+        *updated, _ = self.net.functions.train_steps_pixels(
             p["W1"], p["b1"], p["W2"], p["b2"], *self._velocities, self.X, self.Y,
             self._order[:min(batch_size, self.n_train)], batch_size, scalar(lr),
-            scalar(momentum), scalar(0.0), self._losses)
+            scalar(momentum), scalar(0.0))
+        self.net.params = dict(zip(self.net.params, updated[:4]))
+        self._velocities = updated[4:]
         self.synchronize()
 
     def infer(self, batch_size: int, n_samples: int | None = None) -> None:
         n = self._check_n(n_samples, self.n_test)
-        self.ops.argmax(self.net.logits(self.test_X[:n], batch_size=batch_size))
+        self.ops.argmax(self.net.logits(self.test_X[:n, ...], batch_size=batch_size))
         self.synchronize()
 
 
 def make_contender(name: str, hidden: int, train_X: np.ndarray, train_y: np.ndarray,
                    test_X: np.ndarray, seed: int = 0) -> Contender:
     """A ready :class:`Contender` called ``name``; raises when it can't run here."""
-    if name in BACKEND_NAMES:
+    if name in backend_names():
         return SimplennContender(name, hidden, train_X, train_y, test_X, seed)
     from . import _peers
 

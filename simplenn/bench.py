@@ -10,11 +10,14 @@ Before its grid, each peer trains one epoch beside the NumPy backend from the sa
 start and its mean loss must match simplenn's: otherwise the comparison would not be
 of the same computation, and the command exits with status 1. Each contender runs in a
 fresh process of its own; the contenders take turns epoch by epoch (see :func:`run_grid`).
+A contender written ``NAME@PATH`` is backend (or peer) ``NAME`` of the simplenn in the
+checkout ``PATH``, so two source trees can be timed side by side in one run.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import multiprocessing
 import os
@@ -22,6 +25,7 @@ import queue as queue_module
 import shlex
 import signal
 import statistics
+import subprocess
 import sys
 import time
 import traceback
@@ -33,8 +37,8 @@ from typing import Any
 
 from . import _cli, _sysinfo
 from ._workloads import (
-    BATCH_SIZES, CONTENDER_NAMES, HIDDEN_SIZES, N_CLASSES, N_INPUTS, PEER_NAMES, THROUGHPUT_LR,
-    Availability, make_contender, probe_contender, timed, training_flops_per_sample,
+    BATCH_SIZES, HIDDEN_SIZES, N_CLASSES, N_INPUTS, PEER_NAMES, THROUGHPUT_LR, Availability,
+    contender_names, make_contender, probe_contender, timed, training_flops_per_sample,
 )
 from .errors import BackendUnavailableError, SimplennError
 from .training import CHUNK_SAMPLES, TrainConfig
@@ -75,14 +79,37 @@ def _int_list(text: str) -> tuple[int, ...]:
     return tuple(dict.fromkeys(values))
 
 
+def split_label(label: str) -> tuple[str, str | None]:
+    """``(NAME, PATH)`` of a contender label ``NAME@PATH``; ``(label, None)`` without ``@``."""
+    name, at, path = label.partition("@")
+    return name, (path if at else None)
+
+
+def _tree_label(item: str) -> str:
+    """``NAME@PATH`` with ``PATH`` made absolute, once it holds ``simplenn/__init__.py``."""
+    name, path = split_label(item)
+    name, path = name.strip().lower(), (path or "").strip()
+    if not name or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME@PATH, got {item!r}")
+    root = os.path.abspath(os.path.expanduser(path))
+    if not os.path.isdir(root):
+        raise argparse.ArgumentTypeError(f"{item!r}: directory {root!r} does not exist")
+    if not os.path.isfile(os.path.join(root, "simplenn", "__init__.py")):
+        raise argparse.ArgumentTypeError(
+            f"{item!r}: {root!r} has no simplenn/__init__.py (PATH must be a simplenn checkout)")
+    return f"{name}@{root}"
+
+
 def _contender_list(text: str) -> tuple[str, ...]:
-    items = [t.strip().lower() for t in text.split(",") if t.strip()]
-    unknown = [t for t in items if t not in CONTENDER_NAMES]
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    labels = [_tree_label(t) if "@" in t else t.lower() for t in items]
+    known = contender_names()
+    unknown = [t for t in labels if "@" not in t and t not in known]
     if not items or unknown:
         raise argparse.ArgumentTypeError(
             f"unknown backend or peer {', '.join(map(repr, unknown)) or repr(text)}; valid names "
-            f"are: {', '.join(CONTENDER_NAMES)}")
-    return tuple(dict.fromkeys(items))
+            f"are: {', '.join(known)}")
+    return tuple(dict.fromkeys(labels))
 
 
 def _samples(text: str) -> int:
@@ -99,8 +126,10 @@ def build_parser() -> _cli.ArgumentParser:
         "grid of batch sizes and hidden widths, and print samples/s, the speed-up over "
         "the NumPy backend and the share of this machine's measured float32 peak."))
     p.add_argument("--backends", type=_contender_list, default=None, metavar="LIST",
-                   help=f"comma-separated, from {','.join(CONTENDER_NAMES)} (default: every one "
-                        "that runs here; the others are listed with the reason)")
+                   help=f"comma-separated, from {','.join(contender_names())} (default: every one "
+                        "that runs here; the others are listed with the reason); NAME@PATH "
+                        "is backend NAME of the simplenn checkout in directory PATH, e.g. "
+                        "numba@/tmp/before,numba to compare two source trees")
     p.add_argument("--batch-sizes", type=_int_list, default=DEFAULT_BATCH_SIZES, metavar="LIST",
                    help=f"comma-separated (default {','.join(map(str, DEFAULT_BATCH_SIZES))})")
     p.add_argument("--hidden", type=_int_list, default=DEFAULT_HIDDEN, metavar="LIST",
@@ -189,9 +218,15 @@ class PeerCheck:
     match: bool
 
 
+def _is_peer_label(label: str) -> bool:
+    return split_label(label)[0] in PEER_NAMES
+
+
 def _select(requested: tuple[str, ...] | None) -> tuple[list[str], list[Availability]]:
-    """The contenders to run and those skipped; a contender named explicitly must run."""
-    infos = [probe_contender(n) for n in (requested or CONTENDER_NAMES)]
+    """The contenders to run and those skipped; a contender named explicitly must run.
+    A ``NAME@PATH`` contender counts as available: its process reports what stops it."""
+    infos = [Availability(n, True) if split_label(n)[1] is not None else probe_contender(n)
+             for n in (requested or contender_names())]
     if requested:
         missing = [i for i in infos if not i.available]
         if missing:
@@ -201,10 +236,12 @@ def _select(requested: tuple[str, ...] | None) -> tuple[list[str], list[Availabi
     return [i.name for i in infos if i.available], [i for i in infos if not i.available]
 
 
-def _epoch_loss(name: str, hidden: int, samples: int, train: Any, test: Any) -> float:
-    """Mean loss of one epoch from the shared start, with the peer check's settings."""
-    contender = make_contender(name, hidden, train.X, train.y, test.X)
-    return contender.train_epoch(LOSS_CHECK_BATCH, samples, lr=LOSS_CHECK_LR)
+def _epoch_loss(name: str, hidden: int, samples: int, train: Any, test: Any,
+                make: Any = None) -> float:
+    """Mean loss of one epoch from the shared start, with the peer check's settings;
+    ``make`` builds the contender (default :func:`make_contender`)."""
+    contender = (make or make_contender)(name, hidden, train.X, train.y, test.X)
+    return float(contender.train_epoch(LOSS_CHECK_BATCH, samples, lr=LOSS_CHECK_LR))
 
 
 def _compare(peer: str, hidden: int, samples: int, simplenn_loss: float,
@@ -227,6 +264,22 @@ def check_peer_loss(peer: str, hidden: int, samples: int, train: Any, test: Any)
 HANDOFF_PAUSE = 0.2
 
 
+def _switch_to_tree(root: str) -> tuple[Any, Any]:
+    """Make this process's ``simplenn`` the package in checkout ``root``: forget every
+    ``simplenn`` module loaded so far, put ``root`` first on ``sys.path`` and import it
+    again. Returns that package and its ``simplenn._workloads``."""
+    for module in [m for m in sys.modules if m == "simplenn" or m.startswith("simplenn.")]:
+        del sys.modules[module]
+    sys.path.insert(0, root)
+    importlib.invalidate_caches()
+    package = importlib.import_module("simplenn")
+    expected = os.path.realpath(os.path.join(root, "simplenn", "__init__.py"))
+    found = getattr(package, "__file__", None)
+    if found is None or os.path.realpath(found) != expected:
+        raise BenchmarkError(f"import simplenn loaded {found}, not {expected}")
+    return package, importlib.import_module("simplenn._workloads")
+
+
 def _worker(inbox: Any, outbox: Any, name: str, hidden_sizes: tuple[int, ...],
             batch_sizes: tuple[int, ...], samples: int, repeat: int) -> None:
     """The body of one contender's process: a peer's loss for the peer check, then every
@@ -235,15 +288,25 @@ def _worker(inbox: Any, outbox: Any, name: str, hidden_sizes: tuple[int, ...],
     "go" -- then the BLAS libraries this process loaded. Messages go out on ``outbox``
     as ``(name, kind, value)``; an exception goes back as text. (The NumPy reference
     loss is computed by the parent: NumPy's BLAS threads, once they have worked, slow a
-    peer's threads down when they share a process.)"""
+    peer's threads down when they share a process.) For a ``NAME@PATH`` contender the
+    data and the contender come from the simplenn in ``PATH`` (:func:`_switch_to_tree`),
+    and only its ``make_contender``, ``load_mnist``, ``train_epoch`` and ``is_peer`` are
+    used; the timing and the turns stay this module's."""
     try:
-        import simplenn
+        base, root = split_label(name)
+        if root is None:
+            import simplenn
+
+            make = make_contender
+        else:
+            simplenn, workloads = _switch_to_tree(root)
+            make = workloads.make_contender
 
         train, test = simplenn.load_mnist()
-        if name in PEER_NAMES:
+        if _is_peer_label(name):
             inbox.get()  # our turn
-            outbox.put((name, "peer_loss", _epoch_loss(name, hidden_sizes[0], samples, train,
-                                                       test)))
+            outbox.put((name, "peer_loss", _epoch_loss(base, hidden_sizes[0], samples, train,
+                                                       test, make)))
         for hidden in hidden_sizes:
             contender = None
             for bs in batch_sizes:
@@ -251,13 +314,13 @@ def _worker(inbox: Any, outbox: Any, name: str, hidden_sizes: tuple[int, ...],
                 for turn in range(repeat + 1):
                     inbox.get()  # our turn
                     if contender is None:  # built (and compiled) in a turn of its own
-                        contender = make_contender(name, hidden, train.X, train.y, test.X)
+                        contender = make(base, hidden, train.X, train.y, test.X)
                     if turn == 0:
                         contender.train_epoch(bs, min(samples, max(2 * bs, WARMUP_SAMPLES)))
                     else:
                         seconds.append(timed(contender.train_epoch, bs, samples)[0])
                     outbox.put((name, "turn_done", None))
-                outbox.put((name, "cell", {"name": name, "is_peer": contender.is_peer,
+                outbox.put((name, "cell", {"name": name, "is_peer": bool(contender.is_peer),
                                            "hidden": hidden, "batch_size": bs,
                                            "samples": samples, "seconds": seconds}))
             del contender
@@ -285,7 +348,7 @@ def run_grid(names: list[str], hidden_sizes: tuple[int, ...], batch_sizes: tuple
     import simplenn
 
     reference_loss = None
-    if any(n in PEER_NAMES for n in names):
+    if any(_is_peer_label(n) for n in names):
         train, test = simplenn.load_mnist()
         reference_loss = _epoch_loss("numpy", hidden_sizes[0], samples, train, test)
     ctx = multiprocessing.get_context("spawn")
@@ -329,11 +392,12 @@ def run_grid(names: list[str], hidden_sizes: tuple[int, ...], batch_sizes: tuple
 
     # A terminated run must not leave its workers behind, still using the cores.
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    finished = False
     try:
         for proc in procs.values():
             proc.start()
         for name in names:
-            if name in PEER_NAMES:
+            if _is_peer_label(name):
                 inboxes[name].put("go")
                 wait_for(name, "peer_loss")
         for _ in hidden_sizes:
@@ -349,10 +413,13 @@ def run_grid(names: list[str], hidden_sizes: tuple[int, ...], batch_sizes: tuple
                     wait_for(name, "cell")
         for name in names:
             wait_for(name, "blas")
+        finished = True
     finally:
         signal.signal(signal.SIGTERM, previous)
         bar.close()
         for proc in procs.values():
+            if not finished:  # the others wait for a turn that will not come
+                proc.terminate()
             proc.join(timeout=10)
             if proc.is_alive():
                 proc.kill()
@@ -384,12 +451,39 @@ def summarize(raw: list[dict[str, Any]], peak_flops: float) -> list[Cell]:
 # --------------------------------------------------------------------------------------
 # Reporting.
 # --------------------------------------------------------------------------------------
+#: The widest contender name the table shows in full; longer ``NAME@PATH`` labels keep
+#: ``NAME@`` and the end of ``PATH`` (as long as the shortened names stay distinct).
+TABLE_NAME_WIDTH = 40
+
+
+def _shorten(label: str, width: int) -> str:
+    if len(label) <= width:
+        return label
+    name, path = split_label(label)
+    keep = width - len(name) - len("@...")
+    if path is not None and keep > 0:
+        return f"{name}@...{path[-keep:]}"
+    return label[:max(width - 3, 1)] + "..."
+
+
+def table_names(names: list[str], width: int = TABLE_NAME_WIDTH) -> dict[str, str]:
+    """Each contender name as the table shows it: at most ``width`` characters, widened
+    until no two names shorten alike."""
+    names = list(dict.fromkeys(names))
+    while True:
+        shown = {n: _shorten(n, width) for n in names}
+        if len(set(shown.values())) == len(shown):
+            return shown
+        width += 8
+
+
 def format_table(cells: list[Cell]) -> str:
     """A Markdown table: one row per width, batch size and contender."""
     header = ("hidden", "batch", "backend", "samples/s", "vs numpy", "GFLOP/s", "% peak")
     order = {n: i for i, n in enumerate(dict.fromkeys(c.name for c in cells))}
+    shown = table_names(list(order))
     cells = sorted(cells, key=lambda c: (c.hidden, c.batch_size, order[c.name]))
-    rows = [(str(c.hidden), str(c.batch_size), c.name + (" (peer)" if c.is_peer else ""),
+    rows = [(str(c.hidden), str(c.batch_size), shown[c.name] + (" (peer)" if c.is_peer else ""),
              f"{c.samples_per_s:,.0f}",
              f"{c.speedup_vs_numpy:.2f}x" if c.speedup_vs_numpy is not None else "-",
              f"{c.gflops_per_s:.1f}", f"{c.percent_of_peak:.1f}%") for c in cells]
@@ -438,7 +532,8 @@ def _plot(cells: list[Cell], path: Path, title: str) -> None:
             if mine:
                 ax.plot([c.batch_size for c in mine], [c.samples_per_s for c in mine],
                         marker="o", linestyle="--" if mine[0].is_peer else "-",
-                        label=name + (" (peer)" if mine[0].is_peer else ""))
+                        label=(name.replace("$", r"\$")
+                               + (" (peer)" if mine[0].is_peer else "")))
         ax.set_xscale("log", base=2)
         batch_sizes = sorted({c.batch_size for c in cells})
         ax.set_xticks(batch_sizes, [str(b) for b in batch_sizes])
@@ -455,6 +550,32 @@ def _plot(cells: list[Cell], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def _git_revision(root: str) -> str | None:
+    """``git describe --always --dirty`` of the checkout ``root``; None when git can't tell."""
+    try:
+        done = subprocess.run(["git", "-C", root, "describe", "--always", "--dirty"],
+                              capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    revision = done.stdout.strip()
+    return revision if done.returncode == 0 and revision else None
+
+
+def source_trees(names: list[str]) -> list[dict[str, Any]]:
+    """The checkouts the contenders come from (this one first) with their git revisions
+    and contenders; empty when every contender is this tree's."""
+    if all(split_label(n)[1] is None for n in names):
+        return []
+    import simplenn
+
+    here = str(Path(simplenn.__file__).resolve().parent.parent)
+    trees: dict[str, list[str]] = {here: []}
+    for n in names:
+        trees.setdefault(split_label(n)[1] or here, []).append(n)
+    return [{"path": root, "git": _git_revision(root), "contenders": contenders}
+            for root, contenders in trees.items() if contenders]
+
+
 def _matplotlib_missing() -> bool:
     try:
         import matplotlib  # noqa: F401
@@ -466,12 +587,12 @@ def _matplotlib_missing() -> bool:
 def _bench(args: argparse.Namespace, argv: list[str]) -> int:
     if args.plot is not None and _matplotlib_missing():
         print(f"{PROG}: error: --plot needs matplotlib, which is not installed; install it with "
-              f"pip install matplotlib (or pip install 'simplenn[plot]'), or leave out --plot",
-              file=sys.stderr)
+              "pip install matplotlib, or leave out --plot", file=sys.stderr)
         return _cli.EXIT_ERROR
     import simplenn
 
     names, skipped = _select(args.backends)
+    trees = source_trees(names)
     load_before = _sysinfo.load_average()
     peaks = [_sysinfo.measure_sgemm_peak(args.peak_size)]
     raw, checks, blas = run_grid(names, args.hidden, args.batch_sizes, args.samples,
@@ -504,6 +625,8 @@ def _bench(args: argparse.Namespace, argv: list[str]) -> int:
         f"taking turns epoch by epoch; "
         f"FLOPs/sample = 4*{N_INPUTS}*h + 6*h*{N_CLASSES}",
     ]
+    out += [f"source tree {t['path']} (git {t['git'] or 'unknown'}): {', '.join(t['contenders'])}"
+            for t in trees]
     out += [f"skipped: {i.name}: {i.reason}" for i in skipped]
     if note:
         out.append(note)
@@ -528,6 +651,7 @@ def _bench(args: argparse.Namespace, argv: list[str]) -> int:
                          "momentum": TrainConfig.momentum, "dtype": "float32",
                          "flops_per_sample": f"4*{N_INPUTS}*h + 6*h*{N_CLASSES}"},
             "skipped": [{"name": i.name, "reason": i.reason} for i in skipped],
+            "source_trees": trees,
             "results": [asdict(c) for c in cells],
             "peer_checks": [asdict(c) for c in checks],
         }

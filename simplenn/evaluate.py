@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 
 from . import _cli
-from .backends import BACKEND_NAMES
 from .datasets import load_dataset
 
 PROG = "python -m simplenn.evaluate"
@@ -96,13 +95,13 @@ def build_parser() -> _cli.ArgumentParser:
         "precision and recall, confusion matrix."))
     p.add_argument("model", type=Path, metavar="MODEL.npz", help="a model saved by "
                    "python -m simplenn.train --save, or a checkpoint")
-    p.add_argument("--backend", choices=("auto",) + BACKEND_NAMES, default=None,
-                   help="array backend (default: $SIMPLENN_BACKEND, else numpy)")
+    p.add_argument("--backend", type=_cli.backend_name, default=None,
+                   help=f"{_cli.BACKEND_HELP} (default: $SIMPLENN_BACKEND, else numpy)")
     p.add_argument("--data-dir", type=_cli.existing_dir, default=None,
                    help="directory with the MNIST-format IDX files (default: the bundled MNIST)")
     p.add_argument("--plot", type=Path, default=None, metavar="DIR",
                    help="also write confusion_matrix.png and confident_errors.png to DIR "
-                        "(created if missing; needs matplotlib: pip install 'simplenn[plot]')")
+                        "(created if missing; needs matplotlib: pip install matplotlib)")
     p.add_argument("--errors", type=_cli.positive_int, default=24, metavar="K",
                    help="how many confidently wrong digits --plot shows (default 24)")
     p.add_argument("--debug", action="store_true", help="show full tracebacks for errors")

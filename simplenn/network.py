@@ -86,52 +86,54 @@ def make_loss_and_gradients(ops: Ops, backprop: Callable[..., tuple]) -> Callabl
     return loss_and_gradients
 
 
-def make_sgd_step(ops: Ops, backprop: Callable[..., tuple]) -> Callable[..., Any]:
-    """``sgd_step(W1, b1, W2, b2, V1, v1, V2, v2, x, y, lr, momentum, wd, lazy) -> L``.
+def make_sgd_step(ops: Ops, backprop: Callable[..., tuple]) -> Callable[..., tuple]:
+    """``sgd_step(W1, b1, W2, b2, V1, v1, V2, v2, x, y, lr, momentum, wd)
+    -> (L, W1, b1, W2, b2, V1, v1, V2, v2)``.
 
-    One minibatch step of SGD with momentum, in place on the parameters and their
-    velocities ``V1, v1, V2, v2``; weight decay ``wd`` applies to W1 and W2 only.
-    ``lazy`` (from ``ops.lazy_rows``) lets a backend defer the steps of rows of W1
-    whose inputs are all zero in this batch; ``ops.catch_up`` applies them.
+    One minibatch step of SGD with momentum: the loss before the step, and the new
+    parameters and velocities ``V1, v1, V2, v2``; weight decay ``wd`` applies to W1 and
+    W2 only.
     """
     sgd_update, sgd_update_outer = ops.sgd_update, ops.sgd_update_outer
-    catch_up_rows = ops.catch_up_rows
 
-    def sgd_step(W1, b1, W2, b2, V1, v1, V2, v2, x, y, lr, momentum, wd, lazy):
-        catch_up_rows(W1, V1, x, lazy)  # the rows of W1 this batch reads are up to date
+    def sgd_step(W1, b1, W2, b2, V1, v1, V2, v2, x, y, lr, momentum, wd):
         loss, dl1, db1, dW2, db2 = backprop(W1, b1, W2, b2, x, y)
-        sgd_update_outer(W1, x, dl1, V1, lr, momentum, wd, lazy)  # with dW1 = xᵀ dl1
-        sgd_update(b1, db1, v1, lr, momentum, 0.0)
-        sgd_update(W2, dW2, V2, lr, momentum, wd)
-        sgd_update(b2, db2, v2, lr, momentum, 0.0)
-        return loss
+        W1, V1 = sgd_update_outer(W1, x, dl1, V1, lr, momentum, wd)  # with dW1 = xᵀ dl1
+        b1, v1 = sgd_update(b1, db1, v1, lr, momentum, 0.0)
+        W2, V2 = sgd_update(W2, dW2, V2, lr, momentum, wd)
+        b2, v2 = sgd_update(b2, db2, v2, lr, momentum, 0.0)
+        return loss, W1, b1, W2, b2, V1, v1, V2, v2
 
     return sgd_step
 
 
 def make_train_steps(
-    ops: Ops, sgd_step: Callable[..., Any], take_rows: Callable[[Array, Array], Array]
-) -> Callable[..., None]:
-    """``train_steps(W1, .., v2, X, Y, order, batch_size, lr, momentum, wd, losses)``.
+    ops: Ops, sgd_step: Callable[..., tuple], take_rows: Callable[[Array, Array], Array]
+) -> Callable[..., tuple]:
+    """``train_steps(W1, .., v2, X, Y, order, batch_size, lr, momentum, wd)
+    -> (W1, b1, W2, b2, V1, v1, V2, v2, losses)``.
 
     Runs ``ceil(len(order) / batch_size)`` SGD steps over the rows ``X[order]`` in
-    order (the last batch may be smaller) and writes each step's loss into
-    ``losses``. ``X`` is the whole training set as stored (uint8 pixels, or floats);
-    ``take_rows(X, rows)`` gathers and converts one batch of it to floats; ``Y`` holds
-    int64 labels. On return every parameter is up to date (no step left deferred).
+    order (the last batch may be smaller) and returns the new parameters and
+    velocities, and each step's loss as a float64 array. ``X`` is the whole training
+    set as stored (uint8 pixels, or floats); ``take_rows(X, rows)`` gathers and
+    converts one batch of it to floats; ``Y`` holds int64 labels.
     """
-    lazy_rows, catch_up = ops.lazy_rows, ops.catch_up
+    begin_steps, loss_buffer, take_labels = ops.begin_steps, ops.loss_buffer, ops.take_labels
 
     def train_steps(W1, b1, W2, b2, V1, v1, V2, v2, X, Y, order, batch_size, lr,
-                    momentum, wd, losses):
+                    momentum, wd):
         n = order.shape[0]
         n_steps = (n + batch_size - 1) // batch_size
-        lazy = lazy_rows(W1, n_steps, lr, momentum, wd)
+        inputs = begin_steps(X, W1, V1, n_steps, lr, momentum, wd)  # the optional hook
+        losses = loss_buffer(n_steps)
         for s in range(n_steps):
             rows = order[s * batch_size:min(n, (s + 1) * batch_size)]
-            losses[s] = sgd_step(W1, b1, W2, b2, V1, v1, V2, v2, take_rows(X, rows),
-                                 Y[rows], lr, momentum, wd, lazy)
-        catch_up(W1, V1, lazy)
+            loss, W1, b1, W2, b2, V1, v1, V2, v2 = sgd_step(
+                W1, b1, W2, b2, V1, v1, V2, v2, take_rows(inputs, rows), take_labels(Y, rows),
+                lr, momentum, wd)
+            losses[s] = loss
+        return W1, b1, W2, b2, V1, v1, V2, v2, losses
 
     return train_steps
 
@@ -141,9 +143,9 @@ class NetworkFunctions(NamedTuple):
 
     forward: Callable[..., Array]
     loss_and_gradients: Callable[..., tuple]
-    sgd_step: Callable[..., Any]
-    train_steps_pixels: Callable[..., None]
-    train_steps_floats: Callable[..., None]
+    sgd_step: Callable[..., tuple]
+    train_steps_pixels: Callable[..., tuple]
+    train_steps_floats: Callable[..., tuple]
 
 
 _FUNCTION_CACHE: dict[tuple[type, str], NetworkFunctions] = {}
@@ -163,8 +165,10 @@ def network_functions(ops: Ops) -> NetworkFunctions:
             forward=forward,
             loss_and_gradients=loss_and_gradients,
             sgd_step=sgd_step,
-            train_steps_pixels=jit(make_train_steps(ops, sgd_step, ops.take_pixels)),
-            train_steps_floats=jit(make_train_steps(ops, sgd_step, ops.take_floats)),
+            train_steps_pixels=ops.jit_train_steps(
+                make_train_steps(ops, sgd_step, ops.take_pixels)),
+            train_steps_floats=ops.jit_train_steps(
+                make_train_steps(ops, sgd_step, ops.take_floats)),
         )
     return _FUNCTION_CACHE[key]
 
@@ -187,8 +191,9 @@ class TwoLayerNet:
     host from ``numpy.random.default_rng(seed)`` and then cast, so every backend
     starts from the same numbers; biases start at zero.
 
-    ``backend`` is a name (``numpy``, ``numba``, ``cupy``, ``auto``; ``None`` means
-    ``$SIMPLENN_BACKEND``, else ``numpy``) or an :class:`Ops` instance.
+    ``backend`` is a registered backend's name (``numpy``, ``numba``, ``cupy``,
+    ``strict``, a plug-in's) or ``auto``; ``None`` means ``$SIMPLENN_BACKEND``, else
+    ``numpy``; or an :class:`Ops` instance.
     """
 
     def __init__(
@@ -268,15 +273,23 @@ class TwoLayerNet:
 
     # -- inputs ----------------------------------------------------------------------
     def _check_inputs(self, X: Any) -> np.ndarray | Array:
+        """X as given (a host array or the backend's), checked: (n, n_inputs) uint8 or
+        finite floats. Host arrays are checked on the host, backend arrays by the backend."""
         if not hasattr(X, "shape") or not hasattr(X, "dtype"):
             X = np.asarray(X)
         if X.ndim != 2 or X.shape[1] != self.n_inputs:
             raise ValueError(f"X must have shape (n, {self.n_inputs}), not {tuple(X.shape)}")
-        if X.dtype != np.uint8 and np.dtype(X.dtype).kind != "f":
-            raise ValueError(f"X must be uint8 pixels (scaled by 1/255) or floats, not {X.dtype}")
-        if X.dtype != np.uint8 and not bool(self.ops.xp.isfinite(X).all()):
+        dtype = self._input_dtype(X)
+        if dtype != np.uint8 and dtype.kind != "f":
+            raise ValueError(f"X must be uint8 pixels (scaled by 1/255) or floats, not {dtype}")
+        if dtype != np.uint8 and not (np.isfinite(X).all() if isinstance(X, np.ndarray)
+                                      else self.ops.all_finite(X)):
             raise ValueError("X holds NaN or infinite values")
         return X
+
+    def _input_dtype(self, X: Any) -> np.dtype:
+        """The NumPy dtype of a host or backend array."""
+        return X.dtype if isinstance(X, np.ndarray) else self.ops.host_dtype(X)
 
     def _check_labels(self, y: Any, n: int) -> Array:
         y_host = np.asarray(self.ops.to_numpy(y) if not isinstance(y, np.ndarray) else y)
@@ -291,8 +304,9 @@ class TwoLayerNet:
 
     def _to_float(self, X: Any) -> Array:
         """Checked (m, d) input -> backend floats; uint8 pixels are scaled by 1/255."""
-        X = self.ops.asarray(X, dtype=X.dtype)
-        return self.ops.pixels_to_float(X) if X.dtype == np.uint8 else self.ops.cast_to_float(X)
+        dtype = self._input_dtype(X)
+        X = self.ops.asarray(X, dtype=dtype)
+        return self.ops.pixels_to_float(X) if dtype == np.uint8 else self.ops.cast_to_float(X)
 
     # -- computing -------------------------------------------------------------------
     def loss_and_gradients(self, X: Any, y: Any) -> tuple[float, dict[str, np.ndarray]]:
@@ -315,11 +329,13 @@ class TwoLayerNet:
         """Backend array of logits (n, n_classes), computed ``batch_size`` rows at a time."""
         X = self._check_inputs(X)
         p, forward = self.params, self.functions.forward
-        chunks = [forward(p["W1"], p["b1"], p["W2"], p["b2"], self._to_float(X[i:i + batch_size]))
-                  for i in range(0, X.shape[0], batch_size)]
+        n = X.shape[0]
+        chunks = [forward(p["W1"], p["b1"], p["W2"], p["b2"],
+                          self._to_float(X[i:min(n, i + batch_size), ...]))
+                  for i in range(0, n, batch_size)]
         if not chunks:
-            return self.ops.xp.zeros((0, self.n_classes), dtype=self.dtype)
-        return chunks[0] if len(chunks) == 1 else self.ops.xp.concatenate(chunks)
+            return self.ops.xp.zeros((0, self.n_classes), dtype=self.ops.float_dtype)
+        return chunks[0] if len(chunks) == 1 else self.ops.xp.concat(chunks)
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities (n, n_classes), NumPy, rows summing to 1."""

@@ -1,6 +1,6 @@
 """PNG figures: training curves, confusion matrix, the most confidently wrong digits.
 
-Needs matplotlib (``pip install 'simplenn[plot]'``). Figures are drawn on matplotlib's
+Needs matplotlib (``pip install matplotlib``). Figures are drawn on matplotlib's
 Agg canvas directly (no pyplot, no global state, no display needed) and written
 atomically.
 """

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 
 from . import _cli
-from .backends import BACKEND_NAMES
 
 PROG = "python -m simplenn.predict"
 
@@ -25,15 +24,15 @@ def build_parser() -> _cli.ArgumentParser:
     p = _cli.ArgumentParser(prog=PROG, description=(
         "Classify images of handwritten digits (PNG, JPEG, ...; one digit per image, any "
         "size, dark on light or light on dark) with a saved model. Needs Pillow: "
-        "pip install 'simplenn[image]'."))
+        "pip install Pillow."))
     p.add_argument("model", type=Path, metavar="MODEL.npz",
                    help="a model saved by python -m simplenn.train --save, or a checkpoint")
     p.add_argument("images", type=Path, nargs="+", metavar="IMAGE", help="image files")
     p.add_argument("--json", action="store_true",
                    help="print a JSON array with file, digit, probability and all class "
                         "probabilities (or error) per image")
-    p.add_argument("--backend", choices=("auto",) + BACKEND_NAMES, default=None,
-                   help="array backend (default: $SIMPLENN_BACKEND, else numpy)")
+    p.add_argument("--backend", type=_cli.backend_name, default=None,
+                   help=f"{_cli.BACKEND_HELP} (default: $SIMPLENN_BACKEND, else numpy)")
     p.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
     return p
 

@@ -3,7 +3,7 @@
 The MNIST recipe, as LeCun et al. describe it: the digit is light on a dark ground,
 cropped to its ink, scaled (keeping its aspect ratio, anti-aliased) to fit a 20x20
 box, and placed in a 28x28 field so that its centre of mass is at the centre.
-Reading image files needs Pillow (``pip install 'simplenn[image]'``);
+Reading image files needs Pillow (``pip install Pillow``);
 :func:`to_mnist` works on any NumPy array.
 """
 

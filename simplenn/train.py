@@ -21,7 +21,7 @@ import numpy as np
 from . import _cli
 from .datasets import load_dataset
 from .network import DEFAULT_HIDDEN
-from .backends import BACKEND_NAMES, Ops, available_backends, default_backend_name
+from .backends import available_backends, default_backend_name
 from .training import LR_SCHEDULES, EpochStats, TrainConfig
 
 PROG = "python -m simplenn.train"
@@ -42,9 +42,10 @@ def build_parser() -> _cli.ArgumentParser:
             "                         (SciPy's BLAS; needs SciPy) instead of NumPy's BLAS\n"
             "  SIMPLENN_CUDA_GRAPHS   1: replay each chunk of steps as a CUDA graph (cupy)\n"
             "  SIMPLENN_DATA_DIR      where the downloader caches datasets"))
-    p.add_argument("--backend", choices=("auto",) + BACKEND_NAMES, default=None,
-                   help="array backend (default: $SIMPLENN_BACKEND, else auto: cupy when a "
-                        "CUDA GPU works, else numba when installed, else numpy)")
+    p.add_argument("--backend", type=_cli.backend_name, default=None,
+                   help=f"{_cli.BACKEND_HELP} (default: $SIMPLENN_BACKEND, else auto: the "
+                        "fastest that runs here, cupy with a CUDA GPU, else numba when "
+                        "installed, else numpy)")
     p.add_argument("--epochs", type=_cli.positive_int, default=d.epochs,
                    help=f"passes over the training set (default {d.epochs})")
     p.add_argument("--batch-size", type=_cli.positive_int, default=d.batch_size,
@@ -74,7 +75,7 @@ def build_parser() -> _cli.ArgumentParser:
     p.add_argument("--plot", type=Path, default=None, metavar="DIR",
                    help="write the training curves (loss, train/test accuracy per epoch) to "
                         "DIR/training_curves.png (DIR is created; needs matplotlib: "
-                        "pip install 'simplenn[plot]')")
+                        "pip install matplotlib)")
     p.add_argument("--checkpoint-dir", type=Path, default=None, metavar="DIR",
                    help="save a checkpoint (model, optimiser and RNG state, history) to "
                         "DIR/checkpoint.npz after every epoch and on Ctrl-C (DIR is created)")
@@ -202,7 +203,7 @@ def _train(args) -> int:
         if loading.done():
             loading.result()  # a missing or damaged file fails now, not after compiling
         compile_seconds = None
-        if type(net.ops).warmup is not Ops.warmup:
+        if net.ops.needs_warmup:
             start = time.perf_counter()
             net.ops.warmup()  # so that epoch 1's time is training, not compiling
             compile_seconds = time.perf_counter() - start

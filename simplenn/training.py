@@ -32,7 +32,6 @@ from typing import Any
 import numpy as np
 
 from .errors import TrainingDivergedError
-from .backends.base import Ops
 from .network import PARAMETER_NAMES, TwoLayerNet
 
 #: Samples per call into the backend's compiled ``train_steps`` (a whole number of batches).
@@ -272,26 +271,26 @@ def fit(
         raise ValueError("the training set is empty")
     ops = net.ops
     Y = net._check_labels(y_host, n)
-    if X_host.dtype == np.uint8:
+    if net._input_dtype(X_host) == np.uint8:
         X, train_steps = ops.asarray(X_host, dtype=np.uint8), net.functions.train_steps_pixels
     else:
         X, train_steps = ops.asarray(X_host, dtype=net.dtype), net.functions.train_steps_floats
     if test is not None:  # moved to the backend once, like the training set
         X_test, y_test = _as_xy(test, "test")
         X_test = net._check_inputs(X_test)
-        test_xy = (ops.asarray(X_test, dtype=X_test.dtype), net._check_labels(y_test, X_test.shape[0]))
+        test_xy = (ops.asarray(X_test, dtype=net._input_dtype(X_test)),
+                   net._check_labels(y_test, X_test.shape[0]))
     else:
         test_xy = None
 
     rng = np.random.default_rng(seed)
-    scalar = net.dtype.type
+    scalar = ops.scalar
     steps_per_epoch = (n + batch_size - 1) // batch_size
     chunk = max(1, CHUNK_SAMPLES // batch_size) * batch_size
     # Interpreted backends run one step per call, so Ctrl-C stops after one minibatch;
     # the learning rate is still set per chunk, so every backend computes the same run.
-    compiled = type(ops).jit is not Ops.jit
-    call_samples = chunk if compiled else batch_size
-    losses = ops.xp.zeros(steps_per_epoch, dtype=np.float64)
+    call_samples = chunk if ops.compiles_chunks else batch_size
+    losses = np.zeros(steps_per_epoch, dtype=np.float64)  # this epoch's, on the host
     history = History(config=config, backend=ops.name)
     first_epoch, resume_position, resume_seconds = 1, 0, 0.0
     if resume is not None:
@@ -304,11 +303,9 @@ def fit(
         first_epoch, resume_position = resume.epochs_done + 1, resume.position
         resume_seconds = resume.epoch_seconds
         if resume_position:
-            losses[:resume.epoch_losses.shape[0]] = ops.asarray(resume.epoch_losses, dtype=np.float64)
+            losses[:resume.epoch_losses.shape[0]] = resume.epoch_losses
     else:
-        p = net.params
-        velocities = [ops.xp.zeros_like(p[k]) for k in PARAMETER_NAMES]
-    p = net.params
+        velocities = [ops.xp.zeros_like(net.params[k]) for k in PARAMETER_NAMES]
 
     def state_now(epochs_done: int, position: int, rng_state: dict, seconds: float) -> TrainingState:
         steps = (position + batch_size - 1) // batch_size
@@ -318,7 +315,7 @@ def fit(
             parameters=net.parameters(),
             velocities={k: np.array(ops.to_numpy(v), copy=True)
                         for k, v in zip(PARAMETER_NAMES, velocities)},
-            epoch_losses=np.array(ops.to_numpy(losses[:steps]), dtype=np.float64, copy=True),
+            epoch_losses=losses[:steps].copy(),
             epoch_seconds=seconds, history=copy.deepcopy(history.epochs))
 
     # A diverging run overflows before its loss turns non-finite; it is reported below,
@@ -341,12 +338,18 @@ def fit(
                 checked_from = position
                 while position < chunk_end and not stop.is_set:
                     end = min(chunk_end, position + call_samples)
-                    train_steps(p["W1"], p["b1"], p["W2"], p["b2"], *velocities, X, Y,
-                                order[position:end], batch_size, scalar(lr_now), scalar(momentum),
-                                scalar(weight_decay), losses[position // batch_size:])
+                    p = net.params
+                    *updated, step_losses = train_steps(
+                        p["W1"], p["b1"], p["W2"], p["b2"], *velocities, X, Y,
+                        order[position:end], batch_size, scalar(lr_now), scalar(momentum),
+                        scalar(weight_decay))
+                    net.params = dict(zip(PARAMETER_NAMES, updated[:4]))
+                    velocities = updated[4:]
+                    first = position // batch_size
+                    losses[first:first + step_losses.shape[0]] = ops.to_numpy(step_losses)
                     position = end
                 first_step = checked_from // batch_size
-                chunk_losses = ops.to_numpy(losses[first_step:(position + batch_size - 1) // batch_size])
+                chunk_losses = losses[first_step:(position + batch_size - 1) // batch_size]
                 if not np.isfinite(chunk_losses).all():
                     bad = first_step + int(np.flatnonzero(~np.isfinite(chunk_losses))[0])
                     net.set_parameters(snapshot)
@@ -376,7 +379,7 @@ def fit(
             train_accuracy = net.accuracy(X, Y) if eval_train else None
             test_accuracy = net.accuracy(*test_xy) if test_xy is not None else None
             stats = EpochStats(
-                epoch=epoch, lr=lr_epoch, train_loss=float(ops.to_numpy(losses).mean()),
+                epoch=epoch, lr=lr_epoch, train_loss=float(losses.mean()),
                 train_accuracy=train_accuracy, test_accuracy=test_accuracy, seconds=seconds,
                 samples_per_second=(n - start_position) / (seconds - seconds_before)
                 if seconds > seconds_before else math.inf,

@@ -1,4 +1,4 @@
-"""Shared fixtures: one parametrized fixture over every backend simplenn knows.
+"""Shared fixtures: one parametrised fixture over every registered backend.
 
 A backend that can't run here (library missing, no CUDA device) becomes a skip that
 carries the registry's reason, never a failure.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from simplenn.backends import BACKEND_NAMES, probe_backend
+from simplenn.backends import backend_names, probe_backend
 
 
 def skip_unless_available(name: str) -> None:
@@ -17,12 +17,18 @@ def skip_unless_available(name: str) -> None:
         pytest.skip(f"backend {name!r} unavailable: {info.reason}")
 
 
-@pytest.fixture(params=[pytest.param(n, marks=[pytest.mark.gpu] if n == "cupy" else [])
-                        for n in BACKEND_NAMES])
+@pytest.fixture(params=backend_names())
 def backend_name(request) -> str:
-    """Each backend name in turn; skipped with the reason where it can't run."""
+    """Each registered backend name in turn (plug-ins included); skipped with the
+    reason where it can't run."""
     skip_unless_available(request.param)
     return request.param
+
+
+@pytest.fixture
+def require_backend():
+    """``require_backend(name)`` skips the test, with the reason, where ``name`` can't run."""
+    return skip_unless_available
 
 
 @pytest.fixture(scope="module")

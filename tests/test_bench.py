@@ -77,6 +77,7 @@ def test_plot_without_matplotlib_says_how_to_install(tmp_path, capsys, monkeypat
     ["--batch-sizes", "0"], ["--batch-sizes", "8,x"], ["--hidden", ""], ["--hidden", "-4"],
     ["--backends", "tensorflow"], ["--repeat", "0"], ["--samples", "60001"],
     ["--plot", "throughput.jpg"], ["--json", "no/such/dir/out.json"], ["--frobnicate"],
+    ["--backends", "numpy@/nonexistent"], ["--backends", "numpy@"], ["--backends", "@."],
 ])
 def test_bad_flags_exit_2_with_one_line(argv, capsys):
     with pytest.raises(SystemExit) as info:
@@ -85,6 +86,50 @@ def test_bad_flags_exit_2_with_one_line(argv, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
     assert err.startswith("python -m simplenn.bench: error:")
+
+
+def test_tree_contender_needs_a_simplenn_checkout(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["--backends", "numpy@/nonexistent"])
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "'/nonexistent' does not exist" in err
+    with pytest.raises(SystemExit):
+        bench.main(["--backends", f"numpy,numpy@{tmp_path}"])
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert repr(str(tmp_path)) in err and "no simplenn/__init__.py" in err
+
+
+def test_tree_contender_labels_are_absolute_and_deduplicated(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    assert bench._contender_list(f"NumPy@.,numpy@{ROOT}/,numba") == (f"numpy@{ROOT}", "numba")
+    assert bench.split_label(f"numba@{ROOT}") == ("numba", str(ROOT))
+    assert bench.split_label("numba") == ("numba", None)
+
+
+def test_table_shortens_long_tree_labels_but_keeps_them_distinct():
+    names = ["numba", "numba@/home/someone/checkouts/a/simplenn-before",
+             "numba@/home/someone/checkouts/b/simplenn-before"]
+    shown = bench.table_names(names, width=30)
+    assert shown["numba"] == "numba"
+    assert all(v.startswith("numba@...") and v.endswith("/simplenn-before")
+               for v in list(shown.values())[1:])
+    assert len(set(shown.values())) == 3
+
+
+def test_same_backend_from_another_tree_runs_side_by_side(tmp_path, capsys):
+    out_json = tmp_path / "bench.json"
+    other = f"numpy@{ROOT}"
+    assert bench.main(["--backends", f"numpy,{other}", "--batch-sizes", "64", "--hidden", "8",
+                       "--samples", "256", "--repeat", "1", "--peak-size", "256",
+                       "--json", str(out_json)]) == 0
+    out = capsys.readouterr().out
+    assert f"| {other} " in out and "| numpy " in out
+    report = json.loads(out_json.read_text())
+    assert [(r["name"], r["batch_size"]) for r in report["results"]] == [
+        ("numpy", 64), (other, 64)]
+    assert report["results"][1]["speedup_vs_numpy"] > 0
+    assert [t["contenders"] for t in report["source_trees"]] == [["numpy", other]]
 
 
 def test_named_backend_that_cannot_run_is_an_error(capsys, monkeypatch):

@@ -103,7 +103,7 @@ def _is_png(path: Path) -> bool:
 
 
 def test_cli_plots(trained, tmp_path):
-    pytest.importorskip("matplotlib", reason="--plot needs matplotlib: pip install 'simplenn[plot]'")
+    pytest.importorskip("matplotlib", reason="--plot needs matplotlib: pip install matplotlib")
     _, model, data, _ = trained
     r = _run("simplenn.evaluate", model, "--data-dir", data, "--plot", tmp_path / "new" / "dir")
     assert r.returncode == 0, r.stderr
@@ -112,7 +112,7 @@ def test_cli_plots(trained, tmp_path):
 
 
 def test_train_plot_writes_training_curves(trained, tmp_path):
-    pytest.importorskip("matplotlib", reason="--plot needs matplotlib: pip install 'simplenn[plot]'")
+    pytest.importorskip("matplotlib", reason="--plot needs matplotlib: pip install matplotlib")
     _, _, data, _ = trained
     r = _run("simplenn.train", "--backend", "numpy", "--data-dir", data, "--hidden", "8",
              "--epochs", "2", "--quiet", "--plot", tmp_path / "plots")
@@ -139,7 +139,7 @@ def test_missing_matplotlib_is_one_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     from simplenn.plots import require_matplotlib
 
-    with pytest.raises(SimplennError, match=r"--plot needs matplotlib.*pip install 'simplenn\[plot\]'"):
+    with pytest.raises(SimplennError, match=r"--plot needs matplotlib.*pip install matplotlib"):
         require_matplotlib()
     with pytest.raises(_optional.MissingDependencyError):
         _optional.require("matplotlib", "--plot")

@@ -144,7 +144,7 @@ def _env() -> dict:
 @pytest.mark.parametrize("case", ["text", "truncated-half", "object-array", "newer-version", "wrong-shape"])
 def test_commands_refuse_damaged_models_with_one_line(tmp_path, command, case):
     if command == "predict":
-        pytest.importorskip("PIL", reason="predict needs Pillow (pip install 'simplenn[image]')")
+        pytest.importorskip("PIL", reason="predict needs Pillow (pip install Pillow)")
     path, phrase = _damaged_cases(tmp_path)[case]
     image = tmp_path / "digit.png"
     image.write_bytes(b"")  # never read: the model is checked first

@@ -128,3 +128,17 @@ def test_loss_of_a_fresh_net_is_near_log_of_the_class_count(mnist):
     assert 1.5 < loss < 4.0
     assert set(grads) == {"W1", "b1", "W2", "b2"}
     assert all(g.dtype == np.float32 for g in grads.values())
+
+
+def test_host_float_inputs_are_checked_on_the_host_for_a_device_backend(require_backend):
+    """A backend whose arrays refuse host NumPy arrays (strict, like CuPy) takes float
+    inputs from the host: the finiteness check runs where the array lives."""
+    require_backend("strict")
+    net = TwoLayerNet(8, 4, 3, backend="strict", seed=0)
+    X = np.random.default_rng(0).random((5, 8))
+    assert net.predict(X).shape == (5,)
+    X[2, 3] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        net.predict(X)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        net.predict(net.ops.asarray(X))

@@ -4,7 +4,7 @@ forms agree, the sparse paths compute the same numbers as BLAS, deferred
 first-layer steps catch up in closed form, dense products are NumPy's BLAS (or the
 SciPy fallback), compiled closures are found in the on-disk cache by a new process,
 and a missing numba names the pip extra.
-(Agreement with NumPy: tests/test_parity.py.)
+(Agreement with the reference and with NumPy: the conformance kit, tests/test_conformance.py.)
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import skip_unless_available
 from simplenn.testing import assert_close
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,17 +32,18 @@ def _run(code: str, env_extra: dict[str, str], extra_path: Path | None = None):
                           env=env, cwd=REPO, timeout=300)
 
 
-def test_missing_numba_cli_names_the_pip_extra(tmp_path):
+def test_missing_numba_cli_names_what_to_install(tmp_path):
     (tmp_path / "sitecustomize.py").write_text("import sys\nsys.modules['numba'] = None\n")
     out = _run("from simplenn.train import main; raise SystemExit(main(['--backend', 'numba']))",
                {}, extra_path=tmp_path)
     assert out.returncode != 0
-    assert "pip install 'simplenn[numba]'" in out.stderr, out.stdout + out.stderr
+    assert "pip install numba" in out.stderr, out.stdout + out.stderr
+    assert "pip install '.[numba]'" in out.stderr, out.stdout + out.stderr
 
 
 @pytest.fixture
-def nb():
-    skip_unless_available("numba")
+def nb(require_backend):
+    require_backend("numba")
     from simplenn.backends import numba_backend
 
     return numba_backend
@@ -56,7 +56,7 @@ def test_every_op_the_network_uses_is_a_dispatcher(nb):
         ops = nb.NumbaOps(dtype)
         for op in ("affine", "affine_relu", "matmul", "matmul_tn", "matmul_nt",
                    "relu_backward", "sum_rows", "softmax_cross_entropy", "sgd_update",
-                   "sgd_update_outer", "lazy_rows", "catch_up_rows", "catch_up",
+                   "sgd_update_outer", "begin_steps", "take_labels", "loss_buffer",
                    "pixels_to_float", "cast_to_float", "take_pixels", "take_floats"):
             assert isinstance(getattr(ops, op), CPUDispatcher), f"{dtype} {op}"
         assert ops.pixels_to_float(np.full((1, 2), 255, np.uint8)).dtype == np.dtype(dtype)
@@ -118,24 +118,24 @@ def test_sparse_and_blas_paths_compute_the_same_products(nb, dtype):
 
 @pytest.mark.parametrize("weight_decay", [0.0, 0.01])
 def test_folded_first_layer_update_equals_update_with_the_formed_gradient(nb, weight_decay):
-    """sgd_update_outer's sparse path (no xᵀ d formed) against sgd_update with the
-    gradient formed; one sample per step makes each gradient entry a single product,
-    and momentum 0 with no weight decay makes a deferred step the identity, so the two
-    agree exactly."""
+    """sgd_update_outer's sparse path in a chunk (no xᵀ d formed, untouched rows
+    deferred) against sgd_update with the gradient formed; one sample per step makes
+    each gradient entry a single product, and momentum 0 with no weight decay makes a
+    deferred step the identity, so the two agree exactly."""
     rng = np.random.default_rng(2)
     W, V = rng.standard_normal((70, 9)), rng.standard_normal((70, 9))
     W2, V2 = W.copy(), V.copy()
     momentum = 0.9 if weight_decay else 0.0
-    lazy = nb.lazy_rows(W, 3, 0.05, momentum, weight_decay)
-    for _ in range(3):
-        x = (rng.random((1, 70)) * (rng.random((1, 70)) < 0.2)).astype(np.float64)
-        d = rng.standard_normal((1, 9))
-        batch = _batch(nb, x)
+    X = (rng.random((3, 70)) * (rng.random((3, 70)) < 0.2)).astype(np.float64)
+    D = rng.standard_normal((3, 9))
+    inputs = nb.begin_steps(X, W, V, 3, 0.05, momentum, weight_decay)
+    for s in range(3):
+        batch = nb.take_floats64(inputs, np.array([s]))
         assert not nb._is_dense(batch)
-        nb.catch_up_rows(W, V, batch, lazy)
-        nb.sgd_update_outer(W, batch, d, V, 0.05, momentum, weight_decay, lazy)
-        nb.sgd_update(W2, x.T @ d, V2, 0.05, momentum, weight_decay)
-    nb.catch_up(W, V, lazy)
+        W_out, V_out = nb.sgd_update_outer(W, batch, D[s:s + 1], V, 0.05, momentum, weight_decay)
+        assert W_out is W and V_out is V  # in place, as the contract allows
+        nb.sgd_update(W2, X[s:s + 1].T @ D[s:s + 1], V2, 0.05, momentum, weight_decay)
+    assert (inputs.last == 3).all()  # the chunk's last step applied every owed step
     if weight_decay:  # deferred steps in closed form: equal to rounding
         np.testing.assert_allclose(W, W2, rtol=1e-13, atol=1e-15)
         np.testing.assert_allclose(V, V2, rtol=1e-13, atol=1e-15)
@@ -148,17 +148,17 @@ def test_deferred_steps_are_applied_in_closed_form(nb):
     rng = np.random.default_rng(3)
     W, V = rng.standard_normal((5, 4)), rng.standard_normal((5, 4))
     W2, V2 = W.copy(), V.copy()
-    zero = _batch(nb, np.zeros((1, 5)))
-    assert not nb._is_dense(zero) and zero.touched.shape == (0,)
-    lazy = nb.lazy_rows(W, 40, 0.1, 0.9, 0.01)
-    assert np.array_equal(lazy[2][0], [1.0, 0.0, 0.0, 1.0])
-    for _ in range(40):  # an all-zero batch: every row defers
-        nb.sgd_update_outer(W, zero, np.ones((1, 4)), V, 0.1, 0.9, 0.01, lazy)
+    inputs = nb.begin_steps(np.zeros((40, 5)), W, V, 40, 0.1, 0.9, 0.01)
+    assert np.array_equal(inputs.powers[0], [1.0, 0.0, 0.0, 1.0])
+    for s in range(40):  # all-zero batches: every row defers
+        zero = nb.take_floats64(inputs, np.array([s]))
+        assert not nb._is_dense(zero) and zero.touched.shape == (0,)
+        if s == 39:
+            assert inputs.clock[0] == 39 and not inputs.last.any()
+            assert not np.allclose(W, W2)  # not yet applied
+        nb.sgd_update_outer(W, zero, np.ones((1, 4)), V, 0.1, 0.9, 0.01)
         nb.sgd_update(W2, np.zeros_like(W2), V2, 0.1, 0.9, 0.01)
-    assert lazy[1][0] == 40 and not lazy[0].any()
-    assert not np.allclose(W, W2)  # not yet applied
-    nb.catch_up(W, V, lazy)
-    assert (lazy[0] == 40).all()
+    assert (inputs.last == 40).all()  # the last step caught every row up
     np.testing.assert_allclose(W, W2, rtol=1e-12)
     np.testing.assert_allclose(V, V2, rtol=1e-12)
 

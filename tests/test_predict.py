@@ -15,7 +15,7 @@ import simplenn
 from simplenn import _optional
 from simplenn.errors import SimplennError
 
-PIL = pytest.importorskip("PIL", reason="predict needs Pillow: pip install 'simplenn[image]'")
+PIL = pytest.importorskip("PIL", reason="predict needs Pillow: pip install Pillow")
 from PIL import Image, ImageDraw  # noqa: E402
 
 from simplenn.preprocess import ImageError, load_digit, to_mnist  # noqa: E402
@@ -162,5 +162,6 @@ def test_cli_json(tmp_path, model_path, mnist_small):
 
 def test_missing_pillow_is_one_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "PIL", None)
-    with pytest.raises(SimplennError, match=r"pip install 'simplenn\[image\]'"):
+    with pytest.raises(SimplennError,
+                       match=r"pip install Pillow \(from a simplenn checkout: pip install '\.\[image\]'\)"):
         _optional.require("PIL", "python -m simplenn.predict")

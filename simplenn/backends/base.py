@@ -1,14 +1,25 @@
 """The array-backend interface: every operation the two-layer network needs.
 
-:class:`Ops` writes each operation once against an array namespace ``self.xp``
-(NumPy here, CuPy on a GPU). A backend subclasses it, sets ``xp`` and overrides only
-the operations it accelerates -- the network math in :mod:`simplenn.network` calls
-these operations and nothing else, so it runs unchanged on every backend.
+:class:`Ops` writes each operation once against ``self.xp``, a namespace of the
+Python array API standard (2023.12): ``array_api_compat.numpy``, ``array_api_strict``,
+``array_api_compat.cupy``, ... A backend subclasses it, sets ``xp`` and overrides an
+operation only to make it faster, never to make it correct: the conformance kit in
+:mod:`simplenn.testing` holds every override to the generic version's numbers.
 
-Conventions, for every op: arrays are 2-D ``(rows, cols)`` or 1-D, C-contiguous, of
-the backend's float dtype (float32 or float64) unless stated; ``m`` is the batch size,
-``d`` the number of inputs, ``h`` the hidden width and ``c`` the number of classes.
-Ops that say "in place" mutate their first argument and return nothing.
+The contract, for every op:
+
+- arrays are 2-D ``(rows, cols)`` or 1-D, of the backend's float dtype (float32 or
+  float64) unless stated; ``m`` is the batch size, ``d`` the number of inputs, ``h``
+  the hidden width and ``c`` the number of classes;
+- every op returns its results and leaves its arguments as they were, except the
+  updates (:meth:`Ops.sgd_update`, :meth:`Ops.sgd_update_outer`), which return the new
+  parameter and velocity: a backend whose arrays are mutable may write them into the
+  arrays it was given and return those, so callers always use what is returned;
+- hyperparameters (``lr``, ``momentum``, ``weight_decay``) come as :meth:`Ops.scalar`
+  makes them.
+
+What a caller needs to know about a backend is a class attribute, read one way
+everywhere: :attr:`Ops.compiles_chunks`, :attr:`Ops.is_device`, :attr:`Ops.needs_warmup`.
 """
 
 from __future__ import annotations
@@ -18,62 +29,111 @@ from typing import Any
 import numpy as np
 
 Array = Any
-"""A backend array: ``numpy.ndarray`` on CPU backends, ``cupy.ndarray`` on the GPU."""
+"""A backend array: whatever the backend's ``xp.asarray`` returns."""
 
 
 class Ops:
-    """Array operations for the two-layer network, written once against ``self.xp``.
+    """Array operations for the two-layer network, written once against ``self.xp``."""
 
-    Subclasses set :attr:`name` and :attr:`xp` and may override any op with a faster
-    implementation that computes the same numbers (the parity tests hold them to it).
-    """
-
+    #: The registered name (set on each instance by :func:`simplenn.backends.get_backend`).
     name: str = "base"
-    xp: Any = np
-    #: True when arrays live off the host and ``synchronize`` must wait for a device.
+    #: An array API standard namespace.
+    xp: Any = None
+    #: True when :meth:`jit_train_steps` runs a whole chunk of SGD steps per call
+    #: (compiled code, or work queued on a device), so :func:`simplenn.fit` hands it
+    #: chunks of about ``CHUNK_SAMPLES`` samples; otherwise one batch per call.
+    compiles_chunks: bool = False
+    #: True when arrays live off the host: :meth:`to_numpy` copies and
+    #: :meth:`synchronize` waits for the device.
     is_device: bool = False
+    #: True when :meth:`warmup` compiles something worth doing before any timing.
+    needs_warmup: bool = False
 
     def __init__(self, dtype: str | np.dtype = "float32") -> None:
         dtype = np.dtype(dtype)
         if dtype not in (np.dtype("float32"), np.dtype("float64")):
             raise ValueError(f"dtype must be float32 or float64, not {dtype}")
+        if self.xp is None:
+            raise TypeError(f"{type(self).__name__} sets no array namespace (the class "
+                            f"attribute xp)")
         self.dtype = dtype
+        #: ``self.dtype`` as the namespace's dtype object.
+        self.float_dtype = self.xp_dtype(dtype)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(dtype={self.dtype.name!r})"
 
+    def xp_dtype(self, dtype: Any) -> Any:
+        """The namespace's dtype of the NumPy dtype ``dtype`` (e.g. ``xp.uint8``)."""
+        return getattr(self.xp, np.dtype(dtype).name)
+
     # -- moving data -----------------------------------------------------------------
     def asarray(self, a: Any, dtype: Any = None) -> Array:
-        """Host or backend data -> a C-contiguous backend array (default: ``self.dtype``)."""
-        return self.xp.ascontiguousarray(self.xp.asarray(a, dtype=dtype or self.dtype))
+        """Host data (NumPy arrays, lists) or a backend array -> a backend array of
+        ``dtype`` (a NumPy dtype; default ``self.dtype``)."""
+        return self.xp.asarray(a, dtype=self.xp_dtype(self.dtype if dtype is None else dtype))
 
     def to_numpy(self, a: Array) -> np.ndarray:
-        """Backend array (or training batch) -> a NumPy array on the host (a copy when
-        it lives on a device)."""
-        return np.asarray(a)
+        """A backend array (or training batch) -> a NumPy array on the host: a copy when
+        the array lives on a device, possibly a read-only view otherwise."""
+        return np.from_dlpack(a)
+
+    def host_dtype(self, a: Array) -> np.dtype:
+        """The NumPy dtype of a backend array's entries."""
+        return self.to_numpy(a[0:0, ...]).dtype
+
+    def scalar(self, value: float) -> Any:
+        """A hyperparameter (``lr``, ``momentum``, ``weight_decay``) as this backend's
+        ops take it: a Python float here."""
+        return float(value)
 
     def synchronize(self) -> None:
         """Wait until queued device work has finished; a no-op on the CPU."""
 
     def warmup(self) -> None:
-        """Compile whatever this backend compiles, before any timing; a no-op here."""
+        """Compile whatever this backend compiles (see :attr:`needs_warmup`); a no-op here."""
 
     def jit(self, fn: Any) -> Any:
-        """Compile a function written against this backend's ops (identity if interpreted).
+        """Compile a function of the network math (identity where nothing compiles).
 
-        The training epoch and step in :mod:`simplenn.network` are plain Python
-        functions closed over ops; a compiling backend turns them into machine code.
+        The functions of :mod:`simplenn.network` are plain Python closed over this
+        backend's ops; a compiling backend turns them into machine code, so the
+        compiled training runs the one definition of the math.
         """
         return fn
+
+    def jit_train_steps(self, fn: Any) -> Any:
+        """Compile the chunk-of-steps loop ``train_steps`` (see
+        :func:`simplenn.network.make_train_steps`); :meth:`jit` unless overridden
+        (CuPy replays it as a CUDA graph)."""
+        return self.jit(fn)
+
+    # -- the one optional hook -------------------------------------------------------
+    def begin_steps(self, X: Array, W1: Array, V1: Array, n_steps: int, lr: Any,
+                    momentum: Any, weight_decay: Any) -> Array:
+        """The training set ``X`` as the next ``n_steps`` SGD steps of ``W1`` (velocity
+        ``V1``) read it through :meth:`take_pixels` / :meth:`take_floats`; ``X`` itself
+        here.
+
+        A backend may return another form of ``X`` that carries its own bookkeeping
+        into those steps' batches; Numba's carries deferred momentum steps of the rows
+        of ``W1`` that a batch's inputs do not touch. Whatever it does, the parameters
+        that the last of the ``n_steps`` updates returns are exact.
+        """
+        return X
+
+    def loss_buffer(self, n: int) -> Array:
+        """(n,) float64 zeros: the array a chunk of ``n`` SGD steps writes its losses to."""
+        return self.xp.zeros(n, dtype=self.xp.float64)
 
     # -- inputs ----------------------------------------------------------------------
     def pixels_to_float(self, x: Array) -> Array:
         """(m, d) uint8 pixels -> (m, d) floats in [0, 1]: ``x / 255`` in ``self.dtype``."""
-        return x.astype(self.dtype) / self.dtype.type(255)
+        return self.xp.astype(x, self.float_dtype) / 255
 
     def cast_to_float(self, x: Array) -> Array:
         """(m, d) floats of any precision -> (m, d) in ``self.dtype``, values unchanged."""
-        return x.astype(self.dtype)
+        return self.xp.astype(x, self.float_dtype)
 
     def take_pixels(self, X: Array, rows: Array) -> Array:
         """Rows ``X[rows]`` of (n, d) uint8 pixels as a training batch x of (m, d)
@@ -81,14 +141,18 @@ class Ops:
 
         Here x is that array. A backend may return another form of the same numbers
         (Numba: the nonzeros of a sparse batch); the ops that read x -- ``matmul``,
-        ``matmul_tn``, ``affine``, ``affine_relu``, ``catch_up_rows``,
-        ``sgd_update_outer`` -- take it, and :meth:`to_numpy` turns it into the array."""
-        return self.pixels_to_float(X[rows])
+        ``matmul_tn``, ``affine``, ``affine_relu``, ``sgd_update_outer`` -- take it, and
+        :meth:`to_numpy` turns it into the array."""
+        return self.pixels_to_float(self.xp.take(X, rows, axis=0))
 
     def take_floats(self, X: Array, rows: Array) -> Array:
         """Rows ``X[rows]`` of (n, d) floats as a training batch in ``self.dtype``,
         ``cast_to_float(X[rows])`` (a backend's form, as for :meth:`take_pixels`)."""
-        return self.cast_to_float(X[rows])
+        return self.cast_to_float(self.xp.take(X, rows, axis=0))
+
+    def take_labels(self, Y: Array, rows: Array) -> Array:
+        """Labels ``Y[rows]`` (m,) of (n,) int64 ``Y`` for (m,) int64 ``rows``."""
+        return self.xp.take(Y, rows, axis=0)
 
     # -- the forward pass ------------------------------------------------------------
     def matmul(self, a: Array, b: Array) -> Array:
@@ -105,31 +169,27 @@ class Ops:
 
     def affine(self, x: Array, W: Array, b: Array) -> Array:
         """``x W + b`` for x (m, k), W (k, n), b (n,) -> (m, n)."""
-        out = self.matmul(x, W)
-        out += b
-        return out
+        return self.matmul(x, W) + b
 
     def affine_relu(self, x: Array, W: Array, b: Array) -> Array:
         """``relu(x W + b)`` -> (m, n); ``relu(l) > 0`` exactly where ``l > 0``."""
         out = self.affine(x, W, b)
-        self.xp.maximum(out, 0, out=out)
-        return out
+        return self.xp.maximum(out, self.xp.zeros((), dtype=out.dtype))
 
     def relu_backward(self, dy: Array, y: Array) -> Array:
         """``dy ⊙ [y > 0]`` for the ReLU output ``y`` (same shape as ``dy``)."""
-        return dy * (y > 0)
+        return dy * self.xp.astype(y > 0, dy.dtype)
 
     def sum_rows(self, a: Array) -> Array:
         """Column sums of (m, n) -> (n,): the bias gradients."""
-        return a.sum(axis=0)
+        return self.xp.sum(a, axis=0)
 
     # -- the loss --------------------------------------------------------------------
     def softmax(self, logits: Array) -> Array:
         """Row-wise softmax of (m, c) logits, shifted by the row max (no overflow)."""
         xp = self.xp
-        e = xp.exp(logits - logits.max(axis=1, keepdims=True))
-        e /= e.sum(axis=1, keepdims=True)
-        return e
+        e = xp.exp(logits - xp.max(logits, axis=1, keepdims=True))
+        return e / xp.sum(e, axis=1, keepdims=True)
 
     def softmax_cross_entropy(self, logits: Array, labels: Array) -> tuple[Array, Array]:
         """Mean cross-entropy of (m, c) logits against (m,) int labels, and its gradient.
@@ -140,73 +200,50 @@ class Ops:
         max-shifted logits ``z``, so logits of ±1e4 give finite numbers.
         """
         xp = self.xp
-        m = logits.shape[0]
-        rows = xp.arange(m)
-        z = logits - logits.max(axis=1, keepdims=True)
+        m, c = logits.shape
+        z = logits - xp.max(logits, axis=1, keepdims=True)
         e = xp.exp(z)
-        s = e.sum(axis=1)
-        loss = (xp.log(s) - z[rows, labels]).sum() / m
-        e /= s[:, None]
-        e[rows, labels] -= 1
-        e /= m
-        return loss, e
+        s = xp.sum(e, axis=1)
+        onehot = xp.astype(labels[:, None] == xp.arange(c, dtype=labels.dtype)[None, :],
+                           logits.dtype)
+        loss = xp.sum(xp.log(s) - xp.sum(z * onehot, axis=1)) / m  # z_y: one nonzero term
+        return loss, (e / s[:, None] - onehot) / m
 
     # -- the update ------------------------------------------------------------------
     def sgd_update(
-        self, param: Array, grad: Array, velocity: Array, lr: float, momentum: float,
-        weight_decay: float,
-    ) -> None:
-        """In place, SGD with momentum and L2 weight decay (PyTorch's convention)::
+        self, param: Array, grad: Array, velocity: Array, lr: Any, momentum: Any,
+        weight_decay: Any,
+    ) -> tuple[Array, Array]:
+        """SGD with momentum and L2 weight decay (PyTorch's convention); returns the new
+        ``(param, velocity)``::
 
             g = grad + weight_decay * param
             velocity = momentum * velocity + g
-            param -= lr * velocity
+            param = param - lr * velocity
         """
         g = grad + param * weight_decay if weight_decay else grad
-        velocity *= momentum
-        velocity += g
-        param -= velocity * lr
+        velocity = velocity * momentum + g
+        return param - velocity * lr, velocity
 
     def sgd_update_outer(
-        self, param: Array, x: Array, d: Array, velocity: Array, lr: float,
-        momentum: float, weight_decay: float, lazy: Any,
-    ) -> None:
-        """In place, :meth:`sgd_update` of (k, n) ``param`` with the gradient
-        ``xᵀ d`` of x (m, k) and d (m, n) -- a first-layer weight update, whose
-        gradient a backend may fold into the update instead of forming it.
-
-        A row ``i`` whose inputs ``x[:, i]`` are all zero has gradient 0 (plus weight
-        decay); a backend may defer its step, recording it in ``lazy`` (from
-        :meth:`lazy_rows`), until :meth:`catch_up_rows` or :meth:`catch_up`. Here
-        every row is updated at once and ``lazy`` is unused.
-        """
-        self.sgd_update(param, self.matmul_tn(x, d), velocity, lr, momentum, weight_decay)
-
-    # -- deferred first-layer steps ----------------------------------------------------
-    # MNIST inputs are mostly zeros, so at small batches most rows of W1 get a zero
-    # gradient in a step, and their momentum step is the same linear map of (w, v) every
-    # time. A backend may defer those steps and apply k of them at once, in closed form,
-    # when the row is next read. These three ops are its bookkeeping; here, where every
-    # row is updated at every step, they do nothing.
-    def lazy_rows(self, param: Array, n_steps: int, lr: float, momentum: float,
-                  weight_decay: float) -> Any:
-        """State for deferring the zero-gradient steps of the rows of (k, n) ``param``
-        over the next ``n_steps`` steps at this ``lr``, ``momentum`` and
-        ``weight_decay`` (``None`` here: nothing is deferred)."""
-        return None
-
-    def catch_up_rows(self, param: Array, velocity: Array, x: Array, lazy: Any) -> None:
-        """In place: apply the deferred steps of the rows of ``param`` (and
-        ``velocity``) that a forward pass of x (m, k) reads."""
-
-    def catch_up(self, param: Array, velocity: Array, lazy: Any) -> None:
-        """In place: apply every deferred step of every row of ``param``."""
+        self, param: Array, x: Array, d: Array, velocity: Array, lr: Any, momentum: Any,
+        weight_decay: Any,
+    ) -> tuple[Array, Array]:
+        """:meth:`sgd_update` of (k, n) ``param`` with the gradient ``xᵀ d`` of a training
+        batch x (m, k) and d (m, n): the first layer's update, whose gradient a backend
+        may fold into the update instead of forming it."""
+        return self.sgd_update(param, self.matmul_tn(x, d), velocity, lr, momentum,
+                               weight_decay)
 
     # -- evaluation ------------------------------------------------------------------
     def argmax(self, a: Array) -> Array:
         """Index of the largest entry of each row of (m, n) -> (m,) ints."""
-        return a.argmax(axis=1)
+        return self.xp.argmax(a, axis=1)
 
     def count_equal(self, a: Array, b: Array) -> int:
         """Number of positions where two int vectors agree, as a Python int."""
-        return int((a == b).sum())
+        return int(self.xp.sum(self.xp.astype(a == b, self.xp.int64)))
+
+    def all_finite(self, a: Array) -> bool:
+        """Whether every entry of a backend array is finite, as a Python bool."""
+        return bool(self.xp.all(self.xp.isfinite(a)))

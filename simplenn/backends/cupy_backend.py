@@ -34,6 +34,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+import array_api_compat.cupy as xp_cupy
 import cupy
 import numpy as np
 
@@ -254,8 +255,9 @@ class CupyOps(Ops):
     device; ``synchronize`` waits for it."""
 
     name = "cupy"
-    xp = cupy
+    xp = xp_cupy
     is_device = True
+    compiles_chunks = True  # a chunk is queued on the device (or replayed as a CUDA graph)
 
     # -- moving data -----------------------------------------------------------------
     def to_numpy(self, a: Array) -> np.ndarray:
@@ -266,12 +268,13 @@ class CupyOps(Ops):
         """Wait until all queued work on the current device has finished."""
         cupy.cuda.Device().synchronize()
 
-    def jit(self, fn: Any) -> Any:
-        """``train_steps`` (see :func:`simplenn.network.make_train_steps`) becomes a
-        :class:`CudaGraphTrainSteps`; every other function is returned as it is."""
-        if getattr(fn, "__name__", "") == "train_steps":
-            return CudaGraphTrainSteps(fn)
-        return fn
+    def scalar(self, value: float) -> Any:
+        """A NumPy scalar of ``self.dtype``, as the kernels take it."""
+        return self.dtype.type(value)
+
+    def jit_train_steps(self, fn: Any) -> Any:
+        """``train_steps`` as a :class:`CudaGraphTrainSteps`."""
+        return CudaGraphTrainSteps(fn)
 
     # -- products --------------------------------------------------------------------
     def matmul(self, a: Array, b: Array) -> Array:
@@ -335,11 +338,13 @@ class CupyOps(Ops):
     def sgd_update(
         self, param: Array, grad: Array, velocity: Array, lr: Any, momentum: Any,
         weight_decay: Any,
-    ) -> None:
-        """As :meth:`Ops.sgd_update`, one fused in-place kernel. ``lr`` may be a 0-d
-        device array (the CUDA-graph path updates it between replays)."""
+    ) -> tuple[Array, Array]:
+        """As :meth:`Ops.sgd_update`, one fused kernel, in place on ``param`` and
+        ``velocity``, which it returns. ``lr`` may be a 0-d device array (the CUDA-graph
+        path updates it between replays)."""
         _sgd_momentum_kernel()(grad, self._scalar(lr), self._scalar(momentum),
                                self._scalar(weight_decay), param, velocity)
+        return param, velocity
 
     def _scalar(self, value: Any) -> Any:
         if isinstance(value, cupy.ndarray):
@@ -351,10 +356,10 @@ class CupyOps(Ops):
 class _Entry:
     """One captured chunk shape: its static inputs/outputs and, once captured, its graph."""
 
-    def __init__(self, order: Array, lr_dtype: np.dtype, losses: Array, steps: int) -> None:
+    def __init__(self, order: Array, lr_dtype: np.dtype) -> None:
         self.rows = cupy.empty(order.shape, dtype=order.dtype)
         self.lr = cupy.zeros((), dtype=lr_dtype)
-        self.losses = cupy.zeros(steps, dtype=losses.dtype)
+        self.losses: Any = None  # the captured work's losses array, written by each replay
         self.warmed = False
         self.graph: Any = None
 
@@ -363,13 +368,14 @@ class CudaGraphTrainSteps:
     """``train_steps`` that runs each chunk as a replay of a captured CUDA graph.
 
     Called exactly like the function it wraps (``W1, b1, W2, b2, V1, v1, V2, v2, X, Y,
-    order, batch_size, lr, momentum, wd, losses``). A graph is kept per *shape* of a
+    order, batch_size, lr, momentum, wd``), and returns what it returns: the parameters
+    and velocities, updated in place, and a new array of the losses. A graph is kept per *shape* of a
     chunk: the device, ``len(order)``, ``batch_size``, ``momentum``, ``wd`` and the
     address, shape and dtype of every array the steps read or update in place (the
     parameters, velocities, X and Y). The per-chunk inputs go through static device
     buffers refreshed before each replay: the rows ``order`` is copied in and ``lr``
-    written to a 0-d array (the update kernel reads it from there); the losses are
-    copied out to ``losses[:steps]`` after it.
+    written to a 0-d array (the update kernel reads it from there); the losses that the
+    captured work wrote are copied out after it.
 
     The products inside are :class:`_CublasGemm` calls (CuPy's own cuBLAS wrappers
     raise under capture); without them graphs stay off. The first call of a shape runs
@@ -384,9 +390,8 @@ class CudaGraphTrainSteps:
 
     MAX_GRAPHS = 8
 
-    def __init__(self, fn: Callable[..., None]) -> None:
+    def __init__(self, fn: Callable[..., tuple]) -> None:
         self.fn = fn
-        self.__name__ = getattr(fn, "__name__", "train_steps")
         self.__doc__ = fn.__doc__
         self._entries: OrderedDict[tuple, _Entry] = OrderedDict()
         self._stream: Any = None
@@ -398,21 +403,19 @@ class CudaGraphTrainSteps:
         self.replays = 0
 
     def __call__(self, W1, b1, W2, b2, V1, v1, V2, v2, X, Y, order, batch_size, lr,
-                 momentum, wd, losses) -> None:
+                 momentum, wd) -> tuple:
         if self.disabled_reason is None and graphs_enabled() and _direct_gemm() is None:
             self.disabled_reason = "cuBLAS can't be called directly, and CuPy's cuBLAS " \
                                    "wrappers refuse to run under stream capture"
         if self.disabled_reason is not None or not graphs_enabled():
-            self.fn(W1, b1, W2, b2, V1, v1, V2, v2, X, Y, order, batch_size, lr, momentum,
-                    wd, losses)
-            return
+            return self.fn(W1, b1, W2, b2, V1, v1, V2, v2, X, Y, order, batch_size, lr,
+                           momentum, wd)
         arrays = (W1, b1, W2, b2, V1, v1, V2, v2, X, Y)
-        steps = (order.shape[0] + batch_size - 1) // batch_size
         key = (cupy.cuda.Device().id, order.shape[0], order.dtype.str, int(batch_size),
-               float(momentum), float(wd), losses.dtype.str, np.dtype(type(lr)).str
+               float(momentum), float(wd), np.dtype(type(lr)).str
                if not isinstance(lr, cupy.ndarray) else lr.dtype.str,
                tuple((a.data.ptr, a.shape, a.strides, a.dtype.str) for a in arrays))
-        entry = self._entry(key, order, lr, losses, steps)
+        entry = self._entry(key, order, lr)
         caller = cupy.cuda.get_current_stream()
         stream = self._get_stream()
         stream.wait_event(caller.record())
@@ -422,20 +425,22 @@ class CudaGraphTrainSteps:
                 cupy.copyto(entry.lr, lr)
             else:
                 entry.lr.fill(lr)
-            args = (*arrays, entry.rows, batch_size, entry.lr, momentum, wd, entry.losses)
+            args = (*arrays, entry.rows, batch_size, entry.lr, momentum, wd)
             if not entry.warmed:
-                self._run_eagerly(args)
+                losses = self._run_eagerly(args)
                 entry.warmed = True
             else:
                 if entry.graph is None:
-                    entry.graph = self._capture(stream, args)
+                    entry.graph = self._capture(stream, args, entry)
                 if entry.graph is None:  # capture failed: run this chunk eagerly
-                    self._run_eagerly(args)
+                    losses = self._run_eagerly(args)
                 else:
                     entry.graph.launch(stream)
                     self.replays += 1
-            losses[:steps] = entry.losses
+                    losses = entry.losses
+            losses = losses.copy()  # out of the private pool, before the next replay
         caller.wait_event(stream.record())
+        return (*arrays[:8], losses)
 
     def _get_stream(self) -> Any:
         if self._stream is None:
@@ -443,7 +448,7 @@ class CudaGraphTrainSteps:
             self._pool = cupy.cuda.MemoryPool()
         return self._stream
 
-    def _entry(self, key: tuple, order: Array, lr: Any, losses: Array, steps: int) -> _Entry:
+    def _entry(self, key: tuple, order: Array, lr: Any) -> _Entry:
         entry = self._entries.get(key)
         if entry is not None:
             self._entries.move_to_end(key)
@@ -452,20 +457,23 @@ class CudaGraphTrainSteps:
             self._get_stream().synchronize()  # the oldest graph may still be running
             self._entries.popitem(last=False)
         lr_dtype = lr.dtype if isinstance(lr, cupy.ndarray) else np.dtype(type(lr))
-        entry = self._entries[key] = _Entry(order, lr_dtype, losses, steps)
+        entry = self._entries[key] = _Entry(order, lr_dtype)
         return entry
 
-    def _run_eagerly(self, args: tuple) -> None:
+    def _run_eagerly(self, args: tuple) -> Array:
+        """Runs the steps on the private stream and pool; returns their losses."""
         with cupy.cuda.using_allocator(self._pool.malloc):
-            self.fn(*args)
+            losses = self.fn(*args)[-1]
         self.eager_calls += 1
+        return losses
 
-    def _capture(self, stream: Any, args: tuple) -> Any:
+    def _capture(self, stream: Any, args: tuple, entry: _Entry) -> Any:
+        """The graph of the steps (``entry.losses`` their losses array), or None."""
         try:
             with cupy.cuda.using_allocator(self._pool.malloc):
                 stream.begin_capture()
                 try:
-                    self.fn(*args)
+                    entry.losses = self.fn(*args)[-1]
                 finally:
                     graph = stream.end_capture()
         except Exception as exc:  # a CUDA or CuPy error: the capture recorded nothing usable

@@ -15,8 +15,10 @@ rows of W1 over each row's nonzeros; the weight gradient ``xᵀ dl1`` is never f
 each row of W1 whose input column has a nonzero is updated with its gradient summed
 over that column's nonzeros (:func:`sgd_update_outer`); the rows of all-zero columns
 are not visited at all: their momentum steps are deferred and applied in closed form
-when the row is next read (see :func:`lazy_rows`). Larger or denser batches are dense
-and their products are BLAS's. Ops that read x take an array as a dense batch.
+when the row is next read. That bookkeeping enters a chunk of steps through the
+interface's one optional hook, ``begin_steps`` (see :class:`Deferred`). Larger or
+denser batches are dense and their products are BLAS's. Ops that read x take an
+array as a dense batch.
 
 Compilation is cached on disk (``cache=True``) unless ``SIMPLENN_NUMBA_CACHE=0``.
 Numba keys the cache of a closure on the pickled contents of its cells, which for
@@ -40,7 +42,7 @@ from numba import njit, types
 from numba.extending import overload
 
 from . import numba_blas
-from .base import Ops
+from .numpy_backend import NumpyOps
 
 #: ``SIMPLENN_NUMBA_CACHE=0`` turns numba's on-disk compilation cache off.
 CACHE_ENV_VAR = "SIMPLENN_NUMBA_CACHE"
@@ -98,6 +100,9 @@ def _kernel(fn: Callable | None = None, *, inline: str = "never") -> Any:
 class Batch(NamedTuple):
     """A batch of inputs x (m, d), as the kernels that read x take it.
 
+    ``last``, ``clock`` and ``powers`` are the deferred first-layer steps of the
+    chunk the batch belongs to (see :class:`Deferred`), empty when there are none.
+
     Sparse (``dense`` is an empty (0, d) array): row ``r``'s nonzeros are
     ``values[indptr[r]:indptr[r + 1]]`` in the columns ``indices[...]`` (CSR, columns
     ascending; ``indices`` may be longer than ``indptr[m]``);
@@ -117,14 +122,44 @@ class Batch(NamedTuple):
     col_start: np.ndarray
     col_rows: np.ndarray
     col_values: np.ndarray
+    last: np.ndarray
+    clock: np.ndarray
+    powers: np.ndarray
+
+
+class Deferred(NamedTuple):
+    """The training set ``X`` as a chunk of SGD steps of ``W1`` (velocity ``V1``) reads
+    it (from :func:`begin_steps`): the batches taken from it carry the bookkeeping of
+    the momentum steps of the rows of W1 that a batch's inputs do not touch.
+
+    Such a row gets gradient 0 (plus weight decay), a fixed linear map of its
+    ``(w, v)``; its steps are deferred and applied ``k`` at once, in closed form, when
+    a batch next touches the row (:func:`take_pixels32` and friends) or at the chunk's
+    last update. ``last[i]`` is the step row ``i`` is current at, ``clock[0]`` the
+    number of steps taken, ``powers[k]`` the map of ``k`` steps (see :func:`lazy_rows`).
+    """
+
+    X: np.ndarray
+    W1: np.ndarray
+    V1: np.ndarray
+    last: np.ndarray
+    clock: np.ndarray
+    powers: np.ndarray
 
 
 @_kernel(inline="always")
-def _dense_batch(x):
-    """x (m, d) as a dense :class:`Batch`."""
+def _dense_batch(x, last, clock, powers):
+    """x (m, d) as a dense :class:`Batch` carrying ``last, clock, powers``."""
     no_ints, no_values = np.zeros(1, np.int64), np.zeros(0, x.dtype)
     return Batch(x.shape[0], x, no_ints, no_ints.astype(np.int32), no_values,
-                 no_ints.astype(np.int32), no_ints, no_ints.astype(np.int32), no_values)
+                 no_ints.astype(np.int32), no_ints, no_ints.astype(np.int32), no_values,
+                 last, clock, powers)
+
+
+@_kernel(inline="always")
+def _not_deferred(like):
+    """The ``last, clock, powers`` of a batch with no deferred steps."""
+    return np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros((0, 4), like.dtype)
 
 
 def _as_batch(x):
@@ -136,7 +171,12 @@ def _as_batch(x):
 @overload(_as_batch, inline="always")
 def _as_batch_overload(x):
     if isinstance(x, types.Array):
-        return lambda x: _dense_batch(x)
+
+        def dense(x):
+            last, clock, powers = _not_deferred(x)
+            return _dense_batch(x, last, clock, powers)
+
+        return dense
     return lambda x: x
 
 
@@ -188,13 +228,14 @@ def _take_dense(X, rows, like):
 
 
 @_kernel
-def _take_batch(X, rows, like):
+def _take_batch(X, rows, like, last, clock, powers):
     """Rows ``X[rows]`` as a :class:`Batch` of floats of the dtype of ``like`` (see
-    :func:`_input_value`): sparse when at most ``SPARSE_MAX_ROWS`` rows and
-    ``SPARSE_MAX_DENSITY`` of the entries are nonzero, else dense."""
+    :func:`_input_value`) carrying ``last, clock, powers``: sparse when at most
+    ``SPARSE_MAX_ROWS`` rows and ``SPARSE_MAX_DENSITY`` of the entries are nonzero,
+    else dense."""
     m, d = rows.shape[0], X.shape[1]
     if m > SPARSE_MAX_ROWS:
-        return _dense_batch(_take_dense(X, rows, like))
+        return _dense_batch(_take_dense(X, rows, like), last, clock, powers)
     indptr = np.empty(m + 1, np.int64)
     indices = np.empty(m * d, np.int32)
     raw = np.empty(m * d, X.dtype)
@@ -221,22 +262,24 @@ def _take_batch(X, rows, like):
             nnz += v != 0
         indptr[r + 1] = nnz
     if nnz > SPARSE_MAX_DENSITY * m * d:
-        return _dense_batch(_take_dense(X, rows, like))
+        return _dense_batch(_take_dense(X, rows, like), last, clock, powers)
     values = np.empty(nnz, like.dtype)
     for k in range(nnz):
         values[k] = _input_value(raw[k], like)
-    return _sparse_batch(d, indptr, indices, values)
+    return _sparse_batch(d, indptr, indices, values, last, clock, powers)
 
 
 @_kernel(inline="always")
-def _sparse_batch(d, indptr, indices, values):
-    """The sparse :class:`Batch` of the CSR arrays of an (m, d) x: adds the touched
-    columns and the CSC over them (a counting sort of the nonzeros by column)."""
+def _sparse_batch(d, indptr, indices, values, last, clock, powers):
+    """The sparse :class:`Batch` of the CSR arrays of an (m, d) x, carrying ``last,
+    clock, powers``: adds the touched columns and the CSC over them (a counting sort of
+    the nonzeros by column)."""
     m = indptr.shape[0] - 1
     nnz = indptr[m]
     if m == 1:  # one row: its nonzeros are the touched columns, one entry each
         return Batch(m, np.empty((0, d), values.dtype), indptr, indices, values,
-                     indices[:nnz].copy(), np.arange(nnz + 1), np.zeros(nnz, np.int32), values)
+                     indices[:nnz].copy(), np.arange(nnz + 1), np.zeros(nnz, np.int32), values,
+                     last, clock, powers)
     position = np.zeros(d, np.int64)  # the count of each column, then where it fills
     for k in range(nnz):
         position[indices[k]] += 1
@@ -266,7 +309,7 @@ def _sparse_batch(d, indptr, indices, values):
             col_values[p] = values[k]
             position[i] = p + 1
     return Batch(m, np.empty((0, d), values.dtype), indptr, indices, values, touched,
-                 col_start, col_rows, col_values)
+                 col_start, col_rows, col_values, last, clock, powers)
 
 
 # --------------------------------------------------------------------------------------
@@ -433,11 +476,13 @@ def softmax_cross_entropy(logits, labels):
     return _same_dtype(total / m, logits), dlogits
 
 
-@_kernel
+@_kernel(inline="always")
 def sgd_update(param, grad, velocity, lr, momentum, weight_decay):
-    """In place: ``v = momentum v + (grad + weight_decay param)``; ``param -= lr v``."""
+    """In place: ``v = momentum v + (grad + weight_decay param)``; ``param -= lr v``.
+    Returns ``(param, velocity)``."""
     _sgd_update_flat(param.ravel(), grad.ravel(), velocity.ravel(), lr, momentum,
                      weight_decay)
+    return param, velocity
 
 
 @_kernel
@@ -459,7 +504,7 @@ def _sgd_update_flat(p, g, v, lr, momentum, weight_decay):
 @_kernel
 def lazy_rows(param, n_steps, lr, momentum, weight_decay):
     """Bookkeeping for deferring the zero-gradient steps of the rows of (k, n) ``param``
-    over the next ``n_steps`` SGD steps (see ``Ops.lazy_rows``).
+    over the next ``n_steps`` SGD steps (see :class:`Deferred`).
 
     A step with gradient 0 maps a row's ``(w, v)`` linearly: ``v' = momentum v +
     weight_decay w``, ``w' = w - lr v'``, i.e. ``(w', v') = A (w, v)`` with ``A =
@@ -507,16 +552,21 @@ def catch_up(param, velocity, lazy):
             last[i] = now
 
 
+@_kernel
+def begin_steps(X, W1, V1, n_steps, lr, momentum, weight_decay):
+    """X as the next ``n_steps`` SGD steps of W1 read it: a :class:`Deferred` (see
+    ``Ops.begin_steps``)."""
+    last, clock, powers = lazy_rows(W1, n_steps, lr, momentum, weight_decay)
+    return Deferred(X, W1, V1, last, clock, powers)
+
+
 @_kernel(inline="always")
-def catch_up_rows(param, velocity, x, lazy):
-    """In place: bring up to date the rows of ``param`` that a forward pass of x (an
-    (m, k) array or :class:`Batch`) reads: those of its touched columns when x is
-    sparse, else all of them."""
-    batch = _as_batch(x)
+def _catch_up_batch(param, velocity, batch, last, clock, powers):
+    """In place: bring up to date the rows of ``param`` that a forward pass of ``batch``
+    reads: those of its touched columns when it is sparse, else all of them."""
     if _is_dense(batch):
-        catch_up(param, velocity, lazy)
+        catch_up(param, velocity, (last, clock, powers))
         return
-    last, clock, powers = lazy
     now = clock[0]
     touched = batch.touched  # once: each read of a tuple's array updates its refcount
     for t in range(touched.shape[0]):
@@ -527,24 +577,32 @@ def catch_up_rows(param, velocity, x, lazy):
 
 
 @_kernel(inline="always")
-def sgd_update_outer(param, x, d, velocity, lr, momentum, weight_decay, lazy):
-    """In place: :func:`sgd_update` of (k, n) ``param`` with the gradient ``xᵀ d``.
+def sgd_update_outer(param, x, d, velocity, lr, momentum, weight_decay):
+    """In place: :func:`sgd_update` of (k, n) ``param`` with the gradient ``xᵀ d``;
+    returns ``(param, velocity)``.
 
-    For a sparse :class:`Batch` x (m, k) the gradient is never formed: each touched
-    row ``param[i]`` is updated with ``g = Σ_r x[r, i] d[r]`` over the nonzeros of
-    column i (rows in order), so ``param`` and ``velocity`` are walked once and no
-    (k, n) array is allocated; the rows of columns with no nonzero are skipped and owe
-    this step to ``lazy`` (see :func:`lazy_rows`; :func:`catch_up_rows` brought the
-    touched ones up to date). Otherwise ``xᵀ d`` comes from BLAS and every row is updated.
+    For a sparse :class:`Batch` x (m, k) that carries deferred steps the gradient is
+    never formed: each touched row ``param[i]`` is updated with ``g = Σ_r x[r, i] d[r]``
+    over the nonzeros of column i (rows in order), so ``param`` and ``velocity`` are
+    walked once and no (k, n) array is allocated; the rows of columns with no nonzero
+    are skipped and owe this step (see :class:`Deferred`); the chunk's last step
+    applies every owed step. Otherwise ``xᵀ d`` is formed (BLAS when x is dense) and
+    every row is updated.
     """
-    last, clock = lazy[0], lazy[1]
     batch = _as_batch(x)
+    last, clock, powers = batch.last, batch.clock, batch.powers
+    deferring = powers.shape[0] != 0
     if _is_dense(batch):
         _sgd_update_flat(param.ravel(), _gemm(batch.dense, d, True, False).ravel(),
                          velocity.ravel(), lr, momentum, weight_decay)
-        clock[0] += 1
-        last[:] = clock[0]
-        return
+        if deferring:
+            clock[0] += 1
+            last[:] = clock[0]
+        return param, velocity
+    if not deferring:
+        _sgd_update_flat(param.ravel(), matmul_tn(batch, d).ravel(), velocity.ravel(), lr,
+                         momentum, weight_decay)
+        return param, velocity
     n = d.shape[1]
     touched, col_start, col_rows, col_values = (batch.touched, batch.col_start,
                                                 batch.col_rows, batch.col_values)
@@ -594,34 +652,75 @@ def sgd_update_outer(param, x, d, velocity, lr, momentum, weight_decay, lazy):
                 param[i, j] -= vj * lr
         last[i] = now
     clock[0] = now
+    if now == powers.shape[0] - 1:  # the chunk's last step: nothing stays owed
+        catch_up(param, velocity, (last, clock, powers))
+    return param, velocity
 
 
 #: Arrays of the dtype the inputs become (only their dtype is read).
 _LIKE32, _LIKE64 = np.zeros(0, np.float32), np.zeros(0, np.float64)
 
 
+def _take(X, rows, like):
+    """Rows ``X[rows]`` as a :class:`Batch` (see :func:`_take_batch`); from a
+    :class:`Deferred`, the rows of W1 the batch reads are first brought up to date and
+    the batch carries the deferred steps (compiled code only: the overload below picks
+    the version by the type of X)."""
+    raise TypeError("_take runs in compiled code only")
+
+
+@overload(_take, inline="always")
+def _take_overload(X, rows, like):
+    if isinstance(X, types.Array):
+        def take(X, rows, like):
+            last, clock, powers = _not_deferred(like)
+            return _take_batch(X, rows, like, last, clock, powers)
+
+        return take
+
+    def take_deferred(X, rows, like):
+        batch = _take_batch(X.X, rows, like, X.last, X.clock, X.powers)
+        _catch_up_batch(X.W1, X.V1, batch, X.last, X.clock, X.powers)
+        return batch
+
+    return take_deferred
+
+
 @_kernel
 def take_pixels32(X, rows):
-    """Rows ``X[rows]`` of (n, d) uint8 pixels as a :class:`Batch` of float32 ``x / 255``."""
-    return _take_batch(X, rows, _LIKE32)
+    """Rows ``X[rows]`` of (n, d) uint8 pixels (an array or a :class:`Deferred`) as a
+    :class:`Batch` of float32 ``x / 255``."""
+    return _take(X, rows, _LIKE32)
 
 
 @_kernel
 def take_pixels64(X, rows):
     """Rows ``X[rows]`` of (n, d) uint8 pixels as a :class:`Batch` of float64 ``x / 255``."""
-    return _take_batch(X, rows, _LIKE64)
+    return _take(X, rows, _LIKE64)
 
 
 @_kernel
 def take_floats32(X, rows):
     """Rows ``X[rows]`` of (n, d) floats as a :class:`Batch` of float32."""
-    return _take_batch(X, rows, _LIKE32)
+    return _take(X, rows, _LIKE32)
 
 
 @_kernel
 def take_floats64(X, rows):
     """Rows ``X[rows]`` of (n, d) floats as a :class:`Batch` of float64."""
-    return _take_batch(X, rows, _LIKE64)
+    return _take(X, rows, _LIKE64)
+
+
+@_kernel(inline="always")
+def take_labels(Y, rows):
+    """Labels ``Y[rows]``."""
+    return Y[rows]
+
+
+@_kernel
+def loss_buffer(n):
+    """(n,) float64 zeros for a chunk's losses."""
+    return np.zeros(n, np.float64)
 
 
 @_kernel
@@ -655,17 +754,19 @@ _TAKE_PIXELS = {"float32": take_pixels32, "float64": take_pixels64}
 _TAKE_FLOATS = {"float32": take_floats32, "float64": take_floats64}
 
 
-class NumbaOps(Ops):
+class NumbaOps(NumpyOps):
     """The ops as ``@njit`` kernels on NumPy arrays, and the network math compiled.
 
     The kernels are instance attributes holding numba dispatchers (not methods), so
     the network's factories capture compiled functions that compiled closures can
     call. ``pixels_to_float``, ``cast_to_float``, ``take_pixels`` and ``take_floats``
-    are the kernels for ``dtype``.
+    are the kernels for ``dtype``. Ops the network math does not call in compiled code
+    (softmax, argmax, ...) are the NumPy backend's.
     """
 
     name = "numba"
-    xp = np
+    compiles_chunks = True
+    needs_warmup = True
 
     def __init__(self, dtype: str | np.dtype = "float32") -> None:
         super().__init__(dtype)
@@ -679,9 +780,9 @@ class NumbaOps(Ops):
         self.softmax_cross_entropy = softmax_cross_entropy
         self.sgd_update = sgd_update
         self.sgd_update_outer = sgd_update_outer
-        self.lazy_rows = lazy_rows
-        self.catch_up_rows = catch_up_rows
-        self.catch_up = catch_up
+        self.begin_steps = begin_steps
+        self.take_labels = take_labels
+        self.loss_buffer = loss_buffer
         self.pixels_to_float = _PIXELS_TO_FLOAT[self.dtype.name]
         self.cast_to_float = _CAST_TO_FLOAT[self.dtype.name]
         self.take_pixels = _TAKE_PIXELS[self.dtype.name]
@@ -690,6 +791,10 @@ class NumbaOps(Ops):
     def to_numpy(self, a: Any) -> np.ndarray:
         """An array, or a :class:`Batch` as the (m, d) array it holds."""
         return batch_to_dense(a) if isinstance(a, Batch) else np.asarray(a)
+
+    def scalar(self, value: float) -> Any:
+        """A NumPy scalar of ``self.dtype``, so the kernels compute in that precision."""
+        return self.dtype.type(value)
 
     def jit(self, fn: Callable) -> Any:
         """Compile ``fn`` (a closure over this backend's kernels) with ``@njit``,
@@ -725,15 +830,14 @@ class NumbaOps(Ops):
         floats = pixels.astype(self.dtype) / 255
         labels = rng.integers(0, c, pixels.shape[0]).astype(np.int64)
         order = np.arange(pixels.shape[0], dtype=np.int64)
-        losses = np.zeros(pixels.shape[0], dtype=np.float64)
-        scalar = self.dtype.type
+        scalar = self.scalar
         ro_pixels, ro_labels = pixels.copy(), labels.copy()
         ro_pixels.flags.writeable = ro_labels.flags.writeable = False  # as DataSplits hold them
         for X, Y, train_steps in ((pixels, labels, fns.train_steps_pixels),
                                   (ro_pixels, ro_labels, fns.train_steps_pixels),
                                   (floats, labels, fns.train_steps_floats)):
             train_steps(*params, *velocities, X, Y, order, 1, scalar(0.0), scalar(0.0),
-                        scalar(0.0), losses)
+                        scalar(0.0))
             x = self.pixels_to_float(X) if X.dtype == np.uint8 else self.cast_to_float(X)
             fns.forward(*params, x)
             fns.loss_and_gradients(*params, x, Y)

@@ -12,7 +12,7 @@ compiled or loaded from the cache, to:
   both CPU backends multiply with one library -- the same numbers, one thread pool; or
 - where NumPy's BLAS has no ILP64 ``cblas_?gemm`` to find (or with
   ``SIMPLENN_NUMBA_BLAS=scipy``), a compiled shim of the same signature around
-  Numba's ``np.dot``, which needs SciPy (not installed with ``simplenn[numba]``:
+  Numba's ``np.dot``, which needs SciPy (not installed with the ``numba`` extra:
   Numba imports ``scipy.linalg`` when it can, which costs every process ~0.08 s).
 
 Because the symbol names never change, compiled kernels stay cacheable either way.

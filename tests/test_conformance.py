@@ -1,0 +1,17 @@
+"""The conformance kit of :mod:`simplenn.testing` over every registered backend and
+dtype: each check passes, or skips with the reason it can't apply here."""
+
+from __future__ import annotations
+
+import pytest
+
+from simplenn.testing import CHECKS, DTYPES, CheckSkipped, run_check
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("check", list(CHECKS))
+def test_backend_conforms(backend_name, check, dtype):
+    try:
+        run_check(backend_name, check, dtype)
+    except CheckSkipped as exc:
+        pytest.skip(str(exc))
