@@ -102,7 +102,8 @@ def library_versions() -> dict[str, str | None]:
 
     versions: dict[str, str | None] = {"python": platform.python_version(),
                                        "simplenn": __version__, "numpy": np.__version__}
-    for dist in ("numba", "cupy-cuda12x", "cupy-cuda13x", "torch", "threadpoolctl"):
+    for dist in ("numba", "cupy-cuda12x", "cupy-cuda13x", "torch", "jax", "jaxlib",
+                 "array-api-compat", "array-api-strict", "threadpoolctl"):
         try:
             versions[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:

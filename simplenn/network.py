@@ -119,7 +119,8 @@ def make_train_steps(
     set as stored (uint8 pixels, or floats); ``take_rows(X, rows)`` gathers and
     converts one batch of it to floats; ``Y`` holds int64 labels.
     """
-    begin_steps, loss_buffer, take_labels = ops.begin_steps, ops.loss_buffer, ops.take_labels
+    begin_steps, take_labels = ops.begin_steps, ops.take_labels
+    loss_buffer, set_loss = ops.loss_buffer, ops.set_loss
 
     def train_steps(W1, b1, W2, b2, V1, v1, V2, v2, X, Y, order, batch_size, lr,
                     momentum, wd):
@@ -132,7 +133,7 @@ def make_train_steps(
             loss, W1, b1, W2, b2, V1, v1, V2, v2 = sgd_step(
                 W1, b1, W2, b2, V1, v1, V2, v2, take_rows(inputs, rows), take_labels(Y, rows),
                 lr, momentum, wd)
-            losses[s] = loss
+            losses = set_loss(losses, s, loss)
         return W1, b1, W2, b2, V1, v1, V2, v2, losses
 
     return train_steps

@@ -397,7 +397,7 @@ def check_trajectory(name: str, dtype: str) -> None:
 
 #: The ops a backend's functions may call, checked by ``no_host_arrays``.
 OP_NAMES = tuple(sorted({op for op, _ in _op_cases("float64")} | {
-    "asarray", "begin_steps", "loss_buffer", "to_numpy", "host_dtype"}))
+    "asarray", "begin_steps", "loss_buffer", "set_loss", "to_numpy", "host_dtype"}))
 
 
 def check_no_host_arrays(name: str, dtype: str) -> None:

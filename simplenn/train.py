@@ -41,6 +41,9 @@ def build_parser() -> _cli.ArgumentParser:
             "  SIMPLENN_NUMBA_BLAS    scipy: Numba kernels multiply with Numba's np.dot\n"
             "                         (SciPy's BLAS; needs SciPy) instead of NumPy's BLAS\n"
             "  SIMPLENN_CUDA_GRAPHS   1: replay each chunk of steps as a CUDA graph (cupy)\n"
+            "  SIMPLENN_TORCH_DEVICE  cpu or cuda: the torch backend's device (default: cuda\n"
+            "                         when a CUDA device works, else cpu)\n"
+            "  JAX_PLATFORMS          cpu: the jax backend on the CPU even where JAX sees a GPU\n"
             "  SIMPLENN_DATA_DIR      where the downloader caches datasets"))
     p.add_argument("--backend", type=_cli.backend_name, default=None,
                    help=f"{_cli.BACKEND_HELP} (default: $SIMPLENN_BACKEND, else auto: the "

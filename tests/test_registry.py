@@ -141,3 +141,41 @@ def test_capabilities_are_declared_attributes():
         ops = get_backend(info.name)
         for attribute in ("compiles_chunks", "is_device", "needs_warmup"):
             assert isinstance(getattr(ops, attribute), bool), (info.name, attribute)
+
+
+def test_torch_and_jax_come_through_simplenns_own_entry_points():
+    points = {e.name: e.value for e in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+    assert points.get("torch") == "simplenn.backends.plugins:register_torch"
+    assert points.get("jax") == "simplenn.backends.plugins:register_jax"
+    assert {"torch", "jax"} <= set(backend_names())
+
+
+@pytest.mark.parametrize("library, name, hint", [
+    ("torch", "torch", "pip install torch"), ("jax", "jax", "pip install jax")])
+def test_a_missing_array_library_is_one_line_with_a_hint_that_works(library, name, hint):
+    code = (f"import sys; sys.modules[{library!r}] = None\n"
+            "import simplenn\n"
+            "try:\n"
+            f"    simplenn.get_backend({name!r})\n"
+            "except simplenn.BackendUnavailableError as e:\n"
+            "    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert len(out.splitlines()) == 1, out
+    assert hint in out and f"pip install '.[{name}]'" in out and "simplenn[" not in out, out
+
+
+@pytest.mark.parametrize("setting, reason", [
+    ("tpu", "is not understood; use cpu or cuda"), ("cuda", "sees no usable CUDA device")])
+def test_the_torch_device_setting_is_checked(require_backend, setting, reason):
+    require_backend("torch")
+    import torch
+
+    if setting == "cuda" and torch.cuda.is_available():
+        pytest.skip("a CUDA device works here")
+    code = ("from simplenn.backends import probe_backend\n"
+            "print(probe_backend('torch').reason)\n")
+    env = {**__import__("os").environ, "SIMPLENN_TORCH_DEVICE": setting}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env=env).stdout
+    assert reason in out, out

@@ -27,6 +27,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from array_api_compat import device as device_of
 
 Array = Any
 """A backend array: whatever the backend's ``xp.asarray`` returns."""
@@ -126,6 +127,12 @@ class Ops:
         """(n,) float64 zeros: the array a chunk of ``n`` SGD steps writes its losses to."""
         return self.xp.zeros(n, dtype=self.xp.float64)
 
+    def set_loss(self, losses: Array, step: int, loss: Array) -> Array:
+        """``losses`` with entry ``step`` set to the 0-d ``loss`` (in place, and returned,
+        where arrays are mutable)."""
+        losses[step] = loss
+        return losses
+
     # -- inputs ----------------------------------------------------------------------
     def pixels_to_float(self, x: Array) -> Array:
         """(m, d) uint8 pixels -> (m, d) floats in [0, 1]: ``x / 255`` in ``self.dtype``."""
@@ -174,7 +181,7 @@ class Ops:
     def affine_relu(self, x: Array, W: Array, b: Array) -> Array:
         """``relu(x W + b)`` -> (m, n); ``relu(l) > 0`` exactly where ``l > 0``."""
         out = self.affine(x, W, b)
-        return self.xp.maximum(out, self.xp.zeros((), dtype=out.dtype))
+        return self.xp.maximum(out, self.xp.zeros((), dtype=out.dtype, device=device_of(out)))
 
     def relu_backward(self, dy: Array, y: Array) -> Array:
         """``dy ⊙ [y > 0]`` for the ReLU output ``y`` (same shape as ``dy``)."""
@@ -204,8 +211,8 @@ class Ops:
         z = logits - xp.max(logits, axis=1, keepdims=True)
         e = xp.exp(z)
         s = xp.sum(e, axis=1)
-        onehot = xp.astype(labels[:, None] == xp.arange(c, dtype=labels.dtype)[None, :],
-                           logits.dtype)
+        classes = xp.arange(c, dtype=labels.dtype, device=device_of(labels))
+        onehot = xp.astype(labels[:, None] == classes[None, :], logits.dtype)
         loss = xp.sum(xp.log(s) - xp.sum(z * onehot, axis=1)) / m  # z_y: one nonzero term
         return loss, (e / s[:, None] - onehot) / m
 
@@ -221,8 +228,7 @@ class Ops:
             velocity = momentum * velocity + g
             param = param - lr * velocity
         """
-        g = grad + param * weight_decay if weight_decay else grad
-        velocity = velocity * momentum + g
+        velocity = velocity * momentum + (grad + param * weight_decay)
         return param - velocity * lr, velocity
 
     def sgd_update_outer(

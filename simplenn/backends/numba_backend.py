@@ -723,6 +723,13 @@ def loss_buffer(n):
     return np.zeros(n, np.float64)
 
 
+@_kernel(inline="always")
+def set_loss(losses, step, loss):
+    """In place: ``losses[step] = loss``; returns ``losses``."""
+    losses[step] = loss
+    return losses
+
+
 @_kernel
 def pixels_to_float32(x):
     """(m, d) uint8 -> (m, d) float32 ``x / 255``, one pass (5x faster than
@@ -783,6 +790,7 @@ class NumbaOps(NumpyOps):
         self.begin_steps = begin_steps
         self.take_labels = take_labels
         self.loss_buffer = loss_buffer
+        self.set_loss = set_loss
         self.pixels_to_float = _PIXELS_TO_FLOAT[self.dtype.name]
         self.cast_to_float = _CAST_TO_FLOAT[self.dtype.name]
         self.take_pixels = _TAKE_PIXELS[self.dtype.name]
