@@ -173,12 +173,12 @@ class SimplennContender(Contender):
             scalar(momentum), scalar(0.0))
         self.net.params = dict(zip(self.net.params, updated[:4]))
         self._velocities = updated[4:]
-        self.synchronize()
+        self.ops.synchronize(*updated)
 
     def infer(self, batch_size: int, n_samples: int | None = None) -> None:
         n = self._check_n(n_samples, self.n_test)
-        self.ops.argmax(self.net.logits(self.test_X[:n, ...], batch_size=batch_size))
-        self.synchronize()
+        labels = self.ops.argmax(self.net.logits(self.test_X[:n, ...], batch_size=batch_size))
+        self.ops.synchronize(labels)
 
 
 def make_contender(name: str, hidden: int, train_X: np.ndarray, train_y: np.ndarray,

@@ -364,14 +364,14 @@ def fit(
                     bar.update(position - checked_from)
                     bar.set_postfix(loss=f"{float(chunk_losses.mean()):.4f}", refresh=False)
                 if stop.is_set and position < n:
-                    ops.synchronize()
+                    ops.synchronize(*net.params.values(), *velocities)
                     bar and bar.close()
                     state = state_now(epoch - 1, position, rng_state,
                                       seconds_before + time.perf_counter() - start)
                     if on_checkpoint is not None:
                         on_checkpoint(state)
                     raise TrainingInterrupted(state, saved=on_checkpoint is not None)
-            ops.synchronize()
+            ops.synchronize(*net.params.values(), *velocities)
             seconds = seconds_before + time.perf_counter() - start
             bar and bar.close()
 

@@ -88,8 +88,9 @@ class Ops:
         ops take it: a Python float here."""
         return float(value)
 
-    def synchronize(self) -> None:
-        """Wait until queued device work has finished; a no-op on the CPU."""
+    def synchronize(self, *arrays: Array) -> None:
+        """Wait until queued device work, and the work producing ``arrays``, has
+        finished; a no-op on the CPU."""
 
     def warmup(self) -> None:
         """Compile whatever this backend compiles (see :attr:`needs_warmup`); a no-op here."""

@@ -264,7 +264,7 @@ class CupyOps(Ops):
         """Device array -> a NumPy copy on the host (waits for the work producing it)."""
         return cupy.asnumpy(a)
 
-    def synchronize(self) -> None:
+    def synchronize(self, *arrays: Array) -> None:
         """Wait until all queued work on the current device has finished."""
         cupy.cuda.Device().synchronize()
 

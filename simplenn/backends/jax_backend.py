@@ -42,7 +42,9 @@ class JaxOps(Ops):
     def host_dtype(self, a: Array) -> np.dtype:
         return np.dtype(a.dtype)
 
-    def synchronize(self) -> None:
+    def synchronize(self, *arrays: Array) -> None:
+        """Waits for ``arrays`` (JAX dispatches asynchronously) and for pending effects."""
+        jax.block_until_ready(arrays)
         jax.effects_barrier()
 
     def jit(self, fn: Any) -> Any:

@@ -69,7 +69,7 @@ class TorchOps(Ops):
     def host_dtype(self, a: Array) -> np.dtype:
         return np.dtype(str(a.dtype).removeprefix("torch."))
 
-    def synchronize(self) -> None:
+    def synchronize(self, *arrays: Array) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
