@@ -116,7 +116,8 @@ def test_importing_simplenn_loads_no_entry_point_and_no_optional_library():
     code = ("import sys, simplenn; simplenn.TwoLayerNet(8, 4, 3); "
             "from simplenn.backends import registry; "
             "bad = [m for m in sys.modules if m.split('.')[0] in "
-            "('numba', 'cupy', 'llvmlite', 'array_api_strict', 'simplenn_f64acc')]; "
+            "('numba', 'cupy', 'llvmlite', 'array_api_strict', 'torch', 'jax', "
+            "'simplenn_f64acc')]; "
             "print(bad, registry._entry_points_loaded); "
             "sys.exit(1 if bad or registry._entry_points_loaded else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
