@@ -1,8 +1,9 @@
 """simplenn: a two-layer neural network for MNIST, written once against an
-array-backend interface and run on NumPy, Numba (JIT) or CuPy (GPU).
+array-backend interface on the Python array API standard, and run on NumPy, Numba
+(JIT), CuPy (GPU), PyTorch, JAX or any backend a package registers.
 
-Importing simplenn imports NumPy only; Numba and CuPy are imported when a backend
-that needs them is selected or probed.
+Importing simplenn imports NumPy only; a backend's library is imported when that
+backend is selected or probed.
 """
 
 from __future__ import annotations
