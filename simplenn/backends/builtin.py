@@ -16,7 +16,7 @@ from .registry import Availability, missing_library_reason, register
 NUMBA_HINT = "pip install numba (from a simplenn checkout: pip install '.[numba]')"
 CUPY_HINT = ("pip install cupy-cuda12x, or cupy-cuda13x for CUDA 13 drivers "
              "(from a simplenn checkout: pip install '.[cuda12]' or '.[cuda13]')")
-STRICT_HINT = "pip install array-api-strict"
+STRICT_HINT = "pip install array-api-strict (from a simplenn checkout: pip install '.[strict]')"
 
 
 def _probe_numpy() -> Availability:
