@@ -21,17 +21,14 @@ from .registry import (
     check_name,
     default_backend_name,
     get_backend,
-    install_hint,
     probe_backend,
     register,
     resolve_backend_name,
-    unregister,
 )
 
 __all__ = [
     "ENTRY_POINT_GROUP", "ENV_VAR", "Array", "Availability", "BackendInfo", "Ops",
     "available_backends", "backend_names", "check_name", "default_backend_name",
-    "get_backend", "install_hint", "probe_backend", "register", "registry",
+    "get_backend", "probe_backend", "register", "registry",
     "resolve_backend_name",
-    "unregister",
 ]

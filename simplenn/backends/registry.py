@@ -132,13 +132,6 @@ def register(
         probe_backend.cache_clear()
 
 
-def unregister(name: str) -> None:
-    """Forget backend ``name`` (for tests and for replacing a plug-in at run time)."""
-    with _LOCK:
-        _REGISTRY.pop(_normalise(name), None)
-        probe_backend.cache_clear()
-
-
 def _caller_origin() -> str:
     import inspect
 
@@ -245,12 +238,6 @@ def missing_library_reason(library: str, exc: BaseException, install_hint: str |
     """The reason of a backend whose library failed to import, with the install hint."""
     fix = f"; install it with {install_hint}" if install_hint else ""
     return f"{library} is not installed or failed to import ({exc}){fix}"
-
-
-def install_hint(name: str) -> str | None:
-    """The registered install hint of backend ``name``."""
-    spec = _REGISTRY.get(check_name(name, allow_auto=False))
-    return spec.install_hint if spec is not None else None
 
 
 def available_backends() -> list[BackendInfo]:

@@ -3,9 +3,9 @@ when one works, else on the CPU (``$SIMPLENN_TORCH_DEVICE`` = ``cpu`` or ``cuda`
 forces either).
 
 Registered through simplenn's own ``simplenn.backends`` entry point (see
-:mod:`.plugins`), as a third party's backend would be. The dataset moves to the device once and batches are
-gathered there. The update runs in place (PyTorch tensors are mutable), in NumPy's
-order of operations.
+:mod:`.plugins`), as a third party's backend would be. The dataset moves to the device
+once and batches are gathered there. The update runs in place (PyTorch tensors are
+mutable), in NumPy's order of operations.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import array_api_compat.torch as xp_torch
 import numpy as np
 import torch
 
+from ..errors import BackendUnavailableError
 from .base import Array, Ops
 
 #: ``cpu`` or ``cuda`` forces the device; unset, CUDA is used when it works.
@@ -49,7 +50,7 @@ class TorchOps(Ops):
         super().__init__(dtype)
         device, why = device_choice()
         if device is None:
-            raise RuntimeError(why)
+            raise BackendUnavailableError(f"backend 'torch' unavailable: {why}")
         self.device = torch.device(device)
         self.is_device = self.compiles_chunks = self.device.type == "cuda"
 
@@ -78,7 +79,7 @@ class TorchOps(Ops):
 
     # -- hot ops ---------------------------------------------------------------------
     def affine(self, x: Array, W: Array, b: Array) -> Array:
-        return torch.addmm(b, x, W) if x.shape[0] else x @ W + b
+        return torch.addmm(b, x, W)
 
     def affine_relu(self, x: Array, W: Array, b: Array) -> Array:
         return torch.relu_(self.affine(x, W, b))
