@@ -55,13 +55,33 @@ def load_variant(label: str, tree: Path, backend: str, hidden: int, dtype: str, 
     return net
 
 
+#: One set of parameter and velocity arrays that every variant trains in turn.
+_BUFFERS: dict = {}
+
+
+def _placed(net) -> tuple[list, list]:
+    """``net``'s parameters and zero velocities, copied into arrays shared by every
+    variant: where arrays lie in memory moves throughput by up to 15% (cache-set and
+    4K-aliasing effects), so all variants run on the same addresses."""
+    params, velocities = [], []
+    for key in ("W1", "b1", "W2", "b2"):
+        value = net.params[key]
+        if key not in _BUFFERS:
+            _BUFFERS[key] = (np.empty_like(value), np.empty_like(value))
+        p, v = _BUFFERS[key]
+        np.copyto(p, value)
+        v[...] = 0
+        params.append(p)
+        velocities.append(v)
+    return params, velocities
+
+
 def run_chunk(net, X, Y, order, batch_size: int, scalar) -> float:
     """Seconds to train on the samples ``order`` (fresh velocities), as ``fit`` calls
     the backend: one call per chunk when compiled, one per batch when interpreted.
     A tree whose ``train_steps`` writes its losses into a last argument (and updates
     in place) is called that way."""
-    params = [net.params[k] for k in ("W1", "b1", "W2", "b2")]
-    velocities = [np.zeros_like(p) for p in params]
+    params, velocities = _placed(net)
     train_steps = net.functions.train_steps_pixels
     losses_argument = len(inspect.signature(getattr(train_steps, "py_func", train_steps))
                           .parameters) == 16

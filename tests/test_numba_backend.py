@@ -131,7 +131,7 @@ def test_folded_first_layer_update_equals_update_with_the_formed_gradient(nb, we
     inputs = nb.begin_steps(X, W, V, 3, 0.05, momentum, weight_decay)
     for s in range(3):
         batch = nb.take_floats64(inputs, np.array([s]))
-        assert not nb._is_dense(batch)
+        assert not nb._is_dense(batch.batch)
         W_out, V_out = nb.sgd_update_outer(W, batch, D[s:s + 1], V, 0.05, momentum, weight_decay)
         assert W_out is W and V_out is V  # in place, as the contract allows
         nb.sgd_update(W2, X[s:s + 1].T @ D[s:s + 1], V2, 0.05, momentum, weight_decay)
@@ -152,7 +152,7 @@ def test_deferred_steps_are_applied_in_closed_form(nb):
     assert np.array_equal(inputs.powers[0], [1.0, 0.0, 0.0, 1.0])
     for s in range(40):  # all-zero batches: every row defers
         zero = nb.take_floats64(inputs, np.array([s]))
-        assert not nb._is_dense(zero) and zero.touched.shape == (0,)
+        assert not nb._is_dense(zero.batch) and zero.batch.touched.shape == (0,)
         if s == 39:
             assert inputs.clock[0] == 39 and not inputs.last.any()
             assert not np.allclose(W, W2)  # not yet applied

@@ -100,9 +100,6 @@ def _kernel(fn: Callable | None = None, *, inline: str = "never") -> Any:
 class Batch(NamedTuple):
     """A batch of inputs x (m, d), as the kernels that read x take it.
 
-    ``last``, ``clock`` and ``powers`` are the deferred first-layer steps of the
-    chunk the batch belongs to (see :class:`Deferred`), empty when there are none.
-
     Sparse (``dense`` is an empty (0, d) array): row ``r``'s nonzeros are
     ``values[indptr[r]:indptr[r + 1]]`` in the columns ``indices[...]`` (CSR, columns
     ascending; ``indices`` may be longer than ``indptr[m]``);
@@ -122,6 +119,13 @@ class Batch(NamedTuple):
     col_start: np.ndarray
     col_rows: np.ndarray
     col_values: np.ndarray
+
+
+class DeferredBatch(NamedTuple):
+    """A :class:`Batch` taken from a :class:`Deferred`, with the chunk's deferred
+    first-layer steps, which :func:`sgd_update_outer` advances."""
+
+    batch: Batch
     last: np.ndarray
     clock: np.ndarray
     powers: np.ndarray
@@ -148,41 +152,33 @@ class Deferred(NamedTuple):
 
 
 @_kernel(inline="always")
-def _dense_batch(x, last, clock, powers):
-    """x (m, d) as a dense :class:`Batch` carrying ``last, clock, powers``."""
+def _dense_batch(x):
+    """x (m, d) as a dense :class:`Batch`."""
     no_ints, no_values = np.zeros(1, np.int64), np.zeros(0, x.dtype)
     return Batch(x.shape[0], x, no_ints, no_ints.astype(np.int32), no_values,
-                 no_ints.astype(np.int32), no_ints, no_ints.astype(np.int32), no_values,
-                 last, clock, powers)
-
-
-@_kernel(inline="always")
-def _not_deferred(like):
-    """The ``last, clock, powers`` of a batch with no deferred steps."""
-    return np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros((0, 4), like.dtype)
+                 no_ints.astype(np.int32), no_ints, no_ints.astype(np.int32), no_values)
 
 
 def _as_batch(x):
-    """x as a :class:`Batch`: a Batch as it is, an array as a dense Batch (compiled
-    code only: the overload below picks the version by the type of x)."""
+    """x as a :class:`Batch`: a Batch as it is, a :class:`DeferredBatch`'s batch, an
+    array as a dense Batch (compiled code only: the overload below picks the version by
+    the type of x)."""
     raise TypeError("_as_batch runs in compiled code only")
 
 
 @overload(_as_batch, inline="always")
 def _as_batch_overload(x):
     if isinstance(x, types.Array):
-
-        def dense(x):
-            last, clock, powers = _not_deferred(x)
-            return _dense_batch(x, last, clock, powers)
-
-        return dense
+        return lambda x: _dense_batch(x)
+    if getattr(x, "instance_class", None) is DeferredBatch:
+        return lambda x: x.batch
     return lambda x: x
 
 
 @_kernel
-def batch_to_dense(x):
-    """The (m, d) array a :class:`Batch` holds (a copy)."""
+def batch_to_dense(batch):
+    """The (m, d) array a :class:`Batch` or :class:`DeferredBatch` holds (a copy)."""
+    x = _as_batch(batch)
     if _is_dense(x):
         return x.dense.copy()
     out = np.zeros((x.n_rows, x.dense.shape[1]), x.values.dtype)
@@ -228,14 +224,13 @@ def _take_dense(X, rows, like):
 
 
 @_kernel
-def _take_batch(X, rows, like, last, clock, powers):
+def _take_batch(X, rows, like):
     """Rows ``X[rows]`` as a :class:`Batch` of floats of the dtype of ``like`` (see
-    :func:`_input_value`) carrying ``last, clock, powers``: sparse when at most
-    ``SPARSE_MAX_ROWS`` rows and ``SPARSE_MAX_DENSITY`` of the entries are nonzero,
-    else dense."""
+    :func:`_input_value`): sparse when at most ``SPARSE_MAX_ROWS`` rows and
+    ``SPARSE_MAX_DENSITY`` of the entries are nonzero, else dense."""
     m, d = rows.shape[0], X.shape[1]
     if m > SPARSE_MAX_ROWS:
-        return _dense_batch(_take_dense(X, rows, like), last, clock, powers)
+        return _dense_batch(_take_dense(X, rows, like))
     indptr = np.empty(m + 1, np.int64)
     indices = np.empty(m * d, np.int32)
     raw = np.empty(m * d, X.dtype)
@@ -262,24 +257,22 @@ def _take_batch(X, rows, like, last, clock, powers):
             nnz += v != 0
         indptr[r + 1] = nnz
     if nnz > SPARSE_MAX_DENSITY * m * d:
-        return _dense_batch(_take_dense(X, rows, like), last, clock, powers)
+        return _dense_batch(_take_dense(X, rows, like))
     values = np.empty(nnz, like.dtype)
     for k in range(nnz):
         values[k] = _input_value(raw[k], like)
-    return _sparse_batch(d, indptr, indices, values, last, clock, powers)
+    return _sparse_batch(d, indptr, indices, values)
 
 
 @_kernel(inline="always")
-def _sparse_batch(d, indptr, indices, values, last, clock, powers):
-    """The sparse :class:`Batch` of the CSR arrays of an (m, d) x, carrying ``last,
-    clock, powers``: adds the touched columns and the CSC over them (a counting sort of
-    the nonzeros by column)."""
+def _sparse_batch(d, indptr, indices, values):
+    """The sparse :class:`Batch` of the CSR arrays of an (m, d) x: adds the touched
+    columns and the CSC over them (a counting sort of the nonzeros by column)."""
     m = indptr.shape[0] - 1
     nnz = indptr[m]
     if m == 1:  # one row: its nonzeros are the touched columns, one entry each
         return Batch(m, np.empty((0, d), values.dtype), indptr, indices, values,
-                     indices[:nnz].copy(), np.arange(nnz + 1), np.zeros(nnz, np.int32), values,
-                     last, clock, powers)
+                     indices[:nnz].copy(), np.arange(nnz + 1), np.zeros(nnz, np.int32), values)
     position = np.zeros(d, np.int64)  # the count of each column, then where it fills
     for k in range(nnz):
         position[indices[k]] += 1
@@ -309,7 +302,7 @@ def _sparse_batch(d, indptr, indices, values, last, clock, powers):
             col_values[p] = values[k]
             position[i] = p + 1
     return Batch(m, np.empty((0, d), values.dtype), indptr, indices, values, touched,
-                 col_start, col_rows, col_values, last, clock, powers)
+                 col_start, col_rows, col_values)
 
 
 # --------------------------------------------------------------------------------------
@@ -576,6 +569,25 @@ def _catch_up_batch(param, velocity, batch, last, clock, powers):
             last[i] = now
 
 
+def _deferral(x, like):
+    """``(batch, last, clock, powers)`` of x: a :class:`DeferredBatch`'s fields, or x as
+    a :class:`Batch` with no deferred steps (empty ``last`` and ``powers`` of the dtype
+    of ``like``); compiled code only: the overload below picks the version by type."""
+    raise TypeError("_deferral runs in compiled code only")
+
+
+@overload(_deferral, inline="always")
+def _deferral_overload(x, like):
+    if getattr(x, "instance_class", None) is DeferredBatch:
+        return lambda x, like: (x.batch, x.last, x.clock, x.powers)
+
+    def not_deferred(x, like):
+        return (_as_batch(x), np.zeros(0, np.int64), np.zeros(1, np.int64),
+                np.zeros((0, 4), like.dtype))
+
+    return not_deferred
+
+
 @_kernel(inline="always")
 def sgd_update_outer(param, x, d, velocity, lr, momentum, weight_decay):
     """In place: :func:`sgd_update` of (k, n) ``param`` with the gradient ``xᵀ d``;
@@ -589,8 +601,7 @@ def sgd_update_outer(param, x, d, velocity, lr, momentum, weight_decay):
     applies every owed step. Otherwise ``xᵀ d`` is formed (BLAS when x is dense) and
     every row is updated.
     """
-    batch = _as_batch(x)
-    last, clock, powers = batch.last, batch.clock, batch.powers
+    batch, last, clock, powers = _deferral(x, d)
     deferring = powers.shape[0] != 0
     if _is_dense(batch):
         _sgd_update_flat(param.ravel(), _gemm(batch.dense, d, True, False).ravel(),
@@ -664,7 +675,7 @@ _LIKE32, _LIKE64 = np.zeros(0, np.float32), np.zeros(0, np.float64)
 def _take(X, rows, like):
     """Rows ``X[rows]`` as a :class:`Batch` (see :func:`_take_batch`); from a
     :class:`Deferred`, the rows of W1 the batch reads are first brought up to date and
-    the batch carries the deferred steps (compiled code only: the overload below picks
+    the result is a :class:`DeferredBatch` (compiled code only: the overload below picks
     the version by the type of X)."""
     raise TypeError("_take runs in compiled code only")
 
@@ -672,16 +683,12 @@ def _take(X, rows, like):
 @overload(_take, inline="always")
 def _take_overload(X, rows, like):
     if isinstance(X, types.Array):
-        def take(X, rows, like):
-            last, clock, powers = _not_deferred(like)
-            return _take_batch(X, rows, like, last, clock, powers)
-
-        return take
+        return lambda X, rows, like: _take_batch(X, rows, like)
 
     def take_deferred(X, rows, like):
-        batch = _take_batch(X.X, rows, like, X.last, X.clock, X.powers)
+        batch = _take_batch(X.X, rows, like)
         _catch_up_batch(X.W1, X.V1, batch, X.last, X.clock, X.powers)
-        return batch
+        return DeferredBatch(batch, X.last, X.clock, X.powers)
 
     return take_deferred
 
@@ -689,7 +696,8 @@ def _take_overload(X, rows, like):
 @_kernel
 def take_pixels32(X, rows):
     """Rows ``X[rows]`` of (n, d) uint8 pixels (an array or a :class:`Deferred`) as a
-    :class:`Batch` of float32 ``x / 255``."""
+    :class:`Batch` (a :class:`DeferredBatch` from a
+    :class:`Deferred`) of float32 ``x / 255``."""
     return _take(X, rows, _LIKE32)
 
 
@@ -798,7 +806,7 @@ class NumbaOps(NumpyOps):
 
     def to_numpy(self, a: Any) -> np.ndarray:
         """An array, or a :class:`Batch` as the (m, d) array it holds."""
-        return batch_to_dense(a) if isinstance(a, Batch) else np.asarray(a)
+        return batch_to_dense(a) if isinstance(a, (Batch, DeferredBatch)) else np.asarray(a)
 
     def scalar(self, value: float) -> Any:
         """A NumPy scalar of ``self.dtype``, so the kernels compute in that precision."""
