@@ -1,6 +1,6 @@
 """Fixtures of the benchmark suites: ``python -m pytest benchmarks/``.
 
-The suites time the workloads of :mod:`simplenn._workloads` with pytest-benchmark,
+The suites time the workloads of :mod:`simplenn.bench.workloads` with pytest-benchmark,
 for every simplenn backend and PyTorch peer that runs here (the others skip with the
 reason). Plain ``python -m pytest`` never collects them (``testpaths = ["tests"]``).
 
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from simplenn._workloads import PEER_NAMES, contender_names, probe_contender
+from simplenn.bench.contenders import PEER_NAMES, contender_names, probe_contender
 
 FULL_SAMPLES = 60000
 SMOKE_SAMPLES = 512

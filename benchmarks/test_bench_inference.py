@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from simplenn._workloads import (
-    BATCH_SIZES, HIDDEN_SIZES, inference_flops_per_sample, make_contender,
-)
+from simplenn.bench.contenders import make_contender
+from simplenn.bench.workloads import BATCH_SIZES, HIDDEN_SIZES, inference_flops_per_sample
 
 
 @pytest.mark.parametrize("hidden", HIDDEN_SIZES)

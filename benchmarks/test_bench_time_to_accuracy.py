@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from simplenn._workloads import time_to_accuracy
-from simplenn.training import TrainConfig
+from simplenn.bench.workloads import time_to_accuracy
+from simplenn.core.training import TrainConfig
 
 TARGET = 0.975
 #: The smoke run: a subset and a target that one or two epochs on it reach.

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from simplenn._workloads import (
-    BATCH_SIZES, HIDDEN_SIZES, make_contender, training_flops_per_sample,
-)
-from simplenn.training import CHUNK_SAMPLES
+from simplenn.bench.contenders import make_contender
+from simplenn.bench.workloads import BATCH_SIZES, HIDDEN_SIZES, training_flops_per_sample
+from simplenn.core.training import CHUNK_SAMPLES
 
 #: Timed epochs per benchmark in the real run (each one is a full pass over MNIST).
 EPOCH_ROUNDS = 3

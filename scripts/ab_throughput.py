@@ -51,7 +51,10 @@ def load_variant(label: str, tree: Path, backend: str, hidden: int, dtype: str, 
     backend_module = importlib.import_module(f"{package.name}.backends.{backend}_backend")
     ops = getattr(backend_module, OPS_CLASSES[backend])(dtype)
     net = simplenn_copy.TwoLayerNet(n_hidden=hidden, backend=ops, dtype=dtype, seed=0)
-    net.ops.warmup()
+    if hasattr(net.ops, "warmup"):  # a tree from before warm_up moved to the core
+        net.ops.warmup()
+    else:
+        importlib.import_module(f"{package.name}.core.model").warm_up(net.ops)
     return net
 
 

@@ -64,7 +64,7 @@ import numpy as np
 
 import simplenn
 from simplenn.backends import probe_backend
-from simplenn.training import CHUNK_SAMPLES
+from simplenn.core.training import CHUNK_SAMPLES
 
 out_dir = sys.argv[1]
 EPOCHS = int(os.environ.get("GPU_RUN_EPOCHS", "5"))

@@ -1,8 +1,8 @@
-"""Numba compile cost: import + ``warmup()`` in this (fresh) process, then one epoch.
+"""Numba compile cost: import + ``warm_up(ops)`` in this (fresh) process, then one epoch.
 
 Run it twice after clearing the cache to see the cold and the cached cost::
 
-    rm -f simplenn/__pycache__/*.nb[ic] simplenn/backends/__pycache__/*.nb[ic]
+    rm -f simplenn/*/__pycache__/*.nb[ic]
     python scripts/numba_compile_time.py   # cold: compiles and writes the cache
     python scripts/numba_compile_time.py   # cached
     SIMPLENN_NUMBA_CACHE=0 python scripts/numba_compile_time.py   # no cache at all
@@ -11,13 +11,15 @@ Run it twice after clearing the cache to see the cold and the cached cost::
 import time
 
 import simplenn
+from simplenn.core.model import warm_up
+from simplenn.core.network import DEFAULT_HIDDEN
 
 start = time.perf_counter()
 ops = simplenn.get_backend("numba")
-ops.warmup()
+warm_up(ops)
 warmup = time.perf_counter() - start
 train, _ = simplenn.load_mnist()
-net = simplenn.TwoLayerNet(784, simplenn.network.DEFAULT_HIDDEN, backend=ops)
+net = simplenn.TwoLayerNet(784, DEFAULT_HIDDEN, backend=ops)
 start = time.perf_counter()
 simplenn.fit(net, train, epochs=1, eval_train=False)
 print(f"import numba + warmup {warmup:.2f}s, first epoch after warmup "

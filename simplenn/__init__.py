@@ -11,7 +11,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .backends import BackendInfo, Ops, available_backends, get_backend
-from .datasets import DataSplit, load_idx_dataset, load_mnist
+from .data.datasets import DataSplit, load_idx_dataset, load_mnist
 from .errors import (
     BackendUnavailableError,
     DataError,
@@ -21,9 +21,9 @@ from .errors import (
     TrainingDivergedError,
     UnknownBackendError,
 )
-from .model_io import load_model, save_model
-from .network import TwoLayerNet
-from .training import EpochStats, History, TrainConfig, fit
+from .io.models import load_model, save_model
+from .core.model import TwoLayerNet
+from .core.training import EpochStats, History, TrainConfig, fit
 
 __all__ = [
     "BackendInfo", "BackendUnavailableError", "DataError", "DataSplit", "DownloadError",

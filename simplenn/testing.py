@@ -286,7 +286,7 @@ def check_ops(name: str, dtype: str) -> None:
 def _net(name: str, dtype: str, n_inputs: int = 784, n_hidden: int = 64, n_classes: int = 10,
          seed: int = 3) -> Any:
     """A seeded net with nonzero biases, equal on every backend."""
-    from .network import TwoLayerNet
+    from .core.model import TwoLayerNet
 
     net = TwoLayerNet(n_inputs, n_hidden, n_classes, backend=_get(name, dtype), dtype=dtype,
                       seed=seed)
@@ -299,7 +299,7 @@ def _net(name: str, dtype: str, n_inputs: int = 784, n_hidden: int = 64, n_class
 
 
 def _mnist_subset(n: int = 2000) -> tuple[np.ndarray, np.ndarray]:
-    from .datasets import load_mnist
+    from .data.datasets import load_mnist
 
     train, _ = load_mnist()
     return train.X[:n], train.y[:n]
@@ -351,8 +351,8 @@ def check_finite_differences(name: str, dtype: str) -> None:
 def _trained(name: str, dtype: str, batch_size: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Two epochs of :func:`simplenn.fit` on 2000 MNIST images: (per-step losses,
     final parameters)."""
-    from .network import TwoLayerNet
-    from .training import fit
+    from .core.model import TwoLayerNet
+    from .core.training import fit
 
     class Recording(TwoLayerNet):
         @property
@@ -404,8 +404,8 @@ def check_no_host_arrays(name: str, dtype: str) -> None:
     """Train, evaluate and differentiate through the public API with every op of the
     backend watched: none may be handed a host NumPy array (where the backend's arrays
     are not NumPy arrays; ``asarray`` exists to take them)."""
-    from .network import TwoLayerNet
-    from .training import fit
+    from .core.model import TwoLayerNet
+    from .core.training import fit
 
     ops = _get(name, dtype)
     if isinstance(ops.asarray([0.0]), np.ndarray):

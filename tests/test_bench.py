@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 import simplenn
-from simplenn import bench
-from simplenn._workloads import Availability
+from simplenn.bench import cli as bench
+from simplenn.bench.contenders import Availability
 
 TINY = ["--backends", "numpy", "--batch-sizes", "16,64", "--hidden", "8", "--samples", "256",
         "--repeat", "1", "--peak-size", "256"]

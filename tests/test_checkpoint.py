@@ -17,11 +17,11 @@ import pytest
 
 import simplenn
 from simplenn.backends.numpy_backend import NumpyOps
-from simplenn.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+from simplenn.io.checkpoints import checkpoint_path, load_checkpoint, save_checkpoint
 from simplenn.errors import ModelFileError, TrainingDivergedError
-from simplenn.idx import write_idx
-from simplenn.model_io import read_model_file, save_model
-from simplenn.training import TrainConfig, TrainingInterrupted
+from simplenn.data.idx import write_idx
+from simplenn.io.models import read_model_file, save_model
+from simplenn.core.training import TrainConfig, TrainingInterrupted
 
 ROOT = Path(__file__).resolve().parents[1]
 

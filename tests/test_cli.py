@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import simplenn
-from simplenn.idx import write_idx
-from simplenn.train import main
+from simplenn.data.idx import write_idx
+from simplenn.cli.train import main
 
 
 @pytest.fixture

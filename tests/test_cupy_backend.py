@@ -101,7 +101,7 @@ def test_missing_cupy_cli_exits_1_with_one_line(without_cupy: Path) -> None:
 
 
 def test_import_simplenn_never_imports_cupy() -> None:
-    result = _run(["-c", "import sys, simplenn, simplenn.train, simplenn.training; "
+    result = _run(["-c", "import sys, simplenn, simplenn.train, simplenn.core.training; "
                          "print(sorted(m for m in sys.modules if m.split('.')[0] == 'cupy'))"])
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
@@ -132,7 +132,7 @@ def test_backend_module_builds_nothing_at_import() -> None:
         pytest.skip("CuPy is not installed here")
     script = (
         "from simplenn.backends import cupy_backend as cb\n"
-        "from simplenn.network import network_functions\n"
+        "from simplenn.core.network import network_functions\n"
         "assert cb.built_kernel_count() == 0\n"
         "for dtype in ('float32', 'float64'):\n"
         "    f = network_functions(cb.CupyOps(dtype))\n"

@@ -1,4 +1,4 @@
-"""Tests for simplenn.datasets: the bundled MNIST and validation of IDX dataset directories."""
+"""Tests for simplenn.data.datasets: the bundled MNIST and validation of IDX dataset directories."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from simplenn.datasets import (
+from simplenn.data.datasets import (
     MNIST_SHA256,
     STANDARD_FILES,
     DataSplit,
@@ -17,7 +17,7 @@ from simplenn.datasets import (
     load_mnist,
 )
 from simplenn.errors import DataError
-from simplenn.idx import write_idx
+from simplenn.data.idx import write_idx
 
 TRAIN_IMG, TRAIN_LBL = STANDARD_FILES["train"]
 TEST_IMG, TEST_LBL = STANDARD_FILES["test"]

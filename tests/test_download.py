@@ -1,4 +1,4 @@
-"""Tests for simplenn.download against a local HTTP server (no network needed)."""
+"""Tests for simplenn.data.download against a local HTTP server (no network needed)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from simplenn.datasets import MNIST_SHA256, STANDARD_FILES, load_idx_dataset
-from simplenn.download import MIRRORS, default_cache_dir, download_mnist, fetch_file
+from simplenn.data.datasets import MNIST_SHA256, STANDARD_FILES, load_idx_dataset
+from simplenn.data.download import MIRRORS, default_cache_dir, download_mnist, fetch_file
 from simplenn.errors import DownloadError
-from simplenn.idx import encode_idx
+from simplenn.data.idx import encode_idx
 
 NAME = "tiny-images-idx3-ubyte"
 RAW = encode_idx(np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4))
@@ -202,7 +202,7 @@ def test_bad_sha_argument(tmp_path):
 
 def test_download_mnist_uses_all_four_names(server, tmp_path, monkeypatch):
     """download_mnist fetches the four standard names; served here as small synthetic files."""
-    import simplenn.download as download
+    import simplenn.data.download as download
 
     rng = np.random.default_rng(0)
     arrays = {}

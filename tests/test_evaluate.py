@@ -14,8 +14,8 @@ import pytest
 import simplenn
 from simplenn import _optional
 from simplenn.errors import SimplennError
-from simplenn.evaluate import Evaluation, evaluate, format_report
-from simplenn.idx import write_idx
+from simplenn.cli.evaluate import Evaluation, evaluate, format_report
+from simplenn.data.idx import write_idx
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -137,7 +137,7 @@ def test_cli_errors_are_one_line(trained, tmp_path):
 
 def test_missing_matplotlib_is_one_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    from simplenn.plots import require_matplotlib
+    from simplenn.cli.plots import require_matplotlib
 
     with pytest.raises(SimplennError, match=r"--plot needs matplotlib.*pip install matplotlib"):
         require_matplotlib()

@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import simplenn
-from simplenn.checkpoint import load_checkpoint, save_checkpoint
+from simplenn.io.checkpoints import load_checkpoint, save_checkpoint
 from simplenn.errors import ModelFileError
-from simplenn.model_io import read_model_file, save_model
+from simplenn.io.models import read_model_file, save_model
 
 FUZZ = settings(max_examples=300, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -1,4 +1,4 @@
-"""Tests for simplenn.idx: round trips, every kind of damage, and fuzzing of parse_idx."""
+"""Tests for simplenn.data.idx: round trips, every kind of damage, and fuzzing of parse_idx."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from simplenn.errors import DataError
-from simplenn.idx import encode_idx, parse_idx, read_idx, write_idx
+from simplenn.data.idx import encode_idx, parse_idx, read_idx, write_idx
 
 DTYPES = [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64]
 

@@ -16,7 +16,7 @@ import pytest
 
 import simplenn
 from simplenn.errors import ModelFileError
-from simplenn.model_io import FORMAT_VERSION, load_model, read_model_file, save_model
+from simplenn.io.models import FORMAT_VERSION, load_model, read_model_file, save_model
 
 ROOT = Path(__file__).resolve().parents[1]
 UNPICKLED: list[str] = []

@@ -34,7 +34,7 @@ def _run(code: str, env_extra: dict[str, str], extra_path: Path | None = None):
 
 def test_missing_numba_cli_names_what_to_install(tmp_path):
     (tmp_path / "sitecustomize.py").write_text("import sys\nsys.modules['numba'] = None\n")
-    out = _run("from simplenn.train import main; raise SystemExit(main(['--backend', 'numba']))",
+    out = _run("from simplenn.cli.train import main; raise SystemExit(main(['--backend', 'numba']))",
                {}, extra_path=tmp_path)
     assert out.returncode != 0
     assert "pip install numba" in out.stderr, out.stdout + out.stderr
@@ -200,10 +200,11 @@ def test_a_compiled_closure_is_loaded_from_the_cache_by_a_new_process(nb, tmp_pa
 
 def test_warmup_compiles_training_on_read_only_datasets(nb):
     import simplenn
+    from simplenn.core.model import warm_up
 
     ops = nb.NumbaOps("float32")
-    ops.warmup()
-    train_steps = simplenn.network.network_functions(ops).train_steps_pixels
+    warm_up(ops)
+    train_steps = simplenn.core.network.network_functions(ops).train_steps_pixels
     compiled = len(train_steps.signatures)
     X, y = np.zeros((10, 784), np.uint8), np.zeros(10, np.int64)
     X.flags.writeable = y.flags.writeable = False  # as in the DataSplits load_mnist returns

@@ -18,7 +18,7 @@ from simplenn.errors import SimplennError
 PIL = pytest.importorskip("PIL", reason="predict needs Pillow: pip install Pillow")
 from PIL import Image, ImageDraw  # noqa: E402
 
-from simplenn.preprocess import ImageError, load_digit, to_mnist  # noqa: E402
+from simplenn.data.preprocess import ImageError, load_digit, to_mnist  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

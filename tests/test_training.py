@@ -106,6 +106,6 @@ def test_the_dataset_stays_uint8_and_is_not_copied(subset, monkeypatch):
 def test_default_settings_reach_98_percent_on_mnist(mnist):
     """The headline claim: the defaults of `python -m simplenn.train` reach >= 98.0%."""
     train, test = mnist
-    net = TwoLayerNet(784, simplenn.network.DEFAULT_HIDDEN, backend="auto")
+    net = TwoLayerNet(784, simplenn.core.network.DEFAULT_HIDDEN, backend="auto")
     history = fit(net, train, test)
     assert history.final_test_accuracy >= 0.98

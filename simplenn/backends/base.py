@@ -47,7 +47,8 @@ class Ops:
     #: True when arrays live off the host: :meth:`to_numpy` copies and
     #: :meth:`synchronize` waits for the device.
     is_device: bool = False
-    #: True when :meth:`warmup` compiles something worth doing before any timing.
+    #: True when the first call of the network's functions compiles them, so a
+    #: warm-up (:func:`simplenn.core.model.warm_up`) is worth doing before any timing.
     needs_warmup: bool = False
 
     def __init__(self, dtype: str | np.dtype = "float32") -> None:
@@ -92,13 +93,10 @@ class Ops:
         """Wait until queued device work, and the work producing ``arrays``, has
         finished; a no-op on the CPU."""
 
-    def warmup(self) -> None:
-        """Compile whatever this backend compiles (see :attr:`needs_warmup`); a no-op here."""
-
     def jit(self, fn: Any) -> Any:
         """Compile a function of the network math (identity where nothing compiles).
 
-        The functions of :mod:`simplenn.network` are plain Python closed over this
+        The functions of :mod:`simplenn.core.network` are plain Python closed over this
         backend's ops; a compiling backend turns them into machine code, so the
         compiled training runs the one definition of the math.
         """
@@ -106,7 +104,7 @@ class Ops:
 
     def jit_train_steps(self, fn: Any) -> Any:
         """Compile the chunk-of-steps loop ``train_steps`` (see
-        :func:`simplenn.network.make_train_steps`); :meth:`jit` unless overridden
+        :func:`simplenn.core.network.make_train_steps`); :meth:`jit` unless overridden
         (CuPy replays it as a CUDA graph)."""
         return self.jit(fn)
 

@@ -1,6 +1,6 @@
 """The Numba backend: the network's ops as ``@njit`` kernels, and the training loop compiled.
 
-Every op the network math in :mod:`simplenn.network` uses is a module-level
+Every op the network math in :mod:`simplenn.core.network` uses is a module-level
 ``@njit`` dispatcher here, set as an attribute of :class:`NumbaOps`; the network's
 ``make_*`` factories close over those dispatchers and :meth:`NumbaOps.jit` compiles
 the closures, so a whole chunk of SGD steps (``train_steps``) runs as machine code
@@ -830,30 +830,3 @@ class NumbaOps(NumpyOps):
             parts.append(str(uuid) if uuid is not None else repr(value))
         _set_stable_uuid(dispatcher, ":".join(parts))
         return dispatcher
-
-    def warmup(self) -> None:
-        """Compile (or load from the cache) every function training and inference use,
-        for this dtype and both input kinds (uint8 pixels, floats; read-only or not),
-        so that later timings measure running, not compiling."""
-        from ..network import network_functions
-
-        fns = network_functions(self)
-        rng = np.random.default_rng(0)
-        d, h, c = 6, 4, 3
-        params = [self.asarray(rng.standard_normal(s)) for s in ((d, h), (h,), (h, c), (c,))]
-        velocities = [np.zeros_like(p) for p in params]
-        pixels = rng.integers(0, 256, (8, d)).astype(np.uint8)
-        floats = pixels.astype(self.dtype) / 255
-        labels = rng.integers(0, c, pixels.shape[0]).astype(np.int64)
-        order = np.arange(pixels.shape[0], dtype=np.int64)
-        scalar = self.scalar
-        ro_pixels, ro_labels = pixels.copy(), labels.copy()
-        ro_pixels.flags.writeable = ro_labels.flags.writeable = False  # as DataSplits hold them
-        for X, Y, train_steps in ((pixels, labels, fns.train_steps_pixels),
-                                  (ro_pixels, ro_labels, fns.train_steps_pixels),
-                                  (floats, labels, fns.train_steps_floats)):
-            train_steps(*params, *velocities, X, Y, order, 1, scalar(0.0), scalar(0.0),
-                        scalar(0.0))
-            x = self.pixels_to_float(X) if X.dtype == np.uint8 else self.cast_to_float(X)
-            fns.forward(*params, x)
-            fns.loss_and_gradients(*params, x, Y)

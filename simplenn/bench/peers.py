@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from ._sysinfo import numpy_blas_threads
-from ._workloads import MOMENTUM, N_CLASSES, N_INPUTS, THROUGHPUT_LR, Contender
-from .network import TwoLayerNet
+from .sysinfo import numpy_blas_threads
+from .workloads import MOMENTUM, N_CLASSES, N_INPUTS, THROUGHPUT_LR, Contender
+from ..core.model import TwoLayerNet
 
 _INSTALL_HINT = "pip install torch (optional: a peer in the benchmark, never a dependency)"
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from ._optional import require
-from .errors import SimplennError
-from ._fileio import atomic_write_bytes
-from .training import History
+from .._optional import require
+from ..errors import SimplennError
+from ..io.atomic import atomic_write_bytes
+from ..core.training import History
 
 TRAINING_CURVES = "training_curves.png"
 CONFUSION_MATRIX = "confusion_matrix.png"

@@ -1,6 +1,6 @@
-"""Training checkpoints: a :class:`~simplenn.training.TrainingState` on disk.
+"""Training checkpoints: a :class:`~simplenn.core.training.TrainingState` on disk.
 
-A checkpoint is a model file (:mod:`simplenn.model_io`; ``python -m simplenn.evaluate``
+A checkpoint is a model file (:mod:`simplenn.io.models`; ``python -m simplenn.evaluate``
 and ``simplenn.predict`` read it as one) with the optimiser velocities
 (``velocity_W1`` ...) and the losses of the current epoch beside the parameters, and a
 ``checkpoint`` object in its metadata: the training settings, epochs done, position in
@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ModelFileError, SimplennError
-from .model_io import read_model_archive, write_model_file
-from .network import PARAMETER_NAMES
-from .training import EpochStats, TrainConfig, TrainingState
+from ..errors import ModelFileError, SimplennError
+from .models import read_model_archive, write_model_file
+from ..core.network import PARAMETER_NAMES
+from ..core.training import EpochStats, TrainConfig, TrainingState
 
 #: File name of the checkpoint inside a ``--checkpoint-dir``.
 CHECKPOINT_NAME = "checkpoint.npz"

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._optional import require
-from .errors import SimplennError
+from .._optional import require
+from ..errors import SimplennError
 
 #: The digit is scaled to fit a BOX x BOX square inside a SIZE x SIZE image.
 BOX, SIZE = 20, 28

@@ -2,7 +2,7 @@
 
 A *contender* trains the 784 → hidden → 10 network of :class:`~simplenn.TwoLayerNet`:
 a simplenn backend (``numpy``, ``numba``, ``cupy``) or a peer library a user might
-pick instead (``torch-cpu``, ``torch-cuda``, see :mod:`simplenn._peers`). Every
+pick instead (``torch-cpu``, ``torch-cuda``, see :mod:`simplenn.bench.peers`). Every
 contender offers the same operations, each of which returns only after the device has
 finished (so wrapping a call in a timer measures the work, not the queueing):
 
@@ -29,26 +29,18 @@ from __future__ import annotations
 import abc
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .backends import backend_names, probe_backend
-from .network import TwoLayerNet
-from .training import TrainConfig, fit
+from ..core.model import TwoLayerNet
+from ..core.network import DEFAULT_HIDDEN
+from ..core.training import TrainConfig, fit
 
 N_INPUTS, N_CLASSES = 784, 10
-#: The grid the benchmarks cover by default (issue 5): batch sizes and hidden widths.
+#: The grid the benchmarks cover by default: batch sizes and hidden widths.
 BATCH_SIZES = (1, 8, 32, 128, 512, 2048)
 HIDDEN_SIZES = (128, 512)
-PEER_NAMES = ("torch-cpu", "torch-cuda")
-
-
-def contender_names() -> tuple[str, ...]:
-    """Every registered backend, then the peers."""
-    return backend_names() + PEER_NAMES
-
 #: Learning rate of the throughput runs: small enough that batch size 1 never diverges
 #: (the speed of a step does not depend on it). The loss check uses the defaults.
 THROUGHPUT_LR = 0.01
@@ -65,29 +57,6 @@ def inference_flops_per_sample(hidden: int, n_inputs: int = N_INPUTS,
                                n_classes: int = N_CLASSES) -> int:
     """Dense-product FLOPs of the forward pass per sample: ``2·d·h + 2·h·c``."""
     return 2 * n_inputs * hidden + 2 * hidden * n_classes
-
-
-@dataclass(frozen=True)
-class Availability:
-    """Whether a contender can run here; ``reason`` says why not when it can't."""
-
-    name: str
-    available: bool
-    reason: str | None = None
-    is_peer: bool = False
-
-
-def probe_contender(name: str) -> Availability:
-    """Whether contender ``name`` (one of :func:`contender_names`) can run here."""
-    if name in backend_names():
-        info = probe_backend(name)
-        return Availability(name, info.available, info.reason)
-    if name in PEER_NAMES:
-        from . import _peers
-
-        available, reason = _peers.probe(name)
-        return Availability(name, available, reason, is_peer=True)
-    raise ValueError(f"unknown contender {name!r}; valid names are: {', '.join(contender_names())}")
 
 
 class Contender(abc.ABC):
@@ -166,29 +135,15 @@ class SimplennContender(Contender):
 
     def train_step(self, batch_size: int, *, lr: float = THROUGHPUT_LR,
                    momentum: float = MOMENTUM) -> None:
-        p, scalar = self.net.params, self.ops.scalar
-        *updated, _ = self.net.functions.train_steps_pixels(
-            p["W1"], p["b1"], p["W2"], p["b2"], *self._velocities, self.X, self.Y,
-            self._order[:min(batch_size, self.n_train)], batch_size, scalar(lr),
-            scalar(momentum), scalar(0.0))
-        self.net.params = dict(zip(self.net.params, updated[:4]))
-        self._velocities = updated[4:]
-        self.ops.synchronize(*updated)
+        self._velocities, _ = self.net.train_steps(
+            self.X, self.Y, self._order[:min(batch_size, self.n_train)], self._velocities,
+            batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=0.0)
+        self.ops.synchronize(*self.net.params.values(), *self._velocities)
 
     def infer(self, batch_size: int, n_samples: int | None = None) -> None:
         n = self._check_n(n_samples, self.n_test)
         labels = self.ops.argmax(self.net.logits(self.test_X[:n, ...], batch_size=batch_size))
         self.ops.synchronize(labels)
-
-
-def make_contender(name: str, hidden: int, train_X: np.ndarray, train_y: np.ndarray,
-                   test_X: np.ndarray, seed: int = 0) -> Contender:
-    """A ready :class:`Contender` called ``name``; raises when it can't run here."""
-    if name in backend_names():
-        return SimplennContender(name, hidden, train_X, train_y, test_X, seed)
-    from . import _peers
-
-    return _peers.TorchContender(name, hidden, train_X, train_y, test_X, seed)
 
 
 def timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[float, Any]:
@@ -200,13 +155,6 @@ def timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[float, Any
 
 class _TargetReached(Exception):
     pass
-
-
-def default_hidden() -> int:
-    """The hidden width ``python -m simplenn.train`` uses when not told otherwise."""
-    from .train import build_parser
-
-    return int(build_parser().get_default("hidden"))
 
 
 def time_to_accuracy(backend: str, train: Any, test: Any, *, target: float,
@@ -221,7 +169,7 @@ def time_to_accuracy(backend: str, train: Any, test: Any, *, target: float,
     ``seconds``, ``epochs`` run, the last ``test_accuracy``, ``reached`` and the
     ``samples`` trained on.
     """
-    hidden = default_hidden() if hidden is None else hidden
+    hidden = DEFAULT_HIDDEN if hidden is None else hidden
     net = TwoLayerNet(N_INPUTS, hidden, N_CLASSES, backend=backend, seed=config.seed)
     last: list[float] = []
 

@@ -98,7 +98,7 @@ def library_versions() -> dict[str, str | None]:
 
     Reads package metadata only, so it imports none of the optional libraries.
     """
-    from . import __version__
+    from .. import __version__
 
     versions: dict[str, str | None] = {"python": platform.python_version(),
                                        "simplenn": __version__, "numpy": np.__version__}
@@ -113,7 +113,7 @@ def library_versions() -> dict[str, str | None]:
 
 def gpu_names() -> list[str]:
     """Names of the CUDA GPUs that CuPy or PyTorch can see (empty when none)."""
-    from .backends import available_backends
+    from ..backends import available_backends
 
     names = sorted({i.device for i in available_backends()
                     if i.available and i.device and i.device.startswith("GPU")})

@@ -22,7 +22,7 @@ import struct
 import zlib
 import numpy as np
 
-from simplenn._fileio import atomic_write_bytes
+from simplenn.io.atomic import atomic_write_bytes
 from simplenn.errors import DataError
 
 PathLike = str | os.PathLike[str]

@@ -3,7 +3,7 @@
 A model file is an uncompressed NumPy ``.npz`` archive holding the four parameter
 arrays ``W1``, ``b1``, ``W2``, ``b2`` and ``metadata``: a 0-d unicode array with a
 JSON object (``format_version``, sizes, dtype, backend, training settings, simplenn
-version). A checkpoint (:mod:`simplenn.checkpoint`) is a model file with more arrays.
+version). A checkpoint (:mod:`simplenn.io.checkpoints`) is a model file with more arrays.
 
 Files are written atomically: a temporary file in the same directory, flushed and
 fsynced, then renamed over the target, so a process killed while saving leaves the
@@ -29,9 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from ._fileio import atomic_write_bytes
-from .errors import ModelFileError
-from .network import PARAMETER_NAMES, TwoLayerNet
+from .atomic import atomic_write_bytes
+from ..errors import ModelFileError
+from ..core.model import TwoLayerNet
+from ..core.network import PARAMETER_NAMES
 
 FORMAT_VERSION = 1
 #: Largest array member read from a model file (bytes): guards against forged headers.
@@ -57,7 +58,7 @@ def write_model_file(
     """Atomically write parameters ``W1`` (d, h), ``b1`` (h,), ``W2`` (h, c), ``b2`` (c,)
     (all float32 or all float64), ``metadata`` (JSON-serialisable, merged into the
     standard fields) and ``extra_arrays`` (numeric arrays stored beside them)."""
-    from . import __version__
+    from .. import __version__
 
     path = Path(path)
     if not path.parent.is_dir():

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import SimplennError
+from ..errors import SimplennError
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -70,8 +70,8 @@ def unit_interval(text: str) -> float:
 
 def backend_name(text: str) -> str:
     """A registered backend's name, or ``auto`` (``--list-backends`` shows them)."""
-    from .backends import check_name
-    from .errors import UnknownBackendError
+    from ..backends import check_name
+    from ..errors import UnknownBackendError
 
     try:
         return check_name(text)

@@ -18,7 +18,7 @@ from typing import Mapping
 import numpy as np
 
 from simplenn.errors import DataError
-from simplenn.idx import parse_idx, read_idx_bytes
+from simplenn.data.idx import parse_idx, read_idx_bytes
 
 
 @dataclass(frozen=True, eq=False)
@@ -95,7 +95,7 @@ def _locate_files(directory: Path) -> dict[str, Path]:
     if not directory.exists():
         raise DataError(
             f"{directory}: dataset directory does not exist; expected it to contain {_EXPECTED_TXT}. "
-            "Use simplenn.load_mnist() for the bundled MNIST or simplenn.download.download_mnist() "
+            "Use simplenn.load_mnist() for the bundled MNIST or simplenn.data.download.download_mnist() "
             "to fetch it"
         )
     if not directory.is_dir():
@@ -215,7 +215,7 @@ def load_idx_dataset(
 
 def bundled_mnist_dir() -> Path:
     """The directory of the MNIST copy shipped inside the package (four ``.gz`` files)."""
-    return Path(__file__).resolve().parent / "_data" / "mnist"
+    return Path(__file__).resolve().parent / "mnist"
 
 
 _CACHE: dict[Path, tuple[DataSplit, DataSplit]] = {}

@@ -1,6 +1,6 @@
 """Download the MNIST IDX files from public mirrors, verified by sha256.
 
-Not needed for ordinary use: the package ships MNIST (see :func:`simplenn.datasets.load_mnist`).
+Not needed for ordinary use: the package ships MNIST (see :func:`simplenn.data.datasets.load_mnist`).
 This module exists to fetch a fresh copy into a cache directory, e.g. to check the bundled
 one. Each file is downloaded as ``NAME.gz``, decompressed in memory, verified against the
 sha256 of the uncompressed bytes, and only then written (atomically) to the destination.
@@ -21,9 +21,9 @@ from urllib.request import Request, urlopen
 
 from tqdm import tqdm
 
-from simplenn.datasets import MNIST_SHA256
+from simplenn.data.datasets import MNIST_SHA256
 from simplenn.errors import DownloadError
-from simplenn._fileio import atomic_write_bytes
+from simplenn.io.atomic import atomic_write_bytes
 
 #: Base URLs tried in order; each serves ``<base>NAME.gz``.
 MIRRORS: tuple[str, ...] = (
@@ -181,7 +181,7 @@ def download_mnist(
 ) -> Path:
     """Fetch the four standard MNIST files (see :func:`fetch_file`) and return the directory.
 
-    The result can be read with :func:`simplenn.datasets.load_idx_dataset`, e.g.
+    The result can be read with :func:`simplenn.data.datasets.load_idx_dataset`, e.g.
     ``load_idx_dataset(download_mnist(), checksums=MNIST_SHA256)``.
 
     Raises:

@@ -31,8 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import TrainingDivergedError
-from .network import PARAMETER_NAMES, TwoLayerNet
+from ..errors import TrainingDivergedError
+from .model import TwoLayerNet
+from .network import PARAMETER_NAMES
 
 #: Samples per call into the backend's compiled ``train_steps`` (a whole number of batches).
 CHUNK_SAMPLES = 4096
@@ -243,7 +244,7 @@ def fit(
 ) -> History:
     """Train ``net`` in place by minibatch SGD with momentum and return its :class:`History`.
 
-    ``train`` and ``test`` are :class:`~simplenn.datasets.DataSplit` objects or
+    ``train`` and ``test`` are :class:`~simplenn.data.datasets.DataSplit` objects or
     ``(X, y)`` pairs: X (n, n_inputs) uint8 pixels (scaled by 1/255 per batch) or
     floats, y (n,) integer labels. ``lr_schedule`` is ``constant``, ``cosine`` or
     ``linear``, evaluated on the fraction of steps done (updated every chunk of
@@ -271,10 +272,7 @@ def fit(
         raise ValueError("the training set is empty")
     ops = net.ops
     Y = net._check_labels(y_host, n)
-    if net._input_dtype(X_host) == np.uint8:
-        X, train_steps = ops.asarray(X_host, dtype=np.uint8), net.functions.train_steps_pixels
-    else:
-        X, train_steps = ops.asarray(X_host, dtype=net.dtype), net.functions.train_steps_floats
+    X = ops.asarray(X_host, dtype=np.uint8 if net._input_dtype(X_host) == np.uint8 else net.dtype)
     if test is not None:  # moved to the backend once, like the training set
         X_test, y_test = _as_xy(test, "test")
         X_test = net._check_inputs(X_test)
@@ -284,7 +282,6 @@ def fit(
         test_xy = None
 
     rng = np.random.default_rng(seed)
-    scalar = ops.scalar
     steps_per_epoch = (n + batch_size - 1) // batch_size
     chunk = max(1, CHUNK_SAMPLES // batch_size) * batch_size
     # Interpreted backends run one step per call, so Ctrl-C stops after one minibatch;
@@ -338,13 +335,9 @@ def fit(
                 checked_from = position
                 while position < chunk_end and not stop.is_set:
                     end = min(chunk_end, position + call_samples)
-                    p = net.params
-                    *updated, step_losses = train_steps(
-                        p["W1"], p["b1"], p["W2"], p["b2"], *velocities, X, Y,
-                        order[position:end], batch_size, scalar(lr_now), scalar(momentum),
-                        scalar(weight_decay))
-                    net.params = dict(zip(PARAMETER_NAMES, updated[:4]))
-                    velocities = updated[4:]
+                    velocities, step_losses = net.train_steps(
+                        X, Y, order[position:end], velocities, batch_size=batch_size,
+                        lr=lr_now, momentum=momentum, weight_decay=weight_decay)
                     first = position // batch_size
                     losses[first:first + step_losses.shape[0]] = ops.to_numpy(step_losses)
                     position = end

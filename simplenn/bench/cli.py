@@ -5,7 +5,7 @@ each contender (simplenn's ``numpy``, ``numba``, ``cupy`` backends and, when
 installed, PyTorch as ``torch-cpu`` / ``torch-cuda``) over the MNIST training images
 and prints a table: samples/s, the speed-up over the NumPy backend and the share of
 this machine's peak, measured in the same run by timing a large float32 matrix
-product. The FLOPs counted per sample are derived in :mod:`simplenn._workloads`.
+product. The FLOPs counted per sample are derived in :mod:`simplenn.bench.workloads`.
 Before its grid, each peer trains one epoch beside the NumPy backend from the same
 start and its mean loss must match simplenn's: otherwise the comparison would not be
 of the same computation, and the command exits with status 1. Each contender runs in a
@@ -35,13 +35,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import _cli, _sysinfo
-from ._workloads import (
-    BATCH_SIZES, HIDDEN_SIZES, N_CLASSES, N_INPUTS, PEER_NAMES, THROUGHPUT_LR, Availability,
-    contender_names, make_contender, probe_contender, timed, training_flops_per_sample,
+from ..cli import common
+from . import sysinfo
+from ..core.training import CHUNK_SAMPLES, TrainConfig
+from ..errors import BackendUnavailableError, SimplennError
+from .contenders import (
+    PEER_NAMES, Availability, contender_names, make_contender, probe_contender,
 )
-from .errors import BackendUnavailableError, SimplennError
-from .training import CHUNK_SAMPLES, TrainConfig
+from .workloads import (
+    BATCH_SIZES, HIDDEN_SIZES, N_CLASSES, N_INPUTS, THROUGHPUT_LR, timed,
+    training_flops_per_sample,
+)
 
 PROG = "python -m simplenn.bench"
 DEFAULT_BATCH_SIZES = BATCH_SIZES
@@ -75,7 +79,7 @@ def _int_list(text: str) -> tuple[int, ...]:
     if not items:
         raise argparse.ArgumentTypeError(f"expected a comma-separated list of positive integers, "
                                          f"got {text!r}")
-    values = tuple(_cli.positive_int(t) for t in items)
+    values = tuple(common.positive_int(t) for t in items)
     return tuple(dict.fromkeys(values))
 
 
@@ -113,15 +117,15 @@ def _contender_list(text: str) -> tuple[str, ...]:
 
 
 def _samples(text: str) -> int:
-    value = _cli.positive_int(text)
+    value = common.positive_int(text)
     if value > MNIST_TRAIN_SIZE:
         raise argparse.ArgumentTypeError(
             f"at most {MNIST_TRAIN_SIZE} (the MNIST training set), got {value}")
     return value
 
 
-def build_parser() -> _cli.ArgumentParser:
-    p = _cli.ArgumentParser(prog=PROG, description=(
+def build_parser() -> common.ArgumentParser:
+    p = common.ArgumentParser(prog=PROG, description=(
         "Time one training epoch of each backend (and of PyTorch, when installed) over a "
         "grid of batch sizes and hidden widths, and print samples/s, the speed-up over "
         "the NumPy backend and the share of this machine's measured float32 peak."))
@@ -135,13 +139,13 @@ def build_parser() -> _cli.ArgumentParser:
     p.add_argument("--hidden", type=_int_list, default=DEFAULT_HIDDEN, metavar="LIST",
                    help=f"hidden widths, comma-separated (default "
                         f"{','.join(map(str, DEFAULT_HIDDEN))})")
-    p.add_argument("--repeat", type=_cli.positive_int, default=DEFAULT_REPEAT,
+    p.add_argument("--repeat", type=common.positive_int, default=DEFAULT_REPEAT,
                    help=f"timed epochs per cell after one warm-up; the best counts "
                         f"(default {DEFAULT_REPEAT})")
     p.add_argument("--samples", type=_samples, default=MNIST_TRAIN_SIZE,
                    help=f"training images per timed epoch, from the MNIST training set "
                         f"(default {MNIST_TRAIN_SIZE}: a full epoch)")
-    p.add_argument("--peak-size", type=_cli.positive_int, default=DEFAULT_PEAK_SIZE, metavar="N",
+    p.add_argument("--peak-size", type=common.positive_int, default=DEFAULT_PEAK_SIZE, metavar="N",
                    help=f"measure the machine's peak with an N x N float32 matrix product "
                         f"(default {DEFAULT_PEAK_SIZE})")
     p.add_argument("--json", type=Path, default=None, metavar="PATH",
@@ -165,15 +169,15 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"argument {flag}: directory {str(path.parent)!r} does not exist")
     if args.plot is not None and args.plot.suffix.lower() != ".png":
         parser.error(f"argument --plot: expected a .png path, got {str(args.plot)!r}")
-    if args.unset_openblas_env and _sysinfo.openblas_env():
+    if args.unset_openblas_env and sysinfo.openblas_env():
         _reexec_without_openblas_env(argv)  # does not return
-    return _cli.run_command(PROG, lambda: _bench(args, argv), args.debug)
+    return common.run_command(PROG, lambda: _bench(args, argv), args.debug)
 
 
 def _reexec_without_openblas_env(argv: list[str]) -> None:
     """Run this command again in a fresh process without the OpenBLAS variables: OpenBLAS
     reads them once, when NumPy loads it, so unsetting them here would change nothing."""
-    found = _sysinfo.openblas_env()
+    found = sysinfo.openblas_env()
     env = {k: v for k, v in os.environ.items() if k not in found}
     env[_UNSET_MARKER] = " ".join(f"{k}={v}" for k, v in found.items())
     sys.stdout.flush()
@@ -267,7 +271,8 @@ HANDOFF_PAUSE = 0.2
 def _switch_to_tree(root: str) -> tuple[Any, Any]:
     """Make this process's ``simplenn`` the package in checkout ``root``: forget every
     ``simplenn`` module loaded so far, put ``root`` first on ``sys.path`` and import it
-    again. Returns that package and its ``simplenn._workloads``."""
+    again. Returns that package and its module holding ``make_contender``
+    (``simplenn.bench.contenders``, or ``simplenn._workloads`` in the flat layout)."""
     for module in [m for m in sys.modules if m == "simplenn" or m.startswith("simplenn.")]:
         del sys.modules[module]
     sys.path.insert(0, root)
@@ -277,7 +282,10 @@ def _switch_to_tree(root: str) -> tuple[Any, Any]:
     found = getattr(package, "__file__", None)
     if found is None or os.path.realpath(found) != expected:
         raise BenchmarkError(f"import simplenn loaded {found}, not {expected}")
-    return package, importlib.import_module("simplenn._workloads")
+    try:
+        return package, importlib.import_module("simplenn.bench.contenders")
+    except ModuleNotFoundError:
+        return package, importlib.import_module("simplenn._workloads")
 
 
 def _worker(inbox: Any, outbox: Any, name: str, hidden_sizes: tuple[int, ...],
@@ -299,8 +307,8 @@ def _worker(inbox: Any, outbox: Any, name: str, hidden_sizes: tuple[int, ...],
 
             make = make_contender
         else:
-            simplenn, workloads = _switch_to_tree(root)
-            make = workloads.make_contender
+            simplenn, contenders = _switch_to_tree(root)
+            make = contenders.make_contender
 
         train, test = simplenn.load_mnist()
         if _is_peer_label(name):
@@ -324,7 +332,7 @@ def _worker(inbox: Any, outbox: Any, name: str, hidden_sizes: tuple[int, ...],
                                            "hidden": hidden, "batch_size": bs,
                                            "samples": samples, "seconds": seconds}))
             del contender
-        outbox.put((name, "blas", _sysinfo.blas_libraries()))
+        outbox.put((name, "blas", sysinfo.blas_libraries()))
     except BaseException:  # report everything, KeyboardInterrupt included, then stop
         outbox.put((name, "error", traceback.format_exc()))
 
@@ -506,7 +514,7 @@ def _openblas_note(unset: str | None, blas: list[dict[str, Any]]) -> str | None:
     kernel = f"threadpoolctl shows OpenBLAS kernel {kernels or 'unknown'}"
     if unset:
         return f"note: ran with {unset} unset (--unset-openblas-env); {kernel}"
-    found = _sysinfo.openblas_env()
+    found = sysinfo.openblas_env()
     if found:
         names = " ".join(f"{k}={v}" for k, v in found.items())
         return (f"note: {names} is set: it forces OpenBLAS's kernel or cache-size choice and can "
@@ -588,22 +596,22 @@ def _bench(args: argparse.Namespace, argv: list[str]) -> int:
     if args.plot is not None and _matplotlib_missing():
         print(f"{PROG}: error: --plot needs matplotlib, which is not installed; install it with "
               "pip install matplotlib, or leave out --plot", file=sys.stderr)
-        return _cli.EXIT_ERROR
+        return common.EXIT_ERROR
     import simplenn
 
     names, skipped = _select(args.backends)
     trees = source_trees(names)
-    load_before = _sysinfo.load_average()
-    peaks = [_sysinfo.measure_sgemm_peak(args.peak_size)]
+    load_before = sysinfo.load_average()
+    peaks = [sysinfo.measure_sgemm_peak(args.peak_size)]
     raw, checks, blas = run_grid(names, args.hidden, args.batch_sizes, args.samples,
                                  args.repeat)
-    peaks.append(_sysinfo.measure_sgemm_peak(args.peak_size))  # the better of before/after
+    peaks.append(sysinfo.measure_sgemm_peak(args.peak_size))  # the better of before/after
     peak = max(peaks, key=lambda p: p["flops_per_s"])
     cells = summarize(raw, peak["flops_per_s"])
-    blas = blas or _sysinfo.blas_libraries()
-    load = f"{load_before} before, {_sysinfo.load_average()} after (other processes skew timings)"
-    versions = {k: v for k, v in _sysinfo.library_versions().items() if v}
-    gpus = _sysinfo.gpu_names()
+    blas = blas or sysinfo.blas_libraries()
+    load = f"{load_before} before, {sysinfo.load_average()} after (other processes skew timings)"
+    versions = {k: v for k, v in sysinfo.library_versions().items() if v}
+    gpus = sysinfo.gpu_names()
     command = shlex.join(["python", "-m", "simplenn.bench", *argv])
     date = datetime.now(timezone.utc).isoformat(timespec="seconds")
     note = _openblas_note(os.environ.get(_UNSET_MARKER), blas)
@@ -611,10 +619,10 @@ def _bench(args: argparse.Namespace, argv: list[str]) -> int:
     out = [
         f"simplenn {simplenn.__version__} benchmark, {date}",
         f"command: {command}",
-        f"CPU: {_sysinfo.cpu_model()}",
+        f"CPU: {sysinfo.cpu_model()}",
         f"GPU: {'; '.join(gpus) if gpus else 'none'}",
         f"load average (1 min): {load}",
-        f"BLAS: {_sysinfo.describe_blas(blas)}",
+        f"BLAS: {sysinfo.describe_blas(blas)}",
         "versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
         f"peak: float32 sgemm {peak['n']}x{peak['n']} with NumPy, best of {2 * peak['repeat']} "
         f"(before and after the grid): "
@@ -639,12 +647,12 @@ def _bench(args: argparse.Namespace, argv: list[str]) -> int:
     print("\n".join(out).rstrip())
 
     if args.json is not None:
-        from ._fileio import atomic_write_bytes
+        from ..io.atomic import atomic_write_bytes
 
         report = {
-            "date": date, "command": command, "cpu": _sysinfo.cpu_model(), "gpus": gpus,
+            "date": date, "command": command, "cpu": sysinfo.cpu_model(), "gpus": gpus,
             "load_average": load,
-            "blas": blas, "versions": versions, "openblas_env": _sysinfo.openblas_env(),
+            "blas": blas, "versions": versions, "openblas_env": sysinfo.openblas_env(),
             "openblas_env_unset": os.environ.get(_UNSET_MARKER), "peak": peak,
             "peak_measurements": peaks,
             "workload": {"samples": args.samples, "repeat": args.repeat, "lr": THROUGHPUT_LR,
@@ -658,7 +666,7 @@ def _bench(args: argparse.Namespace, argv: list[str]) -> int:
         atomic_write_bytes(args.json, (json.dumps(report, indent=2) + "\n").encode())
         print(f"wrote {args.json}")
     if args.plot is not None:
-        _plot(cells, args.plot, f"simplenn {simplenn.__version__}: {_sysinfo.cpu_model()}, "
+        _plot(cells, args.plot, f"simplenn {simplenn.__version__}: {sysinfo.cpu_model()}, "
                                 f"{date[:10]}")
         print(f"wrote {args.plot}")
     bad = [c.peer for c in checks if not c.match]
@@ -666,9 +674,6 @@ def _bench(args: argparse.Namespace, argv: list[str]) -> int:
         print(f"{PROG}: error: the mean loss of {', '.join(bad)} after one epoch does not match "
               f"simplenn's: the peer is not computing the same thing, so its timings are not "
               f"comparable", file=sys.stderr)
-        return _cli.EXIT_ERROR
+        return common.EXIT_ERROR
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

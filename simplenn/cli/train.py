@@ -1,0 +1,280 @@
+"""``python -m simplenn.train``: train the two-layer network on MNIST.
+
+With no flags it trains on the MNIST copy bundled with the package on the best
+backend that runs here and prints the final test accuracy as its last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from . import common
+from ..data.datasets import load_dataset
+from ..core.model import warm_up
+from ..core.network import DEFAULT_HIDDEN
+from ..backends import available_backends, default_backend_name
+from ..core.training import LR_SCHEDULES, EpochStats, TrainConfig
+
+PROG = "python -m simplenn.train"
+
+
+def build_parser() -> common.ArgumentParser:
+    d = TrainConfig()
+    p = common.ArgumentParser(
+        prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Train the 784-hidden-10 ReLU network by minibatch SGD with momentum on MNIST\n"
+            "(the bundled copy, or --data-dir) and report test accuracy."),
+        epilog=(
+            "environment variables:\n"
+            "  SIMPLENN_BACKEND       the default for --backend\n"
+            "  SIMPLENN_NUMBA_CACHE   0: don't cache Numba's compiled kernels on disk\n"
+            "  SIMPLENN_NUMBA_BLAS    scipy: Numba kernels multiply with Numba's np.dot\n"
+            "                         (SciPy's BLAS; needs SciPy) instead of NumPy's BLAS\n"
+            "  SIMPLENN_CUDA_GRAPHS   1: replay each chunk of steps as a CUDA graph (cupy)\n"
+            "  SIMPLENN_TORCH_DEVICE  cpu or cuda: the torch backend's device (default: cuda\n"
+            "                         when a CUDA device works, else cpu)\n"
+            "  JAX_PLATFORMS          cpu: the jax backend on the CPU even where JAX sees a GPU\n"
+            "  SIMPLENN_DATA_DIR      where the downloader caches datasets"))
+    p.add_argument("--backend", type=common.backend_name, default=None,
+                   help=f"{common.BACKEND_HELP} (default: $SIMPLENN_BACKEND, else auto: the "
+                        "fastest that runs here, cupy with a CUDA GPU, else numba when "
+                        "installed, else numpy)")
+    p.add_argument("--epochs", type=common.positive_int, default=d.epochs,
+                   help=f"passes over the training set (default {d.epochs})")
+    p.add_argument("--batch-size", type=common.positive_int, default=d.batch_size,
+                   help=f"minibatch size (default {d.batch_size})")
+    p.add_argument("--hidden", type=common.positive_int, default=DEFAULT_HIDDEN,
+                   help=f"hidden units (default {DEFAULT_HIDDEN})")
+    p.add_argument("--lr", type=common.positive_float, default=d.lr,
+                   help=f"peak learning rate (default {d.lr})")
+    p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=d.lr_schedule,
+                   help=f"learning-rate decay over the run (default {d.lr_schedule})")
+    p.add_argument("--momentum", type=common.unit_interval, default=d.momentum,
+                   help=f"SGD momentum in [0, 1) (default {d.momentum})")
+    p.add_argument("--weight-decay", type=common.nonnegative_float, default=d.weight_decay,
+                   help=f"L2 weight decay on W1 and W2 (default {d.weight_decay})")
+    p.add_argument("--seed", type=int, default=d.seed,
+                   help=f"seed for initialisation and shuffling (default {d.seed})")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                   help="floating-point precision (default float32)")
+    p.add_argument("--data-dir", type=common.existing_dir, default=None,
+                   help="directory with the four MNIST-format IDX files (train-images-idx3-ubyte, "
+                        "train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, "
+                        "each optionally .gz); default: the bundled MNIST")
+    p.add_argument("--save", type=Path, default=None, metavar="PATH",
+                   help="write the trained model to PATH (.npz)")
+    p.add_argument("--metrics-out", type=Path, default=None, metavar="PATH",
+                   help="write the per-epoch history and final test accuracy to PATH (JSON)")
+    p.add_argument("--plot", type=Path, default=None, metavar="DIR",
+                   help="write the training curves (loss, train/test accuracy per epoch) to "
+                        "DIR/training_curves.png (DIR is created; needs matplotlib: "
+                        "pip install matplotlib)")
+    p.add_argument("--checkpoint-dir", type=Path, default=None, metavar="DIR",
+                   help="save a checkpoint (model, optimiser and RNG state, history) to "
+                        "DIR/checkpoint.npz after every epoch and on Ctrl-C (DIR is created)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run saved in --checkpoint-dir; settings not given take "
+                        "the checkpoint's values, settings given must match them")
+    p.add_argument("--list-backends", action="store_true",
+                   help="list every backend, whether it can run here and why not, then exit")
+    p.add_argument("--quiet", action="store_true",
+                   help="print only the final test accuracy (no progress bar or epoch lines)")
+    p.add_argument("--debug", action="store_true",
+                   help="show full tracebacks for errors")
+    return p
+
+
+def list_backends() -> int:
+    for info in available_backends():
+        print(info.describe())
+    return 0
+
+
+def _check_output_path(parser: common.ArgumentParser, flag: str, path: Path | None) -> None:
+    if path is not None and not path.parent.is_dir():
+        parser.error(f"argument {flag}: directory {str(path.parent)!r} does not exist")
+
+
+#: The flags that define a run: a resumed run takes them from its checkpoint.
+RUN_SETTINGS = ("epochs", "batch_size", "lr", "lr_schedule", "momentum", "weight_decay", "seed",
+                "hidden", "dtype")
+
+
+def _explicit_flags(argv: list[str] | None) -> set[str]:
+    """The destinations of the options given on the command line (not defaulted)."""
+    parser = build_parser()
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _check_output_path(parser, "--save", args.save)
+    _check_output_path(parser, "--metrics-out", args.metrics_out)
+    if args.resume and args.checkpoint_dir is None:
+        parser.error("argument --resume: needs --checkpoint-dir DIR (the directory of the run)")
+    args.explicit = _explicit_flags(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(message)s", stream=sys.stderr)
+    return common.run_command(PROG, lambda: _train(args), args.debug)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _adopt_checkpoint_settings(args, ckpt) -> None:
+    """Take the run's settings from the checkpoint; a setting given that differs is an error."""
+    from ..io.checkpoints import ResumeError
+
+    settings = {**ckpt.run.get("settings", {}), **asdict(ckpt.state.config)}
+    settings.setdefault("hidden", ckpt.metadata["n_hidden"])
+    settings.setdefault("dtype", ckpt.metadata["dtype"])
+    conflicts = [f"{_flag(k)} {getattr(args, k)} (checkpoint: {settings[k]})"
+                 for k in RUN_SETTINGS if k in args.explicit and getattr(args, k) != settings[k]]
+    data_dir = ckpt.run.get("data_dir")
+    if "data_dir" in args.explicit and str(args.data_dir.resolve()) != str(data_dir):
+        conflicts.append(f"--data-dir {args.data_dir} (checkpoint: {data_dir or 'bundled MNIST'})")
+    if conflicts:
+        raise ResumeError(
+            f"cannot resume from {ckpt.path}: this command's settings differ from the "
+            f"checkpoint's: {'; '.join(conflicts)}. Leave these flags out to use the "
+            f"checkpoint's settings, or start a new run with another --checkpoint-dir")
+    for k in RUN_SETTINGS:
+        setattr(args, k, settings[k])
+    if "data_dir" not in args.explicit and data_dir is not None:
+        args.data_dir = Path(data_dir)
+        if not args.data_dir.is_dir():
+            raise ResumeError(f"cannot resume from {ckpt.path}: its data directory {data_dir} "
+                              f"does not exist; pass --data-dir")
+
+
+def _data_fingerprint(train) -> str:
+    """sha256 of the training images and labels: a resumed run must see the same data."""
+    digest = hashlib.sha256()
+    digest.update(np.ascontiguousarray(train.X).data)
+    digest.update(np.ascontiguousarray(train.y).data)
+    return digest.hexdigest()
+
+
+def _train(args) -> int:
+    if args.list_backends:
+        return list_backends()
+    import simplenn
+
+    from ..io.checkpoints import ResumeError, checkpoint_path, load_checkpoint, save_checkpoint
+    from ..io.models import ensure_directory
+    from ..core.training import TrainingInterrupted
+
+    say = (lambda *a: None) if args.quiet else print
+    if args.plot is not None:
+        from .plots import require_matplotlib
+
+        require_matplotlib()  # fail now, not after training
+    ckpt, ckpt_file = None, None
+    if args.checkpoint_dir is not None:
+        ckpt_file = checkpoint_path(ensure_directory(args.checkpoint_dir, "--checkpoint-dir"))
+        if args.resume:
+            if not ckpt_file.exists():
+                raise ResumeError(f"cannot resume: {ckpt_file} does not exist; run without "
+                                  f"--resume to start a run that saves checkpoints there")
+            ckpt = load_checkpoint(ckpt_file)
+            _adopt_checkpoint_settings(args, ckpt)
+        elif ckpt_file.exists():
+            raise ResumeError(f"{ckpt_file} already holds a checkpoint; pass --resume to "
+                              f"continue that run, or choose another --checkpoint-dir")
+
+    # The data decompresses and is checksummed (work that releases the GIL) in a thread
+    # while the backend is imported and its compiled kernels are loaded.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        loading = pool.submit(load_dataset, args.data_dir)
+        backend = args.backend or default_backend_name("auto")
+        net = simplenn.TwoLayerNet(784, args.hidden, 10, backend=backend, dtype=args.dtype,
+                                   seed=args.seed)
+        if loading.done():
+            loading.result()  # a missing or damaged file fails now, not after compiling
+        compile_seconds = None
+        if net.ops.needs_warmup:
+            start = time.perf_counter()
+            warm_up(net.ops)  # so that epoch 1's time is training, not compiling
+            compile_seconds = time.perf_counter() - start
+        train, test, source = loading.result()
+    if train.n_features != net.n_inputs or test.n_features != net.n_inputs:
+        net = simplenn.TwoLayerNet(train.n_features, args.hidden, 10, backend=net.ops,
+                                   dtype=args.dtype, seed=args.seed)
+    run = None
+    if ckpt_file is not None:
+        run = {"settings": {"hidden": args.hidden, "dtype": args.dtype},
+               "data_dir": None if args.data_dir is None else str(args.data_dir.resolve()),
+               "data_sha256": _data_fingerprint(train)}
+        if ckpt is not None and ckpt.run.get("data_sha256") != run["data_sha256"]:
+            raise ResumeError(f"cannot resume from {ckpt_file}: the training data in {source} "
+                              f"is not the data the checkpoint was trained on")
+    say(f"training {net!r} on {source}: {len(train)} train / {len(test)} test images")
+    if ckpt is not None:
+        say(f"resuming from {ckpt_file} ({ckpt.state.describe()})")
+
+    if compile_seconds is not None:
+        say(f"compiled the {net.backend} kernels in {compile_seconds:.1f}s "
+            f"(cached on disk for later runs)")
+
+    def report(s: EpochStats) -> None:
+        say(f"epoch {s.epoch:>2}/{args.epochs}  loss {s.train_loss:.4f}  "
+            f"train {100 * s.train_accuracy:.2f}%  test {100 * s.test_accuracy:.2f}%  "
+            f"lr {s.lr:.4f}  {s.seconds:.2f}s ({s.samples_per_second:,.0f} img/s)")
+
+    def checkpoint(state) -> None:
+        save_checkpoint(ckpt_file, state, run=run)
+
+    try:
+        history = simplenn.fit(
+            net, train, test, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+            momentum=args.momentum, weight_decay=args.weight_decay, lr_schedule=args.lr_schedule,
+            seed=args.seed, progress=not args.quiet, on_epoch_end=report,
+            on_checkpoint=checkpoint if ckpt_file is not None else None,
+            resume=ckpt.state if ckpt is not None else None)
+    except TrainingInterrupted as exc:
+        if exc.saved:
+            print(f"{PROG}: interrupted ({exc.state.describe()}); saved checkpoint {ckpt_file}; "
+                  f"resume with: {PROG} --checkpoint-dir {args.checkpoint_dir} --resume",
+                  file=sys.stderr)
+        else:
+            print(f"{PROG}: interrupted ({exc.state.describe()}); nothing was saved (pass "
+                  f"--checkpoint-dir DIR to be able to resume)", file=sys.stderr)
+        return common.EXIT_INTERRUPTED
+    except simplenn.TrainingDivergedError as exc:
+        if ckpt_file is not None and ckpt_file.exists():
+            raise simplenn.TrainingDivergedError(
+                f"{exc} The last good checkpoint, {ckpt_file}, was kept.") from None
+        raise
+    accuracy = history.final_test_accuracy
+    if args.save is not None:
+        simplenn.save_model(net, args.save, metadata={"training": history.to_dict()["config"],
+                                                       "test_accuracy": accuracy})
+        say(f"saved model to {args.save}")
+    if args.metrics_out is not None:
+        from ..io.atomic import atomic_write_bytes
+
+        atomic_write_bytes(args.metrics_out, json.dumps(history.to_dict(), indent=2).encode())
+        say(f"wrote metrics to {args.metrics_out}")
+    if args.plot is not None:
+        from .plots import TRAINING_CURVES, plot_training_curves
+
+        path = plot_training_curves(history, ensure_directory(args.plot, "--plot") / TRAINING_CURVES)
+        say(f"wrote training curves to {path}")
+    print(f"test accuracy: {100 * accuracy:.2f}%")
+    return 0
+
