@@ -8,7 +8,7 @@ backend is selected or probed.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 from .backends import BackendInfo, Ops, available_backends, get_backend
 from .data.datasets import DataSplit, load_idx_dataset, load_mnist

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -11,8 +12,11 @@ from pathlib import Path
 import pytest
 
 import simplenn
+from simplenn.backends import probe_backend
 from simplenn.bench import cli as bench
+from simplenn.bench import gpu as gpu_suite
 from simplenn.bench.contenders import Availability
+from simplenn.core.training import CHUNK_SAMPLES
 
 TINY = ["--backends", "numpy", "--batch-sizes", "16,64", "--hidden", "8", "--samples", "256",
         "--repeat", "1", "--peak-size", "256"]
@@ -78,6 +82,9 @@ def test_plot_without_matplotlib_says_how_to_install(tmp_path, capsys, monkeypat
     ["--backends", "tensorflow"], ["--repeat", "0"], ["--samples", "60001"],
     ["--plot", "throughput.jpg"], ["--json", "no/such/dir/out.json"], ["--frobnicate"],
     ["--backends", "numpy@/nonexistent"], ["--backends", "numpy@"], ["--backends", "@."],
+    ["--suite", "bogus"], ["--suite"], ["--suite", "gpu", "--hidden", "8"],
+    ["--suite", "gpu", "--plot", "p.png"], ["--suite", "gpu", "--backends", "numpy"],
+    ["--suite", "gpu", "--out-dir", "no/such/dir"], ["--out-dir", "."],
 ])
 def test_bad_flags_exit_2_with_one_line(argv, capsys):
     with pytest.raises(SystemExit) as info:
@@ -162,3 +169,101 @@ def test_torch_peer_loss_matches_simplenn_after_one_epoch():
     assert check.match, check
     assert check.relative_difference < 1e-5
     assert check.samples == 2048 and check.batch_size == bench.LOSS_CHECK_BATCH
+
+
+def test_bad_suite_names_the_valid_ones(capsys):
+    with pytest.raises(SystemExit) as info:
+        bench.main(["--suite", "bogus"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "--suite" in err and "'throughput', 'gpu'" in err
+
+
+def test_help_documents_the_suites_and_the_output_directory():
+    text = bench.build_parser().format_help()
+    for flag in ("--suite {throughput,gpu}", "--out-dir DIR", "benchmark.json", "benchmark.md"):
+        assert flag in text
+
+
+def test_gpu_suite_skips_what_cannot_run_and_writes_its_files(tmp_path):
+    """The suite as scripts/gpu_run.sh runs it, shrunk: without a GPU (CI, this machine)
+    it says why cupy is skipped, times numba and exits 0."""
+    out_json = tmp_path / "copy.json"
+    done = _run_cli("--suite", "gpu", "--samples", "1024", "--repeat", "1", "--batch-sizes", "512",
+                    "--out-dir", str(tmp_path), "--json", str(out_json))
+    assert done.returncode == 0, done.stderr
+    cupy, numba = probe_backend("cupy"), probe_backend("numba")
+    if not cupy.available:
+        assert f"skipped: cupy (CUDA graphs on and off, batch 512): {cupy.reason}" in \
+            done.stdout.splitlines()
+    report = json.loads((tmp_path / gpu_suite.JSON_NAME).read_text())
+    assert json.loads(out_json.read_text())["rows"] == report["rows"]
+    assert report["samples"] == 1024 and report["epochs_timed"] == 1
+    rows = {r["contender"]: r for r in report["rows"]}
+    assert set(rows) == {"cupy", "numba", "torch-cuda eager"}
+    assert all("error" not in r for r in report["rows"])
+    if not cupy.available:
+        assert rows["cupy"]["skipped"] == cupy.reason
+    if numba.available:
+        assert rows["numba"]["batch_size"] == gpu_suite.NUMBA_BATCH
+        assert rows["numba"]["median_ms"] > 0 and rows["numba"]["images_per_s"] > 0
+    table = (tmp_path / gpu_suite.TABLE_NAME).read_text()
+    assert "| contender | timer | batch | CUDA graphs |" in table
+    assert "| numba |" in table and "| torch-cuda eager |" in table
+
+
+def test_gpu_suite_reports_a_failed_configuration_and_goes_on(tmp_path, capsys, monkeypatch):
+    numba = dataclasses.replace(probe_backend("numba"), available=True, reason=None)
+    monkeypatch.setattr(gpu_suite, "probe_backend", lambda name: numba if name == "numba"
+                        else probe_backend(name))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("pretend the kernel failed")
+
+    monkeypatch.setattr(gpu_suite, "fit_timed_epochs", broken)
+    assert bench.main(["--suite", "gpu", "--samples", "64", "--repeat", "1",
+                       "--out-dir", str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    assert "FAILED: numba batch 512, fit: RuntimeError: pretend the kernel failed" in captured.err
+    assert "1 configuration(s) failed" in captured.err.splitlines()[-1]
+    rows = json.loads((tmp_path / gpu_suite.JSON_NAME).read_text())["rows"]
+    assert [r["error"] for r in rows if "error" in r] == ["RuntimeError: pretend the kernel failed"]
+    assert "torch-cuda eager" in {r["contender"] for r in rows}
+
+
+def test_event_timed_chunk_loop_trains_through_train_steps(monkeypatch):
+    """The CUDA-event loop of the cupy configurations, on the NumPy backend with a stand-in
+    for cupy's events: one time per epoch, and the parameters move."""
+    import time
+    import types
+
+    import numpy as np
+
+    class Event:
+        def record(self):
+            self.t = time.perf_counter()
+
+        def synchronize(self):
+            pass
+
+    fake = types.SimpleNamespace(cuda=types.SimpleNamespace(
+        Event=Event, get_elapsed_time=lambda a, b: (b.t - a.t) * 1e3))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    calls = []
+    original = simplenn.TwoLayerNet.train_steps
+
+    def counting(self, *args, **kwargs):
+        calls.append(args[2].shape[0])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(simplenn.TwoLayerNet, "train_steps", counting)
+    train, _ = simplenn.load_mnist()
+    net = simplenn.TwoLayerNet(784, 8, 10, backend="numpy", seed=0)
+    before = net.parameters()["W1"]
+    X, Y = train.X[:5000], train.y[:5000].astype(np.int64)
+    ms = gpu_suite.event_timed_epochs(net, X, Y, batch_size=1000, epochs=2)
+    assert len(ms) == 3 and all(t > 0 for t in ms)
+    chunk = max(1, CHUNK_SAMPLES // 1000) * 1000  # fit's chunks: whole batches
+    assert calls == [min(chunk, 5000 - begin) for begin in range(0, 5000, chunk)] * 3
+    assert not np.array_equal(net.parameters()["W1"], before)

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from simplenn.backends import probe_backend
+from simplenn.testing import assert_close, trajectory_tolerance
 
 REPO = Path(__file__).resolve().parents[1]
 CLI_ERROR_PREFIX = "python -m simplenn.train: error: backend 'cupy' unavailable: "
@@ -199,9 +200,6 @@ def test_gemm_arguments_compute_row_major_products(monkeypatch, m, n, k) -> None
 # --------------------------------------------------------------------------------------
 # On a GPU
 # --------------------------------------------------------------------------------------
-TOLERANCE = {"float32": dict(rtol=2e-5, atol=2e-6), "float64": dict(rtol=1e-12, atol=1e-14)}
-
-
 @pytest.fixture
 def gpu(require_backend):
     """(cupy, the cupy_backend module), skipping with the probe's reason without a device."""
@@ -225,13 +223,12 @@ def test_fused_kernels_match_numpy(gpu, dtype) -> None:
     cupy, cb = gpu
     ops, ref = _pair(dtype)
     rng = np.random.default_rng(2)
-    tol = TOLERANCE[dtype]
     x = rng.standard_normal((37, 50)).astype(dtype)
     W = rng.standard_normal((50, 23)).astype(dtype)
     b = rng.standard_normal(23).astype(dtype)
-    np.testing.assert_allclose(
-        ops.to_numpy(ops.affine_relu(ops.asarray(x), ops.asarray(W), ops.asarray(b))),
-        ref.affine_relu(x, W, b), **tol)
+    assert_close("cupy", "affine_relu",
+                 ops.to_numpy(ops.affine_relu(ops.asarray(x), ops.asarray(W), ops.asarray(b))),
+                 ref.affine_relu(x, W, b), dtype)
 
     dy, y = rng.standard_normal((37, 23)).astype(dtype), rng.standard_normal((37, 23)).astype(dtype)
     y[0, :5] = 0
@@ -254,8 +251,8 @@ def test_fused_kernels_match_numpy(gpu, dtype) -> None:
     want_loss, want_d = ref.softmax_cross_entropy(logits, labels)
     assert isinstance(loss, cupy.ndarray) and loss.ndim == 0, "the loss must stay on the device"
     assert np.isfinite(ops.to_numpy(loss)) and np.isfinite(ops.to_numpy(dlogits)).all()
-    np.testing.assert_allclose(float(ops.to_numpy(loss)), float(want_loss), rtol=tol["rtol"] * 10)
-    np.testing.assert_allclose(ops.to_numpy(dlogits), want_d, **tol)
+    assert_close("cupy", "loss", float(ops.to_numpy(loss)), float(want_loss), dtype)
+    assert_close("cupy", "dlogits", ops.to_numpy(dlogits), want_d, dtype)
 
     s = np.dtype(dtype).type
     for wd in (0.0, 1e-3):
@@ -303,7 +300,7 @@ def test_cuda_graphs_give_the_eager_run(gpu, mnist, monkeypatch, dtype) -> None:
     assert wrapper.captures - before[0] >= 2 and wrapper.replays - before[1] >= 5
     # Eager products go through cupy.matmul, captured ones through the direct cuBLAS call:
     # the same GEMM, but cuBLAS may pick another algorithm, so allow rounding differences.
-    rtol = 1e-5 if np.dtype(dtype) == np.float32 else 1e-11
-    np.testing.assert_allclose(graph_losses, eager_losses, rtol=rtol)
+    rtol = trajectory_tolerance(dtype)
+    assert_close("cupy", "losses", graph_losses, eager_losses, dtype, rtol)
     for name, want in eager_params.items():
-        np.testing.assert_allclose(graph_params[name], want, rtol=rtol, atol=rtol, err_msg=name)
+        assert_close("cupy", name, graph_params[name], want, dtype, rtol)

@@ -478,20 +478,20 @@ def sgd_update(param, grad, velocity, lr, momentum, weight_decay):
     return param, velocity
 
 
+@_kernel(inline="always")
+def _momentum_rule(w, v, g, lr, momentum, weight_decay):
+    """SGD with momentum for one entry, the one place the rule is written:
+    ``v' = momentum v + (g + weight_decay w)``, ``w' = w - lr v'`` (in NumPy's order of
+    operations); returns ``(w', v')``."""
+    v = v * momentum + (g + w * weight_decay)
+    return w - v * lr, v
+
+
 @_kernel
 def _sgd_update_flat(p, g, v, lr, momentum, weight_decay):
     """:func:`sgd_update` of 1-D ``p`` with gradient ``g`` and velocity ``v``."""
-    if weight_decay:
-        for i in range(p.size):
-            # the order of NumPy's ops: g + p wd, then v momentum + that
-            vi = v[i] * momentum + (g[i] + p[i] * weight_decay)
-            v[i] = vi
-            p[i] -= vi * lr
-    else:
-        for i in range(p.size):
-            vi = v[i] * momentum + g[i]
-            v[i] = vi
-            p[i] -= vi * lr
+    for i in range(p.size):
+        p[i], v[i] = _momentum_rule(p[i], v[i], g[i], lr, momentum, weight_decay)
 
 
 @_kernel
@@ -625,16 +625,9 @@ def sgd_update_outer(param, x, d, velocity, lr, momentum, weight_decay):
         first, end = col_start[t], col_start[t + 1]
         r, a = col_rows[first], col_values[first]
         if end - first == 1:  # one nonzero input: g = a d[r], folded into the update
-            if weight_decay:
-                for j in range(n):
-                    vj = velocity[i, j] * momentum + (a * d[r, j] + param[i, j] * weight_decay)
-                    velocity[i, j] = vj
-                    param[i, j] -= vj * lr
-            else:
-                for j in range(n):
-                    vj = velocity[i, j] * momentum + a * d[r, j]
-                    velocity[i, j] = vj
-                    param[i, j] -= vj * lr
+            for j in range(n):
+                param[i, j], velocity[i, j] = _momentum_rule(
+                    param[i, j], velocity[i, j], a * d[r, j], lr, momentum, weight_decay)
             last[i] = now
             continue
         for j in range(n):
@@ -651,16 +644,9 @@ def sgd_update_outer(param, x, d, velocity, lr, momentum, weight_decay):
             for j in range(n):
                 g[j] += a * d[r, j]
             k += 1
-        if weight_decay:
-            for j in range(n):
-                vj = velocity[i, j] * momentum + (g[j] + param[i, j] * weight_decay)
-                velocity[i, j] = vj
-                param[i, j] -= vj * lr
-        else:
-            for j in range(n):
-                vj = velocity[i, j] * momentum + g[j]
-                velocity[i, j] = vj
-                param[i, j] -= vj * lr
+        for j in range(n):
+            param[i, j], velocity[i, j] = _momentum_rule(
+                param[i, j], velocity[i, j], g[j], lr, momentum, weight_decay)
         last[i] = now
     clock[0] = now
     if now == powers.shape[0] - 1:  # the chunk's last step: nothing stays owed

@@ -1,3 +1,4 @@
 """The benchmark harness, ``python -m simplenn.bench``: the command (:mod:`.cli`), the
-timed work (:mod:`.workloads`), the PyTorch peer (:mod:`.peers`), the contenders by
-name (:mod:`.contenders`) and the machine's description (:mod:`.sysinfo`)."""
+timed work (:mod:`.workloads`), the contenders by name (:mod:`.contenders`), the
+PyTorch peer (:mod:`.peers`), the GPU suite (:mod:`.gpu`), the Markdown table of a
+results file (:mod:`.report`) and the machine's description (:mod:`.sysinfo`)."""

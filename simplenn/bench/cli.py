@@ -12,6 +12,10 @@ of the same computation, and the command exits with status 1. Each contender run
 fresh process of its own; the contenders take turns epoch by epoch (see :func:`run_grid`).
 A contender written ``NAME@PATH`` is backend (or peer) ``NAME`` of the simplenn in the
 checkout ``PATH``, so two source trees can be timed side by side in one run.
+
+That grid is the default suite, ``--suite throughput``. ``--suite gpu`` times the GPU
+backend instead (time per epoch with and without CUDA graphs, beside numba and PyTorch
+CUDA): see :mod:`simplenn.bench.gpu`.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from ..cli import common
-from . import sysinfo
+from . import gpu, sysinfo
 from ..core.training import CHUNK_SAMPLES, TrainConfig
 from ..errors import BackendUnavailableError, SimplennError
 from .contenders import (
@@ -52,6 +56,8 @@ DEFAULT_BATCH_SIZES = BATCH_SIZES
 DEFAULT_HIDDEN = HIDDEN_SIZES
 DEFAULT_REPEAT = 3
 DEFAULT_PEAK_SIZE = 2048
+#: The suites --suite chooses from; the first is the default.
+SUITES = ("throughput", "gpu")
 #: The untimed warm-up epoch of each cell: at least one of fit's chunks of work.
 WARMUP_SAMPLES = CHUNK_SAMPLES
 MNIST_TRAIN_SIZE = 60000
@@ -128,28 +134,43 @@ def build_parser() -> common.ArgumentParser:
     p = common.ArgumentParser(prog=PROG, description=(
         "Time one training epoch of each backend (and of PyTorch, when installed) over a "
         "grid of batch sizes and hidden widths, and print samples/s, the speed-up over "
-        "the NumPy backend and the share of this machine's measured float32 peak."))
+        "the NumPy backend and the share of this machine's measured float32 peak "
+        "(--suite throughput, the default). --suite gpu times the GPU backend instead: "
+        f"ms per epoch of cupy at batch {'/'.join(map(str, gpu.CUPY_BATCH_SIZES))} with "
+        f"and without CUDA graphs, numba at batch {gpu.NUMBA_BATCH} and PyTorch CUDA "
+        f"eager at batch {gpu.TORCH_BATCH}; what can't run here is skipped with the "
+        "reason, so without a GPU it is a smoke test that times numba alone."))
+    p.add_argument("--suite", choices=SUITES, default=SUITES[0],
+                   help="throughput: the grid of backends, batch sizes and widths (default); "
+                        "gpu: time per epoch of the GPU backend, written to --out-dir "
+                        "(--backends, --hidden, --peak-size and --plot are the grid's only)")
     p.add_argument("--backends", type=_contender_list, default=None, metavar="LIST",
                    help=f"comma-separated, from {','.join(contender_names())} (default: every one "
                         "that runs here; the others are listed with the reason); NAME@PATH "
                         "is backend NAME of the simplenn checkout in directory PATH, e.g. "
                         "numba@/tmp/before,numba to compare two source trees")
-    p.add_argument("--batch-sizes", type=_int_list, default=DEFAULT_BATCH_SIZES, metavar="LIST",
-                   help=f"comma-separated (default {','.join(map(str, DEFAULT_BATCH_SIZES))})")
-    p.add_argument("--hidden", type=_int_list, default=DEFAULT_HIDDEN, metavar="LIST",
+    p.add_argument("--batch-sizes", type=_int_list, default=None, metavar="LIST",
+                   help=f"comma-separated (default {','.join(map(str, DEFAULT_BATCH_SIZES))}; "
+                        f"with --suite gpu the cupy backend's, default "
+                        f"{','.join(map(str, gpu.CUPY_BATCH_SIZES))})")
+    p.add_argument("--hidden", type=_int_list, default=None, metavar="LIST",
                    help=f"hidden widths, comma-separated (default "
                         f"{','.join(map(str, DEFAULT_HIDDEN))})")
-    p.add_argument("--repeat", type=common.positive_int, default=DEFAULT_REPEAT,
+    p.add_argument("--repeat", type=common.positive_int, default=None,
                    help=f"timed epochs per cell after one warm-up; the best counts "
-                        f"(default {DEFAULT_REPEAT})")
+                        f"(default {DEFAULT_REPEAT}; with --suite gpu per configuration, "
+                        f"the median counts, default {gpu.DEFAULT_EPOCHS})")
     p.add_argument("--samples", type=_samples, default=MNIST_TRAIN_SIZE,
                    help=f"training images per timed epoch, from the MNIST training set "
                         f"(default {MNIST_TRAIN_SIZE}: a full epoch)")
-    p.add_argument("--peak-size", type=common.positive_int, default=DEFAULT_PEAK_SIZE, metavar="N",
+    p.add_argument("--peak-size", type=common.positive_int, default=None, metavar="N",
                    help=f"measure the machine's peak with an N x N float32 matrix product "
                         f"(default {DEFAULT_PEAK_SIZE})")
     p.add_argument("--json", type=Path, default=None, metavar="PATH",
                    help="also write every measurement and the system description to PATH")
+    p.add_argument("--out-dir", type=common.existing_dir, default=None, metavar="DIR",
+                   help=f"--suite gpu only: write {gpu.JSON_NAME} (every measurement, as "
+                        f"--json) and {gpu.TABLE_NAME} (the table) into the directory DIR")
     p.add_argument("--plot", type=Path, default=None, metavar="PATH.png",
                    help="draw samples/s against batch size (log-log, one line per backend) "
                         "to PATH.png; needs matplotlib")
@@ -164,6 +185,16 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    grid_only = {"--backends": args.backends, "--hidden": args.hidden,
+                 "--peak-size": args.peak_size, "--plot": args.plot}
+    if args.suite == "gpu":
+        given = [flag for flag, value in grid_only.items() if value is not None]
+        if given:
+            parser.error(f"argument {given[0]}: not used by --suite gpu (it belongs to the "
+                         f"throughput grid)")
+    elif args.out_dir is not None:
+        parser.error("argument --out-dir: only used by --suite gpu (use --json with the "
+                     "throughput grid)")
     for flag, path in (("--json", args.json), ("--plot", args.plot)):
         if path is not None and not path.parent.is_dir():
             parser.error(f"argument {flag}: directory {str(path.parent)!r} does not exist")
@@ -171,6 +202,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"argument --plot: expected a .png path, got {str(args.plot)!r}")
     if args.unset_openblas_env and sysinfo.openblas_env():
         _reexec_without_openblas_env(argv)  # does not return
+    if args.suite == "gpu":
+        return common.run_command(PROG, lambda: gpu.run_suite(
+            samples=args.samples, epochs=args.repeat or gpu.DEFAULT_EPOCHS,
+            batch_sizes=args.batch_sizes or gpu.CUPY_BATCH_SIZES, out_dir=args.out_dir,
+            json_path=args.json, command=shlex.join(["python", "-m", "simplenn.bench", *argv]),
+            prog=PROG), args.debug)
+    args.batch_sizes = args.batch_sizes or DEFAULT_BATCH_SIZES
+    args.hidden = args.hidden or DEFAULT_HIDDEN
+    args.repeat = args.repeat or DEFAULT_REPEAT
+    args.peak_size = args.peak_size or DEFAULT_PEAK_SIZE
     return common.run_command(PROG, lambda: _bench(args, argv), args.debug)
 
 
@@ -303,14 +344,14 @@ def _worker(inbox: Any, outbox: Any, name: str, hidden_sizes: tuple[int, ...],
     try:
         base, root = split_label(name)
         if root is None:
-            import simplenn
+            from ..data.datasets import load_mnist
 
             make = make_contender
         else:
-            simplenn, contenders = _switch_to_tree(root)
-            make = contenders.make_contender
+            package, contenders = _switch_to_tree(root)
+            load_mnist, make = package.load_mnist, contenders.make_contender
 
-        train, test = simplenn.load_mnist()
+        train, test = load_mnist()
         if _is_peer_label(name):
             inbox.get()  # our turn
             outbox.put((name, "peer_loss", _epoch_loss(base, hidden_sizes[0], samples, train,
@@ -353,11 +394,11 @@ def run_grid(names: list[str], hidden_sizes: tuple[int, ...], batch_sizes: tuple
     """
     from tqdm.auto import tqdm
 
-    import simplenn
+    from ..data.datasets import load_mnist
 
     reference_loss = None
     if any(_is_peer_label(n) for n in names):
-        train, test = simplenn.load_mnist()
+        train, test = load_mnist()
         reference_loss = _epoch_loss("numpy", hidden_sizes[0], samples, train, test)
     ctx = multiprocessing.get_context("spawn")
     outbox = ctx.Queue()
@@ -574,9 +615,7 @@ def source_trees(names: list[str]) -> list[dict[str, Any]]:
     and contenders; empty when every contender is this tree's."""
     if all(split_label(n)[1] is None for n in names):
         return []
-    import simplenn
-
-    here = str(Path(simplenn.__file__).resolve().parent.parent)
+    here = str(Path(__file__).resolve().parents[2])  # the checkout holding simplenn/
     trees: dict[str, list[str]] = {here: []}
     for n in names:
         trees.setdefault(split_label(n)[1] or here, []).append(n)
@@ -597,7 +636,7 @@ def _bench(args: argparse.Namespace, argv: list[str]) -> int:
         print(f"{PROG}: error: --plot needs matplotlib, which is not installed; install it with "
               "pip install matplotlib, or leave out --plot", file=sys.stderr)
         return common.EXIT_ERROR
-    import simplenn
+    from .._version import __version__
 
     names, skipped = _select(args.backends)
     trees = source_trees(names)
@@ -617,7 +656,7 @@ def _bench(args: argparse.Namespace, argv: list[str]) -> int:
     note = _openblas_note(os.environ.get(_UNSET_MARKER), blas)
 
     out = [
-        f"simplenn {simplenn.__version__} benchmark, {date}",
+        f"simplenn {__version__} benchmark, {date}",
         f"command: {command}",
         f"CPU: {sysinfo.cpu_model()}",
         f"GPU: {'; '.join(gpus) if gpus else 'none'}",
@@ -666,7 +705,7 @@ def _bench(args: argparse.Namespace, argv: list[str]) -> int:
         atomic_write_bytes(args.json, (json.dumps(report, indent=2) + "\n").encode())
         print(f"wrote {args.json}")
     if args.plot is not None:
-        _plot(cells, args.plot, f"simplenn {simplenn.__version__}: {sysinfo.cpu_model()}, "
+        _plot(cells, args.plot, f"simplenn {__version__}: {sysinfo.cpu_model()}, "
                                 f"{date[:10]}")
         print(f"wrote {args.plot}")
     bad = [c.peer for c in checks if not c.match]

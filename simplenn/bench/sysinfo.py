@@ -98,7 +98,7 @@ def library_versions() -> dict[str, str | None]:
 
     Reads package metadata only, so it imports none of the optional libraries.
     """
-    from .. import __version__
+    from .._version import __version__
 
     versions: dict[str, str | None] = {"python": platform.python_version(),
                                        "simplenn": __version__, "numpy": np.__version__}

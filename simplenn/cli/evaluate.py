@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _evaluate(args) -> int:
-    import simplenn
+    from ..io.models import load_model
 
     from ..errors import DataError
 
@@ -121,7 +121,7 @@ def _evaluate(args) -> int:
         from .plots import require_matplotlib
 
         require_matplotlib()
-    net = simplenn.load_model(args.model, backend=args.backend)
+    net = load_model(args.model, backend=args.backend)
     _, test, source = load_dataset(args.data_dir)
     if test.n_features != net.n_inputs or (len(test) and test.y.max() >= net.n_classes):
         raise DataError(f"the test set in {source} ({test.n_features} pixels, labels up to "

@@ -173,11 +173,11 @@ def _data_fingerprint(train) -> str:
 def _train(args) -> int:
     if args.list_backends:
         return list_backends()
-    import simplenn
-
+    from ..core.model import TwoLayerNet
+    from ..core.training import TrainingInterrupted, fit
+    from ..errors import TrainingDivergedError
     from ..io.checkpoints import ResumeError, checkpoint_path, load_checkpoint, save_checkpoint
-    from ..io.models import ensure_directory
-    from ..core.training import TrainingInterrupted
+    from ..io.models import ensure_directory, save_model
 
     say = (lambda *a: None) if args.quiet else print
     if args.plot is not None:
@@ -202,7 +202,7 @@ def _train(args) -> int:
     with ThreadPoolExecutor(max_workers=1) as pool:
         loading = pool.submit(load_dataset, args.data_dir)
         backend = args.backend or default_backend_name("auto")
-        net = simplenn.TwoLayerNet(784, args.hidden, 10, backend=backend, dtype=args.dtype,
+        net = TwoLayerNet(784, args.hidden, 10, backend=backend, dtype=args.dtype,
                                    seed=args.seed)
         if loading.done():
             loading.result()  # a missing or damaged file fails now, not after compiling
@@ -213,7 +213,7 @@ def _train(args) -> int:
             compile_seconds = time.perf_counter() - start
         train, test, source = loading.result()
     if train.n_features != net.n_inputs or test.n_features != net.n_inputs:
-        net = simplenn.TwoLayerNet(train.n_features, args.hidden, 10, backend=net.ops,
+        net = TwoLayerNet(train.n_features, args.hidden, 10, backend=net.ops,
                                    dtype=args.dtype, seed=args.seed)
     run = None
     if ckpt_file is not None:
@@ -240,7 +240,7 @@ def _train(args) -> int:
         save_checkpoint(ckpt_file, state, run=run)
 
     try:
-        history = simplenn.fit(
+        history = fit(
             net, train, test, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
             momentum=args.momentum, weight_decay=args.weight_decay, lr_schedule=args.lr_schedule,
             seed=args.seed, progress=not args.quiet, on_epoch_end=report,
@@ -255,14 +255,14 @@ def _train(args) -> int:
             print(f"{PROG}: interrupted ({exc.state.describe()}); nothing was saved (pass "
                   f"--checkpoint-dir DIR to be able to resume)", file=sys.stderr)
         return common.EXIT_INTERRUPTED
-    except simplenn.TrainingDivergedError as exc:
+    except TrainingDivergedError as exc:
         if ckpt_file is not None and ckpt_file.exists():
-            raise simplenn.TrainingDivergedError(
+            raise TrainingDivergedError(
                 f"{exc} The last good checkpoint, {ckpt_file}, was kept.") from None
         raise
     accuracy = history.final_test_accuracy
     if args.save is not None:
-        simplenn.save_model(net, args.save, metadata={"training": history.to_dict()["config"],
+        save_model(net, args.save, metadata={"training": history.to_dict()["config"],
                                                        "test_accuracy": accuracy})
         say(f"saved model to {args.save}")
     if args.metrics_out is not None:

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -223,6 +223,232 @@ def _check_resume(state: TrainingState, config: TrainConfig, net: TwoLayerNet, n
                 raise ValueError(f"cannot resume: the state's {k} does not fit {net!r}")
 
 
+@dataclass
+class _Epoch:
+    """One epoch in progress: its number, the generator state from before its permutation
+    was drawn, that permutation (``order``), the first sample it trains on (after 0 when
+    resumed), the parameters at that start, its progress bar and its clock
+    (``seconds_before`` were spent on it before a resume)."""
+
+    number: int
+    rng_state: dict[str, Any]
+    order: Any
+    start_position: int
+    snapshot: dict[str, np.ndarray]
+    bar: Any
+    seconds_before: float
+    start: float
+
+    def seconds(self) -> float:
+        """Seconds spent training this epoch so far, with those before a resume."""
+        return self.seconds_before + time.perf_counter() - self.start
+
+    def close_bar(self) -> None:
+        """Close the progress bar, if there is one."""
+        if self.bar:
+            self.bar.close()
+
+
+class _Run:
+    """The state of one :func:`fit` call: the data on the backend, the momentum
+    velocities, the shuffling generator, the current epoch's step losses (on the host)
+    and the history so far; its methods are the steps of the run."""
+
+    def __init__(self, net: TwoLayerNet, config: TrainConfig, train: Any, test: Any,
+                 resume: TrainingState | None,
+                 on_checkpoint: Callable[[TrainingState], None] | None) -> None:
+        self.net, self.config, self.ops = net, config, net.ops
+        self.on_checkpoint = on_checkpoint
+        X_host, y_host = _as_xy(train, "train")
+        X_host = net._check_inputs(X_host)
+        self.n = X_host.shape[0]
+        if self.n == 0:
+            raise ValueError("the training set is empty")
+        self.Y = net._check_labels(y_host, self.n)
+        self.X = self.ops.asarray(
+            X_host, dtype=np.uint8 if net._input_dtype(X_host) == np.uint8 else net.dtype)
+        self.test_xy = self._test_data(test)
+
+        self.rng = np.random.default_rng(config.seed)
+        self.steps_per_epoch = (self.n + config.batch_size - 1) // config.batch_size
+        self.chunk = max(1, CHUNK_SAMPLES // config.batch_size) * config.batch_size
+        # Interpreted backends run one step per call, so Ctrl-C stops after one minibatch;
+        # the learning rate is still set per chunk, so every backend computes the same run.
+        self.call_samples = self.chunk if self.ops.compiles_chunks else config.batch_size
+        self.losses = np.zeros(self.steps_per_epoch, dtype=np.float64)
+        self.history = History(config=config, backend=self.ops.name)
+        self.first_epoch, self.resume_position, self.resume_seconds = 1, 0, 0.0
+        if resume is not None:
+            self._restore(resume)
+        else:
+            self.velocities = [self.ops.xp.zeros_like(net.params[k]) for k in PARAMETER_NAMES]
+
+    def _test_data(self, test: Any) -> tuple[Any, Any] | None:
+        """The test set moved to the backend once, like the training set (None if absent)."""
+        if test is None:
+            return None
+        X_test, y_test = _as_xy(test, "test")
+        X_test = self.net._check_inputs(X_test)
+        return (self.ops.asarray(X_test, dtype=self.net._input_dtype(X_test)),
+                self.net._check_labels(y_test, X_test.shape[0]))
+
+    def _restore(self, state: TrainingState) -> None:
+        """Continue from ``state``: its parameters, velocities, generator, history and
+        the losses of the part of the next epoch it already trained."""
+        _check_resume(state, self.config, self.net, self.n)
+        self.net.set_parameters(state.parameters)
+        self.velocities = [self.ops.asarray(np.asarray(state.velocities[k], dtype=self.net.dtype))
+                           for k in PARAMETER_NAMES]
+        self.rng.bit_generator.state = copy.deepcopy(state.rng_state)
+        self.history.epochs.extend(copy.deepcopy(state.history))
+        self.first_epoch, self.resume_position = state.epochs_done + 1, state.position
+        self.resume_seconds = state.epoch_seconds
+        if self.resume_position:
+            self.losses[:state.epoch_losses.shape[0]] = state.epoch_losses
+
+    # -- the schedule --------------------------------------------------------------------
+
+    def epoch_lr(self, epoch: int) -> float:
+        """The learning rate reported for ``epoch``: the schedule at its start."""
+        return self.config.lr_at((epoch - 1) / self.config.epochs)
+
+    def chunk_lr(self, epoch: int, chunk_begin: int) -> float:
+        """The learning rate of the chunk of ``epoch`` that starts at sample
+        ``chunk_begin``: the schedule at the fraction of all samples trained before it."""
+        n, epochs = self.n, self.config.epochs
+        return self.config.lr_at(((epoch - 1) * n + chunk_begin) / (epochs * n))
+
+    # -- the chunk loop ------------------------------------------------------------------
+
+    def begin_epoch(self, number: int, progress: bool) -> _Epoch:
+        """Draw the epoch's permutation, snapshot the parameters, open the progress bar
+        and start the clock (a resumed epoch starts where the state stopped)."""
+        rng_state = copy.deepcopy(self.rng.bit_generator.state)
+        order = self.ops.asarray(self.rng.permutation(self.n), dtype=np.int64)
+        resumed = number == self.first_epoch
+        start_position = self.resume_position if resumed else 0
+        snapshot = self.net.parameters()
+        bar = _progress_bar(progress, self.n, f"epoch {number}/{self.config.epochs}",
+                            start_position)
+        self.ops.synchronize()
+        return _Epoch(number=number, rng_state=rng_state, order=order,
+                      start_position=start_position, snapshot=snapshot, bar=bar,
+                      seconds_before=self.resume_seconds if resumed else 0.0,
+                      start=time.perf_counter())
+
+    def train_epoch(self, ep: _Epoch, stop: _StopFlag) -> float:
+        """Run the epoch's chunks from its start position, checking the losses and moving
+        the progress bar after each; returns the seconds the epoch trained. Raises
+        TrainingDivergedError or, when ``stop`` is set before the end, TrainingInterrupted."""
+        position = ep.start_position
+        for chunk_begin in range(position - position % self.chunk, self.n, self.chunk):
+            checked_from = position
+            position = self.train_chunk(ep, chunk_begin, position, stop)
+            chunk_losses = self.finite_losses(ep, checked_from, position)
+            if ep.bar and position > checked_from:
+                ep.bar.update(position - checked_from)
+                ep.bar.set_postfix(loss=f"{float(chunk_losses.mean()):.4f}", refresh=False)
+            if stop.is_set and position < self.n:
+                self.interrupt(ep, position)
+        self.ops.synchronize(*self.net.params.values(), *self.velocities)
+        seconds = ep.seconds()
+        ep.close_bar()
+        return seconds
+
+    def train_chunk(self, ep: _Epoch, chunk_begin: int, position: int, stop: _StopFlag) -> int:
+        """Train from sample ``position`` to the end of the chunk that starts at
+        ``chunk_begin`` (``call_samples`` per ``train_steps`` call) unless ``stop`` is set,
+        storing the step losses; returns the position reached."""
+        c = self.config
+        chunk_end = min(self.n, chunk_begin + self.chunk)
+        lr = self.chunk_lr(ep.number, chunk_begin)
+        while position < chunk_end and not stop.is_set:
+            end = min(chunk_end, position + self.call_samples)
+            self.velocities, step_losses = self.net.train_steps(
+                self.X, self.Y, ep.order[position:end], self.velocities,
+                batch_size=c.batch_size, lr=lr, momentum=c.momentum,
+                weight_decay=c.weight_decay)
+            first = position // c.batch_size
+            self.losses[first:first + step_losses.shape[0]] = self.ops.to_numpy(step_losses)
+            position = end
+        return position
+
+    # -- the divergence check ------------------------------------------------------------
+
+    def finite_losses(self, ep: _Epoch, begin: int, end: int) -> np.ndarray:
+        """The losses of the steps that trained samples ``begin`` to ``end``. If one is
+        NaN or infinite, restore the parameters of the epoch's start and raise
+        TrainingDivergedError naming the epoch and step."""
+        bs = self.config.batch_size
+        first_step = begin // bs
+        losses = self.losses[first_step:(end + bs - 1) // bs]
+        if np.isfinite(losses).all():
+            return losses
+        bad = int(np.flatnonzero(~np.isfinite(losses))[0])
+        self.net.set_parameters(ep.snapshot)
+        ep.close_bar()
+        lr = self.config.lr
+        where = "epoch" if ep.start_position == 0 else "resumed part of the epoch"
+        raise TrainingDivergedError(
+            f"training diverged at epoch {ep.number}, step {first_step + bad + 1} of "
+            f"{self.steps_per_epoch}: the loss is {losses[bad]}; try a smaller learning rate "
+            f"(lr is {lr:g}; e.g. --lr {lr / 10:g}). The network was "
+            f"restored to its parameters at the start of the {where} {ep.number}.")
+
+    # -- interrupt and checkpoint --------------------------------------------------------
+
+    def state(self, epochs_done: int, position: int, rng_state: dict[str, Any],
+              seconds: float) -> TrainingState:
+        """A copy of the run's state after ``epochs_done`` epochs and ``position`` samples
+        of the next, whose permutation is drawn from ``rng_state``."""
+        bs = self.config.batch_size
+        return TrainingState(
+            config=self.config, backend=self.ops.name, n_train=self.n,
+            epochs_done=epochs_done, position=position, rng_state=copy.deepcopy(rng_state),
+            parameters=self.net.parameters(),
+            velocities={k: np.array(self.ops.to_numpy(v), copy=True)
+                        for k, v in zip(PARAMETER_NAMES, self.velocities)},
+            epoch_losses=self.losses[:(position + bs - 1) // bs].copy(),
+            epoch_seconds=seconds, history=copy.deepcopy(self.history.epochs))
+
+    def interrupt(self, ep: _Epoch, position: int) -> NoReturn:
+        """Stop inside the epoch at ``position``: hand the state to ``on_checkpoint`` and
+        raise TrainingInterrupted."""
+        self.ops.synchronize(*self.net.params.values(), *self.velocities)
+        ep.close_bar()
+        state = self.state(ep.number - 1, position, ep.rng_state, ep.seconds())
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(state)
+        raise TrainingInterrupted(state, saved=self.on_checkpoint is not None)
+
+    def end_epoch(self, epoch: int, stop: _StopFlag) -> None:
+        """After ``epoch``: hand the state to ``on_checkpoint``, then raise
+        TrainingInterrupted if ``stop`` is set and epochs remain."""
+        if self.on_checkpoint is None and not (stop.is_set and epoch < self.config.epochs):
+            return
+        state = self.state(epoch, 0, self.rng.bit_generator.state, 0.0)
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(state)
+        if stop.is_set and epoch < self.config.epochs:
+            raise TrainingInterrupted(state, saved=self.on_checkpoint is not None)
+
+    # -- evaluation ----------------------------------------------------------------------
+
+    def evaluate(self, ep: _Epoch, seconds: float, eval_train: bool) -> EpochStats:
+        """The epoch's statistics: mean step loss, train (if ``eval_train``) and test
+        accuracy, and the speed of the part trained in this call."""
+        eval_start = time.perf_counter()
+        train_accuracy = self.net.accuracy(self.X, self.Y) if eval_train else None
+        test_accuracy = self.net.accuracy(*self.test_xy) if self.test_xy is not None else None
+        trained = self.n - ep.start_position
+        return EpochStats(
+            epoch=ep.number, lr=self.epoch_lr(ep.number), train_loss=float(self.losses.mean()),
+            train_accuracy=train_accuracy, test_accuracy=test_accuracy, seconds=seconds,
+            samples_per_second=trained / (seconds - ep.seconds_before)
+            if seconds > ep.seconds_before else math.inf,
+            eval_seconds=time.perf_counter() - eval_start)
+
+
 def fit(
     net: TwoLayerNet,
     train: Any,
@@ -265,128 +491,19 @@ def fit(
     """
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
                          weight_decay=weight_decay, lr_schedule=lr_schedule, seed=seed)
-    X_host, y_host = _as_xy(train, "train")
-    X_host = net._check_inputs(X_host)
-    n = X_host.shape[0]
-    if n == 0:
-        raise ValueError("the training set is empty")
-    ops = net.ops
-    Y = net._check_labels(y_host, n)
-    X = ops.asarray(X_host, dtype=np.uint8 if net._input_dtype(X_host) == np.uint8 else net.dtype)
-    if test is not None:  # moved to the backend once, like the training set
-        X_test, y_test = _as_xy(test, "test")
-        X_test = net._check_inputs(X_test)
-        test_xy = (ops.asarray(X_test, dtype=net._input_dtype(X_test)),
-                   net._check_labels(y_test, X_test.shape[0]))
-    else:
-        test_xy = None
-
-    rng = np.random.default_rng(seed)
-    steps_per_epoch = (n + batch_size - 1) // batch_size
-    chunk = max(1, CHUNK_SAMPLES // batch_size) * batch_size
-    # Interpreted backends run one step per call, so Ctrl-C stops after one minibatch;
-    # the learning rate is still set per chunk, so every backend computes the same run.
-    call_samples = chunk if ops.compiles_chunks else batch_size
-    losses = np.zeros(steps_per_epoch, dtype=np.float64)  # this epoch's, on the host
-    history = History(config=config, backend=ops.name)
-    first_epoch, resume_position, resume_seconds = 1, 0, 0.0
-    if resume is not None:
-        _check_resume(resume, config, net, n)
-        net.set_parameters(resume.parameters)
-        velocities = [ops.asarray(np.asarray(resume.velocities[k], dtype=net.dtype))
-                      for k in PARAMETER_NAMES]
-        rng.bit_generator.state = copy.deepcopy(resume.rng_state)
-        history.epochs.extend(copy.deepcopy(resume.history))
-        first_epoch, resume_position = resume.epochs_done + 1, resume.position
-        resume_seconds = resume.epoch_seconds
-        if resume_position:
-            losses[:resume.epoch_losses.shape[0]] = resume.epoch_losses
-    else:
-        velocities = [ops.xp.zeros_like(net.params[k]) for k in PARAMETER_NAMES]
-
-    def state_now(epochs_done: int, position: int, rng_state: dict, seconds: float) -> TrainingState:
-        steps = (position + batch_size - 1) // batch_size
-        return TrainingState(
-            config=config, backend=ops.name, n_train=n, epochs_done=epochs_done,
-            position=position, rng_state=copy.deepcopy(rng_state),
-            parameters=net.parameters(),
-            velocities={k: np.array(ops.to_numpy(v), copy=True)
-                        for k, v in zip(PARAMETER_NAMES, velocities)},
-            epoch_losses=losses[:steps].copy(),
-            epoch_seconds=seconds, history=copy.deepcopy(history.epochs))
-
-    # A diverging run overflows before its loss turns non-finite; it is reported below,
-    # with the epoch and step, instead of as NumPy warnings.
+    run = _Run(net, config, train, test, resume, on_checkpoint)
+    # A diverging run overflows before its loss turns non-finite; it is reported by
+    # _Run.finite_losses, with the epoch and step, instead of as NumPy warnings.
     with _sigint_stops(interruptible) as stop, np.errstate(over="ignore", invalid="ignore"):
-        for epoch in range(first_epoch, epochs + 1):
-            rng_state = copy.deepcopy(rng.bit_generator.state)
-            order = ops.asarray(rng.permutation(n), dtype=np.int64)
-            start_position = resume_position if epoch == first_epoch else 0
-            snapshot = net.parameters()
-            bar = _progress_bar(progress, n, f"epoch {epoch}/{epochs}", start_position)
-            ops.synchronize()
-            start = time.perf_counter()
-            seconds_before = resume_seconds if epoch == first_epoch else 0.0
-            lr_epoch = config.lr_at((epoch - 1) / epochs)
-            position = start_position
-            for chunk_begin in range(start_position - start_position % chunk, n, chunk):
-                chunk_end = min(n, chunk_begin + chunk)
-                lr_now = config.lr_at(((epoch - 1) * n + chunk_begin) / (epochs * n))
-                checked_from = position
-                while position < chunk_end and not stop.is_set:
-                    end = min(chunk_end, position + call_samples)
-                    velocities, step_losses = net.train_steps(
-                        X, Y, order[position:end], velocities, batch_size=batch_size,
-                        lr=lr_now, momentum=momentum, weight_decay=weight_decay)
-                    first = position // batch_size
-                    losses[first:first + step_losses.shape[0]] = ops.to_numpy(step_losses)
-                    position = end
-                first_step = checked_from // batch_size
-                chunk_losses = losses[first_step:(position + batch_size - 1) // batch_size]
-                if not np.isfinite(chunk_losses).all():
-                    bad = first_step + int(np.flatnonzero(~np.isfinite(chunk_losses))[0])
-                    net.set_parameters(snapshot)
-                    bar and bar.close()
-                    where = "epoch" if start_position == 0 else "resumed part of the epoch"
-                    raise TrainingDivergedError(
-                        f"training diverged at epoch {epoch}, step {bad + 1} of {steps_per_epoch}: "
-                        f"the loss is {chunk_losses[bad - first_step]}; try a smaller learning rate "
-                        f"(lr is {config.lr:g}; e.g. --lr {config.lr / 10:g}). The network was "
-                        f"restored to its parameters at the start of the {where} {epoch}.")
-                if bar and position > checked_from:
-                    bar.update(position - checked_from)
-                    bar.set_postfix(loss=f"{float(chunk_losses.mean()):.4f}", refresh=False)
-                if stop.is_set and position < n:
-                    ops.synchronize(*net.params.values(), *velocities)
-                    bar and bar.close()
-                    state = state_now(epoch - 1, position, rng_state,
-                                      seconds_before + time.perf_counter() - start)
-                    if on_checkpoint is not None:
-                        on_checkpoint(state)
-                    raise TrainingInterrupted(state, saved=on_checkpoint is not None)
-            ops.synchronize(*net.params.values(), *velocities)
-            seconds = seconds_before + time.perf_counter() - start
-            bar and bar.close()
-
-            eval_start = time.perf_counter()
-            train_accuracy = net.accuracy(X, Y) if eval_train else None
-            test_accuracy = net.accuracy(*test_xy) if test_xy is not None else None
-            stats = EpochStats(
-                epoch=epoch, lr=lr_epoch, train_loss=float(losses.mean()),
-                train_accuracy=train_accuracy, test_accuracy=test_accuracy, seconds=seconds,
-                samples_per_second=(n - start_position) / (seconds - seconds_before)
-                if seconds > seconds_before else math.inf,
-                eval_seconds=time.perf_counter() - eval_start)
-            history.epochs.append(stats)
+        for epoch in range(run.first_epoch, epochs + 1):
+            ep = run.begin_epoch(epoch, progress)
+            seconds = run.train_epoch(ep, stop)
+            stats = run.evaluate(ep, seconds, eval_train)
+            run.history.epochs.append(stats)
             if on_epoch_end is not None:
                 on_epoch_end(stats)
-            if on_checkpoint is not None or (stop.is_set and epoch < epochs):
-                state = state_now(epoch, 0, rng.bit_generator.state, 0.0)
-                if on_checkpoint is not None:
-                    on_checkpoint(state)
-                if stop.is_set and epoch < epochs:
-                    raise TrainingInterrupted(state, saved=on_checkpoint is not None)
-    return history
+            run.end_epoch(epoch, stop)
+    return run.history
 
 
 def _progress_bar(enabled: bool, total: int, desc: str, initial: int = 0):

@@ -58,7 +58,7 @@ def write_model_file(
     """Atomically write parameters ``W1`` (d, h), ``b1`` (h,), ``W2`` (h, c), ``b2`` (c,)
     (all float32 or all float64), ``metadata`` (JSON-serialisable, merged into the
     standard fields) and ``extra_arrays`` (numeric arrays stored beside them)."""
-    from .. import __version__
+    from .._version import __version__
 
     path = Path(path)
     if not path.parent.is_dir():
