@@ -3,7 +3,7 @@ array-backend interface on the Python array API standard, and run on NumPy, Numb
 (JIT), CuPy (GPU), PyTorch, JAX or any backend a package registers.
 
 Importing simplenn imports NumPy only; a backend's library is imported when that
-backend is selected or probed.
+backend is selected or probed, and onnx when :func:`export_onnx` runs.
 """
 
 from __future__ import annotations
@@ -22,13 +22,15 @@ from .errors import (
     UnknownBackendError,
 )
 from .io.models import load_model, save_model
-from .core.model import TwoLayerNet
+from .io.onnx import export_onnx
+from .core.model import TwoLayerNet, UnscaledPixelsWarning
 from .core.training import EpochStats, History, TrainConfig, fit
 
 __all__ = [
     "BackendInfo", "BackendUnavailableError", "DataError", "DataSplit", "DownloadError",
     "EpochStats", "History", "ModelFileError", "Ops", "SimplennError", "TrainConfig",
-    "TrainingDivergedError", "TwoLayerNet", "UnknownBackendError", "__version__",
-    "available_backends", "fit", "get_backend", "load_idx_dataset", "load_mnist", "load_model",
-    "save_model",
+    "TrainingDivergedError", "TwoLayerNet", "UnknownBackendError", "UnscaledPixelsWarning",
+    "__version__",
+    "available_backends", "export_onnx", "fit", "get_backend", "load_idx_dataset", "load_mnist",
+    "load_model", "save_model",
 ]

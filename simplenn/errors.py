@@ -33,4 +33,4 @@ class ModelFileError(SimplennError, ValueError):
 
 
 class TrainingDivergedError(SimplennError, FloatingPointError):
-    """The training loss became NaN or infinite."""
+    """The training loss became NaN or infinite, or exploded while staying finite."""

@@ -177,12 +177,13 @@ def test_bad_suite_names_the_valid_ones(capsys):
     assert info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
-    assert "--suite" in err and "'throughput', 'gpu'" in err
+    assert "--suite" in err and "'throughput', 'gpu', 'recipe'" in err
 
 
 def test_help_documents_the_suites_and_the_output_directory():
     text = bench.build_parser().format_help()
-    for flag in ("--suite {throughput,gpu}", "--out-dir DIR", "benchmark.json", "benchmark.md"):
+    for flag in ("--suite {throughput,gpu,recipe}", "--out-dir DIR", "benchmark.json",
+                 "benchmark.md"):
         assert flag in text
 
 
@@ -267,3 +268,157 @@ def test_event_timed_chunk_loop_trains_through_train_steps(monkeypatch):
     chunk = max(1, CHUNK_SAMPLES // 1000) * 1000  # fit's chunks: whole batches
     assert calls == [min(chunk, 5000 - begin) for begin in range(0, 5000, chunk)] * 3
     assert not np.array_equal(net.parameters()["W1"], before)
+
+
+# --------------------------------------------------------------------------------------
+# --suite recipe: whole processes, first run and time to accuracy. The processes are
+# faked here (the real ones take minutes); the peers' own functions run on 512 images.
+# --------------------------------------------------------------------------------------
+from simplenn.bench import recipe  # noqa: E402
+
+TRAIN_OUTPUT = """\
+training TwoLayerNet(784, 256, 10, backend='numba', dtype='float32') on bundled MNIST: 60000 train / 10000 test images
+compiled the numba kernels in 32.1s (cached on disk for later runs)
+epoch 1/6:  48%|####8     | 28.7k/60.0k [00:03<00:02, 11.8kimg/s, loss=0.1955]
+epoch  1/6  loss 0.2239  train 97.19%  test 96.32%  lr 0.2000  5.12s (11,720 img/s)
+epoch  2/6  loss 0.0881  train 98.36%  test 97.37%  lr 0.1866  5.39s (11,125 img/s)
+test accuracy: 98.21%
+"""
+
+
+def test_recipe_parses_what_train_and_the_peers_print():
+    out = recipe.parse_train_output(TRAIN_OUTPUT)
+    assert out.accuracy == pytest.approx(0.9821)
+    assert out.compile_seconds == pytest.approx(32.1)
+    assert out.train_seconds == pytest.approx(5.12 + 5.39)
+    assert out.backend == "numba"
+    sklearn_out = recipe.parse_train_output(
+        "trained 6 epochs in 41.50s (final loss 0.0300)\ntest accuracy: 97.90%\n")
+    assert (sklearn_out.accuracy, sklearn_out.train_seconds) == (pytest.approx(0.979), 41.5)
+    assert sklearn_out.compile_seconds is None and sklearn_out.backend is None
+    nothing = recipe.parse_train_output("Traceback (most recent call last):\n")
+    assert nothing == recipe.TrainOutput(None, None, None, None)
+
+
+def _fake_processes(calls, walls=None, fail=()):
+    """A stand-in for recipe.run_process: simplenn compiles (and fills the cache) when
+    NUMBA_CACHE_DIR is empty, else loads; wall times are fixed per contender."""
+    walls = walls or {"cold": [60.0], "warm": [20.0], "torch": [40.0], "sklearn": [80.0]}
+    seen = {k: 0 for k in walls}
+
+    def run(argv, env, timeout=None):
+        calls.append((argv, env))
+        if "simplenn.train" in argv:
+            cache = Path(env["NUMBA_CACHE_DIR"])
+            kind = "warm" if any(cache.iterdir()) else "cold"
+            (cache / "kernels.nbi").write_text("x")
+            text = TRAIN_OUTPUT.replace("32.1s", "30.0s" if kind == "cold" else "0.5s")
+        else:
+            kind = "torch" if "torch_recipe" in argv[-1] else "sklearn"
+            text = f"test accuracy: {97.5 if kind == 'sklearn' else 98.0}%\n"
+        wall = walls[kind][seen[kind] % len(walls[kind])]
+        seen[kind] += 1
+        if kind in fail:
+            return recipe.ProcessResult(wall, 1, "", "Traceback ...\nRuntimeError: boom\n")
+        return recipe.ProcessResult(wall, 0, text, "")
+
+    return run
+
+
+def test_recipe_suite_prints_the_table_and_writes_json(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(recipe, "library_missing", lambda module: False)
+    monkeypatch.setenv("SIMPLENN_NUMBA_CACHE", "0")  # the user's setting must not leak
+    calls = []
+    monkeypatch.setattr(recipe, "run_process", _fake_processes(
+        calls, {"cold": [70.0, 60.0], "warm": [20.0, 25.0], "torch": [40.0], "sklearn": [80.0]}))
+    out_json = tmp_path / "recipe.json"
+    assert bench.main(["--suite", "recipe", "--repeat", "2", "--json", str(out_json)]) == 0
+    out = capsys.readouterr().out
+    assert "| run | wall s | vs simplenn | compile s |" in out
+    rows = {line.split("|")[1].strip(): line for line in out.splitlines()
+            if line.startswith("| simplenn") or line.startswith("| PyTorch")
+            or line.startswith("| scikit")}
+    assert "| 60.0 | 3.00x | 30.0 |" in rows["simplenn numba, cold cache"]
+    assert "| 20.0 | 1.00x | 0.5 |" in rows["simplenn numba, warm cache"]
+    assert "| 40.0 | 2.00x | - |" in rows["PyTorch script (torch_recipe)"]
+    assert "| 97.50% | -0.71 pt | no |" in rows["scikit-learn MLPClassifier (sklearn_recipe)"]
+    assert "cold/warm 3.00x" in out and "skipped:" not in out
+
+    # Two turns of four processes, each turn's simplenn runs sharing a new cache directory
+    # that is not the user's, with the cache on.
+    assert len(calls) == 8
+    dirs = [env["NUMBA_CACHE_DIR"] for argv, env in calls if "simplenn.train" in argv]
+    assert dirs[0] == dirs[1] != dirs[2] == dirs[3]
+    assert all("SIMPLENN_NUMBA_CACHE" not in env for _, env in calls)
+    assert all(not Path(d).exists() for d in dirs)  # removed afterwards
+    assert calls[0][0][1:] == ["-m", "simplenn.train", "--backend", "numba"]
+
+    report = json.loads(out_json.read_text())
+    assert report["suite"] == "recipe" and report["repeat"] == 2 and report["cpu"]
+    assert report["cold_warm"] == {"cold_seconds": 60.0, "warm_seconds": 20.0, "ratio": 3.0,
+                                   "cold_compile_seconds": 30.0, "warm_compile_seconds": 0.5}
+    assert report["cache_files_after_cold_run"] == [1, 1]
+    by = {r["name"]: r for r in report["rows"]}
+    assert by["simplenn-cold"]["wall_seconds"] == [70.0, 60.0]
+    assert by["torch"]["time_vs_simplenn"] == 2.0 and by["torch"]["reached_target"]
+    assert by["sklearn"]["accuracy_points_vs_simplenn"] == -0.71
+    assert report["skipped"] == []
+
+
+def test_recipe_skips_missing_libraries_with_one_line(capsys, monkeypatch):
+    monkeypatch.setattr(recipe, "library_missing", lambda module: module in ("sklearn", "numba"))
+    calls = []
+    monkeypatch.setattr(recipe, "run_process", _fake_processes(calls))
+    assert recipe.run_suite(repeat=1, json_path=None, command="c") == 0
+    out = capsys.readouterr().out
+    assert ("skipped: scikit-learn MLPClassifier (sklearn_recipe): scikit-learn is not "
+            "installed; pip install scikit-learn") in out.splitlines()
+    assert f"skipped: simplenn numba, cold cache: {recipe.NUMBA_MISSING}" in out.splitlines()
+    assert "| simplenn (default backend) | 60.0 | 1.00x |" in out  # compiles: an empty cache
+    assert "| scikit" not in out and "cold/warm" not in out
+    assert [argv[1:] for argv, _ in calls] == [["-m", "simplenn.train"],
+                                               ["-c", "from simplenn.bench.recipe import "
+                                                      "torch_recipe; torch_recipe()"]]
+
+
+def test_recipe_reports_a_failed_process_and_goes_on(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(recipe, "library_missing", lambda module: False)
+    monkeypatch.setattr(recipe, "run_process", _fake_processes([], fail=("torch",)))
+    assert recipe.run_suite(repeat=1, json_path=tmp_path / "r.json", command="c") == 1
+    rows = {r["name"]: r for r in json.loads((tmp_path / "r.json").read_text())["rows"]}
+    assert rows["torch"]["output_tail"] == ["Traceback ...", "RuntimeError: boom"]
+    assert "best_wall_seconds" not in rows["torch"]
+    captured = capsys.readouterr()
+    assert "FAILED: PyTorch script (torch_recipe): exit status 1: RuntimeError: boom" in \
+        captured.out.splitlines()
+    assert "| scikit-learn MLPClassifier (sklearn_recipe) | 80.0 | 4.00x |" in captured.out
+    assert "PyTorch script (torch_recipe) failed" in captured.err
+
+
+@pytest.mark.parametrize("argv", [["--hidden", "8"], ["--out-dir", "."], ["--samples", "100"],
+                                  ["--batch-sizes", "8"], ["--backends", "numpy"]])
+def test_recipe_rejects_the_grids_flags(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        bench.main(["--suite", "recipe", *argv])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not used by --suite recipe" in err
+
+
+def test_recipe_peer_commands_name_the_peer_functions():
+    for key, fn in recipe.PEER_FUNCTIONS.items():
+        argv = recipe.peer_argv(key)
+        assert argv[1] == "-c" and callable(getattr(recipe, fn))
+        compile(argv[2], "<peer>", "exec")
+        assert argv[2] in recipe.shown_command(key, numba=True)
+
+
+@pytest.mark.parametrize("fn, module", [("torch_recipe", "torch"), ("sklearn_recipe", "sklearn")])
+def test_recipe_peer_trains_on_512_images(fn, module):
+    pytest.importorskip(module, reason=f"{module} is not installed (an optional peer)")
+    lines: list[str] = []
+    accuracy = getattr(recipe, fn)(samples=512, epochs=1, say=lines.append)
+    parsed = recipe.parse_train_output("\n".join(lines))
+    assert 0.2 < accuracy <= 1  # one epoch of 512 images: well above chance
+    assert parsed.accuracy == pytest.approx(accuracy, abs=5e-5)
+    assert parsed.train_seconds is not None and parsed.train_seconds > 0

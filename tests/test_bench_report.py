@@ -59,3 +59,11 @@ def test_runs_as_a_module():
                           timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("| hidden | batch | backend")
+
+
+def test_batch_sizes_filter(capsys):
+    assert main([str(FIVE_LIBRARIES), "--hidden", "128", "--batch-sizes", "1,512"]) == 0
+    rows = capsys.readouterr().out.splitlines()[2:]
+    assert {_cells(line)[1] for line in rows} == {"1", "512"}
+    assert main([str(FIVE_LIBRARIES), "--batch-sizes", "3"]) == 2
+    assert "batch size 3" in capsys.readouterr().err

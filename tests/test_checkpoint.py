@@ -20,7 +20,7 @@ from simplenn.backends.numpy_backend import NumpyOps
 from simplenn.io.checkpoints import checkpoint_path, load_checkpoint, save_checkpoint
 from simplenn.errors import ModelFileError, TrainingDivergedError
 from simplenn.data.idx import write_idx
-from simplenn.io.models import read_model_file, save_model
+from simplenn.io.models import read_model_archive, read_model_file, save_model, write_model_file
 from simplenn.core.training import TrainConfig, TrainingInterrupted
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,8 +97,8 @@ def test_resume_equals_unbroken_run_on_every_backend(small, backend_name):
 
 
 def test_ctrl_c_mid_epoch_finishes_the_step_and_resume_is_bitwise(small, reference, tmp_path):
-    # epoch 1: 60 steps + 2 evaluation batches; interrupt during step 45 of epoch 2
-    ops = _interrupting_ops(after_calls=62 + 45)
+    # epoch 1: 60 steps + 1 test-set evaluation batch; interrupt during step 45 of epoch 2
+    ops = _interrupting_ops(after_calls=61 + 45)
     path = tmp_path / "c.npz"
     with pytest.raises(TrainingInterrupted) as info:
         simplenn.fit(_net(ops), *small, **SETTINGS,
@@ -169,6 +169,29 @@ def test_checkpoint_is_a_model_file(small, tmp_path):
     params, meta = read_model_file(save_checkpoint(tmp_path / "c.npz", states[0]))
     for k, v in net.parameters().items():
         np.testing.assert_array_equal(params[k], v)
+
+
+def test_a_version_1_checkpoint_from_before_validation_sets_still_resumes(small, reference,
+                                                                          tmp_path):
+    states = []
+    simplenn.fit(_net(), *small, **SETTINGS, on_checkpoint=states.append)
+    params, meta, extra = read_model_archive(save_checkpoint(tmp_path / "new.npz", states[0]))
+    info = meta["checkpoint"]
+    info["format_version"] = 1
+    for key in ("n_validation", "best_val_loss", "best_epoch", "epochs_without_improvement"):
+        del info[key]
+    for key in ("validation_fraction", "early_stopping"):
+        del info["config"][key]
+    for epoch in info["history"]:
+        for key in ("val_loss", "val_accuracy", "test_loss"):
+            del epoch[key]
+    old = write_model_file(tmp_path / "old.npz", params, backend=meta["backend"],
+                           metadata={"checkpoint": info}, extra_arrays=extra)
+    state = load_checkpoint(old).state
+    assert state.n_validation == 0 and state.best_epoch is None and state.history[0].test_loss is None
+    resumed = _net()
+    history = simplenn.fit(resumed, *small, **SETTINGS, resume=state)
+    _assert_same_run(reference[0], resumed, reference[1], history)
 
 
 # -- killed while saving --------------------------------------------------------------
@@ -288,6 +311,6 @@ def test_cli_resume_checks(data_dir, tmp_path):
                              ck, "--resume"))
     assert other.returncode == 1
     assert len(other.stderr.strip().splitlines()) == 1
-    assert "--epochs 2 (checkpoint: 1)" in other.stderr and f"--lr 0.05 (checkpoint: {TrainConfig().lr})" in other.stderr
+    assert "--epochs 2 (checkpoint: 1)" in other.stderr and f"--lr 0.05 (checkpoint: {TrainConfig(batch_size=50).lr})" in other.stderr
     no_dir = _run(sys.executable, "-m", "simplenn.train", "--resume")
     assert no_dir.returncode == 2 and "--checkpoint-dir" in no_dir.stderr

@@ -87,6 +87,7 @@ def test_list_backends_names_each_backend_and_why_not(capsys):
     (["--lr", "inf"], "--lr"),
     (["--momentum", "1.5"], "--momentum"),
     (["--weight-decay", "-1"], "--weight-decay"),
+    (["--seed", "-1"], "--seed"),
     (["--dtype", "float16"], "--dtype"),
     (["--backend", "tpu"], "--backend"),
     (["--data-dir", "/nonexistent/dir"], "does not exist"),

@@ -14,7 +14,9 @@ from simplenn.data.datasets import (
     DataSplit,
     bundled_mnist_dir,
     load_idx_dataset,
+    load_idx_split,
     load_mnist,
+    load_test_split,
 )
 from simplenn.errors import DataError
 from simplenn.data.idx import write_idx
@@ -229,3 +231,38 @@ def test_datasplit_validates():
         DataSplit(X=X, y=y, image_shape=(3, 3), name="x")
     with pytest.raises(AttributeError):
         split.name = "y"  # frozen
+
+
+# ---------------------------------------------------------------- one split
+
+
+def test_one_split_needs_only_its_own_files(tmp_path):
+    arrays = make_dataset(tmp_path)
+    for name in (TRAIN_IMG, TRAIN_LBL):
+        (tmp_path / name).unlink()
+    test = load_idx_split(tmp_path, "test")
+    assert test.name == "test" and test.image_shape == (3, 2) and len(test) == 4
+    np.testing.assert_array_equal(test.X, arrays[TEST_IMG].reshape(4, 6))
+    assert load_test_split(tmp_path)[0].y.tolist() == test.y.tolist()
+    with pytest.raises(DataError) as info:
+        load_idx_split(tmp_path, "train")
+    message = str(info.value)
+    assert f"missing dataset file(s): {TRAIN_IMG}, {TRAIN_LBL}" in message
+    assert TEST_IMG not in message
+
+
+def test_one_split_checks_its_arguments(tmp_path):
+    make_dataset(tmp_path)
+    with pytest.raises(ValueError, match="split must be one of"):
+        load_idx_split(tmp_path, "validation")
+    with pytest.raises(ValueError, match="n_classes"):
+        load_idx_split(tmp_path, "test", n_classes=0)
+    with pytest.raises(DataError, match="sha256 mismatch"):
+        load_idx_split(tmp_path, "test", checksums={TEST_IMG: "0" * 64})
+    assert len(load_idx_split(tmp_path, "test", checksums={TRAIN_IMG: "0" * 64})) == 4
+
+
+def test_bundled_test_split_alone():
+    test, source = load_test_split()
+    assert source == "bundled MNIST" and len(test) == 10000 and test.name == "test"
+    np.testing.assert_array_equal(test.y, load_mnist()[1].y)

@@ -98,6 +98,16 @@ def test_cli_report_matches_the_model(trained):
     np.testing.assert_array_equal(matrix, expected)
 
 
+def test_cli_needs_only_the_test_files(trained, tmp_path):
+    net, model, data, (X, y) = trained
+    for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        (tmp_path / name).write_bytes((data / name).read_bytes())
+    r = _run("simplenn.evaluate", model, "--data-dir", tmp_path, "--backend", "numpy")
+    assert r.returncode == 0, r.stderr
+    correct = int((net.predict(X) == y).sum())
+    assert f"test accuracy: {100 * correct / 500:.2f}% ({correct}/500)" in r.stdout
+
+
 def _is_png(path: Path) -> bool:
     return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 1000
 

@@ -21,15 +21,18 @@ LAYERS = (
     {"simplenn.core"},
     {"simplenn.data", "simplenn.io"},
     {"simplenn.testing", "simplenn.cli", "simplenn.bench"},
-    {"simplenn", "simplenn.train", "simplenn.evaluate", "simplenn.predict"},
+    {"simplenn", "simplenn.train", "simplenn.evaluate", "simplenn.predict",
+     "simplenn.export", "simplenn.sklearn"},
 )
 
 PUBLIC_NAMES = (
     "TwoLayerNet", "fit", "TrainConfig", "History", "EpochStats", "load_mnist",
     "load_idx_dataset", "DataSplit", "save_model", "load_model", "get_backend",
     "available_backends", "BackendInfo", "Ops", "SimplennError", "__version__",
+    "export_onnx",
 )
-COMMAND_MODULES = ("simplenn.train", "simplenn.evaluate", "simplenn.predict", "simplenn.bench")
+COMMAND_MODULES = ("simplenn.train", "simplenn.evaluate", "simplenn.predict", "simplenn.bench",
+                   "simplenn.export")
 
 
 def _module_name(path: Path) -> str:
@@ -73,7 +76,7 @@ def _layer(module: str) -> int:
     best = None
     for rank, roots in enumerate(LAYERS):
         for root in roots:
-            if module == root or module.startswith(root + "."):
+            if module == root or (root != "simplenn" and module.startswith(root + ".")):
                 if best is None or len(root) > best[1]:
                     best = (rank, len(root))
     assert best is not None, f"{module} belongs to no layer: add it to LAYERS"

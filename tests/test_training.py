@@ -32,7 +32,7 @@ def test_same_seed_gives_the_same_run_and_another_seed_does_not(subset):
 def test_training_learns_and_the_history_is_complete(subset):
     train, test = subset
     net = TwoLayerNet(784, 64, seed=0)
-    history = fit(net, train, test, epochs=3, batch_size=32, lr=0.1)
+    history = fit(net, train, test, epochs=3, batch_size=32, lr=0.1, eval_train=True)
     assert [e.epoch for e in history.epochs] == [1, 2, 3]
     first, last = history.epochs[0], history.epochs[-1]
     assert last.train_loss < first.train_loss

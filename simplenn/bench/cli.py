@@ -15,7 +15,9 @@ checkout ``PATH``, so two source trees can be timed side by side in one run.
 
 That grid is the default suite, ``--suite throughput``. ``--suite gpu`` times the GPU
 backend instead (time per epoch with and without CUDA graphs, beside numba and PyTorch
-CUDA): see :mod:`simplenn.bench.gpu`.
+CUDA): see :mod:`simplenn.bench.gpu`. ``--suite recipe`` times whole processes instead:
+``python -m simplenn.train`` with an empty and a warm Numba cache, and the same recipe
+in PyTorch and scikit-learn, to the final test accuracy: see :mod:`simplenn.bench.recipe`.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from ..cli import common
-from . import gpu, sysinfo
+from . import gpu, recipe, sysinfo
 from ..core.training import CHUNK_SAMPLES, TrainConfig
 from ..errors import BackendUnavailableError, SimplennError
 from .contenders import (
@@ -57,7 +59,7 @@ DEFAULT_HIDDEN = HIDDEN_SIZES
 DEFAULT_REPEAT = 3
 DEFAULT_PEAK_SIZE = 2048
 #: The suites --suite chooses from; the first is the default.
-SUITES = ("throughput", "gpu")
+SUITES = ("throughput", "gpu", "recipe")
 #: The untimed warm-up epoch of each cell: at least one of fit's chunks of work.
 WARMUP_SAMPLES = CHUNK_SAMPLES
 MNIST_TRAIN_SIZE = 60000
@@ -139,11 +141,18 @@ def build_parser() -> common.ArgumentParser:
         f"ms per epoch of cupy at batch {'/'.join(map(str, gpu.CUPY_BATCH_SIZES))} with "
         f"and without CUDA graphs, numba at batch {gpu.NUMBA_BATCH} and PyTorch CUDA "
         f"eager at batch {gpu.TORCH_BATCH}; what can't run here is skipped with the "
-        "reason, so without a GPU it is a smoke test that times numba alone."))
+        "reason, so without a GPU it is a smoke test that times numba alone. --suite recipe "
+        "times whole processes from start to final test accuracy: python -m simplenn.train "
+        "(numba) with an empty, then a warm Numba cache (NUMBA_CACHE_DIR set to a new "
+        "temporary directory; the user's cache is not touched), and the same recipe as a "
+        "PyTorch script and as scikit-learn's MLPClassifier, when installed."))
     p.add_argument("--suite", choices=SUITES, default=SUITES[0],
                    help="throughput: the grid of backends, batch sizes and widths (default); "
                         "gpu: time per epoch of the GPU backend, written to --out-dir "
-                        "(--backends, --hidden, --peak-size and --plot are the grid's only)")
+                        "(--backends, --hidden, --peak-size and --plot are the grid's only); "
+                        "recipe: wall time and test accuracy of whole training processes: "
+                        "simplenn's first run (cold Numba cache) against its second (warm), "
+                        "and against PyTorch and scikit-learn (takes --repeat and --json only)")
     p.add_argument("--backends", type=_contender_list, default=None, metavar="LIST",
                    help=f"comma-separated, from {','.join(contender_names())} (default: every one "
                         "that runs here; the others are listed with the reason); NAME@PATH "
@@ -159,7 +168,9 @@ def build_parser() -> common.ArgumentParser:
     p.add_argument("--repeat", type=common.positive_int, default=None,
                    help=f"timed epochs per cell after one warm-up; the best counts "
                         f"(default {DEFAULT_REPEAT}; with --suite gpu per configuration, "
-                        f"the median counts, default {gpu.DEFAULT_EPOCHS})")
+                        f"the median counts, default {gpu.DEFAULT_EPOCHS}; with --suite "
+                        f"recipe the turns of whole runs, the best wall time counts, "
+                        f"default 1)")
     p.add_argument("--samples", type=_samples, default=MNIST_TRAIN_SIZE,
                    help=f"training images per timed epoch, from the MNIST training set "
                         f"(default {MNIST_TRAIN_SIZE}: a full epoch)")
@@ -192,6 +203,15 @@ def main(argv: list[str] | None = None) -> int:
         if given:
             parser.error(f"argument {given[0]}: not used by --suite gpu (it belongs to the "
                          f"throughput grid)")
+    elif args.suite == "recipe":
+        given = [flag for flag, value in {**grid_only, "--batch-sizes": args.batch_sizes,
+                                          "--out-dir": args.out_dir}.items()
+                 if value is not None]
+        if args.samples != MNIST_TRAIN_SIZE:
+            given.append("--samples")
+        if given:
+            parser.error(f"argument {given[0]}: not used by --suite recipe (it takes "
+                         f"--repeat and --json)")
     elif args.out_dir is not None:
         parser.error("argument --out-dir: only used by --suite gpu (use --json with the "
                      "throughput grid)")
@@ -208,6 +228,11 @@ def main(argv: list[str] | None = None) -> int:
             batch_sizes=args.batch_sizes or gpu.CUPY_BATCH_SIZES, out_dir=args.out_dir,
             json_path=args.json, command=shlex.join(["python", "-m", "simplenn.bench", *argv]),
             prog=PROG), args.debug)
+    if args.suite == "recipe":
+        return common.run_command(PROG, lambda: recipe.run_suite(
+            repeat=args.repeat or 1, json_path=args.json,
+            command=shlex.join(["python", "-m", "simplenn.bench", *argv]), prog=PROG),
+            args.debug)
     args.batch_sizes = args.batch_sizes or DEFAULT_BATCH_SIZES
     args.hidden = args.hidden or DEFAULT_HIDDEN
     args.repeat = args.repeat or DEFAULT_REPEAT

@@ -1,4 +1,4 @@
-"""``python -m simplenn.bench.report PATH.json [--hidden H]``: a benchmark's results as a
+"""``python -m simplenn.bench.report PATH.json [--hidden H] [--batch-sizes LIST]``: a benchmark's results as a
 Markdown table.
 
 Reads the JSON that ``python -m simplenn.bench --json PATH.json`` writes and prints one
@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from ..cli import common
-from .cli import Cell, format_table, summarize
+from .cli import Cell, _int_list, format_table, summarize
 
 PROG = "python -m simplenn.bench.report"
 #: The columns of :func:`~simplenn.bench.cli.format_table` this report keeps.
@@ -64,13 +64,20 @@ def load_cells(path: str | Path) -> list[Cell]:
         raise ReportError(f"{path}: {what} ({type(exc).__name__}: {exc})") from None
 
 
-def markdown_table(cells: list[Cell], hidden: int | None = None) -> str:
-    """The Markdown table of ``cells`` (those of width ``hidden`` only, when given):
-    the :data:`COLUMNS` of :func:`~simplenn.bench.cli.format_table`'s table."""
+def markdown_table(cells: list[Cell], hidden: int | None = None,
+                   batch_sizes: tuple[int, ...] | None = None) -> str:
+    """The Markdown table of ``cells`` (those of width ``hidden`` and of ``batch_sizes``
+    only, when given): the :data:`COLUMNS` of :func:`~simplenn.bench.cli.format_table`'s
+    table."""
     if hidden is not None:
         cells = [c for c in cells if c.hidden == hidden]
         if not cells:
             raise ReportError(f"no results for hidden width {hidden}")
+    if batch_sizes is not None:
+        missing = sorted(set(batch_sizes) - {c.batch_size for c in cells})
+        if missing:
+            raise ReportError(f"no results for batch size {', '.join(map(str, missing))}")
+        cells = [c for c in cells if c.batch_size in batch_sizes]
     lines = format_table(cells).splitlines()
     split = [line.split("|")[1:-1] for line in lines]  # "| a | b |" -> [" a ", " b "]
     header = [field.strip() for field in split[0]]
@@ -86,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a results file written by python -m simplenn.bench --json")
     p.add_argument("--hidden", type=common.positive_int, default=None, metavar="H",
                    help="only the rows of hidden width H (default: every width)")
+    p.add_argument("--batch-sizes", type=_int_list, default=None, metavar="LIST",
+                   help="only the rows of these batch sizes, comma-separated (default: all)")
     return p
 
 
@@ -96,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def report() -> int:
         try:
-            table = markdown_table(load_cells(args.path), args.hidden)
+            table = markdown_table(load_cells(args.path), args.hidden, args.batch_sizes)
         except ReportError as exc:
             print(f"{PROG}: error: {exc}", file=sys.stderr)
             return common.EXIT_USAGE

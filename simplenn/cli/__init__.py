@@ -1,2 +1,2 @@
-"""The commands: ``python -m simplenn.train``, ``evaluate`` and ``predict`` (their
-``main`` functions live here), with shared argument handling in :mod:`.common`."""
+"""The commands: ``python -m simplenn.train``, ``evaluate``, ``predict`` and ``export``
+(their ``main`` functions live here), with shared argument handling in :mod:`.common`."""

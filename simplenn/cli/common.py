@@ -84,9 +84,12 @@ BACKEND_HELP = ("array backend: auto, or any registered backend (--list-backends
 
 
 def existing_dir(text: str) -> Path:
+    """A path to a directory that exists (a file there is refused as not a directory)."""
     path = Path(text)
-    if not path.is_dir():
+    if not path.exists():
         raise argparse.ArgumentTypeError(f"directory {text!r} does not exist")
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a directory")
     return path
 
 

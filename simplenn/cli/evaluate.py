@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from . import common
-from ..data.datasets import load_dataset
+from ..data.datasets import load_test_split
 
 PROG = "python -m simplenn.evaluate"
 
@@ -97,7 +97,8 @@ def build_parser() -> common.ArgumentParser:
     p.add_argument("--backend", type=common.backend_name, default=None,
                    help=f"{common.BACKEND_HELP} (default: $SIMPLENN_BACKEND, else numpy)")
     p.add_argument("--data-dir", type=common.existing_dir, default=None,
-                   help="directory with the MNIST-format IDX files (default: the bundled MNIST)")
+                   help="directory with the MNIST-format test files, t10k-images-idx3-ubyte and "
+                        "t10k-labels-idx1-ubyte, each plain or .gz (default: the bundled MNIST)")
     p.add_argument("--plot", type=Path, default=None, metavar="DIR",
                    help="also write confusion_matrix.png and confident_errors.png to DIR "
                         "(created if missing; needs matplotlib: pip install matplotlib)")
@@ -122,7 +123,7 @@ def _evaluate(args) -> int:
 
         require_matplotlib()
     net = load_model(args.model, backend=args.backend)
-    _, test, source = load_dataset(args.data_dir)
+    test, source = load_test_split(args.data_dir)
     if test.n_features != net.n_inputs or (len(test) and test.y.max() >= net.n_classes):
         raise DataError(f"the test set in {source} ({test.n_features} pixels, labels up to "
                         f"{test.y.max()}) does not fit model {args.model} ({net.n_inputs} inputs, "

@@ -49,24 +49,54 @@ def _save(fig: Any, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
+#: The per-epoch curves: label -> the EpochStats field of each panel.
+_LOSS_FIELDS = {"train": "train_loss", "validation": "val_loss", "test": "test_loss"}
+_ACCURACY_FIELDS = {"train": "train_accuracy", "validation": "val_accuracy",
+                    "test": "test_accuracy"}
+
+Curves = dict[str, list[tuple[int, float]]]
+
+
+def training_curves(history: History) -> tuple[Curves, Curves]:
+    """What :func:`plot_training_curves` draws: ``(losses, accuracies)``, each a label ->
+    the ``(epoch, value)`` points of the epochs that measured it (accuracies in %).
+
+    Losses: ``train`` (the mean loss of the epoch's steps), ``validation`` and ``test``;
+    accuracies: ``train`` (with ``eval_train``), ``validation`` and ``test``. A run with a
+    validation set measures the test set once, at the end: ``test (final)``, one point at
+    the epoch whose parameters the network kept. Curves without points are left out.
+    """
+    def points(name: str, scale: float = 1.0) -> list[tuple[int, float]]:
+        return [(e.epoch, scale * getattr(e, name)) for e in history.epochs
+                if getattr(e, name) is not None]
+
+    losses = {label: points(name) for label, name in _LOSS_FIELDS.items()}
+    accuracies = {label: points(name, 100.0) for label, name in _ACCURACY_FIELDS.items()}
+    if history.test_accuracy is not None and history.epochs:
+        kept = (history.best_epoch if history.config.early_stopping is not None
+                else history.epochs[-1].epoch)
+        accuracies["test (final)"] = [(kept, 100.0 * history.test_accuracy)]
+        if history.test_loss is not None:
+            losses["test (final)"] = [(kept, history.test_loss)]
+    return ({k: v for k, v in losses.items() if v}, {k: v for k, v in accuracies.items() if v})
+
+
 def plot_training_curves(history: History, path: str | os.PathLike) -> Path:
-    """Mean training loss (left) and train/test accuracy (right) per epoch, as a PNG."""
-    epochs = [e.epoch for e in history.epochs]
+    """Losses (left, log scale) and accuracies (right) per epoch, as a PNG: those of
+    :func:`training_curves`, so train, validation and test as the run measured them."""
+    losses, accuracies = training_curves(history)
     fig = _figure(10, 4)
     loss_ax, acc_ax = fig.subplots(1, 2)
-    loss_ax.plot(epochs, [e.train_loss for e in history.epochs], marker="o")
-    loss_ax.set(xlabel="epoch", ylabel="mean cross-entropy", title="training loss")
-    loss_ax.set_yscale("log")
-    for label, values in (("train", [e.train_accuracy for e in history.epochs]),
-                          ("test", [e.test_accuracy for e in history.epochs])):
-        points = [(x, 100 * v) for x, v in zip(epochs, values) if v is not None]
-        if points:
-            acc_ax.plot(*zip(*points), marker="o", label=label)
-    acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
-    acc_ax.legend()
-    for ax in (loss_ax, acc_ax):
+    for ax, curves in ((loss_ax, losses), (acc_ax, accuracies)):
+        for label, points in curves.items():
+            ax.plot(*zip(*points), marker="o", label=label)
+        if curves:
+            ax.legend()
         ax.grid(True, alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
+    loss_ax.set(xlabel="epoch", ylabel="mean cross-entropy", title="loss")
+    loss_ax.set_yscale("log")
+    acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     c = history.config
     fig.suptitle(f"{history.backend} backend, batch {c.batch_size}, lr {c.lr:g} ({c.lr_schedule}), "
                  f"momentum {c.momentum:g}, seed {c.seed}")

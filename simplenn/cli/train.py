@@ -10,22 +10,52 @@ import argparse
 import hashlib
 import json
 import logging
+import math
+import shlex
+import signal
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 from . import common
+from .._version import __version__
 from ..data.datasets import load_dataset
 from ..core.model import warm_up
 from ..core.network import DEFAULT_HIDDEN
-from ..backends import available_backends, default_backend_name
-from ..core.training import LR_SCHEDULES, EpochStats, TrainConfig
+from ..backends import available_backends, default_backend_name, resolve_backend_name
+from ..core.training import (LR_REFERENCE_BATCH, LR_SCHEDULES, REFERENCE_LR, EpochStats,
+                             TrainConfig)
 
 PROG = "python -m simplenn.train"
+#: The inputs of every run: load_dataset's splits hold read-only uint8 pixels.
+INPUT_KIND = "read-only pixels"
+
+
+def open_unit_interval(text: str) -> float:
+    """A number strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}")
+    return value
+
+
+def rng_seed(text: str) -> int:
+    """A seed for ``numpy.random.default_rng``: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
 
 
 def build_parser() -> common.ArgumentParser:
@@ -45,29 +75,51 @@ def build_parser() -> common.ArgumentParser:
             "  SIMPLENN_TORCH_DEVICE  cpu or cuda: the torch backend's device (default: cuda\n"
             "                         when a CUDA device works, else cpu)\n"
             "  JAX_PLATFORMS          cpu: the jax backend on the CPU even where JAX sees a GPU\n"
-            "  SIMPLENN_DATA_DIR      where the downloader caches datasets"))
+            "  SIMPLENN_DATA_DIR      where the downloader caches datasets\n"
+            "\n"
+            "exit status:\n"
+            "  0 done; 1 an error, e.g. bad data or a diverged run (the loss NaN, infinite or\n"
+            "  exploding; the message suggests a smaller --lr); 2 bad arguments; 130 after\n"
+            "  Ctrl-C and 143 after SIGTERM (both finish the current step and save a\n"
+            "  checkpoint with --checkpoint-dir)"))
     p.add_argument("--backend", type=common.backend_name, default=None,
                    help=f"{common.BACKEND_HELP} (default: $SIMPLENN_BACKEND, else auto: the "
                         "fastest that runs here, cupy with a CUDA GPU, else numba when "
-                        "installed, else numpy)")
+                        "installed, else numpy; a line on stderr names its pick)")
     p.add_argument("--epochs", type=common.positive_int, default=d.epochs,
                    help=f"passes over the training set (default {d.epochs})")
     p.add_argument("--batch-size", type=common.positive_int, default=d.batch_size,
                    help=f"minibatch size (default {d.batch_size})")
     p.add_argument("--hidden", type=common.positive_int, default=DEFAULT_HIDDEN,
                    help=f"hidden units (default {DEFAULT_HIDDEN})")
-    p.add_argument("--lr", type=common.positive_float, default=d.lr,
-                   help=f"peak learning rate (default {d.lr})")
+    p.add_argument("--lr", type=common.positive_float, default=None,
+                   help=f"peak learning rate (default {REFERENCE_LR:g} * batch size / "
+                        f"{LR_REFERENCE_BATCH} up to batch {LR_REFERENCE_BATCH}, "
+                        f"{REFERENCE_LR:g} above: {d.lr:g} at the default batch size)")
     p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=d.lr_schedule,
                    help=f"learning-rate decay over the run (default {d.lr_schedule})")
     p.add_argument("--momentum", type=common.unit_interval, default=d.momentum,
                    help=f"SGD momentum in [0, 1) (default {d.momentum})")
     p.add_argument("--weight-decay", type=common.nonnegative_float, default=d.weight_decay,
                    help=f"L2 weight decay on W1 and W2 (default {d.weight_decay})")
-    p.add_argument("--seed", type=int, default=d.seed,
-                   help=f"seed for initialisation and shuffling (default {d.seed})")
+    p.add_argument("--seed", type=rng_seed, default=d.seed,
+                   help=f"seed for initialisation and shuffling, an integer >= 0 "
+                        f"(default {d.seed})")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                    help="floating-point precision (default float32)")
+    p.add_argument("--val-split", dest="validation_fraction", type=open_unit_interval,
+                   default=None, metavar="F",
+                   help="hold out the fraction F in (0, 1) of the training images (stratified "
+                        "by class, drawn with --seed) as a validation set: each epoch reports "
+                        "the validation loss and accuracy and the test set is evaluated once, "
+                        "at the end (default: no validation set; the test set every epoch)")
+    p.add_argument("--early-stop", dest="early_stopping", type=common.positive_int, default=None,
+                   metavar="N",
+                   help="stop when the validation loss has not improved for N epochs and keep "
+                        "the parameters of the best epoch (needs --val-split)")
+    p.add_argument("--eval-train", action="store_true",
+                   help="also measure the training-set accuracy after every epoch (a pass "
+                        "over the training images; default: only the loss of the steps)")
     p.add_argument("--data-dir", type=common.existing_dir, default=None,
                    help="directory with the four MNIST-format IDX files (train-images-idx3-ubyte, "
                         "train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, "
@@ -75,14 +127,17 @@ def build_parser() -> common.ArgumentParser:
     p.add_argument("--save", type=Path, default=None, metavar="PATH",
                    help="write the trained model to PATH (.npz)")
     p.add_argument("--metrics-out", type=Path, default=None, metavar="PATH",
-                   help="write the per-epoch history and final test accuracy to PATH (JSON)")
+                   help="write the per-epoch history and final test accuracy to PATH (JSON), "
+                        "with what reproduces the run: every setting, the simplenn version, "
+                        "the command line, the time (UTC) and the data's sha256 checksums")
     p.add_argument("--plot", type=Path, default=None, metavar="DIR",
-                   help="write the training curves (loss, train/test accuracy per epoch) to "
-                        "DIR/training_curves.png (DIR is created; needs matplotlib: "
-                        "pip install matplotlib)")
+                   help="write the training curves (losses and accuracies per epoch: train, "
+                        "validation, test, those measured) to DIR/training_curves.png (DIR is "
+                        "created; needs matplotlib: pip install matplotlib)")
     p.add_argument("--checkpoint-dir", type=Path, default=None, metavar="DIR",
                    help="save a checkpoint (model, optimiser and RNG state, history) to "
-                        "DIR/checkpoint.npz after every epoch and on Ctrl-C (DIR is created)")
+                        "DIR/checkpoint.npz after every epoch and on Ctrl-C or SIGTERM (DIR "
+                        "is created)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run saved in --checkpoint-dir; settings not given take "
                         "the checkpoint's values, settings given must match them")
@@ -108,7 +163,9 @@ def _check_output_path(parser: common.ArgumentParser, flag: str, path: Path | No
 
 #: The flags that define a run: a resumed run takes them from its checkpoint.
 RUN_SETTINGS = ("epochs", "batch_size", "lr", "lr_schedule", "momentum", "weight_decay", "seed",
-                "hidden", "dtype")
+                "hidden", "dtype", "validation_fraction", "early_stopping")
+#: The flags whose names differ from their settings'.
+FLAG_NAMES = {"validation_fraction": "--val-split", "early_stopping": "--early-stop"}
 
 
 def _explicit_flags(argv: list[str] | None) -> set[str]:
@@ -126,14 +183,17 @@ def main(argv: list[str] | None = None) -> int:
     _check_output_path(parser, "--metrics-out", args.metrics_out)
     if args.resume and args.checkpoint_dir is None:
         parser.error("argument --resume: needs --checkpoint-dir DIR (the directory of the run)")
+    if args.early_stopping is not None and args.validation_fraction is None and not args.resume:
+        parser.error("argument --early-stop: needs --val-split F (a validation set to watch)")
     args.explicit = _explicit_flags(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(message)s", stream=sys.stderr)
     return common.run_command(PROG, lambda: _train(args), args.debug)
 
 
 def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+    return FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
 
 
 def _adopt_checkpoint_settings(args, ckpt) -> None:
@@ -162,12 +222,61 @@ def _adopt_checkpoint_settings(args, ckpt) -> None:
                               f"does not exist; pass --data-dir")
 
 
-def _data_fingerprint(train) -> str:
-    """sha256 of the training images and labels: a resumed run must see the same data."""
+def _data_fingerprint(split) -> str:
+    """sha256 of a split's images and labels: a resumed run must see the same data."""
     digest = hashlib.sha256()
-    digest.update(np.ascontiguousarray(train.X).data)
-    digest.update(np.ascontiguousarray(train.y).data)
+    digest.update(np.ascontiguousarray(split.X).data)
+    digest.update(np.ascontiguousarray(split.y).data)
     return digest.hexdigest()
+
+
+class _WarningsOnly(logging.Filter):
+    """Lets through records of level WARNING and above."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING
+
+
+def _choose_backend(requested: str | None) -> tuple[str, bool]:
+    """The backend to run on (``--backend``, else ``$SIMPLENN_BACKEND``, else auto's pick)
+    and whether auto picked it. Auto's reasons for skipping the others are not logged:
+    ``--list-backends`` shows them."""
+    name = requested or default_backend_name("auto")
+    if name != "auto":
+        return name, False
+    registry_logger, infos_off = logging.getLogger("simplenn"), _WarningsOnly()
+    registry_logger.addFilter(infos_off)
+    try:
+        return resolve_backend_name("auto"), True
+    finally:
+        registry_logger.removeFilter(infos_off)
+
+
+def _metrics_record(history, args, source: str, fingerprints: dict[str, str]) -> dict:
+    """The ``--metrics-out`` JSON: the history, whose config gains the network's size and
+    dtype, with the simplenn version, the command line, the time and the data."""
+    record = history.to_dict()
+    record["config"].update(hidden=args.hidden, dtype=args.dtype)
+    return {
+        "simplenn_version": __version__,
+        "command": shlex.join([*PROG.split(), *args.argv]),
+        "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "data": {"source": source,
+                 "data_dir": None if args.data_dir is None else str(args.data_dir.resolve()),
+                 **fingerprints},
+        **record,
+    }
+
+
+def _interrupted_line(exc, ckpt_file: Path | None, checkpoint_dir: Path | None) -> str:
+    """What a run stopped by Ctrl-C or SIGTERM says: where it stood and how to resume."""
+    cause = ("interrupted" if exc.signal_number == signal.SIGINT
+             else f"interrupted by {signal.Signals(exc.signal_number).name}")
+    if exc.saved:
+        return (f"{PROG}: {cause} ({exc.state.describe()}); saved checkpoint {ckpt_file}; "
+                f"resume with: {PROG} --checkpoint-dir {checkpoint_dir} --resume")
+    return (f"{PROG}: {cause} ({exc.state.describe()}); nothing was saved (pass "
+            f"--checkpoint-dir DIR to be able to resume)")
 
 
 def _train(args) -> int:
@@ -201,7 +310,10 @@ def _train(args) -> int:
     # while the backend is imported and its compiled kernels are loaded.
     with ThreadPoolExecutor(max_workers=1) as pool:
         loading = pool.submit(load_dataset, args.data_dir)
-        backend = args.backend or default_backend_name("auto")
+        backend, auto = _choose_backend(args.backend)
+        if auto and not args.quiet:
+            print(f"backend: {backend} (auto; --list-backends shows the others)",
+                  file=sys.stderr)
         net = TwoLayerNet(784, args.hidden, 10, backend=backend, dtype=args.dtype,
                                    seed=args.seed)
         if loading.done():
@@ -209,21 +321,26 @@ def _train(args) -> int:
         compile_seconds = None
         if net.ops.needs_warmup:
             start = time.perf_counter()
-            warm_up(net.ops)  # so that epoch 1's time is training, not compiling
+            warm_up(net.ops, kinds=(INPUT_KIND,))  # epoch 1's time is training, not compiling
             compile_seconds = time.perf_counter() - start
         train, test, source = loading.result()
     if train.n_features != net.n_inputs or test.n_features != net.n_inputs:
         net = TwoLayerNet(train.n_features, args.hidden, 10, backend=net.ops,
                                    dtype=args.dtype, seed=args.seed)
     run = None
+    train_sha256 = None
+    if ckpt_file is not None or args.metrics_out is not None:
+        train_sha256 = _data_fingerprint(train)
     if ckpt_file is not None:
         run = {"settings": {"hidden": args.hidden, "dtype": args.dtype},
                "data_dir": None if args.data_dir is None else str(args.data_dir.resolve()),
-               "data_sha256": _data_fingerprint(train)}
+               "data_sha256": train_sha256}
         if ckpt is not None and ckpt.run.get("data_sha256") != run["data_sha256"]:
             raise ResumeError(f"cannot resume from {ckpt_file}: the training data in {source} "
                               f"is not the data the checkpoint was trained on")
-    say(f"training {net!r} on {source}: {len(train)} train / {len(test)} test images")
+    held_out = ("" if args.validation_fraction is None else
+                f" ({args.validation_fraction:g} of them held out for validation)")
+    say(f"training {net!r} on {source}: {len(train)} train{held_out} / {len(test)} test images")
     if ckpt is not None:
         say(f"resuming from {ckpt_file} ({ckpt.state.describe()})")
 
@@ -232,9 +349,7 @@ def _train(args) -> int:
             f"(cached on disk for later runs)")
 
     def report(s: EpochStats) -> None:
-        say(f"epoch {s.epoch:>2}/{args.epochs}  loss {s.train_loss:.4f}  "
-            f"train {100 * s.train_accuracy:.2f}%  test {100 * s.test_accuracy:.2f}%  "
-            f"lr {s.lr:.4f}  {s.seconds:.2f}s ({s.samples_per_second:,.0f} img/s)")
+        say(_epoch_line(s, args.epochs))
 
     def checkpoint(state) -> None:
         save_checkpoint(ckpt_file, state, run=run)
@@ -243,23 +358,21 @@ def _train(args) -> int:
         history = fit(
             net, train, test, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
             momentum=args.momentum, weight_decay=args.weight_decay, lr_schedule=args.lr_schedule,
-            seed=args.seed, progress=not args.quiet, on_epoch_end=report,
+            seed=args.seed, validation_fraction=args.validation_fraction,
+            early_stopping=args.early_stopping, eval_train=args.eval_train,
+            progress=not args.quiet, on_epoch_end=report,
             on_checkpoint=checkpoint if ckpt_file is not None else None,
             resume=ckpt.state if ckpt is not None else None)
     except TrainingInterrupted as exc:
-        if exc.saved:
-            print(f"{PROG}: interrupted ({exc.state.describe()}); saved checkpoint {ckpt_file}; "
-                  f"resume with: {PROG} --checkpoint-dir {args.checkpoint_dir} --resume",
-                  file=sys.stderr)
-        else:
-            print(f"{PROG}: interrupted ({exc.state.describe()}); nothing was saved (pass "
-                  f"--checkpoint-dir DIR to be able to resume)", file=sys.stderr)
-        return common.EXIT_INTERRUPTED
+        print(_interrupted_line(exc, ckpt_file, args.checkpoint_dir), file=sys.stderr)
+        return 128 + exc.signal_number  # as a shell reports a command ended by the signal
     except TrainingDivergedError as exc:
         if ckpt_file is not None and ckpt_file.exists():
             raise TrainingDivergedError(
                 f"{exc} The last good checkpoint, {ckpt_file}, was kept.") from None
         raise
+    if history.best_epoch is not None:
+        say(_best_epoch_line(history))
     accuracy = history.final_test_accuracy
     if args.save is not None:
         save_model(net, args.save, metadata={"training": history.to_dict()["config"],
@@ -268,7 +381,9 @@ def _train(args) -> int:
     if args.metrics_out is not None:
         from ..io.atomic import atomic_write_bytes
 
-        atomic_write_bytes(args.metrics_out, json.dumps(history.to_dict(), indent=2).encode())
+        record = _metrics_record(history, args, source, {
+            "train_sha256": train_sha256, "test_sha256": _data_fingerprint(test)})
+        atomic_write_bytes(args.metrics_out, json.dumps(record, indent=2).encode())
         say(f"wrote metrics to {args.metrics_out}")
     if args.plot is not None:
         from .plots import TRAINING_CURVES, plot_training_curves
@@ -278,3 +393,26 @@ def _train(args) -> int:
     print(f"test accuracy: {100 * accuracy:.2f}%")
     return 0
 
+
+def _epoch_line(s: EpochStats, epochs: int) -> str:
+    """One epoch's report: losses, accuracies (those measured), learning rate, speed."""
+    parts = [f"epoch {s.epoch:>2}/{epochs}", f"loss {s.train_loss:.4f}"]
+    if s.train_accuracy is not None:
+        parts.append(f"train {100 * s.train_accuracy:.2f}%")
+    if s.val_accuracy is not None:
+        parts.append(f"val {100 * s.val_accuracy:.2f}% (loss {s.val_loss:.4f})")
+    if s.test_accuracy is not None:
+        parts.append(f"test {100 * s.test_accuracy:.2f}%")
+    parts.append(f"lr {s.lr:.4f}  {s.seconds:.2f}s ({s.samples_per_second:,.0f} img/s)")
+    return "  ".join(parts)
+
+
+def _best_epoch_line(history) -> str:
+    """Which epoch validated best, and whether early stopping ended the run there."""
+    best = history.best_epoch
+    if history.stopped_early:
+        return (f"stopped early after epoch {len(history.epochs)}: the validation loss was "
+                f"lowest at epoch {best}, whose parameters the model keeps")
+    if history.config.early_stopping is not None:
+        return f"the validation loss was lowest at epoch {best}, whose parameters the model keeps"
+    return f"the validation loss was lowest at epoch {best}"

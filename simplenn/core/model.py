@@ -4,7 +4,10 @@ a chunk of training steps (:meth:`TwoLayerNet.train_steps`)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import os
+import sys
+import warnings
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -14,10 +17,58 @@ from ..backends.base import Array
 from .network import DEFAULT_HIDDEN, PARAMETER_NAMES, NetworkFunctions, network_functions
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+#: The smallest maximum of whole-number float inputs that warns as unscaled pixels:
+#: 8-bit images reach it, small counts of tabular data stay below it.
+_PIXEL_MAX_AT_LEAST = 16
+#: How many elements the unscaled-pixel check rounds at a time (bounds its scratch memory).
+_CHUNK_ELEMENTS = 1 << 20
+
+
+class UnscaledPixelsWarning(UserWarning):
+    """Float inputs that look like 8-bit pixels not divided by 255: every value a whole
+    number in 0..255, the largest at least 16 (small counts are left alone). The network
+    expects features of order one (uint8 pixels are scaled by 1/255 for you) and trains
+    to chance on such inputs.
+    Silence it, for data that only look like this, with
+    ``warnings.simplefilter("ignore", UnscaledPixelsWarning)``."""
+
+
 def _check_size(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer, not {value!r}")
     return int(value)
+
+
+def _check_seed(seed: Any) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer (0, 1, 2, ...), not {seed!r}")
+    return int(seed)
+
+
+def _looks_like_unscaled_pixels(X: Any, xp: Any) -> bool:
+    """Whether the finite float array X (n, d), of the namespace ``xp``, holds only whole
+    numbers in 0..255 with the largest at least :data:`_PIXEL_MAX_AT_LEAST`. Inputs already scaled are settled by
+    one pass (the maximum); only those in range are also checked for whole numbers."""
+    if (X.shape[0] == 0 or not _PIXEL_MAX_AT_LEAST <= float(xp.max(X)) <= 255
+            or float(xp.min(X)) < 0):
+        return False
+    n, rows = X.shape[0], max(1, _CHUNK_ELEMENTS // X.shape[1])
+    for start in range(0, n, rows):
+        chunk = X[start:min(n, start + rows), ...]
+        if not bool(xp.all(xp.round(chunk) == chunk)):
+            return False
+    return True
+
+
+def _warn_from_caller(message: str, category: type[Warning]) -> None:
+    """``warnings.warn``, attributed to the innermost caller outside the simplenn package
+    (so that the warning points at the user's ``fit`` or ``predict`` line)."""
+    frame, level = sys._getframe(1), 2
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
 
 
 class TwoLayerNet:
@@ -31,7 +82,14 @@ class TwoLayerNet:
 
     ``backend`` is a registered backend's name (``numpy``, ``numba``, ``cupy``,
     ``strict``, a plug-in's) or ``auto``; ``None`` means ``$SIMPLENN_BACKEND``, else
-    ``numpy``; or an :class:`Ops` instance.
+    ``numpy``; or an :class:`Ops` instance. ``seed`` is a non-negative integer.
+
+    Inputs ``X`` are (n, n_inputs) uint8 pixels (scaled by 1/255 on the backend) or
+    finite floats, as host (NumPy) or backend arrays, or anything ``numpy.asarray``
+    takes. Also accepted: images (n, *image_shape) with n_inputs values each (flattened
+    row-major) and integer arrays of any dtype whose values all lie in 0..255 (taken as
+    uint8 pixels). Float inputs that look like unscaled pixels warn with
+    :class:`UnscaledPixelsWarning`.
     """
 
     def __init__(
@@ -55,8 +113,8 @@ class TwoLayerNet:
             self.ops = backend
         else:
             self.ops = get_backend(backend, dtype=dtype)
-        self.seed = seed
-        rng = np.random.default_rng(seed)
+        self.seed = _check_seed(seed)
+        rng = np.random.default_rng(self.seed)
         d, h, c = self.n_inputs, self.n_hidden, self.n_classes
         self.set_parameters({
             "W1": rng.standard_normal((d, h)) * math.sqrt(2.0 / d),
@@ -111,19 +169,56 @@ class TwoLayerNet:
 
     # -- inputs ----------------------------------------------------------------------
     def _check_inputs(self, X: Any) -> np.ndarray | Array:
-        """X as given (a host array or the backend's), checked: (n, n_inputs) uint8 or
-        finite floats. Host arrays are checked on the host, backend arrays by the backend."""
+        """X as the network takes it: (n, n_inputs) uint8 pixels or finite floats, a host
+        array or the backend's (host arrays are checked on the host, backend arrays by the
+        backend). Images (n, *image_shape) are flattened to (n, n_inputs); integer pixels
+        of another dtype become uint8; float inputs that look like unscaled pixels warn."""
         if not hasattr(X, "shape") or not hasattr(X, "dtype"):
             X = np.asarray(X)
-        if X.ndim != 2 or X.shape[1] != self.n_inputs:
-            raise ValueError(f"X must have shape (n, {self.n_inputs}), not {tuple(X.shape)}")
+        host = isinstance(X, np.ndarray)
+        xp = np if host else self.ops.xp
+        X = self._flatten_images(X, xp)
         dtype = self._input_dtype(X)
-        if dtype != np.uint8 and dtype.kind != "f":
-            raise ValueError(f"X must be uint8 pixels (scaled by 1/255) or floats, not {dtype}")
-        if dtype != np.uint8 and not (np.isfinite(X).all() if isinstance(X, np.ndarray)
-                                      else self.ops.all_finite(X)):
+        if dtype == np.uint8:
+            return X
+        if dtype.kind in "iu":
+            return self._integer_pixels(X, xp, dtype)
+        if dtype.kind != "f":
+            raise ValueError(f"X must be uint8 pixels (scaled by 1/255), integer pixels in "
+                             f"0..255 or floats, not {dtype}")
+        if not (np.isfinite(X).all() if host else self.ops.all_finite(X)):
             raise ValueError("X holds NaN or infinite values")
+        if _looks_like_unscaled_pixels(X, xp):
+            _warn_from_caller(
+                f"X looks like unscaled pixels: floats that are all whole numbers in 0..255 "
+                f"(largest {float(xp.max(X)):g}), on which the network trains to chance; "
+                f"scale them to [0, 1] (X / 255 for 8-bit pixels) or pass uint8 pixels, "
+                f"which are scaled for you",
+                UnscaledPixelsWarning)
         return X
+
+    def _flatten_images(self, X: Any, xp: Any) -> Any:
+        """X (n, n_inputs) as given; images (n, *image_shape) with n_inputs values each
+        reshaped to (n, n_inputs); any other shape refused."""
+        d, shape = self.n_inputs, tuple(X.shape)
+        if len(shape) >= 3 and math.prod(shape[1:]) == d:
+            return xp.reshape(X, (shape[0], d))
+        if len(shape) != 2 or shape[1] != d:
+            hint = ("; for one sample, pass X.reshape(1, -1)"
+                    if len(shape) in (1, 2) and math.prod(shape) == d else "")
+            raise ValueError(f"X must have shape (n, {d}), one sample per row, or (n, "
+                             f"*image_shape) with {d} values per image, not {shape}{hint}")
+        return X
+
+    def _integer_pixels(self, X: Any, xp: Any, dtype: np.dtype) -> Any:
+        """Integer X (n, n_inputs) of a dtype other than uint8 -> uint8 pixels, when every
+        value lies in 0..255."""
+        if X.shape[0]:
+            low, high = int(xp.min(X)), int(xp.max(X))
+            if low < 0 or high > 255:
+                raise ValueError(f"integer X must be pixels in 0..255, but holds {dtype} values "
+                                 f"from {low} to {high}; pass other data as floats")
+        return X.astype(np.uint8) if isinstance(X, np.ndarray) else xp.astype(X, xp.uint8)
 
     def _input_dtype(self, X: Any) -> np.dtype:
         """The NumPy dtype of a host or backend array."""
@@ -188,7 +283,10 @@ class TwoLayerNet:
 
     def logits(self, X: Any, *, batch_size: int = 8192) -> Array:
         """Backend array of logits (n, n_classes), computed ``batch_size`` rows at a time."""
-        X = self._check_inputs(X)
+        return self._logits(self._check_inputs(X), batch_size)
+
+    def _logits(self, X: Any, batch_size: int = 8192) -> Array:
+        """:meth:`logits` of an already checked X."""
         p, forward = self.params, self.functions.forward
         n = X.shape[0]
         chunks = [forward(p["W1"], p["b1"], p["W2"], p["b2"],
@@ -212,23 +310,35 @@ class TwoLayerNet:
         if X.shape[0] == 0:
             raise ValueError("X is empty: accuracy of zero samples is undefined")
         y = self._check_labels(y, X.shape[0])
-        return self.ops.count_equal(self.ops.argmax(self.logits(X)), y) / X.shape[0]
+        return self.ops.count_equal(self.ops.argmax(self._logits(X)), y) / X.shape[0]
 
 
-def warm_up(ops: Ops) -> None:
+#: The kinds of input :func:`warm_up` compiles for: uint8 pixels (writable, or read-only
+#: as the DataSplits of ``load_mnist`` and ``load_dataset`` hold them) and floats.
+INPUT_KINDS = ("pixels", "read-only pixels", "floats")
+
+
+def warm_up(ops: Ops, kinds: Iterable[str] = INPUT_KINDS) -> None:
     """Compile (or load from the cache) what training and inference run on ``ops``, for
-    its dtype and both input kinds (uint8 pixels, floats; read-only or not), so that
-    later timings measure running, not compiling. Worth calling when
+    its dtype and the input ``kinds`` (names from :data:`INPUT_KINDS`, default all), so
+    that later timings measure running, not compiling. Worth calling when
     ``ops.needs_warmup``; cheap otherwise."""
+    kinds = tuple(kinds)
+    unknown = [k for k in kinds if k not in INPUT_KINDS]
+    if unknown:
+        raise ValueError(f"unknown input kind {unknown[0]!r}; the kinds are "
+                         f"{', '.join(map(repr, INPUT_KINDS))}")
     rng = np.random.default_rng(0)
     net = TwoLayerNet(6, 4, 3, backend=ops, dtype=ops.dtype.name)
     pixels = rng.integers(0, 256, (8, 6)).astype(np.uint8)
     labels = rng.integers(0, 3, 8).astype(np.int64)
     ro_pixels, ro_labels = pixels.copy(), labels.copy()
-    ro_pixels.flags.writeable = ro_labels.flags.writeable = False  # as DataSplits hold them
-    floats = pixels.astype(ops.dtype) / 255
+    ro_pixels.flags.writeable = ro_labels.flags.writeable = False
+    examples = {"pixels": (pixels, labels), "read-only pixels": (ro_pixels, ro_labels),
+                "floats": (pixels.astype(ops.dtype) / 255, labels)}
     order = ops.asarray(np.arange(8), dtype=np.int64)
-    for X, Y in ((pixels, labels), (ro_pixels, ro_labels), (floats, labels)):
+    for kind in kinds:
+        X, Y = examples[kind]
         velocities = [ops.xp.zeros_like(v) for v in net.params.values()]
         X_ops, Y_ops = ops.asarray(X, dtype=X.dtype), ops.asarray(Y, dtype=np.int64)
         net.train_steps(X_ops, Y_ops, order, velocities, batch_size=1, lr=0.0, momentum=0.0,

@@ -13,7 +13,15 @@ velocities, RNG state, position, history) to ``on_checkpoint`` at every epoch en
 ``fit(..., resume=state)`` continues it so that the result is bitwise the run that
 never stopped. Ctrl-C (SIGINT) during :func:`fit` finishes the current step -- on an
 interpreted backend one minibatch, on a compiled one the current chunk -- hands the
-state to ``on_checkpoint`` and raises :class:`TrainingInterrupted`.
+state to ``on_checkpoint`` and raises :class:`TrainingInterrupted`; so does SIGTERM.
+A loss that turns NaN or infinite, or explodes while finite, raises
+:class:`~simplenn.errors.TrainingDivergedError` naming the epoch and step.
+
+With a validation set (``validation=(X, y)``, or ``validation_fraction`` of the training
+set held out by :func:`stratified_split`) every epoch records the validation loss and
+accuracy, and the test set is evaluated once, on the final parameters. With
+``early_stopping=PATIENCE`` the run stops when the validation loss has not improved for
+PATIENCE epochs and the network ends with the parameters of its best epoch.
 """
 
 from __future__ import annotations
@@ -38,25 +46,54 @@ from .network import PARAMETER_NAMES
 #: Samples per call into the backend's compiled ``train_steps`` (a whole number of batches).
 CHUNK_SAMPLES = 4096
 LR_SCHEDULES = ("constant", "cosine", "linear")
+#: The default learning rate from batch ``LR_REFERENCE_BATCH`` up; see :func:`default_lr`.
+REFERENCE_LR = 0.2
+LR_REFERENCE_BATCH = 128
+#: A run has diverged when a chunk's mean loss exceeds this many times its starting loss.
+DIVERGENCE_FACTOR = 10
+#: The signals that stop :func:`fit` after the current step.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def default_lr(batch_size: int) -> float:
+    """The learning rate used when none is given: ``0.2 * batch_size / 128`` for batch
+    sizes up to 128, 0.2 above. Each sample moves the parameters as much as at the tuned
+    default (lr 0.2 at batch 128), so that one epoch at batch 1 or 8 reaches 97% on
+    MNIST where lr 0.2 would end near chance or at 53%."""
+    return REFERENCE_LR * min(batch_size, LR_REFERENCE_BATCH) / LR_REFERENCE_BATCH
+
+
+def smaller_lr(lr: float, batch_size: int) -> float:
+    """The learning rate to suggest after ``lr`` diverged: a tenth of it rounded to one
+    significant digit, but never more than ``default_lr(batch_size)``."""
+    return min(float(f"{lr / 10:.0e}"), default_lr(batch_size))
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Every setting of a training run; the defaults are those of ``python -m simplenn.train``."""
+    """Every setting of a training run; the defaults are those of ``python -m simplenn.train``.
+
+    ``lr`` left at None becomes :func:`default_lr` of ``batch_size`` (0.2 at batch 128),
+    so a config always holds a number.
+    """
 
     epochs: int = 6
     batch_size: int = 128
-    lr: float = 0.2
+    lr: float | None = None
     momentum: float = 0.9
     weight_decay: float = 0.0
     lr_schedule: str = "cosine"
     seed: int = 0
+    validation_fraction: float | None = None
+    early_stopping: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, not {value!r}")
+        if self.lr is None:
+            object.__setattr__(self, "lr", default_lr(self.batch_size))
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a finite number > 0, not {self.lr!r}")
         if not (isinstance(self.momentum, (int, float)) and 0 <= self.momentum < 1):
@@ -67,6 +104,15 @@ class TrainConfig:
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, "
                              f"not {self.lr_schedule!r}")
+        fraction = self.validation_fraction
+        if fraction is not None and (isinstance(fraction, bool) or not isinstance(
+                fraction, (int, float)) or not 0 < fraction < 1):
+            raise ValueError(f"validation_fraction must be a number in (0, 1), not {fraction!r}")
+        patience = self.early_stopping
+        if patience is not None and (isinstance(patience, bool) or not isinstance(
+                patience, (int, np.integer)) or patience < 1):
+            raise ValueError(f"early_stopping must be a positive integer (epochs of patience), "
+                             f"not {patience!r}")
 
     def lr_at(self, progress: float) -> float:
         """The learning rate after a fraction ``progress`` in [0, 1) of all steps."""
@@ -79,7 +125,13 @@ class TrainConfig:
 
 @dataclass
 class EpochStats:
-    """What one epoch did. ``seconds`` covers the training steps only (device synced)."""
+    """What one epoch did. ``seconds`` covers the training steps only (device synced).
+
+    ``train_loss`` is the mean loss of the epoch's steps; ``val_loss`` and ``val_accuracy``
+    are set when the run has a validation set, ``test_loss`` and ``test_accuracy`` when
+    the epoch evaluated the test set (every epoch of a run without a validation set).
+    Losses are mean cross-entropies.
+    """
 
     epoch: int
     lr: float
@@ -89,23 +141,49 @@ class EpochStats:
     seconds: float
     samples_per_second: float
     eval_seconds: float
+    val_loss: float | None = None
+    val_accuracy: float | None = None
+    test_loss: float | None = None
 
 
 @dataclass
 class History:
-    """Per-epoch statistics of a :func:`fit` run, in order."""
+    """Per-epoch statistics of a :func:`fit` run, in order.
+
+    With a validation set, ``best_epoch`` is the epoch of the lowest validation loss,
+    ``stopped_early`` says whether early stopping ended the run before its last epoch,
+    and ``test_loss`` and ``test_accuracy`` are the test set's, evaluated once at the
+    end on the final parameters (the best epoch's with early stopping). Without one
+    they stay None and each epoch holds its test results.
+    """
 
     config: TrainConfig
     backend: str
     epochs: list[EpochStats] = field(default_factory=list)
+    best_epoch: int | None = None
+    stopped_early: bool = False
+    test_loss: float | None = None
+    test_accuracy: float | None = None
 
     @property
     def final_test_accuracy(self) -> float | None:
+        """The test accuracy of the network as the run left it (None without a test set)."""
+        if self.test_accuracy is not None:
+            return self.test_accuracy
         return self.epochs[-1].test_accuracy if self.epochs else None
+
+    @property
+    def final_test_loss(self) -> float | None:
+        """The test loss of the network as the run left it (None without a test set)."""
+        if self.test_loss is not None:
+            return self.test_loss
+        return self.epochs[-1].test_loss if self.epochs else None
 
     def to_dict(self) -> dict[str, Any]:
         return {"config": asdict(self.config), "backend": self.backend,
                 "epochs": [asdict(e) for e in self.epochs],
+                "best_epoch": self.best_epoch, "stopped_early": self.stopped_early,
+                "final_test_loss": self.final_test_loss,
                 "final_test_accuracy": self.final_test_accuracy}
 
 
@@ -120,6 +198,13 @@ class TrainingState:
     ``velocities`` are NumPy arrays ``W1`` (d, h), ``b1`` (h,), ``W2`` (h, c), ``b2``
     (c,) in the network's dtype; ``epoch_losses`` (float64, one per step done in the
     next epoch) and ``epoch_seconds`` make its statistics equal to an unbroken epoch's.
+
+    With a validation set: ``n_validation`` is its size and ``validation_indices`` (int64,
+    increasing) the rows of the given training set held out as validation set when
+    ``config.validation_fraction`` is set; ``best_val_loss`` and ``best_epoch`` are the
+    lowest validation loss so far and its epoch, ``best_parameters`` that epoch's
+    parameters (kept with early stopping only) and ``epochs_without_improvement`` the
+    epochs since.
     """
 
     config: TrainConfig
@@ -133,15 +218,29 @@ class TrainingState:
     epoch_losses: np.ndarray
     epoch_seconds: float
     history: list[EpochStats]
+    n_validation: int = 0
+    validation_indices: np.ndarray | None = None
+    best_val_loss: float | None = None
+    best_epoch: int | None = None
+    best_parameters: dict[str, np.ndarray] | None = None
+    epochs_without_improvement: int = 0
+
+    @property
+    def patience_ran_out(self) -> bool:
+        """Whether early stopping has ended the run."""
+        patience = self.config.early_stopping
+        return patience is not None and self.epochs_without_improvement >= patience
 
     @property
     def finished(self) -> bool:
-        """Whether every epoch of the run is done."""
-        return self.epochs_done >= self.config.epochs
+        """Whether the run is over: every epoch done, or stopped early."""
+        return self.epochs_done >= self.config.epochs or self.patience_ran_out
 
     def describe(self) -> str:
         """Where the run stands, e.g. ``epoch 3/12 done`` or ``epoch 4/12, step 10 of 938``."""
         e, total = self.epochs_done, self.config.epochs
+        if self.patience_ran_out and e < total:
+            return f"stopped early after epoch {e}/{total}, best epoch {self.best_epoch}"
         if self.position == 0:
             return f"epoch {e}/{total} done"
         steps = (self.n_train + self.config.batch_size - 1) // self.config.batch_size
@@ -150,44 +249,73 @@ class TrainingState:
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C stopped :func:`fit` between steps; ``state`` continues the run
-    (``fit(..., resume=exc.state)``) and ``saved`` says whether ``on_checkpoint`` got it."""
+    """Ctrl-C (SIGINT) or SIGTERM stopped :func:`fit` between steps; ``state`` continues
+    the run (``fit(..., resume=exc.state)``), ``saved`` says whether ``on_checkpoint`` got
+    it and ``signal_number`` is the signal's."""
 
-    def __init__(self, state: TrainingState, saved: bool) -> None:
-        super().__init__(f"training interrupted ({state.describe()})")
+    def __init__(self, state: TrainingState, saved: bool,
+                 signal_number: int = signal.SIGINT) -> None:
+        name = signal.Signals(signal_number).name
+        super().__init__(f"training interrupted by {name} ({state.describe()})")
         self.state = state
         self.saved = saved
+        self.signal_number = int(signal_number)
 
 
 class _StopFlag:
-    """Set by the SIGINT handler that :func:`_sigint_stops` installs."""
+    """Set by the handler that :func:`_signals_stop` installs to the first stop signal."""
 
     def __init__(self) -> None:
-        self.is_set = False
+        self.signal_number: int | None = None
+
+    @property
+    def is_set(self) -> bool:
+        return self.signal_number is not None
+
+
+_STOP_NOTES = {
+    signal.SIGINT: "interrupt: stopping after the current step (Ctrl-C again to stop at "
+                   "once, without saving)",
+    signal.SIGTERM: "SIGTERM: stopping after the current step (SIGTERM again to stop at "
+                    "once, without saving)",
+}
 
 
 @contextmanager
-def _sigint_stops(enabled: bool) -> Iterator[_StopFlag]:
-    """While active, the first SIGINT only sets the flag (a message says so); a second
-    one raises KeyboardInterrupt at once. Only in the main thread (signals are
-    delivered there); elsewhere, or when not ``enabled``, SIGINT is left alone."""
+def _signals_stop(enabled: bool) -> Iterator[_StopFlag]:
+    """While active, the first SIGINT or SIGTERM only sets the flag (a message on stderr
+    says so); a second one goes to the handler that was there before, at once: SIGINT
+    raises KeyboardInterrupt, SIGTERM ends the process (by default). Only in the main
+    thread (signals are delivered there); elsewhere, or when not ``enabled``, the signals
+    are left alone, and so is one the process ignores."""
     flag = _StopFlag()
     if not enabled or threading.current_thread() is not threading.main_thread():
         yield flag
         return
+    previous: dict[int, Any] = {}
 
     def handler(signum, frame):
         if flag.is_set:
-            raise KeyboardInterrupt
-        flag.is_set = True
-        print("\ninterrupt: stopping after the current step (Ctrl-C again to stop at once, "
-              "without saving)", file=sys.stderr, flush=True)
+            _pass_on(signum, previous[signum])
+            return
+        flag.signal_number = signum
+        print("\n" + _STOP_NOTES[signum], file=sys.stderr, flush=True)
 
-    previous = signal.signal(signal.SIGINT, handler)
+    for signum in STOP_SIGNALS:
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            previous[signum] = signal.signal(signum, handler)
     try:
         yield flag
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def _pass_on(signum: int, previous: Any) -> None:
+    """Deliver ``signum`` again, to ``previous`` (a handler from ``signal.signal``; None,
+    one not installed from Python, counts as the default action)."""
+    signal.signal(signum, signal.SIG_DFL if previous is None else previous)
+    signal.raise_signal(signum)
 
 
 def _as_xy(data: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -199,28 +327,109 @@ def _as_xy(data: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
     raise TypeError(f"{name} must be a DataSplit or an (X, y) pair, not {type(data).__name__}")
 
 
-def _check_resume(state: TrainingState, config: TrainConfig, net: TwoLayerNet, n: int) -> None:
+#: Mixed with the seed so that the validation split and the shuffling draw unrelated numbers.
+_SPLIT_STREAM = 0x5B117
+
+
+def stratified_split(y: Any, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The rows ``(train, validation)`` (int64, increasing) of a seeded split of the
+    labels ``y`` that holds out ``ceil(fraction * n)`` rows (at least one is left to
+    train on), every class in proportion to its share of ``y``.
+
+    The per-class counts are the largest-remainder rounding of those shares; the rows
+    of each class are drawn by ``numpy.random.default_rng([seed, ...])``, so equal
+    seeds give equal splits.
+    """
+    y = np.asarray(y)
+    n = y.shape[0]
+    if not 0 < fraction < 1:
+        raise ValueError(f"validation_fraction must be a number in (0, 1), not {fraction!r}")
+    if n < 2:
+        raise ValueError(f"validation_fraction needs at least 2 training samples, not {n}")
+    n_val = min(math.ceil(fraction * n), n - 1)
+    classes, counts = np.unique(y, return_counts=True)
+    shares = counts * (n_val / n)
+    quota = np.floor(shares).astype(np.int64)
+    quota[np.argsort(quota - shares, kind="stable")[:n_val - int(quota.sum())]] += 1
+    rng = np.random.default_rng([seed, _SPLIT_STREAM])
+    held = np.concatenate([rng.permutation(np.flatnonzero(y == c))[:q]
+                           for c, q in zip(classes, quota)])
+    keep = np.ones(n, dtype=bool)
+    keep[held] = False
+    return np.flatnonzero(keep).astype(np.int64), np.sort(held).astype(np.int64)
+
+
+def _check_resume_settings(state: TrainingState, config: TrainConfig) -> None:
+    """The state must come from a run with the same settings."""
     if state.config != config:
         diffs = [f"{k}={v!r} (state: {getattr(state.config, k)!r})"
                  for k, v in asdict(config).items() if getattr(state.config, k) != v]
         raise ValueError(f"cannot resume: the settings differ from the interrupted run's: "
                          f"{', '.join(diffs)}")
+
+
+def _resumed_validation_rows(state: TrainingState, n_given: int) -> np.ndarray:
+    """The rows the resumed run held out as validation set, checked against a training
+    set of ``n_given`` samples."""
+    rows = state.validation_indices
+    if rows is None or rows.ndim != 1 or rows.dtype.kind not in "iu" or rows.shape[0] == 0:
+        raise ValueError("cannot resume: the state has no validation split")
+    if rows[0] < 0 or rows[-1] >= n_given or (np.diff(rows) <= 0).any():
+        raise ValueError(f"cannot resume: the state's validation rows do not fit a training "
+                         f"set of {n_given} samples")
+    return rows.astype(np.int64)
+
+
+def _check_resume(state: TrainingState, config: TrainConfig, net: TwoLayerNet, n: int,
+                  n_validation: int) -> None:
+    """The state must fit this run's network, data and settings, and be consistent."""
+    _check_resume_settings(state, config)
     if state.n_train != n:
         raise ValueError(f"cannot resume: the run trained on {state.n_train} samples, "
                          f"this training set has {n}")
+    if state.n_validation != n_validation:
+        raise ValueError(f"cannot resume: the run's validation set had {state.n_validation} "
+                         f"samples, this run's has {n_validation}")
     steps = (state.position + config.batch_size - 1) // config.batch_size
     if (not 0 <= state.epochs_done <= config.epochs or not 0 <= state.position < n
             or state.position % config.batch_size or state.epoch_losses.shape != (steps,)
             or len(state.history) != state.epochs_done
-            or (state.position and state.epochs_done == config.epochs)):
+            or (state.position and state.finished)
+            or not _consistent_best(state)):
         raise ValueError(f"cannot resume: inconsistent training state ({state.describe()}, "
                          f"{len(state.history)} epochs of history, "
                          f"{state.epoch_losses.shape[0]} losses)")
     shapes = net.parameter_shapes()
-    for group in (state.parameters, state.velocities):
+    groups = [state.parameters, state.velocities]
+    if state.best_parameters is not None:
+        groups.append(state.best_parameters)
+    for group in groups:
         for k in PARAMETER_NAMES:
             if k not in group or np.shape(group[k]) != shapes[k]:
                 raise ValueError(f"cannot resume: the state's {k} does not fit {net!r}")
+
+
+def _consistent_best(state: TrainingState) -> bool:
+    """Whether the best-epoch bookkeeping fits the epochs done and the settings."""
+    if state.best_epoch is None:
+        stale = state.epochs_done if state.n_validation else 0
+        return (state.best_val_loss is None and state.best_parameters is None
+                and state.epochs_without_improvement == stale)
+    kept = state.best_parameters is not None
+    return (state.n_validation > 0 and 1 <= state.best_epoch <= state.epochs_done
+            and state.best_val_loss is not None
+            and state.epochs_without_improvement == state.epochs_done - state.best_epoch
+            and kept == (state.config.early_stopping is not None))
+
+
+def _mean_loss_and_accuracy(net: TwoLayerNet, X: Any, y: np.ndarray) -> tuple[float, float]:
+    """Mean cross-entropy (in float64, on the host) and accuracy of ``net`` on the
+    backend array ``X`` and the host labels ``y``, from one pass of logits."""
+    logits = np.asarray(net.ops.to_numpy(net.logits(X)), dtype=np.float64)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_norm = np.log(np.exp(shifted).sum(axis=1))
+    loss = float(np.mean(log_norm - shifted[np.arange(y.shape[0]), y]))
+    return loss, int(np.count_nonzero(logits.argmax(axis=1) == y)) / y.shape[0]
 
 
 @dataclass
@@ -249,25 +458,63 @@ class _Epoch:
             self.bar.close()
 
 
+@dataclass
+class _BestEpoch:
+    """The validation bookkeeping: the lowest validation loss so far, its epoch, the
+    parameters of that epoch (kept only when early stopping will restore them) and the
+    epochs since; ``patience`` is the early-stopping patience or None."""
+
+    patience: int | None
+    loss: float | None = None
+    epoch: int | None = None
+    parameters: dict[str, np.ndarray] | None = None
+    epochs_without_improvement: int = 0
+
+    def update(self, epoch: int, val_loss: float, net: TwoLayerNet) -> None:
+        """Count ``epoch``: a new best when its finite ``val_loss`` beats the best so far."""
+        if math.isfinite(val_loss) and (self.loss is None or val_loss < self.loss):
+            self.loss, self.epoch, self.epochs_without_improvement = val_loss, epoch, 0
+            if self.patience is not None:
+                self.parameters = net.parameters()
+        else:
+            self.epochs_without_improvement += 1
+
+    @property
+    def patience_ran_out(self) -> bool:
+        """Whether early stopping ends the run now."""
+        return self.patience is not None and self.epochs_without_improvement >= self.patience
+
+
 class _Run:
     """The state of one :func:`fit` call: the data on the backend, the momentum
-    velocities, the shuffling generator, the current epoch's step losses (on the host)
-    and the history so far; its methods are the steps of the run."""
+    velocities, the shuffling generator, the current epoch's step losses (on the host),
+    the validation bookkeeping and the history so far; its methods are the steps of
+    the run."""
 
     def __init__(self, net: TwoLayerNet, config: TrainConfig, train: Any, test: Any,
-                 resume: TrainingState | None,
+                 validation: Any, resume: TrainingState | None,
                  on_checkpoint: Callable[[TrainingState], None] | None) -> None:
         self.net, self.config, self.ops = net, config, net.ops
         self.on_checkpoint = on_checkpoint
+        if resume is not None:
+            _check_resume_settings(resume, config)
         X_host, y_host = _as_xy(train, "train")
         X_host = net._check_inputs(X_host)
-        self.n = X_host.shape[0]
-        if self.n == 0:
+        if X_host.shape[0] == 0:
             raise ValueError("the training set is empty")
-        self.Y = net._check_labels(y_host, self.n)
+        y_host = np.asarray(self.ops.to_numpy(net._check_labels(y_host, X_host.shape[0])))
+        self.validation_rows = None
+        if config.validation_fraction is not None:
+            X_host, y_host, validation = self._hold_out(X_host, y_host, resume)
+        self.n = X_host.shape[0]
+        self.Y = self.ops.asarray(y_host, dtype=np.int64)
         self.X = self.ops.asarray(
             X_host, dtype=np.uint8 if net._input_dtype(X_host) == np.uint8 else net.dtype)
-        self.test_xy = self._test_data(test)
+        self.test_xy = self._eval_data(test, "test")
+        self.val_xy = self._eval_data(validation, "validation")
+        if config.early_stopping is not None and self.val_xy is None:
+            raise ValueError("early_stopping needs a validation set: pass validation=(X, y) "
+                             "or validation_fraction")
 
         self.rng = np.random.default_rng(config.seed)
         self.steps_per_epoch = (self.n + config.batch_size - 1) // config.batch_size
@@ -276,31 +523,61 @@ class _Run:
         # the learning rate is still set per chunk, so every backend computes the same run.
         self.call_samples = self.chunk if self.ops.compiles_chunks else config.batch_size
         self.losses = np.zeros(self.steps_per_epoch, dtype=np.float64)
+        self.loss_limit: float | None = None
         self.history = History(config=config, backend=self.ops.name)
+        self.best = _BestEpoch(config.early_stopping)
         self.first_epoch, self.resume_position, self.resume_seconds = 1, 0, 0.0
         if resume is not None:
             self._restore(resume)
         else:
             self.velocities = [self.ops.xp.zeros_like(net.params[k]) for k in PARAMETER_NAMES]
 
-    def _test_data(self, test: Any) -> tuple[Any, Any] | None:
-        """The test set moved to the backend once, like the training set (None if absent)."""
-        if test is None:
+    @property
+    def n_validation(self) -> int:
+        """The size of the validation set (0 without one)."""
+        return 0 if self.val_xy is None else self.val_xy[1].shape[0]
+
+    def _hold_out(self, X: Any, y: np.ndarray, resume: TrainingState | None,
+                  ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        """Split ``validation_fraction`` of the training set off as validation set (the
+        rows the resumed run held out, when resuming): ``(X, y, (X_val, y_val))``."""
+        if resume is not None:
+            self.validation_rows = _resumed_validation_rows(resume, y.shape[0])
+        else:
+            self.validation_rows = stratified_split(
+                y, self.config.validation_fraction, self.config.seed)[1]
+        X = X if isinstance(X, np.ndarray) else np.asarray(self.ops.to_numpy(X))
+        keep = np.ones(y.shape[0], dtype=bool)
+        keep[self.validation_rows] = False
+        held = self.validation_rows
+        return X[keep], y[keep], (X[held], y[held])
+
+    def _eval_data(self, data: Any, name: str) -> tuple[Any, np.ndarray] | None:
+        """An evaluation set (test or validation) as X moved to the backend once, like
+        the training set, and y on the host (None if absent)."""
+        if data is None:
             return None
-        X_test, y_test = _as_xy(test, "test")
-        X_test = self.net._check_inputs(X_test)
-        return (self.ops.asarray(X_test, dtype=self.net._input_dtype(X_test)),
-                self.net._check_labels(y_test, X_test.shape[0]))
+        X, y = _as_xy(data, name)
+        X = self.net._check_inputs(X)
+        if X.shape[0] == 0:
+            raise ValueError(f"the {name} set is empty")
+        y = np.asarray(self.ops.to_numpy(self.net._check_labels(y, X.shape[0])))
+        return self.ops.asarray(X, dtype=self.net._input_dtype(X)), y
 
     def _restore(self, state: TrainingState) -> None:
-        """Continue from ``state``: its parameters, velocities, generator, history and
-        the losses of the part of the next epoch it already trained."""
-        _check_resume(state, self.config, self.net, self.n)
+        """Continue from ``state``: its parameters, velocities, generator, history,
+        validation bookkeeping and the losses of the part of the next epoch it already
+        trained."""
+        _check_resume(state, self.config, self.net, self.n, self.n_validation)
         self.net.set_parameters(state.parameters)
         self.velocities = [self.ops.asarray(np.asarray(state.velocities[k], dtype=self.net.dtype))
                            for k in PARAMETER_NAMES]
         self.rng.bit_generator.state = copy.deepcopy(state.rng_state)
         self.history.epochs.extend(copy.deepcopy(state.history))
+        self.best = _BestEpoch(self.config.early_stopping, loss=state.best_val_loss,
+                               epoch=state.best_epoch,
+                               parameters=copy.deepcopy(state.best_parameters),
+                               epochs_without_improvement=state.epochs_without_improvement)
         self.first_epoch, self.resume_position = state.epochs_done + 1, state.position
         self.resume_seconds = state.epoch_seconds
         if self.resume_position:
@@ -317,6 +594,13 @@ class _Run:
         ``chunk_begin``: the schedule at the fraction of all samples trained before it."""
         n, epochs = self.n, self.config.epochs
         return self.config.lr_at(((epoch - 1) * n + chunk_begin) / (epochs * n))
+
+    def remaining_epochs(self) -> Iterator[int]:
+        """The numbers of the epochs still to train, until the last or early stopping."""
+        epoch = self.first_epoch
+        while epoch <= self.config.epochs and not self.best.patience_ran_out:
+            yield epoch
+            epoch += 1
 
     # -- the chunk loop ------------------------------------------------------------------
 
@@ -344,12 +628,12 @@ class _Run:
         for chunk_begin in range(position - position % self.chunk, self.n, self.chunk):
             checked_from = position
             position = self.train_chunk(ep, chunk_begin, position, stop)
-            chunk_losses = self.finite_losses(ep, checked_from, position)
+            chunk_losses = self.checked_losses(ep, checked_from, position)
             if ep.bar and position > checked_from:
                 ep.bar.update(position - checked_from)
                 ep.bar.set_postfix(loss=f"{float(chunk_losses.mean()):.4f}", refresh=False)
             if stop.is_set and position < self.n:
-                self.interrupt(ep, position)
+                self.interrupt(ep, position, stop)
         self.ops.synchronize(*self.net.params.values(), *self.velocities)
         seconds = ep.seconds()
         ep.close_bar()
@@ -375,25 +659,67 @@ class _Run:
 
     # -- the divergence check ------------------------------------------------------------
 
-    def finite_losses(self, ep: _Epoch, begin: int, end: int) -> np.ndarray:
-        """The losses of the steps that trained samples ``begin`` to ``end``. If one is
-        NaN or infinite, restore the parameters of the epoch's start and raise
+    def checked_losses(self, ep: _Epoch, begin: int, end: int) -> np.ndarray:
+        """The losses of the steps that trained samples ``begin`` to ``end``, checked for
+        divergence: a loss that is NaN or infinite, or an explosion (see
+        :meth:`exploded_from`), restores the parameters of the epoch's start and raises
         TrainingDivergedError naming the epoch and step."""
         bs = self.config.batch_size
         first_step = begin // bs
         losses = self.losses[first_step:(end + bs - 1) // bs]
-        if np.isfinite(losses).all():
+        if losses.shape[0] == 0:
             return losses
-        bad = int(np.flatnonzero(~np.isfinite(losses))[0])
+        if not np.isfinite(losses).all():
+            bad = int(np.flatnonzero(~np.isfinite(losses))[0])
+            self.diverged(ep, first_step + bad, f"the loss is {losses[bad]}")
+        if self.loss_limit is None:
+            self.loss_limit = DIVERGENCE_FACTOR * max(float(losses[0]),
+                                                      math.log(self.net.n_classes))
+        start = self.exploded_from(losses)
+        if start is not None:
+            self.diverged(ep, first_step + start,
+                          f"the loss rose to {losses[start]:.3g} and stayed above "
+                          f"{self.loss_limit:.3g} ({DIVERGENCE_FACTOR} times the starting "
+                          f"loss), up to {losses[start:].max():.3g}")
+        return losses
+
+    def exploded_from(self, losses: np.ndarray) -> int | None:
+        """Where in a chunk's finite ``losses`` the loss exploded, or None: the chunk has
+        exploded when its mean and its last loss are above ``loss_limit``, and then it
+        did so from the first step of its last run of losses above the limit.
+
+        The limit is ``DIVERGENCE_FACTOR`` times the starting loss: the larger of the
+        first step's loss and ``log(n_classes)``, that of an untrained network guessing
+        uniformly. A run that learns goes below ``log(n_classes)`` and one that fails to
+        learn stays near it; only parameters blowing up lift a chunk's mean loss ten
+        times above it and keep it there to the chunk's end (a spike the run recovers
+        from within the chunk does not count)."""
+        limit = self.loss_limit
+        if not (losses.mean() > limit and losses[-1] > limit):
+            return None
+        below = np.flatnonzero(losses <= limit)
+        return int(below[-1]) + 1 if below.shape[0] else 0
+
+    def diverged(self, ep: _Epoch, step: int, what: str) -> NoReturn:
+        """Restore the parameters of the epoch's start and raise TrainingDivergedError
+        for step ``step`` (0-based) of the epoch, with ``what`` happened and a smaller
+        learning rate to try."""
         self.net.set_parameters(ep.snapshot)
         ep.close_bar()
-        lr = self.config.lr
-        where = "epoch" if ep.start_position == 0 else "resumed part of the epoch"
+        c = self.config
+        suggestion = smaller_lr(c.lr, c.batch_size)
+        default = (f", the default for batch size {c.batch_size}"
+                   if suggestion == default_lr(c.batch_size) else "")
+        if ep.start_position == 0:
+            restored = f"the start of epoch {ep.number}"
+        else:
+            restored = (f"where epoch {ep.number} resumed (after step "
+                        f"{ep.start_position // c.batch_size})")
         raise TrainingDivergedError(
-            f"training diverged at epoch {ep.number}, step {first_step + bad + 1} of "
-            f"{self.steps_per_epoch}: the loss is {losses[bad]}; try a smaller learning rate "
-            f"(lr is {lr:g}; e.g. --lr {lr / 10:g}). The network was "
-            f"restored to its parameters at the start of the {where} {ep.number}.")
+            f"training diverged at epoch {ep.number}, step {step + 1} of "
+            f"{self.steps_per_epoch}: {what}; try a smaller learning rate (lr is "
+            f"{c.lr:g}), e.g. --lr {suggestion:g}{default}. The network was restored to "
+            f"its parameters at {restored}.")
 
     # -- interrupt and checkpoint --------------------------------------------------------
 
@@ -402,6 +728,7 @@ class _Run:
         """A copy of the run's state after ``epochs_done`` epochs and ``position`` samples
         of the next, whose permutation is drawn from ``rng_state``."""
         bs = self.config.batch_size
+        best = self.best
         return TrainingState(
             config=self.config, backend=self.ops.name, n_train=self.n,
             epochs_done=epochs_done, position=position, rng_state=copy.deepcopy(rng_state),
@@ -409,44 +736,81 @@ class _Run:
             velocities={k: np.array(self.ops.to_numpy(v), copy=True)
                         for k, v in zip(PARAMETER_NAMES, self.velocities)},
             epoch_losses=self.losses[:(position + bs - 1) // bs].copy(),
-            epoch_seconds=seconds, history=copy.deepcopy(self.history.epochs))
+            epoch_seconds=seconds, history=copy.deepcopy(self.history.epochs),
+            n_validation=self.n_validation,
+            validation_indices=None if self.validation_rows is None
+            else self.validation_rows.copy(),
+            best_val_loss=best.loss, best_epoch=best.epoch,
+            best_parameters=copy.deepcopy(best.parameters),
+            epochs_without_improvement=best.epochs_without_improvement)
 
-    def interrupt(self, ep: _Epoch, position: int) -> NoReturn:
+    def interrupt(self, ep: _Epoch, position: int, stop: _StopFlag) -> NoReturn:
         """Stop inside the epoch at ``position``: hand the state to ``on_checkpoint`` and
-        raise TrainingInterrupted."""
+        raise TrainingInterrupted for the signal in ``stop``."""
         self.ops.synchronize(*self.net.params.values(), *self.velocities)
         ep.close_bar()
         state = self.state(ep.number - 1, position, ep.rng_state, ep.seconds())
         if self.on_checkpoint is not None:
             self.on_checkpoint(state)
-        raise TrainingInterrupted(state, saved=self.on_checkpoint is not None)
+        raise TrainingInterrupted(state, saved=self.on_checkpoint is not None,
+                                  signal_number=stop.signal_number)
 
     def end_epoch(self, epoch: int, stop: _StopFlag) -> None:
         """After ``epoch``: hand the state to ``on_checkpoint``, then raise
-        TrainingInterrupted if ``stop`` is set and epochs remain."""
-        if self.on_checkpoint is None and not (stop.is_set and epoch < self.config.epochs):
+        TrainingInterrupted if ``stop`` is set and the run is not over."""
+        more = epoch < self.config.epochs and not self.best.patience_ran_out
+        if self.on_checkpoint is None and not (stop.is_set and more):
             return
         state = self.state(epoch, 0, self.rng.bit_generator.state, 0.0)
         if self.on_checkpoint is not None:
             self.on_checkpoint(state)
-        if stop.is_set and epoch < self.config.epochs:
-            raise TrainingInterrupted(state, saved=self.on_checkpoint is not None)
+        if stop.is_set and more:
+            raise TrainingInterrupted(state, saved=self.on_checkpoint is not None,
+                                      signal_number=stop.signal_number)
 
     # -- evaluation ----------------------------------------------------------------------
 
     def evaluate(self, ep: _Epoch, seconds: float, eval_train: bool) -> EpochStats:
-        """The epoch's statistics: mean step loss, train (if ``eval_train``) and test
+        """The epoch's statistics: mean step loss, train accuracy (if ``eval_train``),
+        validation loss and accuracy (with a validation set) or else test loss and
         accuracy, and the speed of the part trained in this call."""
         eval_start = time.perf_counter()
         train_accuracy = self.net.accuracy(self.X, self.Y) if eval_train else None
-        test_accuracy = self.net.accuracy(*self.test_xy) if self.test_xy is not None else None
+        val_loss = val_accuracy = test_loss = test_accuracy = None
+        if self.val_xy is not None:
+            val_loss, val_accuracy = _mean_loss_and_accuracy(self.net, *self.val_xy)
+        elif self.test_xy is not None:
+            test_loss, test_accuracy = _mean_loss_and_accuracy(self.net, *self.test_xy)
         trained = self.n - ep.start_position
         return EpochStats(
             epoch=ep.number, lr=self.epoch_lr(ep.number), train_loss=float(self.losses.mean()),
             train_accuracy=train_accuracy, test_accuracy=test_accuracy, seconds=seconds,
             samples_per_second=trained / (seconds - ep.seconds_before)
             if seconds > ep.seconds_before else math.inf,
-            eval_seconds=time.perf_counter() - eval_start)
+            eval_seconds=time.perf_counter() - eval_start,
+            val_loss=val_loss, val_accuracy=val_accuracy, test_loss=test_loss)
+
+    def record(self, stats: EpochStats) -> None:
+        """Add the epoch to the history and, with a validation set, to the bookkeeping
+        of the best epoch."""
+        self.history.epochs.append(stats)
+        if stats.val_loss is not None:
+            self.best.update(stats.epoch, stats.val_loss, self.net)
+            self.history.best_epoch = self.best.epoch
+
+    def finish(self) -> History:
+        """End the run: with early stopping restore the best epoch's parameters; with a
+        validation set evaluate the test set once, on the final parameters."""
+        history = self.history
+        history.best_epoch = self.best.epoch
+        history.stopped_early = (self.best.patience_ran_out
+                                 and len(history.epochs) < self.config.epochs)
+        if self.best.parameters is not None:
+            self.net.set_parameters(self.best.parameters)
+        if self.val_xy is not None and self.test_xy is not None:
+            history.test_loss, history.test_accuracy = _mean_loss_and_accuracy(
+                self.net, *self.test_xy)
+        return history
 
 
 def fit(
@@ -456,12 +820,15 @@ def fit(
     *,
     epochs: int = TrainConfig.epochs,
     batch_size: int = TrainConfig.batch_size,
-    lr: float = TrainConfig.lr,
+    lr: float | None = None,
     momentum: float = TrainConfig.momentum,
     weight_decay: float = TrainConfig.weight_decay,
     lr_schedule: str = TrainConfig.lr_schedule,
     seed: int = TrainConfig.seed,
-    eval_train: bool = True,
+    validation: Any = None,
+    validation_fraction: float | None = None,
+    early_stopping: int | None = None,
+    eval_train: bool = False,
     progress: bool = False,
     on_epoch_end: Callable[[EpochStats], None] | None = None,
     on_checkpoint: Callable[[TrainingState], None] | None = None,
@@ -472,38 +839,61 @@ def fit(
 
     ``train`` and ``test`` are :class:`~simplenn.data.datasets.DataSplit` objects or
     ``(X, y)`` pairs: X (n, n_inputs) uint8 pixels (scaled by 1/255 per batch) or
-    floats, y (n,) integer labels. ``lr_schedule`` is ``constant``, ``cosine`` or
-    ``linear``, evaluated on the fraction of steps done (updated every chunk of
-    about ``CHUNK_SAMPLES`` samples). Weight decay applies to W1 and W2.
+    floats, y (n,) integer labels. ``lr`` is the peak learning rate; None means
+    :func:`default_lr` of ``batch_size``: ``0.2 * batch_size / 128`` up to batch 128,
+    0.2 above. ``lr_schedule`` is ``constant``, ``cosine`` or ``linear``, evaluated on
+    the fraction of steps done (updated every chunk of about ``CHUNK_SAMPLES``
+    samples). Weight decay applies to W1 and W2. ``eval_train`` also measures the
+    training accuracy after every epoch (a pass over the training set; off by default,
+    ``train_accuracy`` is then None).
+
+    A validation set is either ``validation`` (a DataSplit or ``(X, y)``) or
+    ``validation_fraction`` in (0, 1): that share of the training set, held out by
+    :func:`stratified_split` with ``seed`` (those rows are not trained on); not both.
+    With one, every epoch records ``val_loss`` and ``val_accuracy``, ``history.best_epoch``
+    is the epoch of the lowest validation loss, and ``test`` is evaluated once, at the
+    end, into ``history.test_loss`` and ``history.test_accuracy``; without one, every
+    epoch evaluates ``test``. ``early_stopping=PATIENCE`` (needs a validation set) stops
+    when the validation loss has not improved for PATIENCE epochs and leaves ``net``
+    with the parameters of the best epoch (also when every epoch ran);
+    ``history.stopped_early`` says whether epochs were skipped.
 
     ``on_checkpoint(state)`` is called after every epoch (after ``on_epoch_end``) and
     when Ctrl-C stops the run, with a :class:`TrainingState` that ``resume=`` continues
-    (same settings and training set, else ``ValueError``): the net's parameters are
-    replaced by the state's and the returned history holds the earlier epochs too.
-    With ``interruptible`` (and in the main thread), the first SIGINT finishes the
-    current step -- one minibatch on interpreted backends, the current chunk of
-    compiled code on Numba -- then raises :class:`TrainingInterrupted`.
+    (same settings and data, else ``ValueError``): the net's parameters are replaced by
+    the state's and the returned history holds the earlier epochs too. A state carries
+    the validation split and the best-epoch bookkeeping, so the resumed run is bitwise
+    the unbroken one. With ``interruptible`` (and in the main thread), the first SIGINT
+    or SIGTERM finishes the current step -- one minibatch on interpreted backends, the
+    current chunk of compiled code on Numba -- then raises :class:`TrainingInterrupted`
+    (its ``signal_number`` says which); a second one acts at once, as without ``fit``.
 
-    Raises :class:`TrainingDivergedError` naming the epoch and step when the loss
-    becomes NaN or infinite; the network is then restored to its parameters at the
+    Raises :class:`TrainingDivergedError` naming the epoch and step, and suggesting a
+    smaller learning rate, when the loss becomes NaN or infinite, or explodes while
+    still finite: the mean loss of a chunk and its last step's loss exceed
+    ``DIVERGENCE_FACTOR`` (10) times the starting loss (the larger of the first step's
+    and ``log(n_classes)``). The network is then restored to its parameters at the
     start of that epoch (or of the resumed part of it) and ``on_checkpoint`` is not
     called, so the last good checkpoint stays.
     """
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
-                         weight_decay=weight_decay, lr_schedule=lr_schedule, seed=seed)
-    run = _Run(net, config, train, test, resume, on_checkpoint)
+                         weight_decay=weight_decay, lr_schedule=lr_schedule, seed=seed,
+                         validation_fraction=validation_fraction, early_stopping=early_stopping)
+    if validation is not None and validation_fraction is not None:
+        raise ValueError("pass either validation or validation_fraction, not both")
+    run = _Run(net, config, train, test, validation, resume, on_checkpoint)
     # A diverging run overflows before its loss turns non-finite; it is reported by
-    # _Run.finite_losses, with the epoch and step, instead of as NumPy warnings.
-    with _sigint_stops(interruptible) as stop, np.errstate(over="ignore", invalid="ignore"):
-        for epoch in range(run.first_epoch, epochs + 1):
+    # _Run.checked_losses, with the epoch and step, instead of as NumPy warnings.
+    with _signals_stop(interruptible) as stop, np.errstate(over="ignore", invalid="ignore"):
+        for epoch in run.remaining_epochs():
             ep = run.begin_epoch(epoch, progress)
             seconds = run.train_epoch(ep, stop)
             stats = run.evaluate(ep, seconds, eval_train)
-            run.history.epochs.append(stats)
+            run.record(stats)
             if on_epoch_end is not None:
                 on_epoch_end(stats)
             run.end_epoch(epoch, stop)
-    return run.history
+    return run.finish()
 
 
 def _progress_bar(enabled: bool, total: int, desc: str, initial: int = 0):

@@ -2,7 +2,8 @@
 
 A dataset directory holds the four standard MNIST file names (see :data:`STANDARD_FILES`),
 each either plain or gzip-compressed (``NAME.gz``). :func:`load_idx_dataset` reads and
-validates them; :func:`load_mnist` loads the copy of MNIST shipped inside the package.
+validates them (:func:`load_idx_split` one split, needing only its two files);
+:func:`load_mnist` loads the copy of MNIST shipped inside the package.
 """
 
 from __future__ import annotations
@@ -33,6 +34,13 @@ class DataSplit:
         name: the split's name, e.g. ``"train"`` or ``"test"``.
 
     Equality is identity (arrays make value equality ambiguous).
+
+    Indexing selects samples, X and y together, and gives a :class:`DataSplit` with the
+    same ``image_shape`` and ``name``: ``split[:1000]`` (a slice), ``split[mask]`` (a
+    (n,) bool array), ``split[indices]`` (a 1-D array or list of ints). An int index is
+    refused with a TypeError (a DataSplit always has a sample axis): use ``split[[i]]``
+    for a 1-sample split, or ``split.X[i]`` and ``split.y[i]``. A read-only split gives
+    read-only slices. A DataSplit is not iterable.
     """
 
     X: np.ndarray
@@ -65,6 +73,33 @@ class DataSplit:
         """The number of features per sample, ``rows * cols``."""
         return int(self.X.shape[1])
 
+    def __getitem__(self, index: slice | np.ndarray | list[int]) -> DataSplit:
+        """The samples ``index`` selects (a slice, a (n,) bool mask or 1-D ints) as a
+        DataSplit: X (m, rows*cols) uint8, y (m,) int64."""
+        if isinstance(index, (int, np.integer)) and not isinstance(index, (bool, np.bool_)):
+            raise TypeError(f"DataSplit {self.name!r}: an int index would drop the sample axis; "
+                            f"use split[[{index}]] for a 1-sample DataSplit, or "
+                            f"split.X[{index}] and split.y[{index}]")
+        if isinstance(index, tuple):
+            raise TypeError(f"DataSplit {self.name!r} selects samples with one index, not a "
+                            f"tuple; index split.X to select features")
+        if not isinstance(index, slice):
+            index = np.asarray(index)
+            if index.size == 0:
+                index = index.astype(np.intp)
+            if index.ndim != 1 or index.dtype.kind not in "biu":
+                raise TypeError(f"DataSplit {self.name!r} selects samples with a slice, a "
+                                f"({len(self)},) bool mask or a 1-D array of ints, not "
+                                f"{_describe(index)}")
+        X, y = np.ascontiguousarray(self.X[index]), self.y[index]
+        if not self.X.flags.writeable:
+            X.flags.writeable = False
+        if not self.y.flags.writeable:
+            y.flags.writeable = False
+        return DataSplit(X=X, y=y, image_shape=self.image_shape, name=self.name)
+
+    __iter__ = None  # indexing takes no int, so a DataSplit is not a sequence of samples
+
 
 #: split name -> (images file name, labels file name), without the optional ``.gz``.
 STANDARD_FILES: Mapping[str, tuple[str, str]] = MappingProxyType({
@@ -81,7 +116,10 @@ MNIST_SHA256: Mapping[str, str] = MappingProxyType({
 })
 
 _ALL_NAMES = tuple(name for pair in STANDARD_FILES.values() for name in pair)
-_EXPECTED_TXT = ", ".join(_ALL_NAMES) + " (each plain or with .gz)"
+
+
+def _expected_txt(names: tuple[str, ...]) -> str:
+    return ", ".join(names) + " (each plain or with .gz)"
 
 
 def _describe(arr: object) -> str:
@@ -90,19 +128,21 @@ def _describe(arr: object) -> str:
     return f"a {arr.ndim}-D {arr.dtype} array of shape {arr.shape}"
 
 
-def _locate_files(directory: Path) -> dict[str, Path]:
-    """Map each standard name to its file in ``directory`` (plain preferred over ``.gz``)."""
+def _locate_files(directory: Path, names: tuple[str, ...] = _ALL_NAMES) -> dict[str, Path]:
+    """Map each of the standard ``names`` to its file in ``directory`` (plain preferred
+    over ``.gz``)."""
+    expected = _expected_txt(names)
     if not directory.exists():
         raise DataError(
-            f"{directory}: dataset directory does not exist; expected it to contain {_EXPECTED_TXT}. "
+            f"{directory}: dataset directory does not exist; expected it to contain {expected}. "
             "Use simplenn.load_mnist() for the bundled MNIST or simplenn.data.download.download_mnist() "
             "to fetch it"
         )
     if not directory.is_dir():
-        raise DataError(f"{directory}: is not a directory; expected a directory containing {_EXPECTED_TXT}")
+        raise DataError(f"{directory}: is not a directory; expected a directory containing {expected}")
     found: dict[str, Path] = {}
     missing: list[str] = []
-    for name in _ALL_NAMES:
+    for name in names:
         plain, gz = directory / name, directory / f"{name}.gz"
         if plain.is_file():
             found[name] = plain
@@ -113,7 +153,7 @@ def _locate_files(directory: Path) -> dict[str, Path]:
     if missing:
         raise DataError(
             f"{directory}: missing dataset file(s): {', '.join(missing)}; "
-            f"the directory must contain {_EXPECTED_TXT}"
+            f"the directory must contain {expected}"
         )
     return found
 
@@ -191,14 +231,7 @@ def load_idx_dataset(
         DataError: a file is missing, unreadable, malformed, fails its checksum, or the
             files disagree with each other (counts, label range, image shapes).
     """
-    if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)) or n_classes < 1:
-        raise ValueError(f"n_classes must be a positive integer, got {n_classes!r}")
-    if checksums is not None:
-        unknown = sorted(set(checksums) - set(_ALL_NAMES))
-        if unknown:
-            raise ValueError(
-                f"checksums has unknown file name(s) {unknown}; keys must be among {list(_ALL_NAMES)}"
-            )
+    _check_options(n_classes, checksums)
     directory = Path(directory)
     files = _locate_files(directory)
     train = _load_split("train", files, int(n_classes), checksums)
@@ -211,6 +244,39 @@ def load_idx_dataset(
             "both splits must have the same image shape"
         )
     return train, test
+
+
+def load_idx_split(
+    directory: str | os.PathLike[str],
+    split: str = "test",
+    *,
+    n_classes: int = 10,
+    checksums: Mapping[str, str] | None = None,
+) -> DataSplit:
+    """Load and validate one split of an MNIST-layout dataset directory, reading (and
+    needing) only that split's two files of :data:`STANDARD_FILES`.
+
+    Args and errors as :func:`load_idx_dataset`; ``split`` is ``"train"`` or ``"test"``.
+
+    Returns:
+        The :class:`DataSplit`, read-only ``X`` (n, rows*cols) uint8 and ``y`` (n,) int64.
+    """
+    if split not in STANDARD_FILES:
+        raise ValueError(f"split must be one of {list(STANDARD_FILES)}, not {split!r}")
+    _check_options(n_classes, checksums)
+    files = _locate_files(Path(directory), STANDARD_FILES[split])
+    return _load_split(split, files, int(n_classes), checksums)
+
+
+def _check_options(n_classes: int, checksums: Mapping[str, str] | None) -> None:
+    if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)) or n_classes < 1:
+        raise ValueError(f"n_classes must be a positive integer, got {n_classes!r}")
+    if checksums is not None:
+        unknown = sorted(set(checksums) - set(_ALL_NAMES))
+        if unknown:
+            raise ValueError(
+                f"checksums has unknown file name(s) {unknown}; keys must be among {list(_ALL_NAMES)}"
+            )
 
 
 def bundled_mnist_dir() -> Path:
@@ -244,3 +310,16 @@ def load_dataset(directory: str | os.PathLike[str] | None = None) -> tuple[DataS
     if directory is None:
         return (*load_mnist(), "bundled MNIST")
     return (*load_idx_dataset(directory), str(directory))
+
+
+def load_test_split(directory: str | os.PathLike[str] | None = None) -> tuple[DataSplit, str]:
+    """``(test, source)``: the test split alone, of the bundled MNIST when ``directory`` is
+    None (checksummed), else of :func:`load_idx_split` of it (the training files need not
+    be there); ``source`` as in :func:`load_dataset`."""
+    if directory is None:
+        with _CACHE_LOCK:
+            cached = _CACHE.get(bundled_mnist_dir())
+        if cached is not None:
+            return cached[1], "bundled MNIST"
+        return load_idx_split(bundled_mnist_dir(), "test", checksums=MNIST_SHA256), "bundled MNIST"
+    return load_idx_split(directory, "test"), str(directory)

@@ -4,9 +4,13 @@ A checkpoint is a model file (:mod:`simplenn.io.models`; ``python -m simplenn.ev
 and ``simplenn.predict`` read it as one) with the optimiser velocities
 (``velocity_W1`` ...) and the losses of the current epoch beside the parameters, and a
 ``checkpoint`` object in its metadata: the training settings, epochs done, position in
-the next epoch, the shuffling RNG's ``bit_generator.state``, the per-epoch history and
-whatever the caller adds under ``run`` (the CLI stores the hidden size, dtype and a
-fingerprint of the training data). It is written atomically -- a killed process leaves
+the next epoch, the shuffling RNG's ``bit_generator.state``, the per-epoch history, the
+validation bookkeeping (size of the validation set, best validation loss and epoch,
+epochs without improvement) and whatever the caller adds under ``run`` (the CLI stores
+the hidden size, dtype and a fingerprint of the training data). With a validation split
+the rows held out are the array ``validation_indices``; with early stopping the best
+epoch's parameters are ``best_W1`` ... Version 1 files, from before validation sets,
+are read as runs without one. It is written atomically -- a killed process leaves
 the previous checkpoint -- and refuses non-finite parameters, so a diverged run never
 replaces a good checkpoint.
 """
@@ -27,8 +31,13 @@ from ..core.training import EpochStats, TrainConfig, TrainingState
 
 #: File name of the checkpoint inside a ``--checkpoint-dir``.
 CHECKPOINT_NAME = "checkpoint.npz"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
 _VELOCITY = "velocity_"
+_BEST = "best_"
+_VALIDATION_ROWS = "validation_indices"
+#: Settings and statistics that version 1 files lack; they read as None.
+_NEW_CONFIG_FIELDS = {"validation_fraction", "early_stopping"}
+_NEW_EPOCH_FIELDS = {"val_loss", "val_accuracy", "test_loss"}
 
 
 class ResumeError(SimplennError, ValueError):
@@ -59,7 +68,10 @@ def save_checkpoint(path: str | os.PathLike, state: TrainingState,
     NaN or infinite numbers: a checkpoint is always a good point to go on from.
     """
     path = Path(path)
-    for group, arrays in (("parameter", state.parameters), ("velocity", state.velocities)):
+    groups = [("parameter", state.parameters), ("velocity", state.velocities)]
+    if state.best_parameters is not None:
+        groups.append(("best parameter", state.best_parameters))
+    for group, arrays in groups:
         for k in PARAMETER_NAMES:
             if not np.isfinite(arrays[k]).all():
                 raise ModelFileError(f"refusing to write checkpoint {path}: {group} {k} holds "
@@ -74,10 +86,18 @@ def save_checkpoint(path: str | os.PathLike, state: TrainingState,
         "rng_state": state.rng_state,
         "epoch_seconds": state.epoch_seconds,
         "history": [asdict(e) for e in state.history],
+        "n_validation": state.n_validation,
+        "best_val_loss": state.best_val_loss,
+        "best_epoch": state.best_epoch,
+        "epochs_without_improvement": state.epochs_without_improvement,
         "run": run or {},
     }}
     extra = {f"{_VELOCITY}{k}": state.velocities[k] for k in PARAMETER_NAMES}
     extra["epoch_losses"] = np.asarray(state.epoch_losses, dtype=np.float64)
+    if state.validation_indices is not None:
+        extra[_VALIDATION_ROWS] = np.asarray(state.validation_indices, dtype=np.int64)
+    if state.best_parameters is not None:
+        extra.update({f"{_BEST}{k}": state.best_parameters[k] for k in PARAMETER_NAMES})
     return write_model_file(path, state.parameters, backend=state.backend, metadata=meta,
                             extra_arrays=extra)
 
@@ -117,7 +137,9 @@ def _int(info: dict, key: str, low: int = 0) -> int:
 
 def _state_from(info: dict, params: dict, extra: dict, dtype: str) -> TrainingState:
     config_dict = info["config"]
-    if not isinstance(config_dict, dict) or set(config_dict) != {f.name for f in fields(TrainConfig)}:
+    names = {f.name for f in fields(TrainConfig)}
+    if not (isinstance(config_dict, dict)
+            and names - _NEW_CONFIG_FIELDS <= set(config_dict) <= names):
         raise ValueError("config must be an object with the fields of TrainConfig")
     config = TrainConfig(**config_dict)
     if not isinstance(config.seed, int) or isinstance(config.seed, bool) or config.seed < 0:
@@ -129,17 +151,7 @@ def _state_from(info: dict, params: dict, extra: dict, dtype: str) -> TrainingSt
         np.random.default_rng().bit_generator.state = rng_state
     except (KeyError, OverflowError, AttributeError) as exc:
         raise ValueError(f"rng_state is not a valid PCG64 state ({exc!r})") from None
-    velocities = {}
-    for k in PARAMETER_NAMES:
-        v = extra.get(f"{_VELOCITY}{k}")
-        if v is None:
-            raise ValueError(f"the array {_VELOCITY}{k} is missing")
-        if v.shape != params[k].shape or v.dtype != np.dtype(dtype):
-            raise ValueError(f"{_VELOCITY}{k} has shape {v.shape} and dtype {v.dtype}, expected "
-                             f"{params[k].shape} {dtype}")
-        if not np.isfinite(v).all():
-            raise ValueError(f"{_VELOCITY}{k} holds NaN or infinite values")
-        velocities[k] = v
+    velocities = _parameter_like(_VELOCITY, params, extra, dtype)
     losses = extra.get("epoch_losses")
     if losses is None or losses.ndim != 1 or losses.dtype != np.float64:
         raise ValueError("epoch_losses must be a 1-D float64 array")
@@ -148,8 +160,9 @@ def _state_from(info: dict, params: dict, extra: dict, dtype: str) -> TrainingSt
         raise ValueError("history must be a list of objects")
     names = {f.name for f in fields(EpochStats)}
     for e in history:
-        if set(e) != names or not all(v is None or (isinstance(v, (int, float))
-                                                    and not isinstance(v, bool)) for v in e.values()):
+        numbers = all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+                      for v in e.values())
+        if not (names - _NEW_EPOCH_FIELDS <= set(e) <= names and numbers):
             raise ValueError("history entries must hold the numbers of EpochStats")
     stats = [EpochStats(**e) for e in history]
     seconds = info["epoch_seconds"]
@@ -170,4 +183,56 @@ def _state_from(info: dict, params: dict, extra: dict, dtype: str) -> TrainingSt
     return TrainingState(config=config, backend=backend, n_train=n_train,
                          epochs_done=epochs_done, position=position, rng_state=rng_state,
                          parameters=params, velocities=velocities, epoch_losses=losses,
-                         epoch_seconds=float(seconds), history=stats)
+                         epoch_seconds=float(seconds), history=stats,
+                         **_validation_from(info, config, params, extra, dtype, epochs_done))
+
+
+def _parameter_like(prefix: str, params: dict, extra: dict, dtype: str) -> dict[str, np.ndarray]:
+    """The four arrays ``PREFIX W1`` ... of ``extra``, each finite and shaped like its
+    parameter."""
+    arrays = {}
+    for k in PARAMETER_NAMES:
+        a = extra.get(f"{prefix}{k}")
+        if a is None:
+            raise ValueError(f"the array {prefix}{k} is missing")
+        if a.shape != params[k].shape or a.dtype != np.dtype(dtype):
+            raise ValueError(f"{prefix}{k} has shape {a.shape} and dtype {a.dtype}, expected "
+                             f"{params[k].shape} {dtype}")
+        if not np.isfinite(a).all():
+            raise ValueError(f"{prefix}{k} holds NaN or infinite values")
+        arrays[k] = a
+    return arrays
+
+
+def _validation_from(info: dict, config: TrainConfig, params: dict, extra: dict, dtype: str,
+                     epochs_done: int) -> dict[str, Any]:
+    """The validation split and best-epoch bookkeeping of a checkpoint, as the keyword
+    arguments of TrainingState (those of a run without validation set when absent)."""
+    n_validation = _int(info, "n_validation") if "n_validation" in info else 0
+    stale = (_int(info, "epochs_without_improvement")
+             if "epochs_without_improvement" in info else 0)
+    best_epoch = info.get("best_epoch")
+    if best_epoch is not None:
+        best_epoch = _int(info, "best_epoch", 1)
+    best_loss = info.get("best_val_loss")
+    if best_loss is not None and (isinstance(best_loss, bool) or not isinstance(
+            best_loss, (int, float)) or not np.isfinite(best_loss)):
+        raise ValueError(f"best_val_loss must be a finite number, not {best_loss!r}")
+    if ((best_epoch is None) != (best_loss is None) or (best_epoch or 0) > epochs_done
+            or stale > epochs_done or (n_validation == 0 and (best_epoch or stale))):
+        raise ValueError(f"inconsistent validation bookkeeping: best epoch {best_epoch} with "
+                         f"loss {best_loss}, {stale} epochs without improvement, "
+                         f"{epochs_done} epochs done, {n_validation} validation samples")
+    rows = extra.get(_VALIDATION_ROWS)
+    if (rows is None) != (config.validation_fraction is None):
+        raise ValueError(f"the array {_VALIDATION_ROWS} must be present exactly when "
+                         f"validation_fraction is set")
+    if rows is not None and (rows.ndim != 1 or rows.dtype != np.int64
+                             or rows.shape[0] != n_validation):
+        raise ValueError(f"{_VALIDATION_ROWS} must be {n_validation} int64 row numbers")
+    kept = best_epoch is not None and config.early_stopping is not None
+    best_parameters = _parameter_like(_BEST, params, extra, dtype) if kept else None
+    return {"n_validation": n_validation, "validation_indices": rows,
+            "best_val_loss": None if best_loss is None else float(best_loss),
+            "best_epoch": best_epoch, "best_parameters": best_parameters,
+            "epochs_without_improvement": stale}

@@ -21,6 +21,7 @@ import lzma
 import math
 import os
 import struct
+import tokenize
 import zipfile
 import zlib
 from collections.abc import Mapping
@@ -44,7 +45,7 @@ _MAX_HEADER = 10_000
 # stream"), as is an LZMAError.
 _DAMAGE = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, KeyError, NotImplementedError,
            RuntimeError, zlib.error, lzma.LZMAError, OSError, struct.error, OverflowError,
-           ValueError, TypeError)
+           ValueError, TypeError, tokenize.TokenError)
 
 
 def write_model_file(
