@@ -48,7 +48,11 @@ def load_variant(label: str, tree: Path, backend: str, hidden: int, dtype: str, 
                     ignore=shutil.ignore_patterns("__pycache__", "_data"))
     sys.path.insert(0, str(package.parent))
     simplenn_copy = importlib.import_module(package.name)
-    backend_module = importlib.import_module(f"{package.name}.backends.{backend}_backend")
+    try:  # a backend of its own subpackage, or of a module of the flat layout
+        backend_module = importlib.import_module(f"{package.name}.backends.{backend}")
+        getattr(backend_module, OPS_CLASSES[backend])
+    except (ModuleNotFoundError, AttributeError):
+        backend_module = importlib.import_module(f"{package.name}.backends.{backend}_backend")
     ops = getattr(backend_module, OPS_CLASSES[backend])(dtype)
     net = simplenn_copy.TwoLayerNet(n_hidden=hidden, backend=ops, dtype=dtype, seed=0)
     if hasattr(net.ops, "warmup"):  # a tree from before warm_up moved to the core

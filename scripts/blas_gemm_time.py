@@ -6,7 +6,7 @@ process of its own (two OpenBLAS thread pools in one process slow each other dow
     python scripts/blas_gemm_time.py 512 512    # batch 512, hidden 512
 
 This is why the Numba kernels call NumPy's BLAS rather than Numba's ``np.dot`` (which
-calls SciPy's); see ``simplenn/backends/numba_blas.py``. Linux wheels of NumPy >= 2
+calls SciPy's); see ``simplenn/backends/numba/blas.py``. Linux wheels of NumPy >= 2
 and SciPy only (it looks for their bundled ``libscipy_openblas`` builds).
 """
 

@@ -132,7 +132,8 @@ def test_backend_module_builds_nothing_at_import() -> None:
     if not _cupy_importable():
         pytest.skip("CuPy is not installed here")
     script = (
-        "from simplenn.backends import cupy_backend as cb\n"
+        "from simplenn.backends import cupy as cb\n"
+        "from simplenn.backends.cupy import cublas\n"
         "from simplenn.core.network import network_functions\n"
         "assert cb.built_kernel_count() == 0\n"
         "for dtype in ('float32', 'float64'):\n"
@@ -140,21 +141,20 @@ def test_backend_module_builds_nothing_at_import() -> None:
         "    assert isinstance(f.train_steps_pixels, cb.CudaGraphTrainSteps)\n"
         "    assert isinstance(f.train_steps_floats, cb.CudaGraphTrainSteps)\n"
         "    assert not isinstance(f.sgd_step, cb.CudaGraphTrainSteps)\n"
-        "print('KERNELS', cb.built_kernel_count(), cb._direct_gemm.cache_info().currsize)\n"
+        "print('KERNELS', cb.built_kernel_count(), cublas._direct_gemm.cache_info().currsize)\n"
     )
     result = _run(["-c", script])
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "KERNELS 0 0"
 
 
-def _stubbed_cupy_backend(monkeypatch) -> types.ModuleType:
-    """A private copy of the backend module, executed against a stand-in ``cupy`` (so the
-    pure-Python parts are testable where CuPy is not installed)."""
+def _stubbed_cublas_module(monkeypatch) -> types.ModuleType:
+    """A private copy of the backend's cuBLAS module, executed against a stand-in ``cupy``
+    (so the pure-Python parts are testable where CuPy is not installed)."""
     monkeypatch.setitem(sys.modules, "cupy", types.ModuleType("cupy"))
-    monkeypatch.setitem(sys.modules, "array_api_compat.cupy",
-                        types.ModuleType("array_api_compat.cupy"))
-    path = REPO / "simplenn" / "backends" / "cupy_backend.py"
-    spec = importlib.util.spec_from_file_location("simplenn.backends._cupy_backend_stubbed", path)
+    path = REPO / "simplenn" / "backends" / "cupy" / "cublas.py"
+    spec = importlib.util.spec_from_file_location("simplenn.backends.cupy._cublas_stubbed",
+                                                  path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -182,7 +182,7 @@ def _column_major_gemm(transa, transb, M, N, K, A, lda, B, ldb, ldc, out_size):
 def test_gemm_arguments_compute_row_major_products(monkeypatch, m, n, k) -> None:
     """The cuBLAS arguments of the three products, replayed by a column-major GEMM on the
     very memory layout of the row-major arrays, give NumPy's products."""
-    gemm_arguments = _stubbed_cupy_backend(monkeypatch).gemm_arguments
+    gemm_arguments = _stubbed_cublas_module(monkeypatch).gemm_arguments
     rng = np.random.default_rng(0)
     cases = {  # (trans_a, trans_b): (a stored, b stored, expected)
         (False, False): (rng.standard_normal((m, k)), rng.standard_normal((k, n))),
@@ -202,13 +202,14 @@ def test_gemm_arguments_compute_row_major_products(monkeypatch, m, n, k) -> None
 # --------------------------------------------------------------------------------------
 @pytest.fixture
 def gpu(require_backend):
-    """(cupy, the cupy_backend module), skipping with the probe's reason without a device."""
+    """(cupy, the backend's package simplenn.backends.cupy), skipping with the probe's
+    reason without a device."""
     require_backend("cupy")
     import cupy
 
-    from simplenn.backends import cupy_backend
+    from simplenn.backends import cupy as backend_package
 
-    return cupy, cupy_backend
+    return cupy, backend_package
 
 
 def _pair(dtype: str):

@@ -44,7 +44,7 @@ def test_missing_numba_cli_names_what_to_install(tmp_path):
 @pytest.fixture
 def nb(require_backend):
     require_backend("numba")
-    from simplenn.backends import numba_backend
+    from simplenn.backends import numba as numba_backend
 
     return numba_backend
 
@@ -69,14 +69,14 @@ def _batch(nb, x):
 
 def test_a_batch_is_sparse_by_row_count_and_density(nb):
     rng = np.random.default_rng(0)
-    rows = nb.SPARSE_MAX_ROWS
+    rows = nb.batches.SPARSE_MAX_ROWS
     sparse = rng.random((rows + 1, 50)) * (rng.random((rows + 1, 50)) < 0.2)
-    assert not nb._is_dense(_batch(nb, sparse[:rows]))
-    assert nb._is_dense(_batch(nb, sparse))  # too many rows
-    assert nb._is_dense(_batch(nb, np.ones((4, 50))))  # too many nonzeros
+    assert not nb.batches._is_dense(_batch(nb, sparse[:rows]))
+    assert nb.batches._is_dense(_batch(nb, sparse))  # too many rows
+    assert nb.batches._is_dense(_batch(nb, np.ones((4, 50))))  # too many nonzeros
     pixels = (rng.random((3, 50)) < 0.2).astype(np.uint8) * 255
     batch = nb.take_pixels32(pixels, np.array([2, 0], dtype=np.int64))
-    assert not nb._is_dense(batch)
+    assert not nb.batches._is_dense(batch)
     assert np.array_equal(nb.batch_to_dense(batch), pixels[[2, 0]].astype(np.float32) / 255)
 
 
@@ -89,7 +89,7 @@ def test_a_sparse_batch_holds_the_same_entries_by_row_and_by_column(nb, m):
     x = rng.random((m, 70)) * (rng.random((m, 70)) < 0.2)
     x[:, 5] = 0
     batch = _batch(nb, x)
-    assert not nb._is_dense(batch)
+    assert not nb.batches._is_dense(batch)
     by_column = np.zeros_like(x)
     for t, i in enumerate(batch.touched):
         span = slice(batch.col_start[t], batch.col_start[t + 1])
@@ -103,11 +103,11 @@ def test_a_sparse_batch_holds_the_same_entries_by_row_and_by_column(nb, m):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_sparse_and_blas_paths_compute_the_same_products(nb, dtype):
     rng = np.random.default_rng(1)
-    m = nb.SPARSE_MAX_ROWS
+    m = nb.batches.SPARSE_MAX_ROWS
     x = (rng.random((m, 70)) * (rng.random((m, 70)) < 0.2)).astype(dtype)
     W, d = rng.standard_normal((70, 9)).astype(dtype), rng.standard_normal((m, 9)).astype(dtype)
     batch = _batch(nb, x)
-    assert not nb._is_dense(batch)
+    assert not nb.batches._is_dense(batch)
     # the same nonzero terms as BLAS sums, in another order: equal to rounding
     assert_close("numba", "sparse x W", nb.matmul(batch, W), nb.matmul(x, W), dtype)
     assert_close("numba", "sparse xᵀ d", nb.matmul_tn(batch, d), nb.matmul_tn(x, d), dtype)
@@ -131,7 +131,7 @@ def test_folded_first_layer_update_equals_update_with_the_formed_gradient(nb, we
     inputs = nb.begin_steps(X, W, V, 3, 0.05, momentum, weight_decay)
     for s in range(3):
         batch = nb.take_floats64(inputs, np.array([s]))
-        assert not nb._is_dense(batch.batch)
+        assert not nb.batches._is_dense(batch.batch)
         W_out, V_out = nb.sgd_update_outer(W, batch, D[s:s + 1], V, 0.05, momentum, weight_decay)
         assert W_out is W and V_out is V  # in place, as the contract allows
         nb.sgd_update(W2, X[s:s + 1].T @ D[s:s + 1], V2, 0.05, momentum, weight_decay)
@@ -152,7 +152,7 @@ def test_deferred_steps_are_applied_in_closed_form(nb):
     assert np.array_equal(inputs.powers[0], [1.0, 0.0, 0.0, 1.0])
     for s in range(40):  # all-zero batches: every row defers
         zero = nb.take_floats64(inputs, np.array([s]))
-        assert not nb._is_dense(zero.batch) and zero.batch.touched.shape == (0,)
+        assert not nb.batches._is_dense(zero.batch) and zero.batch.touched.shape == (0,)
         if s == 39:
             assert inputs.clock[0] == 39 and not inputs.last.any()
             assert not np.allclose(W, W2)  # not yet applied
@@ -164,7 +164,7 @@ def test_deferred_steps_are_applied_in_closed_form(nb):
 
 
 def test_cache_flag_follows_the_environment_variable(nb):
-    out = _run("import simplenn.backends.numba_backend as nb; print(nb.CACHE)",
+    out = _run("import simplenn.backends.numba as nb; print(nb.CACHE)",
                {nb.CACHE_ENV_VAR: "0"})
     assert out.stdout.strip() == "False", out.stderr
 
@@ -185,7 +185,7 @@ def test_a_compiled_closure_is_loaded_from_the_cache_by_a_new_process(nb, tmp_pa
     """))
     code = textwrap.dedent("""
         import numpy as np, closure_mod
-        from simplenn.backends.numba_backend import NumbaOps
+        from simplenn.backends.numba import NumbaOps
         f = NumbaOps("float64").jit(closure_mod.make(NumbaOps("float64")))
         assert f(np.ones((3, 2)), np.ones((2, 2)), np.zeros(2)) == 12.0
         print(sum(f.stats.cache_hits.values()), sum(f.stats.cache_misses.values()))
@@ -215,7 +215,7 @@ def test_warmup_compiles_training_on_read_only_datasets(nb):
 
 def _dense_products(dtype: str):
     """(name, Numba's product, NumPy's) for the three products, on BLAS-sized inputs."""
-    from simplenn.backends import numba_backend as nb
+    from simplenn.backends import numba as nb
 
     rng = np.random.default_rng(5)
     a, b, c = (rng.standard_normal(s).astype(dtype) for s in ((300, 70), (70, 20), (300, 20)))
@@ -239,7 +239,7 @@ def test_scipy_blas_fallback_computes_the_same_products(nb, tmp_path):
     code = textwrap.dedent("""
         import sys; sys.path.insert(0, "tests")
         from test_numba_backend import _dense_products
-        from simplenn.backends import numba_backend as nb
+        from simplenn.backends import numba as nb
         print(nb.BLAS)
         for dtype in ("float32", "float64"):
             for name, got, want in _dense_products(dtype):

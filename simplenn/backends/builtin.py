@@ -87,9 +87,9 @@ def _probe_strict() -> Availability:
 
 
 register("numpy", "simplenn.backends.numpy_backend:NumpyOps", probe=_probe_numpy, priority=0)
-register("numba", "simplenn.backends.numba_backend:NumbaOps", probe=_probe_numba,
+register("numba", "simplenn.backends.numba:NumbaOps", probe=_probe_numba,
          install_hint=NUMBA_HINT, priority=10)
-register("cupy", "simplenn.backends.cupy_backend:CupyOps", probe=_probe_cupy,
+register("cupy", "simplenn.backends.cupy:CupyOps", probe=_probe_cupy,
          install_hint=CUPY_HINT, priority=20)
 register("strict", "simplenn.backends.strict_backend:StrictOps", probe=_probe_strict,
          install_hint=STRICT_HINT, priority=-1)

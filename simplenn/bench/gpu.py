@@ -6,7 +6,7 @@ device, for one warm-up epoch (kernel compilation, CUDA graph capture) and ``epo
 timed ones; the median of the timed epochs counts. The configurations:
 
 - ``cupy`` at each batch size, with CUDA graphs on and off (``SIMPLENN_CUDA_GRAPHS``,
-  :data:`~simplenn.backends.cupy_backend.GRAPHS_ENV_VAR`), timed twice: with CUDA
+  :data:`~simplenn.backends.cupy.GRAPHS_ENV_VAR`), timed twice: with CUDA
   events around fit's chunk loop (chunks of ``CHUNK_SAMPLES``, each run by
   :meth:`TwoLayerNet.train_steps` and its losses read back, as :func:`simplenn.fit`
   does), and as :func:`simplenn.fit` reports it (device synchronized, wall clock);
@@ -153,7 +153,7 @@ def _cupy_part(run: _Run, X_host: np.ndarray, y_host: np.ndarray, batch_sizes: t
                epochs: int) -> None:
     import cupy
 
-    from ..backends.cupy_backend import GRAPHS_ENV_VAR
+    from ..backends.cupy import GRAPHS_ENV_VAR
 
     X, Y = cupy.asarray(X_host), cupy.asarray(y_host.astype(np.int64))
     before = os.environ.get(GRAPHS_ENV_VAR)

@@ -27,7 +27,7 @@ import llvmlite.binding
 import numpy as np
 from numba import carray, cfunc, types
 
-from ..errors import BackendUnavailableError
+from ...errors import BackendUnavailableError
 
 #: ``SIMPLENN_NUMBA_BLAS=scipy`` makes compiled kernels use Numba's own ``np.dot``
 #: (SciPy's BLAS) instead of NumPy's.

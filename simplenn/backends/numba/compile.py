@@ -1,0 +1,55 @@
+"""How the Numba backend compiles: every kernel is ``@njit`` with numba's on-disk cache
+(unless ``SIMPLENN_NUMBA_CACHE=0``) and a stable UUID.
+
+Numba keys the cache of a closure on the pickled contents of its cells, which for
+captured dispatchers include a random per-process UUID (numba issue #6264), so
+closures would recompile in every process; :func:`_set_stable_uuid` gives every
+dispatcher here a UUID derived from the backend's source instead, which makes the
+compiled closures cacheable and invalidates them when any kernel's source changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import numba
+from numba import njit
+
+#: ``SIMPLENN_NUMBA_CACHE=0`` turns numba's on-disk compilation cache off.
+CACHE_ENV_VAR = "SIMPLENN_NUMBA_CACHE"
+CACHE = os.environ.get(CACHE_ENV_VAR, "1").strip() not in ("0", "false", "no", "off")
+
+#: A hash of every source file of this backend and of numba's version.
+_SOURCE_HASH = hashlib.sha256(
+    b"".join(p.read_bytes() for p in sorted(Path(__file__).parent.glob("*.py")))
+    + numba.__version__.encode()).hexdigest()
+
+
+
+def _set_stable_uuid(dispatcher: Any, content: str) -> None:
+    """Give ``dispatcher`` a UUID that is a hash of ``content`` (its code), so that
+    closures capturing it hash the same in every process and can be cached.
+
+    Uses numba's private ``_set_uuid``; without it (a future numba) nothing
+    changes except that closures recompile in each process.
+    """
+    setter = getattr(dispatcher, "_set_uuid", None)
+    if setter is not None:
+        setter("simplenn-" + hashlib.sha256(content.encode()).hexdigest())
+
+
+def _kernel(fn: Callable | None = None, *, inline: str = "never") -> Any:
+    """``@njit`` a module-level function (cached unless disabled), with a stable UUID.
+
+    Every njit function of this backend needs one: closures pickle the kernels they
+    capture by value, and with them the helpers those kernels call. ``inline="always"``
+    is for helpers called in hot loops: a call that passes arrays updates their
+    reference counts, an inlined body does not."""
+    if fn is None:
+        return lambda f: _kernel(f, inline=inline)
+    dispatcher = njit(cache=CACHE, inline=inline)(fn)
+    _set_stable_uuid(dispatcher, f"{_SOURCE_HASH}:{fn.__module__}.{fn.__qualname__}")
+    return dispatcher
