@@ -422,3 +422,18 @@ def test_recipe_peer_trains_on_512_images(fn, module):
     assert 0.2 < accuracy <= 1  # one epoch of 512 images: well above chance
     assert parsed.accuracy == pytest.approx(accuracy, abs=5e-5)
     assert parsed.train_seconds is not None and parsed.train_seconds > 0
+
+
+def test_processes_measure_the_grid_in_fresh_processes_and_keep_every_epoch(tmp_path, capsys):
+    out_json = tmp_path / "b.json"
+    assert bench.main([*TINY, "--processes", "2", "--json", str(out_json)]) == 0
+    report = json.loads(out_json.read_text())
+    assert report["workload"]["processes"] == 2
+    assert all(len(r["seconds"]) == 2 * report["workload"]["repeat"] for r in report["results"])
+    assert "2 processes of its own" in capsys.readouterr().out
+
+
+def test_merge_runs_puts_each_cell_s_epochs_together():
+    a = [{"name": "numpy", "hidden": 8, "batch_size": 16, "seconds": [2.0]}]
+    b = [{"name": "numpy", "hidden": 8, "batch_size": 16, "seconds": [1.0, 3.0]}]
+    assert bench.merge_runs(a, b)[0]["seconds"] == [2.0, 1.0, 3.0]

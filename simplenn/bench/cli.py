@@ -171,6 +171,11 @@ def build_parser() -> common.ArgumentParser:
                         f"the median counts, default {gpu.DEFAULT_EPOCHS}; with --suite "
                         f"recipe the turns of whole runs, the best wall time counts, "
                         f"default 1)")
+    p.add_argument("--processes", type=common.positive_int, default=None, metavar="N",
+                   help="measure the grid N times, each time every contender in a fresh "
+                        "process, and keep each cell's best epoch: where a process's arrays "
+                        "and code land in memory moves its speed by several percent, so "
+                        "comparing source trees of one backend wants several (default 1)")
     p.add_argument("--samples", type=_samples, default=MNIST_TRAIN_SIZE,
                    help=f"training images per timed epoch, from the MNIST training set "
                         f"(default {MNIST_TRAIN_SIZE}: a full epoch)")
@@ -197,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     grid_only = {"--backends": args.backends, "--hidden": args.hidden,
-                 "--peak-size": args.peak_size, "--plot": args.plot}
+                 "--peak-size": args.peak_size, "--plot": args.plot,
+                 "--processes": args.processes}
     if args.suite == "gpu":
         given = [flag for flag, value in grid_only.items() if value is not None]
         if given:
@@ -502,6 +508,13 @@ def run_grid(names: list[str], hidden_sizes: tuple[int, ...], batch_sizes: tuple
     return cells, checks, list(blas.values())
 
 
+def merge_runs(raw: list[dict[str, Any]], more: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The raw cells of two runs of the grid as one: each cell's epoch times together."""
+    times = {(r["name"], r["hidden"], r["batch_size"]): r["seconds"] for r in more}
+    return [{**r, "seconds": [*r["seconds"], *times[(r["name"], r["hidden"], r["batch_size"])]]}
+            for r in raw]
+
+
 def summarize(raw: list[dict[str, Any]], peak_flops: float) -> list[Cell]:
     """Cells with their rates: the best (shortest) epoch of each gives samples/s, and
     the NumPy backend's rate at the same width and batch size the speed-up."""
@@ -667,8 +680,12 @@ def _bench(args: argparse.Namespace, argv: list[str]) -> int:
     trees = source_trees(names)
     load_before = sysinfo.load_average()
     peaks = [sysinfo.measure_sgemm_peak(args.peak_size)]
+    processes = args.processes or 1
     raw, checks, blas = run_grid(names, args.hidden, args.batch_sizes, args.samples,
                                  args.repeat)
+    for _ in range(processes - 1):
+        raw = merge_runs(raw, run_grid(names, args.hidden, args.batch_sizes, args.samples,
+                                       args.repeat)[0])
     peaks.append(sysinfo.measure_sgemm_peak(args.peak_size))  # the better of before/after
     peak = max(peaks, key=lambda p: p["flops_per_s"])
     cells = summarize(raw, peak["flops_per_s"])
@@ -693,7 +710,8 @@ def _bench(args: argparse.Namespace, argv: list[str]) -> int:
         f"{peak['flops_per_s'] / 1e9:.1f} GFLOP/s",
         f"work: one training epoch of {args.samples} MNIST images (uint8 -> float32 per batch), "
         f"SGD momentum {TrainConfig.momentum}, lr {THROUGHPUT_LR}, float32; best of "
-        f"{args.repeat} after a warm-up epoch, each backend in a process of its own, "
+        f"{args.repeat * processes} after a warm-up epoch, each backend in "
+        f"{'a process of its own' if processes == 1 else f'{processes} processes of its own'}, "
         f"taking turns epoch by epoch; "
         f"FLOPs/sample = 4*{N_INPUTS}*h + 6*h*{N_CLASSES}",
     ]
@@ -719,7 +737,8 @@ def _bench(args: argparse.Namespace, argv: list[str]) -> int:
             "blas": blas, "versions": versions, "openblas_env": sysinfo.openblas_env(),
             "openblas_env_unset": os.environ.get(_UNSET_MARKER), "peak": peak,
             "peak_measurements": peaks,
-            "workload": {"samples": args.samples, "repeat": args.repeat, "lr": THROUGHPUT_LR,
+            "workload": {"samples": args.samples, "repeat": args.repeat, "processes": processes,
+                         "lr": THROUGHPUT_LR,
                          "momentum": TrainConfig.momentum, "dtype": "float32",
                          "flops_per_sample": f"4*{N_INPUTS}*h + 6*h*{N_CLASSES}"},
             "skipped": [{"name": i.name, "reason": i.reason} for i in skipped],
