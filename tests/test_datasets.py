@@ -266,3 +266,8 @@ def test_bundled_test_split_alone():
     test, source = load_test_split()
     assert source == "bundled MNIST" and len(test) == 10000 and test.name == "test"
     np.testing.assert_array_equal(test.y, load_mnist()[1].y)
+
+
+def test_datasplit_repr_is_short():
+    train, _ = load_mnist()
+    assert repr(train[:1000]) == "DataSplit(name='train', n=1000, X=uint8(1000, 784), image_shape=(28, 28))"

@@ -18,8 +18,8 @@ from typing import Mapping
 
 import numpy as np
 
-from simplenn.errors import DataError
-from simplenn.data.idx import parse_idx, read_idx_bytes
+from ..errors import DataError
+from .idx import parse_idx, read_idx_bytes
 
 
 @dataclass(frozen=True, eq=False)
@@ -47,6 +47,10 @@ class DataSplit:
     y: np.ndarray
     image_shape: tuple[int, int]
     name: str
+
+    def __repr__(self) -> str:
+        return (f"DataSplit(name={self.name!r}, n={len(self.y)}, X={self.X.dtype}"
+                f"{tuple(self.X.shape)}, image_shape={self.image_shape})")
 
     def __post_init__(self) -> None:
         X, y = self.X, self.y

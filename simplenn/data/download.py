@@ -21,9 +21,9 @@ from urllib.request import Request, urlopen
 
 from tqdm import tqdm
 
-from simplenn.data.datasets import MNIST_SHA256
-from simplenn.errors import DownloadError
-from simplenn.io.atomic import atomic_write_bytes
+from .datasets import MNIST_SHA256
+from ..errors import DownloadError
+from ..io.atomic import atomic_write_bytes
 
 #: Base URLs tried in order; each serves ``<base>NAME.gz``.
 MIRRORS: tuple[str, ...] = (

@@ -22,8 +22,8 @@ import struct
 import zlib
 import numpy as np
 
-from simplenn.io.atomic import atomic_write_bytes
-from simplenn.errors import DataError
+from ..io.atomic import atomic_write_bytes
+from ..errors import DataError
 
 PathLike = str | os.PathLike[str]
 
