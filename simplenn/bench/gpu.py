@@ -35,7 +35,7 @@ import numpy as np
 from ..backends import probe_backend
 from ..core.model import TwoLayerNet
 from ..core.network import PARAMETER_NAMES
-from ..core.training import CHUNK_SAMPLES, fit
+from ..core.training import chunk_samples, fit
 from ..errors import SimplennError
 from . import sysinfo
 from .contenders import make_contender, probe_contender
@@ -71,7 +71,7 @@ def event_timed_epochs(net: TwoLayerNet, X: Any, Y: Any, batch_size: int,
 
     ops, n = net.ops, int(X.shape[0])
     velocities = [ops.xp.zeros_like(net.params[k]) for k in PARAMETER_NAMES]
-    chunk = max(1, CHUNK_SAMPLES // batch_size) * batch_size
+    chunk = chunk_samples(batch_size)
     rng = np.random.default_rng(SEED)
     times = []
     for epoch in range(1 + epochs):

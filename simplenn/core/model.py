@@ -309,7 +309,10 @@ class TwoLayerNet:
         X = self._check_inputs(X)
         if X.shape[0] == 0:
             raise ValueError("X is empty: accuracy of zero samples is undefined")
-        y = self._check_labels(y, X.shape[0])
+        return self._accuracy(X, self._check_labels(y, X.shape[0]))
+
+    def _accuracy(self, X: Any, y: Array) -> float:
+        """:meth:`accuracy` of an already checked, non-empty X and backend labels y."""
         return self.ops.count_equal(self.ops.argmax(self._logits(X)), y) / X.shape[0]
 
 

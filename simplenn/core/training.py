@@ -46,6 +46,12 @@ from .network import PARAMETER_NAMES
 #: Samples per call into the backend's compiled ``train_steps`` (a whole number of batches).
 CHUNK_SAMPLES = 4096
 LR_SCHEDULES = ("constant", "cosine", "linear")
+
+
+def chunk_samples(batch_size: int) -> int:
+    """Samples per chunk of steps: about :data:`CHUNK_SAMPLES`, a whole number of batches
+    (at least one)."""
+    return max(1, CHUNK_SAMPLES // batch_size) * batch_size
 #: The default learning rate from batch ``LR_REFERENCE_BATCH`` up; see :func:`default_lr`.
 REFERENCE_LR = 0.2
 LR_REFERENCE_BATCH = 128
@@ -424,8 +430,8 @@ def _consistent_best(state: TrainingState) -> bool:
 
 def _mean_loss_and_accuracy(net: TwoLayerNet, X: Any, y: np.ndarray) -> tuple[float, float]:
     """Mean cross-entropy (in float64, on the host) and accuracy of ``net`` on the
-    backend array ``X`` and the host labels ``y``, from one pass of logits."""
-    logits = np.asarray(net.ops.to_numpy(net.logits(X)), dtype=np.float64)
+    checked backend array ``X`` and the host labels ``y``, from one pass of logits."""
+    logits = np.asarray(net.ops.to_numpy(net._logits(X)), dtype=np.float64)
     shifted = logits - logits.max(axis=1, keepdims=True)
     log_norm = np.log(np.exp(shifted).sum(axis=1))
     loss = float(np.mean(log_norm - shifted[np.arange(y.shape[0]), y]))
@@ -518,7 +524,7 @@ class _Run:
 
         self.rng = np.random.default_rng(config.seed)
         self.steps_per_epoch = (self.n + config.batch_size - 1) // config.batch_size
-        self.chunk = max(1, CHUNK_SAMPLES // config.batch_size) * config.batch_size
+        self.chunk = chunk_samples(config.batch_size)
         # Interpreted backends run one step per call, so Ctrl-C stops after one minibatch;
         # the learning rate is still set per chunk, so every backend computes the same run.
         self.call_samples = self.chunk if self.ops.compiles_chunks else config.batch_size
@@ -775,7 +781,7 @@ class _Run:
         validation loss and accuracy (with a validation set) or else test loss and
         accuracy, and the speed of the part trained in this call."""
         eval_start = time.perf_counter()
-        train_accuracy = self.net.accuracy(self.X, self.Y) if eval_train else None
+        train_accuracy = self.net._accuracy(self.X, self.Y) if eval_train else None
         val_loss = val_accuracy = test_loss = test_accuracy = None
         if self.val_xy is not None:
             val_loss, val_accuracy = _mean_loss_and_accuracy(self.net, *self.val_xy)
