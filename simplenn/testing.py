@@ -119,6 +119,39 @@ def _ref_sgd_update(param: Any, grad: Any, velocity: Any, lr: float, momentum: f
     return _f64(param) - lr * v, v
 
 
+def _ref_elastic_fields(noise: Any, kernel: Any, alpha: float) -> np.ndarray:
+    u = _f64(noise) / 127.5 - 1
+    G = _f64(kernel)
+    return alpha * np.einsum("ij,mcjk,kl->mcil", G, u, G)
+
+
+def _ref_warp(x: Any, matrices: Any, fields: Any) -> np.ndarray:
+    """Bilinear resampling written pixel by pixel."""
+    x = np.asarray(x)
+    img = _f64(x) / 255 if x.dtype == np.uint8 else _f64(x)
+    m, d = img.shape
+    s = int(round(d ** 0.5))
+    h = (s - 1) / 2
+    A = _f64(matrices)
+    out = np.zeros((m, d))
+    for i in range(m):
+        for r in range(s):
+            for c in range(s):
+                sr = A[i, 0, 0] * (r - h) + A[i, 0, 1] * (c - h) + A[i, 0, 2] + h
+                sc = A[i, 1, 0] * (r - h) + A[i, 1, 1] * (c - h) + A[i, 1, 2] + h
+                if fields is not None:
+                    sr += float(fields[i, 0, r, c])
+                    sc += float(fields[i, 1, r, c])
+                r0, c0 = int(np.floor(sr)), int(np.floor(sc))
+                total = 0.0
+                for rr, wr in ((r0, 1 - (sr - r0)), (r0 + 1, sr - r0)):
+                    for cc, wc in ((c0, 1 - (sc - c0)), (c0 + 1, sc - c0)):
+                        if 0 <= rr < s and 0 <= cc < s:
+                            total += wr * wc * img[i, rr * s + cc]
+                out[i, r * s + c] = total
+    return out
+
+
 _REFERENCE: dict[str, Callable[..., Any]] = {
     "pixels_to_float": lambda x: _f64(x) / 255,
     "cast_to_float": _f64,
@@ -137,6 +170,8 @@ _REFERENCE: dict[str, Callable[..., Any]] = {
     "sgd_update": _ref_sgd_update,
     "sgd_update_outer": lambda param, x, d, velocity, lr, momentum, wd: _ref_sgd_update(
         param, _f64(x).T @ _f64(d), velocity, lr, momentum, wd),
+    "elastic_fields": _ref_elastic_fields,
+    "warp": _ref_warp,
     "argmax": lambda a: np.argmax(_f64(a), axis=1),
     "count_equal": lambda a, b: int((np.asarray(a) == np.asarray(b)).sum()),
     "all_finite": lambda a: bool(np.isfinite(_f64(a)).all()),
@@ -186,7 +221,17 @@ def _op_cases(dtype: str) -> list[tuple[str, tuple]]:
     pixels = rng.integers(0, 256, (9, 40)).astype(np.uint8)
     sparse_pixels = pixels * (rng.random((9, 40)) < 0.2)
     lr, momentum = 0.05, 0.9
+    side = 6
+    image_pixels = rng.integers(0, 256, (3, side * side)).astype(np.uint8)
+    shifts = np.array([[[1, 0, 0.0], [0, 1, 0]],  # identity
+                       [[1, 0, 1.0], [0, 1, -2]],  # whole-pixel shift
+                       [[0.9, -0.3, 7.5], [0.2, 1.1, 0.25]]], dtype)  # partly outside
+    noise = rng.integers(0, 256, (3, 2, side, side)).astype(np.uint8)
+    blur = np.exp(-0.5 * (np.subtract.outer(np.arange(side), np.arange(side)) / 1.5) ** 2)
     return [
+        ("elastic_fields", (noise, (blur / 4).astype(dtype), 3.0)),
+        ("warp", (image_pixels, shifts, None)),
+        ("warp", (f(3, side * side), shifts, f(3, 2, side, side) * 1.5)),
         ("pixels_to_float", (rng.integers(0, 256, (4, 9)).astype(np.uint8),)),
         ("cast_to_float", (rng.standard_normal((4, 9)),)),
         ("take_pixels", (pixels, np.array([6, 0, 6, 2]))),
@@ -235,6 +280,8 @@ def _to_backend(ops: Any, a: Any) -> Any:
     if isinstance(a, _Batch):
         x = np.asarray(a)
         return ops.take_floats(ops.asarray(x), ops.asarray(np.arange(x.shape[0]), dtype=np.int64))
+    if a is None:
+        return None
     if isinstance(a, np.ndarray):
         dtype = np.int64 if a.dtype.kind in "iu" and a.dtype != np.uint8 else a.dtype
         return ops.asarray(a.copy(), dtype=dtype)
@@ -395,6 +442,44 @@ def check_trajectory(name: str, dtype: str) -> None:
             assert_close(name, f"final {k} ({where})", params[k], ref_params[k], dtype, rtol=rtol)
 
 
+def check_augmentation(name: str, dtype: str) -> None:
+    """The affine and elastic distortions of MNIST digits drawn with a seed, across two
+    training batches, against the float64 reference warp of the same draws; then an
+    epoch of elastic training against the numpy backend's, within
+    :func:`trajectory_tolerance`. The same seed distorts the same images on every
+    backend."""
+    from .core.augment import ELASTIC_ALPHA, Augmenter, draw_batches, gaussian_filter_matrix
+    from .core.model import TwoLayerNet
+    from .core.training import fit
+
+    ops = _get(name, dtype)
+    X, y = _mnist_subset(512)
+    rows = np.array([5, 17, 101, 250, 3, 77])
+    for kind in ("affine", "elastic"):
+        augmenter = Augmenter(ops, kind, seed=11, n_inputs=784)
+        got = ops.to_numpy(augmenter.distort(ops.asarray(X, dtype=np.uint8),
+                                             ops.asarray(rows, dtype=np.int64), epoch=2,
+                                             begin=8, batch_size=4))
+        d = draw_batches(kind, 11, 2, 8, 8 + rows.shape[0], 4, 28)
+        fields = None if d.noise is None else _ref_elastic_fields(
+            d.noise, gaussian_filter_matrix(28), ELASTIC_ALPHA)
+        assert_close(name, f"{kind} distortion of 6 digits", got,
+                     _ref_warp(X[rows], d.matrices, fields), dtype)
+    if name == "numpy":
+        return
+
+    def trained(backend: str) -> dict[str, np.ndarray]:
+        net = TwoLayerNet(784, 16, 10, backend=_get(backend, dtype), dtype=dtype, seed=7)
+        fit(net, (X, y), epochs=1, batch_size=32, lr=0.01, augment="elastic", seed=8,
+            interruptible=False)
+        return net.parameters()
+
+    params, ref_params = trained(name), trained("numpy")
+    for k in ref_params:
+        assert_close(name, f"final {k} (an epoch of elastic training)", params[k],
+                     ref_params[k], dtype, rtol=trajectory_tolerance(dtype))
+
+
 #: The ops a backend's functions may call, checked by ``no_host_arrays``.
 OP_NAMES = tuple(sorted({op for op, _ in _op_cases("float64")} | {
     "asarray", "begin_steps", "loss_buffer", "set_loss", "to_numpy", "host_dtype"}))
@@ -428,6 +513,7 @@ def check_no_host_arrays(name: str, dtype: str) -> None:
     X, y = _mnist_subset(300)
     net = TwoLayerNet(784, 16, 10, backend=watched, dtype=dtype, seed=1)
     fit(net, (X, y), (X[:50], y[:50]), epochs=1, batch_size=64, interruptible=False)
+    fit(net, (X, y), epochs=1, batch_size=64, augment="elastic", interruptible=False)
     net.loss_and_gradients(X[:8] / np.float64(255), y[:8])
     net.predict_proba(X[:8])
     net.accuracy(X[:20], y[:20])
@@ -439,10 +525,11 @@ def check_inputs_unchanged(name: str, dtype: str) -> None:
     for i, (op, args) in enumerate(_op_cases(dtype)):
         given = [_to_backend(ops, a) for a in args]
         before = [np.array(ops.to_numpy(a)) if not isinstance(a, (int, float, np.generic))
-                  else a for a in given]
+                  and a is not None else a for a in given]
         getattr(ops, op)(*given)
         for k, (a, b) in enumerate(zip(given, before)):
-            if k in UPDATED_ARGUMENTS.get(op, ()) or isinstance(b, (int, float, np.generic)):
+            if k in UPDATED_ARGUMENTS.get(op, ()) or b is None or isinstance(
+                    b, (int, float, np.generic)):
                 continue
             after = np.array(ops.to_numpy(a))
             if not np.array_equal(after, b, equal_nan=True):
@@ -455,6 +542,7 @@ CHECKS: dict[str, Callable[[str, str], None]] = {
     "gradients": check_gradients,
     "finite_differences": check_finite_differences,
     "trajectory": check_trajectory,
+    "augmentation": check_augmentation,
     "no_host_arrays": check_no_host_arrays,
     "inputs_unchanged": check_inputs_unchanged,
 }

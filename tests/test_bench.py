@@ -177,12 +177,12 @@ def test_bad_suite_names_the_valid_ones(capsys):
     assert info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
-    assert "--suite" in err and "'throughput', 'gpu', 'recipe'" in err
+    assert "--suite" in err and "'throughput', 'gpu', 'recipe', 'augment'" in err
 
 
 def test_help_documents_the_suites_and_the_output_directory():
     text = bench.build_parser().format_help()
-    for flag in ("--suite {throughput,gpu,recipe}", "--out-dir DIR", "benchmark.json",
+    for flag in ("--suite {throughput,gpu,recipe,augment}", "--out-dir DIR", "benchmark.json",
                  "benchmark.md"):
         assert flag in text
 
@@ -437,3 +437,27 @@ def test_merge_runs_puts_each_cell_s_epochs_together():
     a = [{"name": "numpy", "hidden": 8, "batch_size": 16, "seconds": [2.0]}]
     b = [{"name": "numpy", "hidden": 8, "batch_size": 16, "seconds": [1.0, 3.0]}]
     assert bench.merge_runs(a, b)[0]["seconds"] == [2.0, 1.0, 3.0]
+
+
+def test_augment_suite_times_each_augmentation_and_writes_json(tmp_path, capsys):
+    path = tmp_path / "augment.json"
+    code = bench.main(["--suite", "augment", "--backends", "numpy", "--hidden", "8",
+                       "--batch-sizes", "250", "--samples", "1000", "--repeat", "1",
+                       "--json", str(path)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "best epoch (s)" in out and "distortion work (s)" in out
+    report = json.loads(path.read_text())
+    assert [r["augment"] for r in report["rows"]] == ["none", "affine", "elastic"]
+    assert report["rows"][0]["cost"] == 0 and report["samples"] == 1000
+    assert all(r["epoch_seconds"] > 0 for r in report["rows"])
+    assert all(r["distortion_seconds"] > 0 for r in report["rows"][1:])
+
+
+@pytest.mark.parametrize("argv", [["--hidden", "128,512"], ["--backends", "numpy,numba"],
+                                  ["--peak-size", "64"], ["--backends", "torch-cpu"]])
+def test_augment_suite_rejects_what_it_does_not_take(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        bench.main(["--suite", "augment", *argv])
+    assert info.value.code == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1

@@ -24,6 +24,7 @@ everywhere: :attr:`Ops.compiles_chunks`, :attr:`Ops.is_device`, :attr:`Ops.needs
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -239,6 +240,52 @@ class Ops:
         may fold into the update instead of forming it."""
         return self.sgd_update(param, self.matmul_tn(x, d), velocity, lr, momentum,
                                weight_decay)
+
+    # -- augmentation ----------------------------------------------------------------
+    def elastic_fields(self, noise: Array, kernel: Array, alpha: Any) -> Array:
+        """Displacement fields ``alpha * G U G`` (m, 2, s, s) in ``self.dtype`` from uint8
+        noise (m, 2, s, s), ``U = noise / 127.5 - 1``, and the symmetric (s, s) Gaussian
+        filter matrix ``kernel`` = G (see :mod:`simplenn.core.augment`)."""
+        xp = self.xp
+        u = xp.astype(noise, self.float_dtype) / 127.5 - 1
+        return xp.matmul(xp.matmul(kernel, u), kernel) * alpha
+
+    def warp(self, x: Array, matrices: Array, fields: Array | None) -> Array:
+        """Images x (m, s * s), uint8 pixels (read as ``x / 255``) or floats, resampled
+        bilinearly (zeros outside) -> (m, s * s) in ``self.dtype``: output pixel (r, c)
+        of image i reads the input at ``A_i (r - h, c - h) + t_i + (h, h)`` plus
+        ``fields[i, :, r, c]`` when given, with ``h = (s - 1) / 2``, ``[A_i | t_i]`` =
+        ``matrices[i]`` (m, 2, 3) and ``fields`` (m, 2, s, s) or None."""
+        xp = self.xp
+        m, d = x.shape
+        s = math.isqrt(d)
+        f, dev = self.float_dtype, device_of(x)
+        img = xp.astype(x, f) / 255 if x.dtype == xp.uint8 else xp.astype(x, f)
+        grid = xp.arange(s, dtype=f, device=dev) - (s - 1) / 2
+        u = xp.reshape(xp.broadcast_to(grid[:, None], (s, s)), (1, d))  # r - h
+        v = xp.reshape(xp.broadcast_to(grid[None, :], (s, s)), (1, d))  # c - h
+        A = xp.astype(matrices, f)
+        src_r = A[:, 0, 0:1] * u + A[:, 0, 1:2] * v + (A[:, 0, 2:3] + (s - 1) / 2)
+        src_c = A[:, 1, 0:1] * u + A[:, 1, 1:2] * v + (A[:, 1, 2:3] + (s - 1) / 2)
+        if fields is not None:
+            src_r = src_r + xp.reshape(fields[:, 0, ...], (m, d))
+            src_c = src_c + xp.reshape(fields[:, 1, ...], (m, d))
+        r0, c0 = xp.floor(src_r), xp.floor(src_c)
+        fr, fc = src_r - r0, src_c - c0
+        # corners more than one pixel outside read zeros: clip before the integer cast
+        r0 = xp.astype(xp.clip(r0, -2, s), xp.int64)
+        c0 = xp.astype(xp.clip(c0, -2, s), xp.int64)
+        flat = xp.reshape(img, (m * d,))
+        first = xp.arange(m, dtype=xp.int64, device=dev)[:, None] * d
+        out = xp.zeros((m, d), dtype=f, device=dev)
+        for dr, wr in ((0, 1 - fr), (1, fr)):
+            for dc, wc in ((0, 1 - fc), (1, fc)):
+                r, c = r0 + dr, c0 + dc
+                inside = (r >= 0) & (r < s) & (c >= 0) & (c < s)
+                at = first + xp.clip(r, 0, s - 1) * s + xp.clip(c, 0, s - 1)
+                value = xp.reshape(xp.take(flat, xp.reshape(at, (m * d,))), (m, d))
+                out = out + xp.where(inside, wr * wc * value, xp.zeros((), dtype=f, device=dev))
+        return out
 
     # -- evaluation ------------------------------------------------------------------
     def argmax(self, a: Array) -> Array:

@@ -68,6 +68,22 @@ class NumpyOps(Ops):
         e /= m
         return loss, e
 
+    def elastic_fields(self, noise: Array, kernel: Array, alpha: Any) -> Array:
+        """``alpha * G U G`` as products of (256 * 2 * s, s) by (s, s) matrices: blocks of
+        256 images, whose temporaries stay in cache (4x faster than one block of 4096)."""
+        m, _, s, _ = noise.shape
+        out = np.empty(noise.shape, self.dtype)
+        scaled = kernel * alpha
+        for b in range(0, m, 256):
+            u = noise[b:b + 256].astype(self.dtype)
+            n = u.shape[0]
+            u *= self.dtype.type(1 / 127.5)
+            u -= 1
+            v = (u.reshape(-1, s) @ scaled).reshape(n, 2, s, s)  # α U G
+            v = np.ascontiguousarray(v.transpose(0, 1, 3, 2)).reshape(-1, s) @ kernel
+            out[b:b + n] = v.reshape(n, 2, s, s).transpose(0, 1, 3, 2)  # (α G U G)ᵀᵀ
+        return out
+
     def sgd_update(self, param: Array, grad: Array, velocity: Array, lr: Any, momentum: Any,
                    weight_decay: Any) -> tuple[Array, Array]:
         """In place on ``param`` and ``velocity``, which it returns."""

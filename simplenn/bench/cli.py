@@ -18,6 +18,7 @@ backend instead (time per epoch with and without CUDA graphs, beside numba and P
 CUDA): see :mod:`simplenn.bench.gpu`. ``--suite recipe`` times whole processes instead:
 ``python -m simplenn.train`` with an empty and a warm Numba cache, and the same recipe
 in PyTorch and scikit-learn, to the final test accuracy: see :mod:`simplenn.bench.recipe`.
+``--suite augment`` times an epoch with each augmentation: see :mod:`simplenn.bench.augment`.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from ..cli import common
-from . import gpu, recipe, sysinfo
+from . import augment, gpu, recipe, sysinfo
 from ..core.training import CHUNK_SAMPLES, TrainConfig
 from ..errors import BackendUnavailableError, SimplennError
 from .contenders import (
@@ -59,7 +60,7 @@ DEFAULT_HIDDEN = HIDDEN_SIZES
 DEFAULT_REPEAT = 3
 DEFAULT_PEAK_SIZE = 2048
 #: The suites --suite chooses from; the first is the default.
-SUITES = ("throughput", "gpu", "recipe")
+SUITES = ("throughput", "gpu", "recipe", "augment")
 #: The untimed warm-up epoch of each cell: at least one of fit's chunks of work.
 WARMUP_SAMPLES = CHUNK_SAMPLES
 MNIST_TRAIN_SIZE = 60000
@@ -145,14 +146,19 @@ def build_parser() -> common.ArgumentParser:
         "times whole processes from start to final test accuracy: python -m simplenn.train "
         "(numba) with an empty, then a warm Numba cache (NUMBA_CACHE_DIR set to a new "
         "temporary directory; the user's cache is not touched), and the same recipe as a "
-        "PyTorch script and as scikit-learn's MLPClassifier, when installed."))
+        "PyTorch script and as scikit-learn's MLPClassifier, when installed. --suite augment "
+        f"times a training epoch (hidden {augment.HIDDEN}, batch {augment.BATCH_SIZE} unless "
+        "given) with each augmentation, none, affine and elastic, taking turns."))
     p.add_argument("--suite", choices=SUITES, default=SUITES[0],
                    help="throughput: the grid of backends, batch sizes and widths (default); "
                         "gpu: time per epoch of the GPU backend, written to --out-dir "
                         "(--backends, --hidden, --peak-size and --plot are the grid's only); "
                         "recipe: wall time and test accuracy of whole training processes: "
                         "simplenn's first run (cold Numba cache) against its second (warm), "
-                        "and against PyTorch and scikit-learn (takes --repeat and --json only)")
+                        "and against PyTorch and scikit-learn (takes --repeat and --json only); "
+                        "augment: the epoch time with each --augment of the train command, on "
+                        "one backend (--backends NAME, default auto's pick; one --hidden and "
+                        "--batch-sizes value; --repeat turns, default 3)")
     p.add_argument("--backends", type=_contender_list, default=None, metavar="LIST",
                    help=f"comma-separated, from {','.join(contender_names())} (default: every one "
                         "that runs here; the others are listed with the reason); NAME@PATH "
@@ -218,6 +224,22 @@ def main(argv: list[str] | None = None) -> int:
         if given:
             parser.error(f"argument {given[0]}: not used by --suite recipe (it takes "
                          f"--repeat and --json)")
+    elif args.suite == "augment":
+        given = [flag for flag, value in {"--peak-size": args.peak_size, "--plot": args.plot,
+                                          "--processes": args.processes,
+                                          "--out-dir": args.out_dir}.items()
+                 if value is not None]
+        if given:
+            parser.error(f"argument {given[0]}: not used by --suite augment")
+        for flag, value in (("--backends", args.backends), ("--hidden", args.hidden),
+                            ("--batch-sizes", args.batch_sizes)):
+            if value is not None and len(value) != 1:
+                parser.error(f"argument {flag}: --suite augment takes one value, not "
+                             f"{','.join(map(str, value))}")
+        if args.backends and "@" in args.backends[0] or args.backends and \
+                _is_peer_label(args.backends[0]):
+            parser.error(f"argument --backends: --suite augment takes a simplenn backend, "
+                         f"not {args.backends[0]}")
     elif args.out_dir is not None:
         parser.error("argument --out-dir: only used by --suite gpu (use --json with the "
                      "throughput grid)")
@@ -239,6 +261,13 @@ def main(argv: list[str] | None = None) -> int:
             repeat=args.repeat or 1, json_path=args.json,
             command=shlex.join(["python", "-m", "simplenn.bench", *argv]), prog=PROG),
             args.debug)
+    if args.suite == "augment":
+        return common.run_command(PROG, lambda: augment.run_suite(
+            backend=args.backends[0] if args.backends else None,
+            hidden=args.hidden[0] if args.hidden else augment.HIDDEN,
+            batch_size=args.batch_sizes[0] if args.batch_sizes else augment.BATCH_SIZE,
+            repeat=args.repeat or DEFAULT_REPEAT, samples=args.samples, json_path=args.json,
+            command=shlex.join(["python", "-m", "simplenn.bench", *argv])), args.debug)
     args.batch_sizes = args.batch_sizes or DEFAULT_BATCH_SIZES
     args.hidden = args.hidden or DEFAULT_HIDDEN
     args.repeat = args.repeat or DEFAULT_REPEAT

@@ -142,3 +142,29 @@ def plot_confident_errors(images: np.ndarray, true: np.ndarray, predicted: np.nd
     fig.suptitle("most confidently wrong test digits" if k else "no misclassified test digits")
     fig.tight_layout()
     return _save(fig, path)
+
+
+AUGMENTATION = "augmentation.png"
+
+
+def plot_augmentation(images: np.ndarray, distorted: dict[str, list[np.ndarray]],
+                      path: str | os.PathLike) -> Path:
+    """A grid: ``images`` (k, s * s) uint8 in the first row, then one row per draw of
+    each distortion (``distorted``: kind -> draws, each (k, s * s) floats in [0, 1]),
+    as a PNG."""
+    rows = [("original", images / 255.0)] + [
+        (f"{kind} {j + 1}" if len(draws) > 1 else kind, draw)
+        for kind, draws in distorted.items() for j, draw in enumerate(draws)]
+    k, d = images.shape
+    side = int(round(d ** 0.5))
+    fig = _figure(0.9 * k + 1.2, 0.95 * len(rows) + 0.5)
+    axes = fig.subplots(len(rows), k, squeeze=False)
+    for (label, batch), ax_row in zip(rows, axes):
+        for i, ax in enumerate(ax_row):
+            ax.imshow(np.asarray(batch[i]).reshape(side, side), cmap="gray_r", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        ax_row[0].set_ylabel(label, fontsize=9)
+    fig.suptitle("training images and their random distortions")
+    fig.tight_layout()
+    return _save(fig, path)

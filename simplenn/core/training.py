@@ -40,6 +40,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from ..errors import TrainingDivergedError
+from .augment import Augmenter, check_augmentation
 from .model import TwoLayerNet
 from .network import PARAMETER_NAMES
 
@@ -92,6 +93,7 @@ class TrainConfig:
     seed: int = 0
     validation_fraction: float | None = None
     early_stopping: int | None = None
+    augment: str = "none"
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
@@ -114,6 +116,7 @@ class TrainConfig:
         if fraction is not None and (isinstance(fraction, bool) or not isinstance(
                 fraction, (int, float)) or not 0 < fraction < 1):
             raise ValueError(f"validation_fraction must be a number in (0, 1), not {fraction!r}")
+        check_augmentation(self.augment)
         patience = self.early_stopping
         if patience is not None and (isinstance(patience, bool) or not isinstance(
                 patience, (int, np.integer)) or patience < 1):
@@ -528,6 +531,11 @@ class _Run:
         # Interpreted backends run one step per call, so Ctrl-C stops after one minibatch;
         # the learning rate is still set per chunk, so every backend computes the same run.
         self.call_samples = self.chunk if self.ops.compiles_chunks else config.batch_size
+        # Compiled host backends release the GIL: the next call's rows are distorted
+        # while this one trains.
+        self.augmenter = None if config.augment == "none" else Augmenter(
+            self.ops, config.augment, config.seed, net.n_inputs,
+            prefetch=self.ops.compiles_chunks and not self.ops.is_device)
         self.losses = np.zeros(self.steps_per_epoch, dtype=np.float64)
         self.loss_limit: float | None = None
         self.history = History(config=config, backend=self.ops.name)
@@ -654,10 +662,15 @@ class _Run:
         lr = self.chunk_lr(ep.number, chunk_begin)
         while position < chunk_end and not stop.is_set:
             end = min(chunk_end, position + self.call_samples)
+            X, Y, order = self.X, self.Y, ep.order[position:end]
+            if self.augmenter is not None:  # train on the distorted rows, in order
+                next_end = min(self.n, end + self.call_samples,
+                               (end // self.chunk + 1) * self.chunk)
+                X, Y, order = self.augmenter.rows(X, Y, ep.order, ep.number, position, end,
+                                                  c.batch_size, then=next_end)
             self.velocities, step_losses = self.net.train_steps(
-                self.X, self.Y, ep.order[position:end], self.velocities,
-                batch_size=c.batch_size, lr=lr, momentum=c.momentum,
-                weight_decay=c.weight_decay)
+                X, Y, order, self.velocities, batch_size=c.batch_size, lr=lr,
+                momentum=c.momentum, weight_decay=c.weight_decay)
             first = position // c.batch_size
             self.losses[first:first + step_losses.shape[0]] = self.ops.to_numpy(step_losses)
             position = end
@@ -834,6 +847,7 @@ def fit(
     validation: Any = None,
     validation_fraction: float | None = None,
     early_stopping: int | None = None,
+    augment: str = TrainConfig.augment,
     eval_train: bool = False,
     progress: bool = False,
     on_epoch_end: Callable[[EpochStats], None] | None = None,
@@ -874,6 +888,12 @@ def fit(
     current chunk of compiled code on Numba -- then raises :class:`TrainingInterrupted`
     (its ``signal_number`` says which); a second one acts at once, as without ``fit``.
 
+    ``augment`` distorts every training batch before its step: ``none`` (the default),
+    ``affine`` or ``elastic`` (see :mod:`simplenn.core.augment`; square images only).
+    The distortions are drawn from ``seed``, epoch and batch, so equal seeds train on
+    equal images on every backend and a resumed run stays the unbroken one; the test
+    and validation sets are never distorted.
+
     Raises :class:`TrainingDivergedError` naming the epoch and step, and suggesting a
     smaller learning rate, when the loss becomes NaN or infinite, or explodes while
     still finite: the mean loss of a chunk and its last step's loss exceed
@@ -884,21 +904,26 @@ def fit(
     """
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
                          weight_decay=weight_decay, lr_schedule=lr_schedule, seed=seed,
-                         validation_fraction=validation_fraction, early_stopping=early_stopping)
+                         validation_fraction=validation_fraction, early_stopping=early_stopping,
+                         augment=augment)
     if validation is not None and validation_fraction is not None:
         raise ValueError("pass either validation or validation_fraction, not both")
     run = _Run(net, config, train, test, validation, resume, on_checkpoint)
     # A diverging run overflows before its loss turns non-finite; it is reported by
     # _Run.checked_losses, with the epoch and step, instead of as NumPy warnings.
-    with _signals_stop(interruptible) as stop, np.errstate(over="ignore", invalid="ignore"):
-        for epoch in run.remaining_epochs():
-            ep = run.begin_epoch(epoch, progress)
-            seconds = run.train_epoch(ep, stop)
-            stats = run.evaluate(ep, seconds, eval_train)
-            run.record(stats)
-            if on_epoch_end is not None:
-                on_epoch_end(stats)
-            run.end_epoch(epoch, stop)
+    try:
+        with _signals_stop(interruptible) as stop, np.errstate(over="ignore", invalid="ignore"):
+            for epoch in run.remaining_epochs():
+                ep = run.begin_epoch(epoch, progress)
+                seconds = run.train_epoch(ep, stop)
+                stats = run.evaluate(ep, seconds, eval_train)
+                run.record(stats)
+                if on_epoch_end is not None:
+                    on_epoch_end(stats)
+                run.end_epoch(epoch, stop)
+    finally:
+        if run.augmenter is not None:
+            run.augmenter.close()
     return run.finish()
 
 

@@ -31,12 +31,13 @@ from ..core.training import EpochStats, TrainConfig, TrainingState
 
 #: File name of the checkpoint inside a ``--checkpoint-dir``.
 CHECKPOINT_NAME = "checkpoint.npz"
-CHECKPOINT_VERSION = 2
+CHECKPOINT_VERSION = 3
 _VELOCITY = "velocity_"
 _BEST = "best_"
 _VALIDATION_ROWS = "validation_indices"
-#: Settings and statistics that version 1 files lack; they read as None.
-_NEW_CONFIG_FIELDS = {"validation_fraction", "early_stopping"}
+#: Settings and statistics that older files lack; they read as their defaults
+#: (``augment``: none, from version 3) or None (the others, from version 2).
+_NEW_CONFIG_FIELDS = {"validation_fraction", "early_stopping", "augment"}
 _NEW_EPOCH_FIELDS = {"val_loss", "val_accuracy", "test_loss"}
 
 

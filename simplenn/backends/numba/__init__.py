@@ -15,6 +15,7 @@ built from the one definition of the math. The modules:
   and skips the rows of all-zero columns, whose momentum steps are deferred and
   applied in closed form when the row is next read; the bookkeeping enters a chunk
   through the interface's one optional hook, ``begin_steps``;
+- :mod:`.warp`: the augmentation's bilinear warp;
 - :mod:`.compile`: the on-disk cache and the stable UUIDs that let compiled closures
   be cached.
 """
@@ -39,6 +40,7 @@ from .kernels import (
     matmul_nt, matmul_tn, pixels_to_float32, pixels_to_float64, relu_backward, set_loss,
     sgd_update, softmax_cross_entropy, sum_rows, take_labels,
 )
+from .warp import warp_into
 
 __all__ = ["BLAS", "CACHE", "CACHE_ENV_VAR", "Batch", "Deferred", "DeferredBatch", "NumbaOps"]
 
@@ -83,6 +85,17 @@ class NumbaOps(NumpyOps):
         self.take_pixels = _TAKE_PIXELS[self.dtype.name]
         self.take_floats = _TAKE_FLOATS[self.dtype.name]
 
+    def warp(self, x: Any, matrices: Any, fields: Any) -> np.ndarray:
+        m, d = x.shape
+        s = int(round(d ** 0.5))
+        if fields is None:
+            fields = np.zeros((0, 2, s, s), self.dtype)
+        scale = self.dtype.type(1 / 255 if x.dtype == np.uint8 else 1)
+        grid = np.arange(s, dtype=self.dtype) - self.dtype.type((s - 1) / 2)
+        return warp_into(x, scale, np.ascontiguousarray(matrices, self.dtype),
+                         np.ascontiguousarray(fields, self.dtype), grid,
+                         np.empty((m, d), self.dtype))
+
     def to_numpy(self, a: Any) -> np.ndarray:
         """An array, or a :class:`Batch` as the (m, d) array it holds."""
         return batch_to_dense(a) if isinstance(a, (Batch, DeferredBatch)) else np.asarray(a)
@@ -99,7 +112,7 @@ class NumbaOps(NumpyOps):
         Its cache UUID hashes its bytecode and what it captures, so a compiled
         closure is found in numba's cache by later processes.
         """
-        dispatcher = njit(cache=CACHE, inline="always")(fn)
+        dispatcher = njit(cache=CACHE, inline="always", nogil=True)(fn)
         cells = [c.cell_contents for c in (fn.__closure__ or ())]
         parts = [hashlib.sha256(marshal.dumps(fn.__code__)).hexdigest(), fn.__qualname__]
         for value in cells:

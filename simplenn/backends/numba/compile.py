@@ -41,15 +41,17 @@ def _set_stable_uuid(dispatcher: Any, content: str) -> None:
         setter("simplenn-" + hashlib.sha256(content.encode()).hexdigest())
 
 
-def _kernel(fn: Callable | None = None, *, inline: str = "never") -> Any:
-    """``@njit`` a module-level function (cached unless disabled), with a stable UUID.
+def _kernel(fn: Callable | None = None, *, inline: str = "never", parallel: bool = False) -> Any:
+    """``@njit`` a module-level function (cached unless disabled, releasing the GIL), with
+    a stable UUID.
 
     Every njit function of this backend needs one: closures pickle the kernels they
     capture by value, and with them the helpers those kernels call. ``inline="always"``
     is for helpers called in hot loops: a call that passes arrays updates their
-    reference counts, an inlined body does not."""
+    reference counts, an inlined body does not. ``parallel`` is for kernels that call
+    no BLAS (its threads and numba's would compete) and run between training steps."""
     if fn is None:
-        return lambda f: _kernel(f, inline=inline)
-    dispatcher = njit(cache=CACHE, inline=inline)(fn)
+        return lambda f: _kernel(f, inline=inline, parallel=parallel)
+    dispatcher = njit(cache=CACHE, inline=inline, nogil=True, parallel=parallel)(fn)
     _set_stable_uuid(dispatcher, f"{_SOURCE_HASH}:{fn.__module__}.{fn.__qualname__}")
     return dispatcher
