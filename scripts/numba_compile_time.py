@@ -2,7 +2,7 @@
 
 Run it twice after clearing the cache to see the cold and the cached cost::
 
-    rm -f simplenn/*/__pycache__/*.nb[ic]
+    find simplenn -name '*.nb[ic]' -delete
     python scripts/numba_compile_time.py   # cold: compiles and writes the cache
     python scripts/numba_compile_time.py   # cached
     SIMPLENN_NUMBA_CACHE=0 python scripts/numba_compile_time.py   # no cache at all

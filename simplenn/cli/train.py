@@ -28,7 +28,7 @@ from ..data.datasets import load_dataset
 from ..core.model import warm_up
 from ..core.network import DEFAULT_HIDDEN
 from ..backends import available_backends, default_backend_name, resolve_backend_name
-from ..core.augment import AUGMENTATIONS
+from ..core.augment import AUGMENTATIONS, distort_images
 from ..core.training import (LR_REFERENCE_BATCH, LR_SCHEDULES, REFERENCE_LR, EpochStats,
                              TrainConfig)
 
@@ -347,9 +347,15 @@ def _train(args) -> int:
         if loading.done():
             loading.result()  # a missing or damaged file fails now, not after compiling
         compile_seconds = None
-        if net.ops.needs_warmup:
+        if net.ops.needs_warmup:  # epoch 1's time is training, not compiling
             start = time.perf_counter()
-            warm_up(net.ops, kinds=(INPUT_KIND,))  # epoch 1's time is training, not compiling
+            if args.augment == "none":
+                warm_up(net.ops, kinds=(INPUT_KIND,))
+            else:  # distorted batches are floats; the evaluation reads pixels
+                warm_up(net.ops, kinds=("floats",))
+                pixels = np.zeros((2, 784), np.uint8)
+                net.ops.pixels_to_float(pixels)
+                distort_images(pixels, args.augment, backend=net.ops)
             compile_seconds = time.perf_counter() - start
         train, test, source = loading.result()
     if train.n_features != net.n_inputs or test.n_features != net.n_inputs:
