@@ -1,26 +1,51 @@
-"""Numba compile cost: import + ``warm_up(ops)`` in this (fresh) process, then one epoch.
-
-Run it twice after clearing the cache to see the cold and the cached cost::
+"""Numba compile cost, function by function, in this (fresh) process: what
+``python -m simplenn.train`` compiles (or loads from the cache) before its first epoch,
+float32, read-only uint8 pixels as ``load_mnist`` gives them, then what an augmented run
+adds.
 
     find simplenn -name '*.nb[ic]' -delete
-    python scripts/numba_compile_time.py   # cold: compiles and writes the cache
-    python scripts/numba_compile_time.py   # cached
-    SIMPLENN_NUMBA_CACHE=0 python scripts/numba_compile_time.py   # no cache at all
+    python scripts/numba_compile_time.py                            # cold: compiles, writes the cache
+    python scripts/numba_compile_time.py                            # cached
+    SIMPLENN_NUMBA_CACHE=0 python scripts/numba_compile_time.py     # no cache at all
 """
 
 import time
 
-import simplenn
-from simplenn.core.model import warm_up
-from simplenn.core.network import DEFAULT_HIDDEN
+import numpy as np
 
 start = time.perf_counter()
+import simplenn  # noqa: E402
+from simplenn.core.augment import distort_images  # noqa: E402
+
 ops = simplenn.get_backend("numba")
-warm_up(ops)
-warmup = time.perf_counter() - start
-train, _ = simplenn.load_mnist()
-net = simplenn.TwoLayerNet(784, DEFAULT_HIDDEN, backend=ops)
-start = time.perf_counter()
-simplenn.fit(net, train, epochs=1, eval_train=False)
-print(f"import numba + warmup {warmup:.2f}s, first epoch after warmup "
-      f"{time.perf_counter() - start:.2f}s")
+print(f"import simplenn and numba: {time.perf_counter() - start:.2f} s")
+rng = np.random.default_rng(0)
+net = simplenn.TwoLayerNet(6, 4, 3, backend=ops)
+X = rng.integers(0, 256, (8, 6)).astype(np.uint8)
+Y = rng.integers(0, 3, 8).astype(np.int64)
+X.flags.writeable = Y.flags.writeable = False
+floats = X / np.float32(255)
+
+
+def steps(inputs):
+    velocities = [np.zeros_like(v) for v in net.params.values()]
+    net.train_steps(inputs, Y, np.arange(8), velocities, batch_size=1, lr=0.0, momentum=0.0,
+                    weight_decay=0.0)
+
+
+total = 0.0
+for name, call in [
+    ("pixels_to_float (evaluation)", lambda: ops.pixels_to_float(X)),
+    ("forward (evaluation)", lambda: net.predict(X)),
+    ("train_steps, pixels (training)", lambda: steps(X)),
+    ("loss_and_gradients (not used by training)", lambda: net.loss_and_gradients(X, Y)),
+    ("train_steps, floats (--augment)", lambda: steps(floats)),
+    ("warp (--augment)", lambda: distort_images(np.zeros((2, 784), np.uint8), "affine",
+                                                backend=ops)),
+]:
+    start = time.perf_counter()
+    call()
+    seconds = time.perf_counter() - start
+    total += seconds
+    print(f"{name}: {seconds:.2f} s")
+print(f"all: {total:.2f} s")

@@ -272,3 +272,18 @@ def test_unknown_blas_setting_names_the_choices(nb):
     assert out.returncode != 0
     assert "SIMPLENN_NUMBA_BLAS='mkl' is not understood" in out.stderr
     assert "BackendUnavailableError" in out.stderr
+
+
+def test_warmup_without_gradients_leaves_loss_and_gradients_uncompiled(nb):
+    import simplenn
+    from simplenn.core.model import warm_up
+
+    class Fresh(nb.NumbaOps):  # its own network functions, none compiled yet
+        pass
+
+    ops = Fresh("float32")
+    warm_up(ops, kinds=("floats",), gradients=False)
+    functions = simplenn.core.network.network_functions(ops)
+    assert functions.train_steps_floats.signatures and functions.forward.signatures
+    assert not functions.loss_and_gradients.signatures
+    assert not functions.train_steps_pixels.signatures

@@ -321,10 +321,11 @@ class TwoLayerNet:
 INPUT_KINDS = ("pixels", "read-only pixels", "floats")
 
 
-def warm_up(ops: Ops, kinds: Iterable[str] = INPUT_KINDS) -> None:
+def warm_up(ops: Ops, kinds: Iterable[str] = INPUT_KINDS, gradients: bool = True) -> None:
     """Compile (or load from the cache) what training and inference run on ``ops``, for
-    its dtype and the input ``kinds`` (names from :data:`INPUT_KINDS`, default all), so
-    that later timings measure running, not compiling. Worth calling when
+    its dtype and the input ``kinds`` (names from :data:`INPUT_KINDS`, default all), and
+    with ``gradients`` :meth:`TwoLayerNet.loss_and_gradients` (which ``fit`` does not
+    call), so that later timings measure running, not compiling. Worth calling when
     ``ops.needs_warmup``; cheap otherwise."""
     kinds = tuple(kinds)
     unknown = [k for k in kinds if k not in INPUT_KINDS]
@@ -346,5 +347,6 @@ def warm_up(ops: Ops, kinds: Iterable[str] = INPUT_KINDS) -> None:
         X_ops, Y_ops = ops.asarray(X, dtype=X.dtype), ops.asarray(Y, dtype=np.int64)
         net.train_steps(X_ops, Y_ops, order, velocities, batch_size=1, lr=0.0, momentum=0.0,
                         weight_decay=0.0)
-        net.loss_and_gradients(X, Y)
+        if gradients:
+            net.loss_and_gradients(X, Y)
         net.predict(X)
