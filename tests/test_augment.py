@@ -156,6 +156,9 @@ def test_bad_augmentations_are_refused_with_the_fix(small):
     net = simplenn.TwoLayerNet(10, 4, 3, seed=0)
     with pytest.raises(ValueError, match="square images.*10 features.*augment='none'"):
         simplenn.fit(net, (X, y), epochs=1, augment="affine")
+    with pytest.raises(ValueError, match="at least 2 x 2 pixels.*1 features"):
+        simplenn.fit(simplenn.TwoLayerNet(1, 4, 3, seed=0), (X[:, :1], y), epochs=1,
+                     augment="elastic")
 
 
 def test_prefetching_gives_the_numbers_of_distorting_in_turn(small, require_backend):

@@ -69,8 +69,8 @@ class NumpyOps(Ops):
         return loss, e
 
     def elastic_fields(self, noise: Array, kernel: Array, alpha: Any) -> Array:
-        """``alpha * G U G`` as products of (256 * 2 * s, s) by (s, s) matrices: blocks of
-        256 images, whose temporaries stay in cache (4x faster than one block of 4096)."""
+        """``alpha * G U G`` as products of (256 * 2 * s, s) by (s, s) matrices, in blocks
+        of 256 images whose temporaries stay in cache."""
         m, _, s, _ = noise.shape
         out = np.empty(noise.shape, self.dtype)
         scaled = kernel * alpha
@@ -81,7 +81,7 @@ class NumpyOps(Ops):
             u -= 1
             v = (u.reshape(-1, s) @ scaled).reshape(n, 2, s, s)  # α U G
             v = np.ascontiguousarray(v.transpose(0, 1, 3, 2)).reshape(-1, s) @ kernel
-            out[b:b + n] = v.reshape(n, 2, s, s).transpose(0, 1, 3, 2)  # (α G U G)ᵀᵀ
+            out[b:b + n] = v.reshape(n, 2, s, s).transpose(0, 1, 3, 2)  # ((α U G)ᵀ G)ᵀ
         return out
 
     def sgd_update(self, param: Array, grad: Array, velocity: Array, lr: Any, momentum: Any,

@@ -66,9 +66,9 @@ def check_augmentation(kind: str) -> str:
 def image_side(n_inputs: int) -> int:
     """The side ``s`` of square images of ``n_inputs = s * s`` pixels (ValueError if none)."""
     side = math.isqrt(n_inputs)
-    if side * side != n_inputs:
-        raise ValueError(f"augmentation distorts square images, but the inputs have "
-                         f"{n_inputs} features, not a square number; train with augment='none'")
+    if side * side != n_inputs or side < 2:
+        raise ValueError(f"augmentation distorts square images of at least 2 x 2 pixels, but "
+                         f"the inputs have {n_inputs} features; train with augment='none'")
     return side
 
 

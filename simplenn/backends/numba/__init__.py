@@ -86,6 +86,7 @@ class NumbaOps(NumpyOps):
         self.take_floats = _TAKE_FLOATS[self.dtype.name]
 
     def warp(self, x: Any, matrices: Any, fields: Any) -> np.ndarray:
+        """:meth:`Ops.warp` by the compiled loop of :mod:`.warp`."""
         m, d = x.shape
         s = int(round(d ** 0.5))
         if fields is None:
