@@ -173,9 +173,15 @@ def sgd_update_outer(param, x, d, velocity, lr, momentum, weight_decay):
         first, end = col_start[t], col_start[t + 1]
         r, a = col_rows[first], col_values[first]
         if end - first == 1:  # one nonzero input: g = a d[r], folded into the update
-            for j in range(n):
-                param[i, j], velocity[i, j] = _momentum_rule(
-                    param[i, j], velocity[i, j], a * d[r, j], lr, momentum, weight_decay)
+            if weight_decay:
+                for j in range(n):
+                    param[i, j], velocity[i, j] = _momentum_rule(
+                        param[i, j], velocity[i, j], a * d[r, j] + param[i, j] * weight_decay,
+                        lr, momentum)
+            else:
+                for j in range(n):
+                    param[i, j], velocity[i, j] = _momentum_rule(
+                        param[i, j], velocity[i, j], a * d[r, j], lr, momentum)
             last[i] = now
             continue
         for j in range(n):
@@ -192,9 +198,15 @@ def sgd_update_outer(param, x, d, velocity, lr, momentum, weight_decay):
             for j in range(n):
                 g[j] += a * d[r, j]
             k += 1
-        for j in range(n):
-            param[i, j], velocity[i, j] = _momentum_rule(
-                param[i, j], velocity[i, j], g[j], lr, momentum, weight_decay)
+        if weight_decay:
+            for j in range(n):
+                param[i, j], velocity[i, j] = _momentum_rule(
+                    param[i, j], velocity[i, j], g[j] + param[i, j] * weight_decay, lr,
+                    momentum)
+        else:
+            for j in range(n):
+                param[i, j], velocity[i, j] = _momentum_rule(
+                    param[i, j], velocity[i, j], g[j], lr, momentum)
         last[i] = now
     clock[0] = now
     if now == powers.shape[0] - 1:  # the chunk's last step: nothing stays owed
