@@ -47,3 +47,28 @@ def mnist():
     import simplenn
 
     return simplenn.load_mnist()
+
+
+@pytest.fixture(scope="session")
+def mnist_subset_dir(tmp_path_factory):
+    """``mnist_subset_dir(n_train, n_test)``: a directory with the four MNIST-format files
+    of the first ``n_train`` training and ``n_test`` test images of the bundled MNIST,
+    written once per size and shared (read it, don't change it)."""
+    import numpy as np
+
+    import simplenn
+    from simplenn.data.idx import write_idx
+
+    made = {}
+
+    def make(n_train: int, n_test: int):
+        if (n_train, n_test) not in made:
+            d = tmp_path_factory.mktemp(f"mnist-{n_train}-{n_test}")
+            for prefix, split, n in zip(("train", "t10k"), simplenn.load_mnist(),
+                                        (n_train, n_test)):
+                write_idx(d / f"{prefix}-images-idx3-ubyte", split.X[:n].reshape(n, 28, 28))
+                write_idx(d / f"{prefix}-labels-idx1-ubyte", split.y[:n].astype(np.uint8))
+            made[n_train, n_test] = d
+        return made[n_train, n_test]
+
+    return make

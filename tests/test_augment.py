@@ -190,16 +190,9 @@ def _train(*args, cwd=None) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
+def data_dir(mnist_subset_dir):
     """A small MNIST-format directory (2,000 train and 500 test images)."""
-    from simplenn.data.idx import write_idx
-
-    train, test = simplenn.load_mnist()
-    d = tmp_path_factory.mktemp("small-mnist")
-    for prefix, split, n in (("train", train, 2000), ("t10k", test, 500)):
-        write_idx(d / f"{prefix}-images-idx3-ubyte", split.X[:n].reshape(n, 28, 28))
-        write_idx(d / f"{prefix}-labels-idx1-ubyte", split.y[:n].astype(np.uint8))
-    return d
+    return mnist_subset_dir(2000, 500)
 
 
 def test_cli_augment_metrics_and_plot(data_dir, tmp_path):

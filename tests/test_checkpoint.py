@@ -19,7 +19,6 @@ import simplenn
 from simplenn.backends.numpy_backend import NumpyOps
 from simplenn.io.checkpoints import checkpoint_path, load_checkpoint, save_checkpoint
 from simplenn.errors import ModelFileError, TrainingDivergedError
-from simplenn.data.idx import write_idx
 from simplenn.io.models import read_model_archive, read_model_file, save_model, write_model_file
 from simplenn.core.training import TrainConfig, TrainingInterrupted
 
@@ -234,15 +233,9 @@ def test_sigkill_during_save_loop_leaves_a_loadable_model(tmp_path):
 
 # -- the command line ------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
+def data_dir(mnist_subset_dir):
     """A small MNIST-format directory: 2000 train and 200 test images."""
-    train, test = simplenn.load_mnist()
-    d = tmp_path_factory.mktemp("mnist-small")
-    write_idx(d / "train-images-idx3-ubyte", train.X[:2000].reshape(-1, 28, 28))
-    write_idx(d / "train-labels-idx1-ubyte", train.y[:2000].astype(np.uint8))
-    write_idx(d / "t10k-images-idx3-ubyte", test.X[:200].reshape(-1, 28, 28))
-    write_idx(d / "t10k-labels-idx1-ubyte", test.y[:200].astype(np.uint8))
-    return d
+    return mnist_subset_dir(2000, 200)
 
 
 def _train_cmd(data_dir, *args) -> list[str]:

@@ -15,7 +15,6 @@ import simplenn
 from simplenn import _optional
 from simplenn.errors import SimplennError
 from simplenn.cli.evaluate import Evaluation, evaluate, format_report
-from simplenn.data.idx import write_idx
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,22 +58,15 @@ def test_most_confident_errors_are_sorted():
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, mnist_subset_dir):
     """A small model and a small MNIST-format test directory (the model sees 500 of
     the bundled test images, so the command's numbers can be checked)."""
     train, test = simplenn.load_mnist()
     net = simplenn.TwoLayerNet(784, 32, 10, backend="numpy", seed=0)
     simplenn.fit(net, (train.X[:10000], train.y[:10000]), epochs=1, eval_train=False,
                  interruptible=False)
-    d = tmp_path_factory.mktemp("eval")
-    model = simplenn.save_model(net, d / "model.npz")
-    data = d / "data"
-    data.mkdir()
-    write_idx(data / "train-images-idx3-ubyte", train.X[:100].reshape(-1, 28, 28))
-    write_idx(data / "train-labels-idx1-ubyte", train.y[:100].astype(np.uint8))
-    write_idx(data / "t10k-images-idx3-ubyte", test.X[:500].reshape(-1, 28, 28))
-    write_idx(data / "t10k-labels-idx1-ubyte", test.y[:500].astype(np.uint8))
-    return net, model, data, (test.X[:500], test.y[:500])
+    model = simplenn.save_model(net, tmp_path_factory.mktemp("eval") / "model.npz")
+    return net, model, mnist_subset_dir(100, 500), (test.X[:500], test.y[:500])
 
 
 def _run(module: str, *args) -> subprocess.CompletedProcess:

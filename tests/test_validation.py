@@ -15,7 +15,6 @@ import simplenn
 from simplenn.backends.numpy_backend import NumpyOps
 from simplenn.cli.train import main
 from simplenn.core.training import TrainingInterrupted, stratified_split
-from simplenn.data.idx import write_idx
 from simplenn.errors import ModelFileError
 from simplenn.io import checkpoints
 from simplenn.io.checkpoints import checkpoint_path, load_checkpoint, save_checkpoint
@@ -276,15 +275,9 @@ def test_a_checkpoint_with_damaged_validation_state_is_refused(stopped, tmp_path
 
 # -- the command line -------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
+def data_dir(mnist_subset_dir):
     """A small MNIST-format directory: 600 train and 200 test images."""
-    train, test = simplenn.load_mnist()
-    d = tmp_path_factory.mktemp("mnist-600")
-    write_idx(d / "train-images-idx3-ubyte", train.X[:600].reshape(-1, 28, 28))
-    write_idx(d / "train-labels-idx1-ubyte", train.y[:600].astype(np.uint8))
-    write_idx(d / "t10k-images-idx3-ubyte", test.X[:200].reshape(-1, 28, 28))
-    write_idx(d / "t10k-labels-idx1-ubyte", test.y[:200].astype(np.uint8))
-    return d
+    return mnist_subset_dir(600, 200)
 
 
 def _cli(data_dir, *args) -> list[str]:

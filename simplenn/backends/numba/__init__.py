@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import marshal
+import math
 from typing import Any, Callable
 
 import numpy as np
@@ -88,7 +89,7 @@ class NumbaOps(NumpyOps):
     def warp(self, x: Any, matrices: Any, fields: Any) -> np.ndarray:
         """:meth:`Ops.warp` by the compiled loop of :mod:`.warp`."""
         m, d = x.shape
-        s = int(round(d ** 0.5))
+        s = math.isqrt(d)
         if fields is None:
             fields = np.zeros((0, 2, s, s), self.dtype)
         scale = self.dtype.type(1 / 255 if x.dtype == np.uint8 else 1)
