@@ -27,19 +27,20 @@ X.flags.writeable = Y.flags.writeable = False
 floats = X / np.float32(255)
 
 
-def steps(inputs):
+def steps(inputs, batch_size):
     velocities = [np.zeros_like(v) for v in net.params.values()]
-    net.train_steps(inputs, Y, np.arange(8), velocities, batch_size=1, lr=0.0, momentum=0.0,
-                    weight_decay=0.0)
+    net.train_steps(inputs, Y, np.arange(8), velocities, batch_size=batch_size, lr=0.0,
+                    momentum=0.0, weight_decay=0.0)
 
 
 total = 0.0
 for name, call in [
     ("pixels_to_float (evaluation)", lambda: ops.pixels_to_float(X)),
     ("forward (evaluation)", lambda: net.predict(X)),
-    ("train_steps, pixels (training)", lambda: steps(X)),
+    ("train_steps, pixels, batch 128 (training)", lambda: steps(X, 128)),
     ("loss_and_gradients (not used by training)", lambda: net.loss_and_gradients(X, Y)),
-    ("train_steps, floats (--augment)", lambda: steps(floats)),
+    ("train_steps, floats, batch 128 (--augment)", lambda: steps(floats, 128)),
+    ("train_steps, pixels, batch 1 (sparse batches)", lambda: steps(X, 1)),
     ("warp (--augment)", lambda: distort_images(np.zeros((2, 784), np.uint8), "affine",
                                                 backend=ops)),
 ]:

@@ -91,6 +91,10 @@ class SimpleNNClassifier(ClassifierMixin, BaseEstimator):
         Patience: stop when the validation loss has not improved for this many epochs,
         and keep the parameters of the epoch with the lowest validation loss
         (``history_.best_epoch``). None trains every epoch and keeps the last.
+    augment : {"none", "affine", "elastic"}, default="none"
+        Random distortions of the training images, drawn anew for every batch from
+        ``seed`` (see ``simplenn.fit``); the features must be the pixels of square
+        images (e.g. 784 = 28 x 28), in 0..255 as uint8 or in [0, 1] as floats.
 
     Attributes
     ----------
@@ -133,6 +137,7 @@ class SimpleNNClassifier(ClassifierMixin, BaseEstimator):
         dtype: str = "float32",
         validation_fraction: float | None = None,
         early_stopping: int | None = None,
+        augment: str = "none",
     ) -> None:
         self.hidden = hidden
         self.epochs = epochs
@@ -146,6 +151,7 @@ class SimpleNNClassifier(ClassifierMixin, BaseEstimator):
         self.dtype = dtype
         self.validation_fraction = validation_fraction
         self.early_stopping = early_stopping
+        self.augment = augment
 
     def fit(self, X: Any, y: Any) -> SimpleNNClassifier:
         """Train a new network on ``X`` and ``y``.
@@ -179,7 +185,7 @@ class SimpleNNClassifier(ClassifierMixin, BaseEstimator):
             momentum=self.momentum, weight_decay=self.weight_decay,
             lr_schedule=self.lr_schedule, seed=self.seed,
             validation_fraction=validation_fraction, early_stopping=self.early_stopping,
-            eval_train=False, progress=False, interruptible=False)
+            augment=self.augment, eval_train=False, progress=False, interruptible=False)
         self.classes_, self.pixel_inputs_ = classes, pixels
         self.net_, self.history_, self.n_iter_ = net, history, len(history.epochs)
         return self

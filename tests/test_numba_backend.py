@@ -282,8 +282,48 @@ def test_warmup_without_gradients_leaves_loss_and_gradients_uncompiled(nb):
         pass
 
     ops = Fresh("float32")
-    warm_up(ops, kinds=("floats",), gradients=False)
+    warm_up(ops, kinds=("floats",), gradients=False, batch_size=128)
     functions = simplenn.core.network.network_functions(ops)
     assert functions.train_steps_floats.signatures and functions.forward.signatures
     assert not functions.loss_and_gradients.signatures
     assert not functions.train_steps_pixels.signatures
+
+
+def test_large_batches_compile_the_dense_path_alone(nb):
+    """A chunk of batches of more than SPARSE_MAX_ROWS rows reads the training set as
+    DenseInputs: its compiled version holds no sparse batch and no deferred step, so a
+    default run compiles a third as much; small batches get the sparse version."""
+    import numba
+
+    import simplenn
+    from simplenn.core.model import warm_up
+
+    class Fresh(nb.NumbaOps):  # its own network functions, none compiled yet
+        pass
+
+    ops = Fresh("float32")
+    warm_up(ops, kinds=("pixels",), gradients=False, batch_size=nb.batches.SPARSE_MAX_ROWS + 1)
+    train_steps = simplenn.core.network.network_functions(ops).train_steps_pixels
+    (signature,) = train_steps.signatures
+    assert signature[8].instance_class is nb.DenseInputs  # X, the training set
+    warm_up(ops, kinds=("pixels",), gradients=False, batch_size=nb.batches.SPARSE_MAX_ROWS)
+    dense, small = train_steps.signatures
+    assert small[8] == numba.typeof(np.zeros((1, 1), np.uint8))  # as stored; may be sparse
+
+
+@pytest.mark.parametrize("batch_size", [33, 40])
+def test_dense_chunks_train_as_numpy_does(nb, batch_size):
+    """Large batches, with a last batch of at most SPARSE_MAX_ROWS rows (dense here,
+    sparse in a chunk of small batches), against the numpy backend."""
+    import simplenn
+
+    rng = np.random.default_rng(3)
+    X = ((rng.random((50, 64)) < 0.2) * rng.integers(1, 256, (50, 64))).astype(np.uint8)
+    y = rng.integers(0, 10, 50)
+    nets = {name: simplenn.TwoLayerNet(64, 16, 10, backend=name, dtype="float64", seed=1)
+            for name in ("numba", "numpy")}
+    for net in nets.values():
+        simplenn.fit(net, (X, y), epochs=2, batch_size=batch_size, lr=0.1)
+    for k in ("W1", "b1", "W2", "b2"):
+        assert_close("numba", k, nets["numba"].params[k], nets["numpy"].params[k], "float64",
+                     rtol=1e-12)

@@ -44,7 +44,8 @@ def test_defaults_and_params_round_trip():
     assert clf.get_params() == {
         "hidden": 100, "epochs": 50, "batch_size": 32, "lr": 0.05, "momentum": 0.9,
         "weight_decay": 1e-4, "lr_schedule": "cosine", "seed": 0, "backend": None,
-        "dtype": "float32", "validation_fraction": None, "early_stopping": None}
+        "dtype": "float32", "validation_fraction": None, "early_stopping": None,
+        "augment": "none"}
     other = clone(clf).set_params(hidden=7, lr=0.3)
     assert (other.hidden, other.lr, clf.hidden) == (7, 0.3, 100)
 
@@ -91,7 +92,8 @@ def test_one_class_is_refused(iris):
 def test_bad_parameters_are_refused_in_fit(iris):
     X, y = iris
     for params in ({"hidden": 0}, {"epochs": 0}, {"lr": -1.0}, {"lr_schedule": "step"},
-                   {"validation_fraction": 1.5}, {"early_stopping": 0}, {"seed": -1}):
+                   {"validation_fraction": 1.5}, {"early_stopping": 0}, {"seed": -1},
+                   {"augment": "rotate"}):
         clf = SimpleNNClassifier(**params)
         with pytest.raises(ValueError):
             clf.fit(X, y)
@@ -141,6 +143,20 @@ def test_uint8_pixels_train_like_simplenn_fit(mnist):
     proba = clf.predict_proba(X)
     np.testing.assert_allclose(clf.predict_proba(X.astype(np.float64)), proba, atol=1e-6)
     np.testing.assert_allclose(clf.predict_proba(X.astype(np.int64)), proba, atol=1e-6)
+
+
+def test_augment_distorts_training_images_like_simplenn_fit(mnist):
+    train, _ = mnist
+    X, y = train.X[:300], train.y[:300]
+    clf = SimpleNNClassifier(hidden=16, epochs=1, batch_size=64, lr=0.1, seed=2,
+                             augment="elastic").fit(X, y)
+    net = simplenn.TwoLayerNet(784, 16, 10, seed=2)
+    simplenn.fit(net, (X, y), epochs=1, batch_size=64, lr=0.1, momentum=0.9,
+                 weight_decay=1e-4, seed=2, augment="elastic", eval_train=False)
+    plain = SimpleNNClassifier(hidden=16, epochs=1, batch_size=64, lr=0.1, seed=2).fit(X, y)
+    for name, value in net.parameters().items():
+        np.testing.assert_array_equal(clf.net_.parameters()[name], value)
+    assert not np.array_equal(clf.net_.parameters()["W1"], plain.net_.parameters()["W1"])
 
 
 def test_integer_features_are_numbers_not_pixels():

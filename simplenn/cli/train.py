@@ -350,9 +350,11 @@ def _train(args) -> int:
         if net.ops.needs_warmup:  # epoch 1's time is training, not compiling
             start = time.perf_counter()
             if args.augment == "none":
-                warm_up(net.ops, kinds=(INPUT_KIND,), gradients=False)
+                warm_up(net.ops, kinds=(INPUT_KIND,), gradients=False,
+                        batch_size=args.batch_size)
             else:  # distorted batches are floats; the evaluation reads pixels
-                warm_up(net.ops, kinds=("floats",), gradients=False)
+                warm_up(net.ops, kinds=("floats",), gradients=False,
+                        batch_size=args.batch_size)
                 pixels = np.zeros((2, 784), np.uint8)
                 net.ops.pixels_to_float(pixels)
                 distort_images(pixels, args.augment, backend=net.ops)

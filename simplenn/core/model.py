@@ -321,12 +321,15 @@ class TwoLayerNet:
 INPUT_KINDS = ("pixels", "read-only pixels", "floats")
 
 
-def warm_up(ops: Ops, kinds: Iterable[str] = INPUT_KINDS, gradients: bool = True) -> None:
+def warm_up(ops: Ops, kinds: Iterable[str] = INPUT_KINDS, gradients: bool = True,
+            batch_size: int | None = None) -> None:
     """Compile (or load from the cache) what training and inference run on ``ops``, for
     its dtype and the input ``kinds`` (names from :data:`INPUT_KINDS`, default all), and
     with ``gradients`` :meth:`TwoLayerNet.loss_and_gradients` (which ``fit`` does not
-    call), so that later timings measure running, not compiling. Worth calling when
-    ``ops.needs_warmup``; cheap otherwise."""
+    call), so that later timings measure running, not compiling. Training is warmed up
+    at ``batch_size``, or with None at 1 and at 128 (a backend may compile small and
+    large batches apart: Numba does). Worth calling when ``ops.needs_warmup``; cheap
+    otherwise."""
     kinds = tuple(kinds)
     unknown = [k for k in kinds if k not in INPUT_KINDS]
     if unknown:
@@ -345,8 +348,9 @@ def warm_up(ops: Ops, kinds: Iterable[str] = INPUT_KINDS, gradients: bool = True
         X, Y = examples[kind]
         velocities = [ops.xp.zeros_like(v) for v in net.params.values()]
         X_ops, Y_ops = ops.asarray(X, dtype=X.dtype), ops.asarray(Y, dtype=np.int64)
-        net.train_steps(X_ops, Y_ops, order, velocities, batch_size=1, lr=0.0, momentum=0.0,
-                        weight_decay=0.0)
+        for size in (1, 128) if batch_size is None else (batch_size,):
+            net.train_steps(X_ops, Y_ops, order, velocities, batch_size=size, lr=0.0,
+                            momentum=0.0, weight_decay=0.0)
         if gradients:
             net.loss_and_gradients(X, Y)
         net.predict(X)

@@ -10,7 +10,9 @@ built from the one definition of the math. The modules:
   (:mod:`.blas`), never under ``parallel=True``, which makes OpenMP and OpenBLAS
   threads fight;
 - :mod:`.batches`: a small training batch, mostly zeros on MNIST, as a sparse
-  :class:`Batch` (CSR and CSC), whose first-layer products walk only its nonzeros;
+  :class:`Batch` (CSR and CSC), whose first-layer products walk only its nonzeros; a
+  chunk of larger batches reads the training set as :class:`DenseInputs`, whose
+  batches are plain arrays, and compiles without the sparse path;
 - :mod:`.deferred`: the first-layer update of a sparse batch never forms ``xᵀ dl1``
   and skips the rows of all-zero columns, whose momentum steps are deferred and
   applied in closed form when the row is next read; the bookkeeping enters a chunk
@@ -30,7 +32,7 @@ import numpy as np
 from numba import njit
 
 from ..numpy_backend import NumpyOps
-from .batches import Batch, DeferredBatch, batch_to_dense
+from .batches import SPARSE_MAX_ROWS, Batch, DeferredBatch, DenseInputs, batch_to_dense
 from .compile import CACHE, CACHE_ENV_VAR, _set_stable_uuid
 from .deferred import (
     Deferred, begin_steps, sgd_update_outer, take_floats32, take_floats64, take_pixels32,
@@ -43,7 +45,8 @@ from .kernels import (
 )
 from .warp import warp_into
 
-__all__ = ["BLAS", "CACHE", "CACHE_ENV_VAR", "Batch", "Deferred", "DeferredBatch", "NumbaOps"]
+__all__ = ["BLAS", "CACHE", "CACHE_ENV_VAR", "Batch", "Deferred", "DeferredBatch", "DenseInputs",
+           "NumbaOps", "TrainSteps"]
 
 _PIXELS_TO_FLOAT = {"float32": pixels_to_float32, "float64": pixels_to_float64}
 _CAST_TO_FLOAT = {"float32": cast_to_float32, "float64": cast_to_float64}
@@ -98,6 +101,10 @@ class NumbaOps(NumpyOps):
                          np.ascontiguousarray(fields, self.dtype), grid,
                          np.empty((m, d), self.dtype))
 
+    def jit_train_steps(self, fn: Callable) -> "TrainSteps":
+        """``train_steps`` compiled, as a :class:`TrainSteps`."""
+        return TrainSteps(self.jit(fn))
+
     def to_numpy(self, a: Any) -> np.ndarray:
         """An array, or a :class:`Batch` as the (m, d) array it holds."""
         return batch_to_dense(a) if isinstance(a, (Batch, DeferredBatch)) else np.asarray(a)
@@ -114,7 +121,7 @@ class NumbaOps(NumpyOps):
         Its cache UUID hashes its bytecode and what it captures, so a compiled
         closure is found in numba's cache by later processes.
         """
-        dispatcher = njit(cache=CACHE, inline="always", nogil=True)(fn)
+        dispatcher = njit(cache=CACHE, inline="always", nogil=True, error_model="numpy")(fn)
         cells = [c.cell_contents for c in (fn.__closure__ or ())]
         parts = [hashlib.sha256(marshal.dumps(fn.__code__)).hexdigest(), fn.__qualname__]
         for value in cells:
@@ -124,3 +131,31 @@ class NumbaOps(NumpyOps):
             parts.append(str(uuid) if uuid is not None else repr(value))
         _set_stable_uuid(dispatcher, ":".join(parts))
         return dispatcher
+
+
+class TrainSteps:
+    """A compiled ``train_steps`` (see :func:`simplenn.core.network.make_train_steps`)
+    that hands it the training set ``X`` in the form the batch size calls for: as it is
+    for batches of at most ``SPARSE_MAX_ROWS`` rows, which may be sparse, and as
+    :class:`DenseInputs` for larger ones. Numba compiles one version per form, so a run
+    of large batches compiles BLAS's path alone."""
+
+    def __init__(self, dispatcher: Any) -> None:
+        self.dispatcher = dispatcher
+
+    @property
+    def signatures(self) -> list:
+        """The argument types compiled so far (as a dispatcher's ``signatures``)."""
+        return self.dispatcher.signatures
+
+    @property
+    def py_func(self) -> Callable:
+        """The Python function compiled."""
+        return self.dispatcher.py_func
+
+    def __call__(self, W1, b1, W2, b2, V1, v1, V2, v2, X, Y, order, batch_size, lr,
+                 momentum, wd):
+        if batch_size > SPARSE_MAX_ROWS:
+            X = DenseInputs(X)
+        return self.dispatcher(W1, b1, W2, b2, V1, v1, V2, v2, X, Y, order, batch_size, lr,
+                               momentum, wd)

@@ -16,7 +16,9 @@ import numpy as np
 from numba import types
 from numba.extending import overload
 
-from .batches import _LIKE32, _LIKE64, DeferredBatch, _as_batch, _is_dense, _take_batch
+from .batches import (
+    _LIKE32, _LIKE64, DeferredBatch, DenseInputs, _as_batch, _is_dense, _take_batch, _take_dense,
+)
 from .compile import _kernel
 from .kernels import _gemm, _momentum_rule, _sgd_update_flat, matmul_tn
 
@@ -93,12 +95,29 @@ def catch_up(param, velocity, lazy):
             last[i] = now
 
 
-@_kernel
+def _begin(X, W1, V1, n_steps, lr, momentum, weight_decay):
+    """:func:`begin_steps` (compiled code only: the overload below picks the version by
+    the type of X)."""
+    raise TypeError("_begin runs in compiled code only")
+
+
+@overload(_begin, inline="always")
+def _begin_overload(X, W1, V1, n_steps, lr, momentum, weight_decay):
+    if getattr(X, "instance_class", None) is DenseInputs:  # large batches: nothing deferred
+        return lambda X, W1, V1, n_steps, lr, momentum, weight_decay: X
+
+    def deferred(X, W1, V1, n_steps, lr, momentum, weight_decay):
+        last, clock, powers = lazy_rows(W1, n_steps, lr, momentum, weight_decay)
+        return Deferred(X, W1, V1, last, clock, powers)
+
+    return deferred
+
+
+@_kernel(inline="always")
 def begin_steps(X, W1, V1, n_steps, lr, momentum, weight_decay):
-    """X as the next ``n_steps`` SGD steps of W1 read it: a :class:`Deferred` (see
-    ``Ops.begin_steps``)."""
-    last, clock, powers = lazy_rows(W1, n_steps, lr, momentum, weight_decay)
-    return Deferred(X, W1, V1, last, clock, powers)
+    """X as the next ``n_steps`` SGD steps of W1 read it (see ``Ops.begin_steps``): a
+    :class:`Deferred`, or a :class:`~.batches.DenseInputs` as it is."""
+    return _begin(X, W1, V1, n_steps, lr, momentum, weight_decay)
 
 
 @_kernel(inline="always")
@@ -136,6 +155,25 @@ def _deferral_overload(x, like):
     return not_deferred
 
 
+def _update_outer(param, x, d, velocity, lr, momentum, weight_decay):
+    """:func:`sgd_update_outer` (compiled code only: the overload below picks the
+    version by the type of x, so an array x compiles BLAS's path alone)."""
+    raise TypeError("_update_outer runs in compiled code only")
+
+
+@overload(_update_outer, inline="always")
+def _update_outer_overload(param, x, d, velocity, lr, momentum, weight_decay):
+    if isinstance(x, types.Array):
+        def dense(param, x, d, velocity, lr, momentum, weight_decay):
+            _sgd_update_flat(param.ravel(), _gemm(x, d, True, False).ravel(),
+                             velocity.ravel(), lr, momentum, weight_decay)
+            return param, velocity
+
+        return dense
+    return lambda param, x, d, velocity, lr, momentum, weight_decay: _update_outer_batch(
+        param, x, d, velocity, lr, momentum, weight_decay)
+
+
 @_kernel(inline="always")
 def sgd_update_outer(param, x, d, velocity, lr, momentum, weight_decay):
     """In place: :func:`sgd_update` of (k, n) ``param`` with the gradient ``xᵀ d``;
@@ -149,6 +187,12 @@ def sgd_update_outer(param, x, d, velocity, lr, momentum, weight_decay):
     applies every owed step. Otherwise ``xᵀ d`` is formed (BLAS when x is dense) and
     every row is updated.
     """
+    return _update_outer(param, x, d, velocity, lr, momentum, weight_decay)
+
+
+@_kernel(inline="always")
+def _update_outer_batch(param, x, d, velocity, lr, momentum, weight_decay):
+    """:func:`sgd_update_outer` of a :class:`Batch` or :class:`DeferredBatch` x."""
     batch, last, clock, powers = _deferral(x, d)
     deferring = powers.shape[0] != 0
     if _is_dense(batch):
@@ -217,8 +261,8 @@ def sgd_update_outer(param, x, d, velocity, lr, momentum, weight_decay):
 def _take(X, rows, like):
     """Rows ``X[rows]`` as a :class:`Batch` (see :func:`_take_batch`); from a
     :class:`Deferred`, the rows of W1 the batch reads are first brought up to date and
-    the result is a :class:`DeferredBatch` (compiled code only: the overload below picks
-    the version by the type of X)."""
+    the result is a :class:`DeferredBatch`; from a :class:`DenseInputs`, an (m, d) array
+    (compiled code only: the overload below picks the version by the type of X)."""
     raise TypeError("_take runs in compiled code only")
 
 
@@ -226,6 +270,8 @@ def _take(X, rows, like):
 def _take_overload(X, rows, like):
     if isinstance(X, types.Array):
         return lambda X, rows, like: _take_batch(X, rows, like)
+    if getattr(X, "instance_class", None) is DenseInputs:
+        return lambda X, rows, like: _take_dense(X.X, rows, like)
 
     def take_deferred(X, rows, like):
         batch = _take_batch(X.X, rows, like)
@@ -235,27 +281,27 @@ def _take_overload(X, rows, like):
     return take_deferred
 
 
-@_kernel
+@_kernel(inline="always")
 def take_pixels32(X, rows):
-    """Rows ``X[rows]`` of (n, d) uint8 pixels (an array or a :class:`Deferred`) as a
-    :class:`Batch` (a :class:`DeferredBatch` from a
-    :class:`Deferred`) of float32 ``x / 255``."""
+    """Rows ``X[rows]`` of (n, d) uint8 pixels (an array, a :class:`Deferred` or a
+    :class:`DenseInputs`) as a :class:`Batch` (a :class:`DeferredBatch` from a
+    :class:`Deferred`, an array from a :class:`DenseInputs`) of float32 ``x / 255``."""
     return _take(X, rows, _LIKE32)
 
 
-@_kernel
+@_kernel(inline="always")
 def take_pixels64(X, rows):
     """Rows ``X[rows]`` of (n, d) uint8 pixels as a :class:`Batch` of float64 ``x / 255``."""
     return _take(X, rows, _LIKE64)
 
 
-@_kernel
+@_kernel(inline="always")
 def take_floats32(X, rows):
     """Rows ``X[rows]`` of (n, d) floats as a :class:`Batch` of float32."""
     return _take(X, rows, _LIKE32)
 
 
-@_kernel
+@_kernel(inline="always")
 def take_floats64(X, rows):
     """Rows ``X[rows]`` of (n, d) floats as a :class:`Batch` of float64."""
     return _take(X, rows, _LIKE64)

@@ -6,6 +6,8 @@ NumPy's own BLAS from compiled code (see :mod:`.blas`); ops that read x take a
 from __future__ import annotations
 
 import numpy as np
+from numba import types
+from numba.extending import overload
 
 from . import blas as numba_blas
 from .batches import _LIKE32, _LIKE64, _as_batch, _is_dense, _take_dense
@@ -15,19 +17,30 @@ from .compile import _kernel
 BLAS = numba_blas.register()
 
 
-@_kernel
 def _same_dtype(value, like):
-    """``value`` as a scalar of the dtype of array ``like`` (numba promotes int/float64).
-    It allocates: call it once per kernel call, not in a loop."""
-    out = np.empty(1, like.dtype)
-    out[0] = value
-    return out[0]
+    """``value`` as a scalar of the dtype of array ``like`` (numba promotes int/float64)
+    (compiled code only: the overload below picks the cast by the dtype of ``like``)."""
+    raise TypeError("_same_dtype runs in compiled code only")
 
 
-@_kernel
+@overload(_same_dtype, inline="always")
+def _same_dtype_overload(value, like):
+    as_float = np.float32 if like.dtype == types.float32 else np.float64
+    return lambda value, like: as_float(value)
+
+
+@_kernel(inline="always")
 def _gemm(a, b, trans_a, trans_b):
     """``op(a) op(b)`` with BLAS (see :mod:`.blas`), ``op`` transposing where
-    asked; a and b are 2-D arrays of one float dtype, made C-contiguous if they are not."""
+    asked; a and b are 2-D arrays of one float dtype, made C-contiguous if they are not.
+    The flags reach :func:`_blas_gemm` as plain bools, not the literals callers write,
+    so one compiled version serves every call."""
+    return _blas_gemm(a, b, np.bool_(trans_a), np.bool_(trans_b))
+
+
+@_kernel
+def _blas_gemm(a, b, trans_a, trans_b):
+    """:func:`_gemm`."""
     a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
     m, k = (a.shape[1], a.shape[0]) if trans_a else (a.shape[0], a.shape[1])
     n = b.shape[0] if trans_b else b.shape[1]
@@ -71,23 +84,37 @@ def _sparse_matmul(x, W):
     return out
 
 
+def _matmul(a, b):
+    """:func:`matmul` (compiled code only: the overload below picks the version by the
+    type of ``a``, so a product of arrays compiles BLAS's path alone)."""
+    raise TypeError("_matmul runs in compiled code only")
+
+
+@overload(_matmul, inline="always")
+def _matmul_overload(a, b):
+    if isinstance(a, types.Array):
+        return lambda a, b: _gemm(a, b, False, False)
+
+    def batch_matmul(a, b):
+        x = _as_batch(a)
+        if _is_dense(x):
+            return _gemm(x.dense, b, False, False)
+        return _sparse_matmul(x, b)
+
+    return batch_matmul
+
+
 @_kernel(inline="always")
 def matmul(a, b):
     """``a @ b``: (m, k) x (k, n) -> (m, n); ``a`` an array or a :class:`Batch`, whose
     nonzeros alone are summed when it is sparse."""
-    x = _as_batch(a)
-    if _is_dense(x):
-        return _gemm(x.dense, b, False, False)
-    return _sparse_matmul(x, b)
+    return _matmul(a, b)
 
 
-@_kernel
-def matmul_tn(a, b):
-    """``aᵀ @ b``: (k, m) x (k, n) -> (m, n); ``a`` an array or a :class:`Batch`, whose
-    nonzeros alone are summed (column by column, rows in order) when it is sparse."""
-    x = _as_batch(a)
-    if _is_dense(x):
-        return _gemm(x.dense, b, True, False)
+@_kernel(inline="always")
+def _sparse_matmul_tn(x, b):
+    """``xᵀ @ b`` for a sparse Batch x (k, m) and b (k, n): column by column of x, its
+    nonzeros' rows in order."""
     n = b.shape[1]
     out = np.zeros((x.dense.shape[1], n), b.dtype)
     for t in range(x.touched.shape[0]):
@@ -97,6 +124,32 @@ def matmul_tn(a, b):
             for j in range(n):
                 out[i, j] += v * b[r, j]
     return out
+
+
+def _matmul_tn(a, b):
+    """:func:`matmul_tn` (compiled code only: the version is picked by the type of ``a``)."""
+    raise TypeError("_matmul_tn runs in compiled code only")
+
+
+@overload(_matmul_tn, inline="always")
+def _matmul_tn_overload(a, b):
+    if isinstance(a, types.Array):
+        return lambda a, b: _gemm(a, b, True, False)
+
+    def batch_matmul_tn(a, b):
+        x = _as_batch(a)
+        if _is_dense(x):
+            return _gemm(x.dense, b, True, False)
+        return _sparse_matmul_tn(x, b)
+
+    return batch_matmul_tn
+
+
+@_kernel
+def matmul_tn(a, b):
+    """``aᵀ @ b``: (k, m) x (k, n) -> (m, n); ``a`` an array or a :class:`Batch`, whose
+    nonzeros alone are summed (column by column, rows in order) when it is sparse."""
+    return _matmul_tn(a, b)
 
 
 @_kernel
@@ -181,7 +234,7 @@ def sgd_update(param, grad, velocity, lr, momentum, weight_decay):
     """In place: ``v = momentum v + (grad + weight_decay param)``; ``param -= lr v``.
     Returns ``(param, velocity)``."""
     _sgd_update_flat(param.ravel(), grad.ravel(), velocity.ravel(), lr, momentum,
-                     weight_decay)
+                     _same_dtype(weight_decay, param))  # one compiled version for 0.0 and wd
     return param, velocity
 
 
@@ -214,7 +267,7 @@ def take_labels(Y, rows):
     return Y[rows]
 
 
-@_kernel
+@_kernel(inline="always")
 def loss_buffer(n):
     """(n,) float64 zeros for a chunk's losses."""
     return np.zeros(n, np.float64)
