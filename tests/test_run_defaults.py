@@ -393,7 +393,10 @@ def test_the_cli_warms_up_the_kind_of_input_its_data_are(data_dir, tiny, monkeyp
     monkeypatch.setattr(train_cli, "warm_up", lambda ops, **kw: calls.append((ops, kw)))
     monkeypatch.setattr(train_cli, "_choose_backend", lambda name: (NeedsWarmup("float32"), False))
     assert train_cli.main(_quick(data_dir, "--epochs", 1, "--quiet")) == 0
-    assert [kw for _, kw in calls] == [{"kinds": ("read-only pixels",), "gradients": False}]
-    calls.clear()  # distorted batches are floats
-    assert train_cli.main(_quick(data_dir, "--epochs", 1, "--quiet", "--augment", "affine")) == 0
-    assert [kw for _, kw in calls] == [{"kinds": ("floats",), "gradients": False}]
+    assert [kw for _, kw in calls] == [{"kinds": ("read-only pixels",), "gradients": False,
+                                        "batch_size": 32}]
+    calls.clear()  # distorted batches are floats; the warm-up follows --batch-size
+    assert train_cli.main(_quick(data_dir, "--epochs", 1, "--quiet", "--augment", "affine",
+                                 "--batch-size", 50)) == 0
+    assert [kw for _, kw in calls] == [{"kinds": ("floats",), "gradients": False,
+                                        "batch_size": 50}]
