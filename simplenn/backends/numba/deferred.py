@@ -17,7 +17,7 @@ from numba import types
 from numba.extending import overload
 
 from .batches import (
-    _LIKE32, _LIKE64, DeferredBatch, DenseInputs, _as_batch, _is_dense, _take_batch, _take_dense,
+    _LIKE32, _LIKE64, DeferredBatch, DenseInputs, _is_dense, _take_batch, _take_dense,
 )
 from .compile import _kernel
 from .kernels import _gemm, _momentum_rule, _sgd_update_flat, matmul_tn
@@ -70,7 +70,9 @@ def lazy_rows(param, n_steps, lr, momentum, weight_decay):
         powers[s, 2] = a10 * a + a11 * c
         powers[s, 3] = a10 * b + a11 * d
     rounded = np.empty((n_steps + 1, 4), param.dtype)
-    rounded[:] = powers
+    for s in range(n_steps + 1):  # a loop, not rounded[:] = powers: a sixth the compile
+        for j in range(4):
+            rounded[s, j] = powers[s, j]
     return np.zeros(k, np.int64), np.zeros(1, np.int64), rounded
 
 
@@ -136,25 +138,6 @@ def _catch_up_batch(param, velocity, batch, last, clock, powers):
             last[i] = now
 
 
-def _deferral(x, like):
-    """``(batch, last, clock, powers)`` of x: a :class:`DeferredBatch`'s fields, or x as
-    a :class:`Batch` with no deferred steps (empty ``last`` and ``powers`` of the dtype
-    of ``like``); compiled code only: the overload below picks the version by type."""
-    raise TypeError("_deferral runs in compiled code only")
-
-
-@overload(_deferral, inline="always")
-def _deferral_overload(x, like):
-    if getattr(x, "instance_class", None) is DeferredBatch:
-        return lambda x, like: (x.batch, x.last, x.clock, x.powers)
-
-    def not_deferred(x, like):
-        return (_as_batch(x), np.zeros(0, np.int64), np.zeros(1, np.int64),
-                np.zeros((0, 4), like.dtype))
-
-    return not_deferred
-
-
 def _update_outer(param, x, d, velocity, lr, momentum, weight_decay):
     """:func:`sgd_update_outer` (compiled code only: the overload below picks the
     version by the type of x, so an array x compiles BLAS's path alone)."""
@@ -170,8 +153,16 @@ def _update_outer_overload(param, x, d, velocity, lr, momentum, weight_decay):
             return param, velocity
 
         return dense
-    return lambda param, x, d, velocity, lr, momentum, weight_decay: _update_outer_batch(
-        param, x, d, velocity, lr, momentum, weight_decay)
+    if getattr(x, "instance_class", None) is DeferredBatch:
+        return lambda param, x, d, velocity, lr, momentum, weight_decay: _update_outer_deferred(
+            param, x, d, velocity, lr, momentum, weight_decay)
+
+    def batch(param, x, d, velocity, lr, momentum, weight_decay):  # nothing deferred
+        _sgd_update_flat(param.ravel(), matmul_tn(x, d).ravel(), velocity.ravel(), lr,
+                         momentum, weight_decay)
+        return param, velocity
+
+    return batch
 
 
 @_kernel(inline="always")
@@ -191,20 +182,14 @@ def sgd_update_outer(param, x, d, velocity, lr, momentum, weight_decay):
 
 
 @_kernel(inline="always")
-def _update_outer_batch(param, x, d, velocity, lr, momentum, weight_decay):
-    """:func:`sgd_update_outer` of a :class:`Batch` or :class:`DeferredBatch` x."""
-    batch, last, clock, powers = _deferral(x, d)
-    deferring = powers.shape[0] != 0
+def _update_outer_deferred(param, x, d, velocity, lr, momentum, weight_decay):
+    """:func:`sgd_update_outer` of a :class:`DeferredBatch` x."""
+    batch, last, clock, powers = x.batch, x.last, x.clock, x.powers
     if _is_dense(batch):
         _sgd_update_flat(param.ravel(), _gemm(batch.dense, d, True, False).ravel(),
                          velocity.ravel(), lr, momentum, weight_decay)
-        if deferring:
-            clock[0] += 1
-            last[:] = clock[0]
-        return param, velocity
-    if not deferring:
-        _sgd_update_flat(param.ravel(), matmul_tn(batch, d).ravel(), velocity.ravel(), lr,
-                         momentum, weight_decay)
+        clock[0] += 1
+        last[:] = clock[0]
         return param, velocity
     n = d.shape[1]
     touched, col_start, col_rows, col_values = (batch.touched, batch.col_start,
