@@ -57,7 +57,7 @@ def test_every_op_the_network_uses_is_a_dispatcher(nb):
         for op in ("affine", "affine_relu", "matmul", "matmul_tn", "matmul_nt",
                    "relu_backward", "sum_rows", "softmax_cross_entropy", "sgd_update",
                    "sgd_update_outer", "begin_steps", "take_labels", "loss_buffer",
-                   "pixels_to_float", "cast_to_float", "take_pixels", "take_floats"):
+                   "take_pixels", "take_floats"):
             assert isinstance(getattr(ops, op), CPUDispatcher), f"{dtype} {op}"
         assert ops.pixels_to_float(np.full((1, 2), 255, np.uint8)).dtype == np.dtype(dtype)
 

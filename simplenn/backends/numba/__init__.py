@@ -32,24 +32,25 @@ import numpy as np
 from numba import njit
 
 from ..numpy_backend import NumpyOps
-from .batches import SPARSE_MAX_ROWS, Batch, DeferredBatch, DenseInputs, batch_to_dense
+from .batches import (
+    _LIKE32, _LIKE64, SPARSE_MAX_ROWS, Batch, DeferredBatch, DenseInputs, _take_dense,
+    batch_to_dense,
+)
 from .compile import CACHE, CACHE_ENV_VAR, _set_stable_uuid
 from .deferred import (
     Deferred, begin_steps, sgd_update_outer, take_floats32, take_floats64, take_pixels32,
     take_pixels64,
 )
 from .kernels import (
-    BLAS, affine, affine_relu, cast_to_float32, cast_to_float64, loss_buffer, matmul,
-    matmul_nt, matmul_tn, pixels_to_float32, pixels_to_float64, relu_backward, set_loss,
-    sgd_update, softmax_cross_entropy, sum_rows, take_labels,
+    BLAS, affine, affine_relu, loss_buffer, matmul, matmul_nt, matmul_tn, relu_backward,
+    set_loss, sgd_update, softmax_cross_entropy, sum_rows, take_labels,
 )
 from .warp import warp_into
 
 __all__ = ["BLAS", "CACHE", "CACHE_ENV_VAR", "Batch", "Deferred", "DeferredBatch", "DenseInputs",
            "NumbaOps", "TrainSteps"]
 
-_PIXELS_TO_FLOAT = {"float32": pixels_to_float32, "float64": pixels_to_float64}
-_CAST_TO_FLOAT = {"float32": cast_to_float32, "float64": cast_to_float64}
+_LIKE = {"float32": _LIKE32, "float64": _LIKE64}
 _TAKE_PIXELS = {"float32": take_pixels32, "float64": take_pixels64}
 _TAKE_FLOATS = {"float32": take_floats32, "float64": take_floats64}
 
@@ -59,8 +60,9 @@ class NumbaOps(NumpyOps):
 
     The kernels are instance attributes holding numba dispatchers (not methods), so
     the network's factories capture compiled functions that compiled closures can
-    call. ``pixels_to_float``, ``cast_to_float``, ``take_pixels`` and ``take_floats``
-    are the kernels for ``dtype``. Ops the network math does not call in compiled code
+    call; ``take_pixels`` and ``take_floats`` are the kernels for ``dtype``.
+    ``pixels_to_float`` and ``cast_to_float``, which run from Python, call the kernel
+    those take batches with. Ops the network math does not call in compiled code
     (softmax, argmax, ...) are the NumPy backend's.
     """
 
@@ -84,10 +86,18 @@ class NumbaOps(NumpyOps):
         self.take_labels = take_labels
         self.loss_buffer = loss_buffer
         self.set_loss = set_loss
-        self.pixels_to_float = _PIXELS_TO_FLOAT[self.dtype.name]
-        self.cast_to_float = _CAST_TO_FLOAT[self.dtype.name]
         self.take_pixels = _TAKE_PIXELS[self.dtype.name]
         self.take_floats = _TAKE_FLOATS[self.dtype.name]
+
+    def pixels_to_float(self, x: np.ndarray) -> np.ndarray:
+        """(m, d) uint8 -> (m, d) ``x / 255`` in ``self.dtype``, in one compiled pass (5x
+        faster than ``astype`` then divide), the kernel that takes training batches: on
+        the training set's kind of array, evaluating compiles nothing of its own."""
+        return _take_dense(x, np.arange(x.shape[0]), _LIKE[self.dtype.name])
+
+    def cast_to_float(self, x: np.ndarray) -> np.ndarray:
+        """(m, d) floats -> (m, d) in ``self.dtype``, in one compiled pass."""
+        return _take_dense(x, np.arange(x.shape[0]), _LIKE[self.dtype.name])
 
     def warp(self, x: Any, matrices: Any, fields: Any) -> np.ndarray:
         """:meth:`Ops.warp` by the compiled loop of :mod:`.warp`."""

@@ -26,6 +26,9 @@ SPARSE_MAX_DENSITY = 0.5
 
 #: Arrays of the dtype the inputs become (only their dtype is read).
 _LIKE32, _LIKE64 = np.zeros(0, np.float32), np.zeros(0, np.float64)
+#: Read-only, as compiled code types these globals, so that a call from Python
+#: (``NumbaOps.pixels_to_float``) and one from compiled code share the compiled version.
+_LIKE32.flags.writeable = _LIKE64.flags.writeable = False
 
 
 class Batch(NamedTuple):
