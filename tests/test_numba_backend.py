@@ -292,7 +292,7 @@ def test_warmup_without_gradients_leaves_loss_and_gradients_uncompiled(nb):
 def test_large_batches_compile_the_dense_path_alone(nb):
     """A chunk of batches of more than SPARSE_MAX_ROWS rows reads the training set as
     DenseInputs: its compiled version holds no sparse batch and no deferred step, so a
-    default run compiles a third as much; small batches get the sparse version."""
+    default run compiles a quarter as much; small batches get the sparse version."""
     import numba
 
     import simplenn

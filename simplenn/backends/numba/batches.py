@@ -59,7 +59,7 @@ class DenseInputs(NamedTuple):
     """The training set ``X`` as a chunk of steps with batches of more than
     ``SPARSE_MAX_ROWS`` rows reads it: every batch taken from it is a plain (m, d)
     array, so the compiled chunk holds BLAS's path alone, with no sparse forms and no
-    deferred steps (which also makes it a third as long to compile)."""
+    deferred steps (which also makes it a quarter as long to compile)."""
 
     X: np.ndarray
 
