@@ -215,9 +215,14 @@ def test_gpu_suite_skips_what_cannot_run_and_writes_its_files(tmp_path):
 
 
 def test_gpu_suite_reports_a_failed_configuration_and_goes_on(tmp_path, capsys, monkeypatch):
+    """With numba the one contender (a GPU, where there is one, left out), its failed
+    configuration is reported and the suite ends with exit status 1."""
     numba = dataclasses.replace(probe_backend("numba"), available=True, reason=None)
     monkeypatch.setattr(gpu_suite, "probe_backend", lambda name: numba if name == "numba"
-                        else probe_backend(name))
+                        else dataclasses.replace(probe_backend(name), available=False,
+                                                 reason="left out by this test"))
+    monkeypatch.setattr(gpu_suite, "probe_contender",
+                        lambda name: Availability(name, False, "left out by this test"))
 
     def broken(*args, **kwargs):
         raise RuntimeError("pretend the kernel failed")
