@@ -387,8 +387,14 @@ def test_the_cli_warms_up_the_kind_of_input_its_data_are(data_dir, tiny, monkeyp
     assert train_cli.INPUT_KIND == "read-only pixels"
     calls = []
 
+    converted = []
+
     class NeedsWarmup(NumpyOps):
         needs_warmup = True
+
+        def pixels_to_float(self, x):
+            converted.append(x.flags.writeable)
+            return super().pixels_to_float(x)
 
     monkeypatch.setattr(train_cli, "warm_up", lambda ops, **kw: calls.append((ops, kw)))
     monkeypatch.setattr(train_cli, "_choose_backend", lambda name: (NeedsWarmup("float32"), False))
@@ -396,7 +402,10 @@ def test_the_cli_warms_up_the_kind_of_input_its_data_are(data_dir, tiny, monkeyp
     assert [kw for _, kw in calls] == [{"kinds": ("read-only pixels",), "gradients": False,
                                         "batch_size": 32}]
     calls.clear()  # distorted batches are floats; the warm-up follows --batch-size
+    converted.clear()
     assert train_cli.main(_quick(data_dir, "--epochs", 1, "--quiet", "--augment", "affine",
                                  "--batch-size", 50)) == 0
     assert [kw for _, kw in calls] == [{"kinds": ("floats",), "gradients": False,
                                         "batch_size": 50}]
+    # the warm-up converts read-only pixels, as the test set is
+    assert converted[0] is False

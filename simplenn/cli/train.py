@@ -349,15 +349,14 @@ def _train(args) -> int:
         compile_seconds = None
         if net.ops.needs_warmup:  # epoch 1's time is training, not compiling
             start = time.perf_counter()
-            if args.augment == "none":
-                warm_up(net.ops, kinds=(INPUT_KIND,), gradients=False,
-                        batch_size=args.batch_size)
-            else:  # distorted batches are floats; the evaluation reads pixels
-                warm_up(net.ops, kinds=("floats",), gradients=False,
-                        batch_size=args.batch_size)
+            distorted = args.augment != "none"  # distorted batches are floats
+            warm_up(net.ops, kinds=("floats",) if distorted else (INPUT_KIND,),
+                    gradients=False, batch_size=args.batch_size)
+            if distorted:  # the warp reads gathered rows; the evaluation, the test set
                 pixels = np.zeros((2, 784), np.uint8)
-                net.ops.pixels_to_float(pixels)
                 distort_images(pixels, args.augment, backend=net.ops)
+                pixels.flags.writeable = False  # as load_dataset's splits are
+                net.ops.pixels_to_float(pixels)
             compile_seconds = time.perf_counter() - start
         train, test, source = loading.result()
     if train.n_features != net.n_inputs or test.n_features != net.n_inputs:
