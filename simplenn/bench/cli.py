@@ -236,8 +236,7 @@ def main(argv: list[str] | None = None) -> int:
             if value is not None and len(value) != 1:
                 parser.error(f"argument {flag}: --suite augment takes one value, not "
                              f"{','.join(map(str, value))}")
-        if args.backends and "@" in args.backends[0] or args.backends and \
-                _is_peer_label(args.backends[0]):
+        if args.backends and ("@" in args.backends[0] or _is_peer_label(args.backends[0])):
             parser.error(f"argument --backends: --suite augment takes a simplenn backend, "
                          f"not {args.backends[0]}")
     elif args.out_dir is not None:
