@@ -327,3 +327,34 @@ def test_dense_chunks_train_as_numpy_does(nb, batch_size):
     for k in ("W1", "b1", "W2", "b2"):
         assert_close("numba", k, nets["numba"].params[k], nets["numpy"].params[k], "float64",
                      rtol=1e-12)
+
+
+def test_train_steps_update_parameters_in_aligned_arrays(nb):
+    """Parameters and velocities off the 64-byte alignment are updated in aligned copies,
+    which train_steps returns (aligned ones in place), with the same numbers."""
+    import simplenn
+
+    def misaligned(a):
+        buffer = np.empty(a.nbytes + nb.ALIGNMENT + 16, np.uint8)
+        start = -buffer.__array_interface__["data"][0] % nb.ALIGNMENT + 16
+        out = buffer[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
+        out[...] = a
+        return out
+
+    net = simplenn.TwoLayerNet(64, 16, 10, backend="numba", seed=2)
+    rng = np.random.default_rng(4)
+    X = rng.integers(0, 256, (40, 64)).astype(np.uint8)
+    Y, order = rng.integers(0, 10, 40), np.arange(40)
+    train_steps = net.functions.train_steps_pixels
+    results = []
+    for place in (misaligned, nb.aligned):
+        arrays = [place(net.params[k].copy()) for k in ("W1", "b1", "W2", "b2")]
+        arrays += [place(np.zeros_like(a)) for a in arrays]
+        *updated, _ = train_steps(*arrays, X, Y, order, 8, np.float32(0.1), np.float32(0.9),
+                                  np.float32(0.0))
+        for before, after in zip(arrays, updated):
+            assert after.__array_interface__["data"][0] % nb.ALIGNMENT == 0
+            assert (after is before) == (place is nb.aligned)
+        results.append(updated)
+    for name, a, b in zip(("W1", "b1", "W2", "b2", "V1", "v1", "V2", "v2"), *results):
+        np.testing.assert_array_equal(a, b, err_msg=name)

@@ -14,6 +14,9 @@ import numpy as np
 
 from .base import Array, Ops
 
+#: Images per block of :meth:`NumpyOps.elastic_fields`, whose temporaries stay in cache.
+FIELD_BLOCK = 256
+
 
 class NumpyOps(Ops):
     """The interface's ops on NumPy arrays (BLAS for the products)."""
@@ -69,20 +72,28 @@ class NumpyOps(Ops):
         return loss, e
 
     def elastic_fields(self, noise: Array, kernel: Array, alpha: Any) -> Array:
-        """``alpha * G U G`` as products of (256 * 2 * s, s) by (s, s) matrices, in blocks
-        of 256 images whose temporaries stay in cache."""
+        """``alpha * G U G`` computed in the layout (s, m, 2, s), where each filter is one
+        matrix product per block of :data:`FIELD_BLOCK` images: ``U (αG)`` as
+        (s * 2n, s) @ (s, s), then ``G (U αG)`` as (s, s) @ (s, 2n * s). Returns the
+        (m, 2, s, s) view of that array."""
         m, _, s, _ = noise.shape
-        out = np.empty(noise.shape, self.dtype)
+        out = np.empty((s, 2 * m * s), self.dtype)
         scaled = kernel * alpha
-        for b in range(0, m, 256):
-            u = noise[b:b + 256].astype(self.dtype)
-            n = u.shape[0]
-            u *= self.dtype.type(1 / 127.5)
-            u -= 1
-            v = (u.reshape(-1, s) @ scaled).reshape(n, 2, s, s)  # α U G
-            v = np.ascontiguousarray(v.transpose(0, 1, 3, 2)).reshape(-1, s) @ kernel
-            out[b:b + n] = v.reshape(n, 2, s, s).transpose(0, 1, 3, 2)  # ((α U G)ᵀ G)ᵀ
-        return out
+        for b in range(0, m, FIELD_BLOCK):
+            e = min(m, b + FIELD_BLOCK)
+            u = self._noise_rows(noise, b, e)  # (s, 2n, s): u[r, 2i + k, c] = U[b + i, k, r, c]
+            v = u.reshape(-1, s) @ scaled
+            np.matmul(kernel, v.reshape(s, -1), out=out[:, 2 * b * s:2 * e * s])
+        return out.reshape(s, m, 2, s).transpose(1, 2, 0, 3)
+
+    def _noise_rows(self, noise: np.ndarray, begin: int, end: int) -> np.ndarray:
+        """``U = noise / 127.5 - 1`` of images ``begin`` to ``end`` as a C-contiguous
+        (s, 2n, s) array of ``self.dtype``: ``[r, 2i + k, c]`` holds ``U[begin + i, k, r, c]``."""
+        n, s = end - begin, noise.shape[2]
+        u = noise[begin:end].transpose(2, 0, 1, 3).astype(self.dtype).reshape(s, 2 * n, s)
+        u *= self.dtype.type(1 / 127.5)
+        u -= 1
+        return u
 
     def sgd_update(self, param: Array, grad: Array, velocity: Array, lr: Any, momentum: Any,
                    weight_decay: Any) -> tuple[Array, Array]:

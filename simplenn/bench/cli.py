@@ -593,18 +593,20 @@ def table_names(names: list[str], width: int = TABLE_NAME_WIDTH) -> dict[str, st
 
 
 def format_table(cells: list[Cell]) -> str:
-    """A Markdown table: one row per width, batch size and contender."""
-    header = ("hidden", "batch", "backend", "samples/s", "vs numpy", "GFLOP/s", "% peak")
+    """A Markdown table: one row per width, batch size and contender; samples/s of the
+    best epoch (and the GFLOP/s, % peak and vs numpy of it) and of the median one."""
+    header = ("hidden", "batch", "backend", "samples/s", "median", "vs numpy", "GFLOP/s",
+              "% peak")
     order = {n: i for i, n in enumerate(dict.fromkeys(c.name for c in cells))}
     shown = table_names(list(order))
     cells = sorted(cells, key=lambda c: (c.hidden, c.batch_size, order[c.name]))
     rows = [(str(c.hidden), str(c.batch_size), shown[c.name] + (" (peer)" if c.is_peer else ""),
-             f"{c.samples_per_s:,.0f}",
+             f"{c.samples_per_s:,.0f}", f"{c.median_samples_per_s:,.0f}",
              f"{c.speedup_vs_numpy:.2f}x" if c.speedup_vs_numpy is not None else "-",
              f"{c.gflops_per_s:.1f}", f"{c.percent_of_peak:.1f}%") for c in cells]
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
               for i, h in enumerate(header)]
-    right = {0, 1, 3, 4, 5, 6}
+    right = {0, 1, 3, 4, 5, 6, 7}
 
     def line(values: tuple[str, ...]) -> str:
         return "| " + " | ".join(v.rjust(w) if i in right else v.ljust(w)
@@ -737,8 +739,8 @@ def _bench(args: argparse.Namespace, argv: list[str]) -> int:
         f"(before and after the grid): "
         f"{peak['flops_per_s'] / 1e9:.1f} GFLOP/s",
         f"work: one training epoch of {args.samples} MNIST images (uint8 -> float32 per batch), "
-        f"SGD momentum {TrainConfig.momentum}, lr {THROUGHPUT_LR}, float32; best of "
-        f"{args.repeat * processes} after a warm-up epoch, each backend in "
+        f"SGD momentum {TrainConfig.momentum}, lr {THROUGHPUT_LR}, float32; the best and the "
+        f"median of {args.repeat * processes} after a warm-up epoch, each backend in "
         f"{'a process of its own' if processes == 1 else f'{processes} processes of its own'}, "
         f"taking turns epoch by epoch; "
         f"FLOPs/sample = 4*{N_INPUTS}*h + 6*h*{N_CLASSES}",

@@ -1,4 +1,5 @@
-"""The augmentation's bilinear warp as one compiled loop over the output pixels."""
+"""The augmentation's compiled loops: the elastic noise in the layout of the fields'
+products, and the bilinear warp."""
 
 from __future__ import annotations
 
@@ -8,11 +9,27 @@ from numba import prange
 from .compile import _kernel
 
 
+@_kernel
+def noise_rows(noise, begin, end, scale, one, out):
+    """``out[r, 2i + k, c] = noise[begin + i, k, r, c] * scale - one`` (``scale`` = 1 / 127.5
+    and ``one`` in the output dtype): the (s, 2n, s) array of
+    :meth:`~simplenn.backends.numpy_backend.NumpyOps.elastic_fields`."""
+    s = noise.shape[2]
+    for i in range(begin, end):
+        for k in range(2):
+            f = 2 * (i - begin) + k
+            for r in range(s):
+                for c in range(s):
+                    out[r, f, c] = noise[i, k, r, c] * scale - one
+    return out
+
+
 @_kernel(parallel=True)
 def warp_into(x, scale, matrices, fields, grid, out):
     """``out[i]`` (s * s,) = image ``x[i] * scale`` read bilinearly (zeros outside) at
-    ``A_i (r - h, c - h) + t_i + (h, h) + fields[i, :, r, c]`` (no field when ``fields``
-    has no rows), as :meth:`simplenn.backends.Ops.warp`; ``grid`` (s,) holds ``r - h``
+    ``A_i (r - h, c - h) + t_i + (h, h) + fields[r, i, :, c]`` (``fields`` (s, m, 2, s),
+    the layout :meth:`~simplenn.backends.numpy_backend.NumpyOps.elastic_fields` computes;
+    no field when it has no images), as :meth:`simplenn.backends.Ops.warp`; ``grid`` (s,) holds ``r - h``
     in the output dtype, in which the coordinates are computed.
 
     Each image is copied into a zero frame (one row and column before it, two after),
@@ -24,7 +41,7 @@ def warp_into(x, scale, matrices, fields, grid, out):
     one = grid[1] - grid[0]
     low, high = -one, grid[s - 1] + h + one
     p = s + 3
-    has_fields = fields.shape[0] > 0
+    has_fields = fields.shape[1] > 0
     for i in prange(x.shape[0]):
         framed = np.zeros(p * p, out.dtype)
         for r in range(s):
@@ -39,8 +56,8 @@ def warp_into(x, scale, matrices, fields, grid, out):
                 src_r = a00 * u + a01 * v + a02
                 src_c = a10 * u + a11 * v + a12
                 if has_fields:
-                    src_r += fields[i, 0, r, c]
-                    src_c += fields[i, 1, r, c]
+                    src_r += fields[r, i, 0, c]
+                    src_c += fields[r, i, 1, c]
                 if not src_r >= low:
                     src_r = low
                 if not src_r <= high:
