@@ -17,27 +17,18 @@ import time
 import numpy as np
 
 
-def placed(a: np.ndarray, offset: int) -> np.ndarray:
-    """A copy of ``a`` whose data starts ``offset`` bytes after a page boundary."""
-    buffer = np.empty(a.nbytes + 8192, np.uint8)
-    start = -buffer.__array_interface__["data"][0] % 4096 + offset
-    out = buffer[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
-    np.copyto(out, a)
-    return out
-
-
 def measure(hidden: int, batch_size: int, offset: int, samples: int, rounds: int) -> float:
     """Best samples/s over ``rounds`` chunks of ``samples`` samples."""
     import simplenn
-    from simplenn.backends.numba import DenseInputs
+    from simplenn.backends.numba import DenseInputs, copy_at
     from simplenn.backends.numba.batches import SPARSE_MAX_ROWS
     from simplenn.core.model import warm_up
 
     train, _ = simplenn.load_mnist()
     net = simplenn.TwoLayerNet(784, hidden, 10, backend="numba", seed=0)
     warm_up(net.ops, batch_size=batch_size)
-    params = [placed(net.params[k], offset) for k in ("W1", "b1", "W2", "b2")]
-    velocities = [placed(np.zeros_like(p), offset) for p in params]
+    params = [copy_at(net.params[k], 4096, offset) for k in ("W1", "b1", "W2", "b2")]
+    velocities = [copy_at(np.zeros_like(p), 4096, offset) for p in params]
     train_steps = net.functions.train_steps_pixels.dispatcher  # no aligned copies
     X, Y, s = train.X, train.y.astype(np.int64), np.float32
     if batch_size > SPARSE_MAX_ROWS:  # as TrainSteps hands it over

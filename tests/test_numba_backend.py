@@ -335,11 +335,7 @@ def test_train_steps_update_parameters_in_aligned_arrays(nb):
     import simplenn
 
     def misaligned(a):
-        buffer = np.empty(a.nbytes + nb.ALIGNMENT + 16, np.uint8)
-        start = -buffer.__array_interface__["data"][0] % nb.ALIGNMENT + 16
-        out = buffer[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
-        out[...] = a
-        return out
+        return nb.copy_at(a, nb.ALIGNMENT, 16)
 
     net = simplenn.TwoLayerNet(64, 16, 10, backend="numba", seed=2)
     rng = np.random.default_rng(4)

@@ -51,11 +51,11 @@ __all__ = ["BLAS", "CACHE", "CACHE_ENV_VAR", "Batch", "Deferred", "DeferredBatch
            "NumbaOps", "TrainSteps"]
 
 _LIKE = {"float32": _LIKE32, "float64": _LIKE64}
+_TAKE_PIXELS = {"float32": take_pixels32, "float64": take_pixels64}
+_TAKE_FLOATS = {"float32": take_floats32, "float64": take_floats64}
 #: Byte alignment of the parameters and velocities the compiled steps update: rows whose
 #: 32-byte vector loads straddle cache lines run the sparse path's row loops slower.
 ALIGNMENT = 64
-_TAKE_PIXELS = {"float32": take_pixels32, "float64": take_pixels64}
-_TAKE_FLOATS = {"float32": take_floats32, "float64": take_floats64}
 
 
 class NumbaOps(NumpyOps):
@@ -154,16 +154,22 @@ class NumbaOps(NumpyOps):
         return dispatcher
 
 
+def copy_at(a: np.ndarray, boundary: int, offset: int = 0) -> np.ndarray:
+    """A C-contiguous copy of ``a`` whose data starts ``offset`` bytes after a multiple
+    of ``boundary`` bytes."""
+    buffer = np.empty(a.nbytes + boundary + offset, np.uint8)
+    start = -buffer.__array_interface__["data"][0] % boundary + offset
+    out = buffer[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
+    np.copyto(out, a)
+    return out
+
+
 def aligned(a: np.ndarray) -> np.ndarray:
     """``a`` when its data starts at a multiple of :data:`ALIGNMENT` bytes, else a
     C-contiguous copy that does."""
     if a.size == 0 or a.__array_interface__["data"][0] % ALIGNMENT == 0:
         return a
-    buffer = np.empty(a.nbytes + ALIGNMENT, np.uint8)
-    start = -buffer.__array_interface__["data"][0] % ALIGNMENT
-    out = buffer[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
-    np.copyto(out, a)
-    return out
+    return copy_at(a, ALIGNMENT)
 
 
 class TrainSteps:

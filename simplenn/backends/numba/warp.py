@@ -29,8 +29,8 @@ def warp_into(x, scale, matrices, fields, grid, out):
     """``out[i]`` (s * s,) = image ``x[i] * scale`` read bilinearly (zeros outside) at
     ``A_i (r - h, c - h) + t_i + (h, h) + fields[r, i, :, c]`` (``fields`` (s, m, 2, s),
     the layout :meth:`~simplenn.backends.numpy_backend.NumpyOps.elastic_fields` computes;
-    no field when it has no images), as :meth:`simplenn.backends.Ops.warp`; ``grid`` (s,) holds ``r - h``
-    in the output dtype, in which the coordinates are computed.
+    no field when it has no images), as :meth:`simplenn.backends.Ops.warp`; ``grid`` (s,)
+    holds ``r - h`` in the output dtype, in which the coordinates are computed.
 
     Each image is copied into a zero frame (one row and column before it, two after),
     and the source point is clamped to [-1, s] (NaN to -1), where every corner it reads
