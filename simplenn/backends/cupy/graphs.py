@@ -24,8 +24,8 @@ GRAPHS_ENV_VAR = "SIMPLENN_CUDA_GRAPHS"
 
 
 def graphs_enabled() -> bool:
-    """Whether ``$SIMPLENN_CUDA_GRAPHS`` turns CUDA graphs on (the default: off, until a
-    GPU run has verified and measured them; see benchmarks/results/README.md)."""
+    """Whether ``$SIMPLENN_CUDA_GRAPHS`` turns CUDA graphs on (the default: off; see
+    docs/gpu.md)."""
     return os.environ.get(GRAPHS_ENV_VAR, "0").strip().lower() in ("1", "true", "on", "yes")
 
 
