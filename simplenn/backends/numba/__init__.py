@@ -181,8 +181,8 @@ class TrainSteps:
 
     Parameters and velocities not aligned to :data:`ALIGNMENT` bytes (NumPy aligns to
     16) are updated in aligned copies, which it returns: a caller that keeps what it
-    returns, as ``fit`` does, copies once. The sparse path's row loops run up to 15%
-    faster on aligned rows (hidden 512, batch 8)."""
+    returns, as ``fit`` does, copies once. The sparse path's row loops run faster on
+    aligned rows (docs/numba.md#aligned-parameters)."""
 
     def __init__(self, dispatcher: Any) -> None:
         self.dispatcher = dispatcher

@@ -14,11 +14,10 @@ from .compile import _kernel
 
 #: A training batch (``take_pixels``, ``take_floats``) is sparse -- its first-layer
 #: products walk only its nonzeros, and the rows of W1 of its all-zero columns defer
-#: their update -- when it has at most this many rows ... Side by side with the
-#: dense path (float32 MNIST, scripts/ab_throughput.py), at 32 rows the sparse one was
-#: 0.91x at hidden 128 and 1.14x at 512 (at 24: 1.05x and 1.36x), and across runs
-#: the sparse path varied about 10% where two-thread BLAS at batch 32 varied 2x; the
-#: batch is made before the width is known.
+#: their update -- when it has at most this many rows ... Around 32 rows of float32
+#: MNIST the sparse path and BLAS's dense one train about equally fast at hidden 128
+#: and 512; the batch is made before the width is known, so one threshold serves
+#: every width.
 SPARSE_MAX_ROWS = 32
 #: ... and at most this fraction of its entries is nonzero; otherwise it is dense
 #: and the products are BLAS's.
