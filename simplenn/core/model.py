@@ -18,6 +18,8 @@ from .network import DEFAULT_HIDDEN, PARAMETER_NAMES, NetworkFunctions, network_
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+#: Compared with an input's dtype on every training call (faster than ``np.uint8``).
+_UINT8 = np.dtype(np.uint8)
 
 #: The smallest maximum of whole-number float inputs that warns as unscaled pixels:
 #: 8-bit images reach it, small counts of tabular data stay below it.
@@ -137,7 +139,11 @@ class TwoLayerNet:
 
     @property
     def functions(self) -> NetworkFunctions:
-        return network_functions(self.ops)
+        """The network math bound to (and, where it compiles, compiled for) the backend."""
+        fns = self.__dict__.get("_functions")
+        if fns is None:
+            fns = self._functions = network_functions(self.ops)
+        return fns
 
     # -- parameters ------------------------------------------------------------------
     def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -255,15 +261,15 @@ class TwoLayerNet:
         Returns the new velocities and each step's loss, a float64 array of the backend.
         """
         fns = self.functions
-        train_steps = fns.train_steps_pixels if self._input_dtype(X) == np.uint8 else \
+        train_steps = fns.train_steps_pixels if self._input_dtype(X) == _UINT8 else \
             fns.train_steps_floats
         scalar = self.ops.scalar
         p = self.params
-        *updated, losses = train_steps(
+        W1, b1, W2, b2, V1, v1, V2, v2, losses = train_steps(
             p["W1"], p["b1"], p["W2"], p["b2"], *velocities, X, Y, order, batch_size,
             scalar(lr), scalar(momentum), scalar(weight_decay))
-        self.params = dict(zip(PARAMETER_NAMES, updated[:4]))
-        return list(updated[4:]), losses
+        self.params = {"W1": W1, "b1": b1, "W2": W2, "b2": b2}
+        return [V1, v1, V2, v2], losses
 
     def loss_and_gradients(self, X: Any, y: Any) -> tuple[float, dict[str, np.ndarray]]:
         """Mean cross-entropy on (X, y) and its gradients with respect to every parameter.

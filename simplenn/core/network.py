@@ -146,13 +146,13 @@ class NetworkFunctions(NamedTuple):
     train_steps_floats: Callable[..., tuple]
 
 
-_FUNCTION_CACHE: dict[tuple[type, str], NetworkFunctions] = {}
+_FUNCTION_CACHE: dict[tuple[type, object], NetworkFunctions] = {}
 
 
 def network_functions(ops: Ops) -> NetworkFunctions:
     """The math of this module bound to ``ops`` through ``ops.jit``, built once per
     backend class and dtype (so a compiling backend compiles once per process)."""
-    key = (type(ops), ops.dtype.name)
+    key = (type(ops), ops.dtype)  # (np.dtype.name is slow, and this runs every call)
     if key not in _FUNCTION_CACHE:
         jit = ops.jit
         forward = jit(make_forward(ops))

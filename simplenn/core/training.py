@@ -658,21 +658,22 @@ class _Run:
         ``chunk_begin`` (``call_samples`` per ``train_steps`` call) unless ``stop`` is set,
         storing the step losses; returns the position reached."""
         c = self.config
+        bs, call_samples = c.batch_size, self.call_samples
+        train_steps, to_numpy, losses = self.net.train_steps, self.ops.to_numpy, self.losses
         chunk_end = min(self.n, chunk_begin + self.chunk)
         lr = self.chunk_lr(ep.number, chunk_begin)
         while position < chunk_end and not stop.is_set:
-            end = min(chunk_end, position + self.call_samples)
+            end = min(chunk_end, position + call_samples)
             X, Y, order = self.X, self.Y, ep.order[position:end]
             if self.augmenter is not None:  # train on the distorted rows, in order
-                next_end = min(self.n, end + self.call_samples,
-                               (end // self.chunk + 1) * self.chunk)
+                next_end = min(self.n, end + call_samples, (end // self.chunk + 1) * self.chunk)
                 X, Y, order = self.augmenter.rows(X, Y, ep.order, ep.number, position, end,
-                                                  c.batch_size, then=next_end)
-            self.velocities, step_losses = self.net.train_steps(
-                X, Y, order, self.velocities, batch_size=c.batch_size, lr=lr,
-                momentum=c.momentum, weight_decay=c.weight_decay)
-            first = position // c.batch_size
-            self.losses[first:first + step_losses.shape[0]] = self.ops.to_numpy(step_losses)
+                                                  bs, then=next_end)
+            self.velocities, step_losses = train_steps(
+                X, Y, order, self.velocities, batch_size=bs, lr=lr, momentum=c.momentum,
+                weight_decay=c.weight_decay)
+            first = position // bs
+            losses[first:first + step_losses.shape[0]] = to_numpy(step_losses)
             position = end
         return position
 
