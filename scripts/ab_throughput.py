@@ -37,28 +37,35 @@ os.environ.setdefault("SIMPLENN_NUMBA_CACHE", "0")
 OPS_CLASSES = {"numba": "NumbaOps", "numpy": "NumpyOps"}
 
 
-def load_variant(label: str, tree: Path, backend: str, hidden: int, dtype: str, copies: Path):
-    """A TwoLayerNet from ``tree``'s simplenn, imported as ``simplenn_<label>``."""
+def import_tree(label: str, tree: Path, copies: Path):
+    """``tree``'s simplenn package, copied under ``copies`` and imported as
+    ``simplenn_<label>``."""
     if not label.isidentifier():
         raise SystemExit(f"label {label!r} must be a Python identifier")
-    if backend not in OPS_CLASSES:
-        raise SystemExit(f"backend {backend!r} must be one of {sorted(OPS_CLASSES)}")
     package = copies / label / f"simplenn_{label}"
     shutil.copytree(tree / "simplenn", package,
                     ignore=shutil.ignore_patterns("__pycache__", "_data"))
     sys.path.insert(0, str(package.parent))
-    simplenn_copy = importlib.import_module(package.name)
+    return importlib.import_module(package.name)
+
+
+def load_variant(label: str, tree: Path, backend: str, hidden: int, dtype: str, copies: Path):
+    """A TwoLayerNet from ``tree``'s simplenn, imported as ``simplenn_<label>``."""
+    if backend not in OPS_CLASSES:
+        raise SystemExit(f"backend {backend!r} must be one of {sorted(OPS_CLASSES)}")
+    simplenn_copy = import_tree(label, tree, copies)
+    name = simplenn_copy.__name__
     try:  # a backend of its own subpackage, or of a module of the flat layout
-        backend_module = importlib.import_module(f"{package.name}.backends.{backend}")
+        backend_module = importlib.import_module(f"{name}.backends.{backend}")
         getattr(backend_module, OPS_CLASSES[backend])
     except (ModuleNotFoundError, AttributeError):
-        backend_module = importlib.import_module(f"{package.name}.backends.{backend}_backend")
+        backend_module = importlib.import_module(f"{name}.backends.{backend}_backend")
     ops = getattr(backend_module, OPS_CLASSES[backend])(dtype)
     net = simplenn_copy.TwoLayerNet(n_hidden=hidden, backend=ops, dtype=dtype, seed=0)
     if hasattr(net.ops, "warmup"):  # a tree from before warm_up moved to the core
         net.ops.warmup()
     else:
-        importlib.import_module(f"{package.name}.core.model").warm_up(net.ops)
+        importlib.import_module(f"{name}.core.model").warm_up(net.ops)
     return net
 
 

@@ -8,6 +8,9 @@ from numba import prange
 
 from .compile import _kernel
 
+#: Images per task of :func:`warp_into`'s parallel loop, which share its buffers.
+WARP_BLOCK = 64
+
 
 @_kernel
 def noise_rows(noise, begin, end, scale, one, out):
@@ -24,6 +27,58 @@ def noise_rows(noise, begin, end, scale, one, out):
     return out
 
 
+@_kernel
+def _frame(image, scale, s, framed):
+    """``framed`` ((s + 3)², zeros around) with ``image * scale`` (s * s,) at rows and
+    columns 1 to s."""
+    p = s + 3
+    for r in range(s):
+        for c in range(s):
+            framed[(r + 1) * p + c + 1] = image[r * s + c] * scale
+
+
+@_kernel
+def _field_rows(fields, i, dr, dc):
+    """Image ``i``'s displacements ``fields[:, i, 0, :]`` and ``fields[:, i, 1, :]``
+    ((s, m, 2, s)) as contiguous (s * s,) ``dr`` and ``dc``."""
+    s = fields.shape[0]
+    for r in range(s):
+        for c in range(s):
+            dr[r * s + c] = fields[r, i, 0, c]
+            dc[r * s + c] = fields[r, i, 1, c]
+
+
+@_kernel
+def _source_points(a00, a01, a02, a10, a11, a12, dr, dc, gr, gc, low, high, p, at, wr, wc):
+    """For each output pixel ``j`` of one image: the source point
+    ``(a00 gr + a01 gc + a02 + dr, a10 gr + a11 gc + a12 + dc)`` clamped to
+    ``[low, high]`` (NaN to ``low``), as the frame offset ``at[j]`` of its top-left
+    corner and the weights ``wr[j]``, ``wc[j]`` of the next row and column. A loop
+    without branches or gathers, which the compiler vectorises."""
+    for j in range(gr.shape[0]):
+        src_r = a00 * gr[j] + a01 * gc[j] + a02 + dr[j]
+        src_c = a10 * gr[j] + a11 * gc[j] + a12 + dc[j]
+        src_r = src_r if src_r >= low else low
+        src_r = src_r if src_r <= high else high
+        src_c = src_c if src_c >= low else low
+        src_c = src_c if src_c <= high else high
+        r0, c0 = np.floor(src_r), np.floor(src_c)
+        wr[j] = src_r - r0
+        wc[j] = src_c - c0
+        at[j] = (np.int32(r0) + np.int32(1)) * np.int32(p) + np.int32(c0) + np.int32(1)
+
+
+@_kernel
+def _bilinear(framed, p, at, wr, wc, out):
+    """``out[j]``: the framed image read bilinearly at the points of :func:`_source_points`."""
+    for j in range(at.shape[0]):
+        k = np.uint32(at[j])
+        fr, fc = wr[j], wc[j]
+        top = framed[k] + fc * (framed[k + 1] - framed[k])
+        bottom = framed[k + p] + fc * (framed[k + p + 1] - framed[k + p])
+        out[j] = top + fr * (bottom - top)
+
+
 @_kernel(parallel=True)
 def warp_into(x, scale, matrices, fields, grid, out):
     """``out[i]`` (s * s,) = image ``x[i] * scale`` read bilinearly (zeros outside) at
@@ -34,42 +89,33 @@ def warp_into(x, scale, matrices, fields, grid, out):
 
     Each image is copied into a zero frame (one row and column before it, two after),
     and the source point is clamped to [-1, s] (NaN to -1), where every corner it reads
-    lies in the frame: the loop has no branch per corner. Images are shared among
-    numba's threads."""
+    lies in the frame. Per image, one vectorised pass computes the source points
+    (:func:`_source_points`, from the image's fields copied to contiguous rows) and a
+    second reads the frame (:func:`_bilinear`). Blocks of :data:`WARP_BLOCK` images are
+    shared among numba's threads."""
     s = grid.shape[0]
+    d = s * s
     h = -grid[0]
     one = grid[1] - grid[0]
     low, high = -one, grid[s - 1] + h + one
     p = s + 3
+    m = x.shape[0]
     has_fields = fields.shape[1] > 0
-    for i in prange(x.shape[0]):
+    for b in prange((m + WARP_BLOCK - 1) // WARP_BLOCK):
         framed = np.zeros(p * p, out.dtype)
+        gr, gc = np.empty(d, out.dtype), np.empty(d, out.dtype)
         for r in range(s):
             for c in range(s):
-                framed[(r + 1) * p + c + 1] = x[i, r * s + c] * scale
-        a00, a01, a02 = matrices[i, 0, 0], matrices[i, 0, 1], matrices[i, 0, 2] + h
-        a10, a11, a12 = matrices[i, 1, 0], matrices[i, 1, 1], matrices[i, 1, 2] + h
-        for r in range(s):
-            u = grid[r]
-            for c in range(s):
-                v = grid[c]
-                src_r = a00 * u + a01 * v + a02
-                src_c = a10 * u + a11 * v + a12
-                if has_fields:
-                    src_r += fields[r, i, 0, c]
-                    src_c += fields[r, i, 1, c]
-                if not src_r >= low:
-                    src_r = low
-                if not src_r <= high:
-                    src_r = high
-                if not src_c >= low:
-                    src_c = low
-                if not src_c <= high:
-                    src_c = high
-                r0, c0 = np.floor(src_r), np.floor(src_c)
-                fr, fc = src_r - r0, src_c - c0
-                k = (int(r0) + 1) * p + int(c0) + 1
-                top = framed[k] + fc * (framed[k + 1] - framed[k])
-                bottom = framed[k + p] + fc * (framed[k + p + 1] - framed[k + p])
-                out[i, r * s + c] = top + fr * (bottom - top)
+                gr[r * s + c], gc[r * s + c] = grid[r], grid[c]
+        dr, dc = np.zeros(d, out.dtype), np.zeros(d, out.dtype)
+        at = np.empty(d, np.int32)
+        wr, wc = np.empty(d, out.dtype), np.empty(d, out.dtype)
+        for i in range(b * WARP_BLOCK, min(m, (b + 1) * WARP_BLOCK)):
+            _frame(x[i], scale, s, framed)
+            if has_fields:
+                _field_rows(fields, i, dr, dc)
+            _source_points(matrices[i, 0, 0], matrices[i, 0, 1], matrices[i, 0, 2] + h,
+                           matrices[i, 1, 0], matrices[i, 1, 1], matrices[i, 1, 2] + h,
+                           dr, dc, gr, gc, low, high, p, at, wr, wc)
+            _bilinear(framed, p, at, wr, wc, out[i])
     return out
