@@ -11,7 +11,7 @@ import pytest
 from simplenn.bench.report import COLUMNS, load_cells, main, markdown_table
 
 ROOT = Path(__file__).resolve().parent.parent
-FIVE_LIBRARIES = ROOT / "benchmarks/results/2026-11-30-cpu-2core-five-libraries/benchmark.json"
+FIVE_LIBRARIES = ROOT / "benchmarks/results/2026-12-01-cpu-2core-five-libraries/benchmark.json"
 
 
 def _cells(line: str) -> list[str]:
@@ -25,9 +25,9 @@ def test_table_of_the_committed_results(capsys):
     rows = [_cells(line) for line in lines[2:]]
     assert len(rows) == 6 * 5  # batch sizes x contenders
     assert {r[0] for r in rows} == {"128"}
-    assert ["128", "1", "numpy", "4,750", "1.00x"] in rows
-    assert ["128", "1", "numba", "69,881", "14.71x"] in rows
-    assert ["128", "2048", "torch-cpu (peer)", "254,621", "0.80x"] in rows
+    assert ["128", "1", "numpy", "4,151", "1.00x"] in rows
+    assert ["128", "1", "numba", "50,310", "12.12x"] in rows
+    assert ["128", "2048", "torch-cpu (peer)", "143,481", "0.88x"] in rows
 
 
 def test_every_width_by_default():
