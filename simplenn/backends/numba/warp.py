@@ -101,12 +101,12 @@ def warp_into(x, scale, matrices, fields, grid, out):
     p = s + 3
     m = x.shape[0]
     has_fields = fields.shape[1] > 0
+    gr, gc = np.empty(d, out.dtype), np.empty(d, out.dtype)  # r - h and c - h per pixel
+    for r in range(s):
+        for c in range(s):
+            gr[r * s + c], gc[r * s + c] = grid[r], grid[c]
     for b in prange((m + WARP_BLOCK - 1) // WARP_BLOCK):
         framed = np.zeros(p * p, out.dtype)
-        gr, gc = np.empty(d, out.dtype), np.empty(d, out.dtype)
-        for r in range(s):
-            for c in range(s):
-                gr[r * s + c], gc[r * s + c] = grid[r], grid[c]
         dr, dc = np.zeros(d, out.dtype), np.zeros(d, out.dtype)
         at = np.empty(d, np.int32)
         wr, wc = np.empty(d, out.dtype), np.empty(d, out.dtype)
