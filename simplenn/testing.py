@@ -116,6 +116,7 @@ def _ref_softmax(z: np.ndarray) -> np.ndarray:
 def _ref_sgd_update(param: Any, grad: Any, velocity: Any, lr: float, momentum: float,
                     weight_decay: float) -> tuple[np.ndarray, np.ndarray]:
     v = momentum * _f64(velocity) + _f64(grad) + weight_decay * _f64(param)
+    v[np.abs(v) < np.finfo(np.asarray(velocity).dtype).smallest_normal] = 0
     return _f64(param) - lr * v, v
 
 
@@ -519,6 +520,40 @@ def check_no_host_arrays(name: str, dtype: str) -> None:
     net.accuracy(X[:20], y[:20])
 
 
+def check_subnormal_velocities(name: str, dtype: str) -> None:
+    """The updates zero a velocity entry that falls below the dtype's smallest normal
+    number (:meth:`~simplenn.backends.Ops.sgd_update`) and no other: steps of
+    ``sgd_update`` and ``sgd_update_outer`` (an array, a dense and a sparse batch, with
+    all-zero input columns) with zero gradients from velocities on both sides of it."""
+    ops = _get(name, dtype)
+    tiny = np.finfo(dtype).smallest_normal
+    rng = np.random.default_rng(9)
+    # momentum 0.5 takes |v| = 1.5, 1.9 tiny below it and 2.5, 3, 1e20 tiny above it
+    v = (tiny * rng.choice([1.5, 1.9, 2.5, 3.0, 1e20], (40, 6))
+         * rng.choice([-1.0, 1.0], (40, 6))).astype(dtype)
+    param = rng.standard_normal((40, 6)).astype(dtype)
+    x = rng.standard_normal((100, 40)).astype(dtype)
+    x[:, ::3] = 0  # columns no row touches: their rows of the gradient are zero
+    sparse = x[:4] * (rng.random((4, 40)) < 0.2)
+    d = rng.standard_normal((100, 6)).astype(dtype) * 1e-3
+    cases = [("sgd_update", (param, np.zeros_like(param), v, 0.05, 0.5, 0.0), 2),
+             ("sgd_update_outer", (param, x, d, v, 0.05, 0.5, 0.0), 3),
+             ("sgd_update_outer", (param, x.view(_Batch), d, v, 0.05, 0.5, 0.0), 3),
+             ("sgd_update_outer", (param, sparse.view(_Batch), d[:4], v, 0.05, 0.5, 0.0), 3)]
+    for i, (op, args, at) in enumerate(cases):
+        got = _outputs(ops, getattr(ops, op)(*[_to_backend(ops, a) for a in args]))[1]
+        want = reference_op(op, *args)[1]
+        flushed = np.abs(want) < tiny
+        wrong = np.flatnonzero(flushed.ravel() != (got.ravel() == 0))
+        if wrong.size:
+            k = int(wrong[0])
+            raise AssertionError(
+                f"backend {name!r}, op {op} (case {i}): velocity entry {k} is "
+                f"{got.ravel()[k]!r} from {args[at].ravel()[k]!r}; the reference gives "
+                f"{want.ravel()[k]!r} (0 below the smallest normal number {tiny!r})")
+        assert_close(name, f"op {op} (case {i}) velocity", got, want, dtype)
+
+
 def check_inputs_unchanged(name: str, dtype: str) -> None:
     """No op changes an argument it only reads (:data:`UPDATED_ARGUMENTS` may change)."""
     ops = _get(name, dtype)
@@ -543,6 +578,7 @@ CHECKS: dict[str, Callable[[str, str], None]] = {
     "finite_differences": check_finite_differences,
     "trajectory": check_trajectory,
     "augmentation": check_augmentation,
+    "subnormal_velocities": check_subnormal_velocities,
     "no_host_arrays": check_no_host_arrays,
     "inputs_unchanged": check_inputs_unchanged,
 }

@@ -115,5 +115,6 @@ class NumpyOps(Ops):
         g = grad + param * weight_decay if weight_decay else grad
         velocity *= momentum
         velocity += g
+        np.copyto(velocity, 0, where=np.abs(velocity) < np.finfo(velocity.dtype).smallest_normal)
         param -= velocity * lr
         return param, velocity

@@ -22,6 +22,9 @@ from .base import Array, Ops
 
 #: ``cpu`` or ``cuda`` forces the device; unset, CUDA is used when it works.
 DEVICE_ENV_VAR = "SIMPLENN_TORCH_DEVICE"
+#: The largest subnormal number per dtype: ``sgd_update`` zeroes velocities up to it.
+_LARGEST_SUBNORMAL = {t: float(np.nextafter(np.finfo(n).smallest_normal, n(0)))
+                      for t, n in ((torch.float32, np.float32), (torch.float64, np.float64))}
 
 
 def device_choice() -> tuple[str | None, str | None]:
@@ -89,5 +92,7 @@ class TorchOps(Ops):
         """In place on ``param`` and ``velocity``, which it returns."""
         g = grad + param * weight_decay if weight_decay else grad
         velocity.mul_(momentum).add_(g)
+        # 0 where |v| is at most the largest subnormal number: one pass (NaN stays NaN)
+        torch.hardshrink(velocity, _LARGEST_SUBNORMAL[velocity.dtype], out=velocity)
         param.sub_(velocity * lr)
         return param, velocity

@@ -97,12 +97,14 @@ def _relu_backward_kernel() -> cupy.ElementwiseKernel:
 
 @functools.cache
 def _sgd_momentum_kernel() -> cupy.ElementwiseKernel:
-    """In place on param and velocity; ``lr`` may be a scalar or a 0-d device array."""
+    """In place on param and velocity; ``lr`` may be a scalar or a 0-d device array;
+    ``tiny`` is the dtype's smallest normal number (smaller velocities become 0)."""
     return cupy.ElementwiseKernel(
-        "T grad, T lr, T momentum, T wd", "T param, T velocity",
+        "T grad, T lr, T momentum, T wd, T tiny", "T param, T velocity",
         """
         const T g = wd != (T)0 ? add_rn(grad, mul_rn(param, wd)) : grad;
-        velocity = add_rn(mul_rn(velocity, momentum), g);
+        const T v = add_rn(mul_rn(velocity, momentum), g);
+        velocity = fabs(v) < tiny ? (T)0 : v;
         param = sub_rn(param, mul_rn(velocity, lr));
         """,
         "simplenn_sgd_momentum", preamble=_ROUNDED_ARITHMETIC)
@@ -226,7 +228,9 @@ class CupyOps(Ops):
         ``velocity``, which it returns. ``lr`` may be a 0-d device array (the CUDA-graph
         path updates it between replays)."""
         _sgd_momentum_kernel()(grad, self._scalar(lr), self._scalar(momentum),
-                               self._scalar(weight_decay), param, velocity)
+                               self._scalar(weight_decay),
+                               self.dtype.type(np.finfo(self.dtype).smallest_normal), param,
+                               velocity)
         return param, velocity
 
     def _scalar(self, value: Any) -> Any:

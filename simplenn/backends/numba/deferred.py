@@ -20,7 +20,7 @@ from .batches import (
     _LIKE32, _LIKE64, DeferredBatch, DenseInputs, _is_dense, _take_batch, _take_dense,
 )
 from .compile import _kernel
-from .kernels import _gemm, _momentum_rule, _sgd_update_flat, matmul_tn
+from .kernels import _flush_subnormal, _gemm, _momentum_rule, _sgd_update_flat, matmul_tn
 
 
 class Deferred(NamedTuple):
@@ -78,12 +78,13 @@ def lazy_rows(param, n_steps, lr, momentum, weight_decay):
 
 @_kernel(inline="always")
 def _catch_up_row(param, velocity, i, owed, powers):
-    """Apply ``owed`` zero-gradient steps to row ``i`` at once: ``(w, v) <- A^owed (w, v)``."""
+    """Apply ``owed`` zero-gradient steps to row ``i`` at once: ``(w, v) <- A^owed (w, v)``,
+    a velocity below the smallest normal number becoming 0 as in :func:`_momentum_rule`."""
     a, b, c, d = powers[owed, 0], powers[owed, 1], powers[owed, 2], powers[owed, 3]
     for j in range(param.shape[1]):
         w, v = param[i, j], velocity[i, j]
         param[i, j] = a * w + b * v
-        velocity[i, j] = c * w + d * v
+        velocity[i, j] = _flush_subnormal(c * w + d * v)
 
 
 @_kernel

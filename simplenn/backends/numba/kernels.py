@@ -241,12 +241,34 @@ def sgd_update(param, grad, velocity, lr, momentum, weight_decay):
 @_kernel(inline="always")
 def _momentum_rule(w, v, g, lr, momentum):
     """SGD with momentum for one entry, the one place the rule is written:
-    ``v' = momentum v + g``, ``w' = w - lr v'``; returns ``(w', v')``. Weight decay is
+    ``v' = momentum v + g``, zero where ``|v'|`` is below the dtype's smallest normal
+    number, and ``w' = w - lr v'``; returns ``(w', v')``. Weight decay is
     part of ``g``: callers pass ``g + weight_decay w`` (NumPy's order of operations)
     only when ``weight_decay`` is nonzero, so that the loops without it do no extra
     work per entry (it shows at small batches, where these loops are the hot ones)."""
-    v = v * momentum + g
+    v = _flush_subnormal(v * momentum + g)
     return w - v * lr, v
+
+
+@_kernel(inline="always")
+def _flush_subnormal(v):
+    """Scalar ``v``, or 0 where ``|v|`` is below the smallest normal number of its dtype:
+    see :meth:`simplenn.backends.Ops.sgd_update`."""
+    tiny = _smallest_normal(v)
+    return tiny - tiny if abs(v) < tiny else v  # +0, and a NaN stays NaN
+
+
+def _smallest_normal(like):
+    """The smallest positive normal number of the dtype of scalar ``like`` (compiled
+    code only: the overload below picks it by the type)."""
+    raise TypeError("_smallest_normal runs in compiled code only")
+
+
+@overload(_smallest_normal, inline="always")
+def _smallest_normal_overload(like):
+    as_float = np.float32 if like == types.float32 else np.float64
+    tiny = as_float(np.finfo(as_float).smallest_normal)
+    return lambda like: tiny
 
 
 @_kernel
