@@ -1,0 +1,104 @@
+"""Where an epoch of elastic distortion goes, beside the epoch it is added to.
+
+Times, on one backend (numba by default), in one process: a plain training epoch of
+784-``--hidden``-10 at ``--batch-size`` (the second epoch of ``fit``, as
+``python -m simplenn.bench --suite augment`` takes it); then the parts of distorting
+every training row once, chunk by chunk as ``fit`` cuts an epoch: drawing the noise
+(:func:`simplenn.core.augment.draw_batches`), the fields (``elastic_fields``), taking
+the rows and warping them; then the two products of the fields alone as NumPy's BLAS
+runs them on the same shapes (the cheapest form of that step measured here), and the
+warp without fields (what ``affine`` warps). Each is the best of ``--repeat`` passes.
+Example::
+
+    python scripts/augment_breakdown.py --repeat 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+
+
+def best_of(repeat: int, fn) -> float:
+    """The least wall seconds of ``repeat`` calls of ``fn``."""
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backend", default="numba")
+    parser.add_argument("--hidden", type=int, default=800)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--repeat", type=int, default=5)
+    ns = parser.parse_args(argv)
+
+    from simplenn.backends import get_backend
+    from simplenn.backends.numpy_backend import FIELD_BLOCK
+    from simplenn.bench.augment import epoch_seconds
+    from simplenn.bench.sysinfo import cpu_model
+    from simplenn.core import augment
+    from simplenn.core.training import chunk_samples
+    from simplenn.data.datasets import load_mnist
+
+    train = load_mnist()[0]
+    ops = get_backend(ns.backend)
+    n, side, bs = len(train), 28, ns.batch_size
+    chunk = chunk_samples(bs)
+    X = ops.asarray(train.X, dtype=np.uint8)
+    order = np.random.default_rng(0).permutation(n)
+    kernel = ops.asarray(augment.gaussian_filter_matrix(side))
+    alpha = ops.scalar(augment.ELASTIC_ALPHA)
+    starts = range(0, n, chunk)
+    draws = [augment.draw_batches("elastic", 0, 1, b, min(n, b + chunk), bs, side)
+             for b in starts]
+    fields = [ops.elastic_fields(d.noise, kernel, alpha) for d in draws]
+    rows = [X[order[b:b + chunk]] for b in starts]
+    ops.warp(rows[0], draws[0].matrices, fields[0])  # compiles, where it compiles
+
+    print(f"{cpu_model()}; backend {ns.backend}, float32, batch {bs}, {n} images, "
+          f"chunks of {chunk}; best of {ns.repeat}; seconds per epoch")
+    plain = min(epoch_seconds(ns.backend, "none", ns.hidden, bs, train)
+                for _ in range(ns.repeat))
+    print(f"plain training epoch, hidden {ns.hidden}: {plain:.3f}")
+    parts = {
+        "draw the noise": lambda: [augment.draw_batches("elastic", 0, 1, b, min(n, b + chunk),
+                                                        bs, side) for b in starts],
+        "elastic_fields": lambda: [ops.elastic_fields(d.noise, kernel, alpha) for d in draws],
+        "take the rows": lambda: [X[order[b:b + chunk]] for b in starts],
+        "warp with the fields": lambda: [ops.warp(x, d.matrices, f)
+                                         for x, d, f in zip(rows, draws, fields)],
+    }
+    total = 0.0
+    for name, fn in parts.items():
+        seconds = best_of(ns.repeat, fn)
+        total += seconds
+        print(f"  {name:<32} {seconds:.3f}  ({100 * seconds / plain:.1f}% of the epoch)")
+    print(f"  {'elastic distortion, the sum':<32} {total:.3f}  ({100 * total / plain:.1f}%)")
+
+    g = augment.gaussian_filter_matrix(side).astype(np.float32)
+    u = np.random.default_rng(1).random((side, 2 * FIELD_BLOCK, side), dtype=np.float32)
+    tall, wide = np.empty((side * 2 * FIELD_BLOCK, side), np.float32), np.empty(
+        (side, 2 * FIELD_BLOCK * side), np.float32)
+    blocks = n // FIELD_BLOCK
+    products = best_of(ns.repeat, lambda: [
+        (np.matmul(u.reshape(-1, side), g, out=tall), np.matmul(g, u.reshape(side, -1), out=wide))
+        for _ in range(blocks)])
+    affine = best_of(ns.repeat, lambda: [ops.warp(x, d.matrices, None)
+                                         for x, d in zip(rows, draws)])
+    print(f"the fields' two products alone, BLAS, blocks of {FIELD_BLOCK} images, contiguous "
+          f"outputs: {products:.3f}  ({100 * products / plain:.1f}%)")
+    print(f"the warp without fields (affine's): {affine:.3f}  ({100 * affine / plain:.1f}%)")
+    print(f"15% of the plain epoch: {0.15 * plain:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
