@@ -68,13 +68,21 @@ def main(argv: list[str] | None = None) -> int:
     plain = min(epoch_seconds(ns.backend, "none", ns.hidden, bs, train)
                 for _ in range(ns.repeat))
     print(f"plain training epoch, hidden {ns.hidden}: {plain:.3f}")
+    def each(fn, *inputs):
+        """A pass calling ``fn`` on each chunk's inputs, keeping no result (as fit frees
+        a chunk's arrays before the next)."""
+        def run():
+            for args in zip(*inputs):
+                fn(*args)
+        return run
+
     parts = {
-        "draw the noise": lambda: [augment.draw_batches("elastic", 0, 1, b, min(n, b + chunk),
-                                                        bs, side) for b in starts],
-        "elastic_fields": lambda: [ops.elastic_fields(d.noise, kernel, alpha) for d in draws],
-        "take the rows": lambda: [X[order[b:b + chunk]] for b in starts],
-        "warp with the fields": lambda: [ops.warp(x, d.matrices, f)
-                                         for x, d, f in zip(rows, draws, fields)],
+        "draw the noise": each(lambda b: augment.draw_batches(
+            "elastic", 0, 1, b, min(n, b + chunk), bs, side), starts),
+        "elastic_fields": each(lambda d: ops.elastic_fields(d.noise, kernel, alpha), draws),
+        "take the rows": each(lambda b: X[order[b:b + chunk]], starts),
+        "warp with the fields": each(lambda x, d, f: ops.warp(x, d.matrices, f),
+                                     rows, draws, fields),
     }
     total = 0.0
     for name, fn in parts.items():
@@ -88,11 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     tall, wide = np.empty((side * 2 * FIELD_BLOCK, side), np.float32), np.empty(
         (side, 2 * FIELD_BLOCK * side), np.float32)
     blocks = n // FIELD_BLOCK
-    products = best_of(ns.repeat, lambda: [
-        (np.matmul(u.reshape(-1, side), g, out=tall), np.matmul(g, u.reshape(side, -1), out=wide))
-        for _ in range(blocks)])
-    affine = best_of(ns.repeat, lambda: [ops.warp(x, d.matrices, None)
-                                         for x, d in zip(rows, draws)])
+    products = best_of(ns.repeat, each(
+        lambda _: (np.matmul(u.reshape(-1, side), g, out=tall),
+                   np.matmul(g, u.reshape(side, -1), out=wide)), range(blocks)))
+    affine = best_of(ns.repeat, each(lambda x, d: ops.warp(x, d.matrices, None), rows, draws))
     print(f"the fields' two products alone, BLAS, blocks of {FIELD_BLOCK} images, contiguous "
           f"outputs: {products:.3f}  ({100 * products / plain:.1f}%)")
     print(f"the warp without fields (affine's): {affine:.3f}  ({100 * affine / plain:.1f}%)")
