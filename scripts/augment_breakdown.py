@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     plain = min(epoch_seconds(ns.backend, "none", ns.hidden, bs, train)
                 for _ in range(ns.repeat))
     print(f"plain training epoch, hidden {ns.hidden}: {plain:.3f}")
+
     def each(fn, *inputs):
         """A pass calling ``fn`` on each chunk's inputs, keeping no result (as fit frees
         a chunk's arrays before the next)."""
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     u = np.random.default_rng(1).random((side, 2 * FIELD_BLOCK, side), dtype=np.float32)
     tall, wide = np.empty((side * 2 * FIELD_BLOCK, side), np.float32), np.empty(
         (side, 2 * FIELD_BLOCK * side), np.float32)
-    blocks = n // FIELD_BLOCK
+    blocks = -(-n // FIELD_BLOCK)
     products = best_of(ns.repeat, each(
         lambda _: (np.matmul(u.reshape(-1, side), g, out=tall),
                    np.matmul(g, u.reshape(side, -1), out=wide)), range(blocks)))
