@@ -5,9 +5,9 @@ Times, on one backend (numba by default), in one process: a plain training epoch
 ``python -m simplenn.bench --suite augment`` takes it); then the parts of distorting
 every training row once, chunk by chunk as ``fit`` cuts an epoch: drawing the noise
 (:func:`simplenn.core.augment.draw_batches`), the fields (``elastic_fields``), taking
-the rows and warping them; then the two products of the fields alone as NumPy's BLAS
-runs them on the same shapes (the cheapest form of that step measured here), and the
-warp without fields (what ``affine`` warps). Each is the best of ``--repeat`` passes.
+the rows and warping them, inside the backend's ``augmented_training`` context as
+``fit`` runs them; then the warp without fields (what ``affine`` warps). Each is the
+best of ``--repeat`` passes.
 Example::
 
     python scripts/augment_breakdown.py --repeat 5
@@ -38,7 +38,6 @@ def main(argv: list[str] | None = None) -> int:
     ns = parser.parse_args(argv)
 
     from simplenn.backends import get_backend
-    from simplenn.backends.numpy_backend import FIELD_BLOCK
     from simplenn.bench.augment import epoch_seconds
     from simplenn.bench.sysinfo import cpu_model
     from simplenn.core import augment
@@ -54,14 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     chunk = chunk_samples(bs)
     X = ops.asarray(train.X, dtype=np.uint8)
     order = np.random.default_rng(0).permutation(n)
-    kernel = ops.asarray(augment.gaussian_filter_matrix(side))
-    alpha = ops.scalar(augment.ELASTIC_ALPHA)
+    basis = ops.asarray(augment.elastic_basis(side), dtype=ops.dtype)
+    levels = ops.asarray(augment.elastic_levels(), dtype=ops.dtype)
     starts = range(0, n, chunk)
     draws = [augment.draw_batches("elastic", 0, 1, b, min(n, b + chunk), bs, side)
              for b in starts]
-    fields = [ops.elastic_fields(d.noise, kernel, alpha) for d in draws]
     rows = [X[order[b:b + chunk]] for b in starts]
-    ops.warp(rows[0], draws[0].matrices, fields[0])  # compiles, where it compiles
 
     print(f"{cpu_model()}; backend {ns.backend}, float32, batch {bs}, {n} images, "
           f"chunks of {chunk}; best of {ns.repeat}; seconds per epoch")
@@ -77,32 +74,25 @@ def main(argv: list[str] | None = None) -> int:
                 fn(*args)
         return run
 
-    parts = {
-        "draw the noise": each(lambda b: augment.draw_batches(
-            "elastic", 0, 1, b, min(n, b + chunk), bs, side), starts),
-        "elastic_fields": each(lambda d: ops.elastic_fields(d.noise, kernel, alpha), draws),
-        "take the rows": each(lambda b: X[order[b:b + chunk]], starts),
-        "warp with the fields": each(lambda x, d, f: ops.warp(x, d.matrices, f),
-                                     rows, draws, fields),
-    }
-    total = 0.0
-    for name, fn in parts.items():
-        seconds = best_of(ns.repeat, fn)
-        total += seconds
-        print(f"  {name:<32} {seconds:.3f}  ({100 * seconds / plain:.1f}% of the epoch)")
-    print(f"  {'elastic distortion, the sum':<32} {total:.3f}  ({100 * total / plain:.1f}%)")
-
-    g = augment.gaussian_filter_matrix(side).astype(np.float32)
-    u = np.random.default_rng(1).random((side, 2 * FIELD_BLOCK, side), dtype=np.float32)
-    tall, wide = np.empty((side * 2 * FIELD_BLOCK, side), np.float32), np.empty(
-        (side, 2 * FIELD_BLOCK * side), np.float32)
-    blocks = -(-n // FIELD_BLOCK)
-    products = best_of(ns.repeat, each(
-        lambda _: (np.matmul(u.reshape(-1, side), g, out=tall),
-                   np.matmul(g, u.reshape(side, -1), out=wide)), range(blocks)))
-    affine = best_of(ns.repeat, each(lambda x, d: ops.warp(x, d.matrices, None), rows, draws))
-    print(f"the fields' two products alone, BLAS, blocks of {FIELD_BLOCK} images, contiguous "
-          f"outputs: {products:.3f}  ({100 * products / plain:.1f}%)")
+    with ops.augmented_training():
+        fields = [ops.elastic_fields(d.noise, levels, basis) for d in draws]
+        ops.warp(rows[0], draws[0].matrices, fields[0])  # compiles, where it compiles
+        parts = {
+            "draw the noise": each(lambda b: augment.draw_batches(
+                "elastic", 0, 1, b, min(n, b + chunk), bs, side), starts),
+            "elastic_fields": each(lambda d: ops.elastic_fields(d.noise, levels, basis), draws),
+            "take the rows": each(lambda b: X[order[b:b + chunk]], starts),
+            "warp with the fields": each(lambda x, d, f: ops.warp(x, d.matrices, f),
+                                         rows, draws, fields),
+        }
+        total = 0.0
+        for name, fn in parts.items():
+            seconds = best_of(ns.repeat, fn)
+            total += seconds
+            print(f"  {name:<32} {seconds:.3f}  ({100 * seconds / plain:.1f}% of the epoch)")
+        print(f"  {'elastic distortion, the sum':<32} {total:.3f}  ({100 * total / plain:.1f}%)")
+        affine = best_of(ns.repeat, each(lambda x, d: ops.warp(x, d.matrices, None), rows,
+                                         draws))
     print(f"the warp without fields (affine's): {affine:.3f}  ({100 * affine / plain:.1f}%)")
     print(f"15% of the plain epoch: {0.15 * plain:.3f}")
     return 0

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -372,3 +373,79 @@ def test_train_steps_update_parameters_in_aligned_arrays(nb):
         results.append(updated)
     for name, a, b in zip(("W1", "b1", "W2", "b2", "V1", "v1", "V2", "v2"), *results):
         np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+# -- one pool of threads: BLAS on one thread, products over numba's ----------------------
+
+@pytest.mark.parametrize("shape", [(128, 784, 800), (784, 128, 800), (40, 33, 17), (3, 5, 1000)])
+@pytest.mark.parametrize("trans_a, trans_b", [(False, False), (True, False), (False, True)])
+def test_products_cut_over_numba_threads_are_blas_products(nb, shape, trans_a, trans_b):
+    """Each part of a threaded product is one BLAS call on its rows or columns: the
+    parts, of multiples of 16 and a remainder, cover the product exactly."""
+    m, k, n = shape
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(np.float32)
+    b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(np.float32)
+    want = (a.T if trans_a else a) @ (b.T if trans_b else b)
+    for threads in (1, 2, 3):
+        got = nb.kernels._threaded_gemm(a, b, trans_a, trans_b, threads)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4 * np.abs(want).max())
+
+
+def _blas_threads() -> int:
+    """The thread count of NumPy's own BLAS (SciPy may load another)."""
+    from threadpoolctl import threadpool_info
+
+    info = threadpool_info()
+    found = [i["num_threads"] for i in info
+             if i["user_api"] == "blas" and "numpy" in i["filepath"]]
+    assert len(found) == 1, info
+    return found[0]
+
+
+def test_products_on_numba_threads_put_blas_on_one_thread_and_restore_it(nb):
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(2):
+        with nb.blas.products_on_numba_threads() as moved:
+            if not moved:
+                pytest.skip(f"NumPy's BLAS has no OpenBLAS thread count to set: {nb.BLAS}")
+            assert _blas_threads() == 1 and nb.blas.one_pool_active()
+            with nb.blas.products_on_numba_threads():
+                assert _blas_threads() == 1
+            assert _blas_threads() == 1 and nb.blas.one_pool_active()
+        assert _blas_threads() == 2 and not nb.blas.one_pool_active()
+
+
+def test_training_on_one_pool_of_threads_computes_the_same_numbers(nb):
+    """Batches of more than SPARSE_MAX_ROWS rows inside products_on_numba_threads read
+    the training set as ThreadedInputs, whose products are cut over numba's threads;
+    the parameters end as training with BLAS's threads leaves them. The elastic
+    fields, cut over the threads by blocks, are the same to the bit."""
+    import simplenn
+    from simplenn.core.augment import draw_batches, elastic_basis, elastic_levels
+    from simplenn.core.network import network_functions
+
+    class Fresh(nb.NumbaOps):  # its own network functions, none compiled yet
+        pass
+
+    mnist = simplenn.load_mnist()[0][:2000]
+    nets = []
+    for threaded in (False, True):
+        ops = Fresh("float32")
+        net = simplenn.TwoLayerNet(784, 64, 10, backend=ops, seed=1)
+        with nb.blas.products_on_numba_threads() if threaded else nullcontext():
+            simplenn.fit(net, mnist, epochs=1, batch_size=100, lr=0.1)
+        nets.append(net)
+    inputs = {sig[8].instance_class for sig in
+              network_functions(ops).train_steps_pixels.signatures}
+    assert nb.ThreadedInputs in inputs
+    for k in ("W1", "b1", "W2", "b2"):
+        np.testing.assert_allclose(nets[1].params[k], nets[0].params[k], rtol=1e-4,
+                                   atol=1e-5, err_msg=k)
+    d = draw_batches("elastic", 0, 1, 0, 300, 100, 28)
+    ops = nb.NumbaOps("float32")
+    alone = ops.elastic_fields(d.noise, elastic_levels(), elastic_basis(28))
+    with nb.blas.products_on_numba_threads():
+        threaded = ops.elastic_fields(d.noise, elastic_levels(), elastic_basis(28))
+    np.testing.assert_array_equal(threaded, alone)

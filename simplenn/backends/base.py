@@ -25,6 +25,7 @@ everywhere: :attr:`Ops.compiles_chunks`, :attr:`Ops.is_device`, :attr:`Ops.needs
 from __future__ import annotations
 
 import math
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import numpy as np
@@ -109,7 +110,7 @@ class Ops:
         (CuPy replays it as a CUDA graph)."""
         return self.jit(fn)
 
-    # -- the one optional hook -------------------------------------------------------
+    # -- the optional hook of a chunk of steps ---------------------------------------
     def begin_steps(self, X: Array, W1: Array, V1: Array, n_steps: int, lr: Any,
                     momentum: Any, weight_decay: Any) -> Array:
         """The training set ``X`` as the next ``n_steps`` SGD steps of ``W1`` (velocity
@@ -253,13 +254,20 @@ class Ops:
                                weight_decay)
 
     # -- augmentation ----------------------------------------------------------------
-    def elastic_fields(self, noise: Array, kernel: Array, alpha: Any) -> Array:
-        """Displacement fields ``alpha * G U G`` (m, 2, s, s) in ``self.dtype`` from uint8
-        noise (m, 2, s, s), ``U = noise / 127.5 - 1``, and the symmetric (s, s) Gaussian
-        filter matrix ``kernel`` = G (see :mod:`simplenn.core.augment`)."""
+    def augmented_training(self) -> AbstractContextManager:
+        """A context :func:`simplenn.fit` trains an augmented epoch in, distorting and
+        training its chunks in turn: a backend may arrange its threads for that
+        there. The default does nothing."""
+        return nullcontext()
+
+    def elastic_fields(self, noise: Array, levels: Array, basis: Array) -> Array:
+        """Displacement fields ``B Z Bᵀ`` (m, 2, s, s) in ``self.dtype`` from uint8 noise
+        (m, 2, k, k), ``Z = levels[noise]`` with ``levels`` (256,), and the (s, k)
+        ``basis`` B (see :func:`simplenn.core.augment.elastic_basis`)."""
         xp = self.xp
-        u = xp.astype(noise, self.float_dtype) / 127.5 - 1
-        return xp.matmul(xp.matmul(kernel, u), kernel) * alpha
+        z = xp.reshape(xp.take(levels, xp.reshape(xp.astype(noise, xp.int64), (-1,))),
+                       noise.shape)
+        return xp.matmul(xp.matmul(basis, z), xp.matrix_transpose(basis))
 
     def warp(self, x: Array, matrices: Array, fields: Array | None) -> Array:
         """Images x (m, s * s), uint8 pixels (read as ``x / 255``) or floats, resampled

@@ -85,29 +85,23 @@ class NumpyOps(Ops):
         e /= m
         return loss, e
 
-    def elastic_fields(self, noise: Array, kernel: Array, alpha: Any) -> Array:
-        """``alpha * G U G`` computed in the layout (s, m, 2, s), where each filter is one
-        matrix product per block of :data:`FIELD_BLOCK` images: ``U (αG)`` as
-        (s * 2n, s) @ (s, s), then ``G (U αG)`` as (s, s) @ (s, 2n * s). Returns the
-        (m, 2, s, s) view of that array."""
-        m, _, s, _ = noise.shape
+    def elastic_fields(self, noise: Array, levels: Array, basis: Array) -> Array:
+        """``B Z Bᵀ`` computed in the layout (s, m, 2, s), where each product is one matrix
+        product per block of :data:`FIELD_BLOCK` images: ``Z Bᵀ`` as (k * 2n, k) @ (k, s),
+        then ``B (Z Bᵀ)`` as (s, k) @ (k, 2n * s). Returns the (m, 2, s, s) view of that
+        array."""
+        m, k = noise.shape[0], noise.shape[2]
+        s = basis.shape[0]
         out = np.empty((s, 2 * m * s), self.dtype)
-        scaled = kernel * alpha
+        levels, basis = np.asarray(levels, self.dtype), np.asarray(basis, self.dtype)
+        transposed = np.ascontiguousarray(basis.T)
         for b in range(0, m, FIELD_BLOCK):
             e = min(m, b + FIELD_BLOCK)
-            u = self._noise_rows(noise, b, e)  # (s, 2n, s): u[r, 2i + k, c] = U[b + i, k, r, c]
-            v = u.reshape(-1, s) @ scaled
-            np.matmul(kernel, v.reshape(s, -1), out=out[:, 2 * b * s:2 * e * s])
+            # (k, 2n, k): z[a, 2i + c, j] = Z[b + i, c, a, j]
+            z = levels[noise[b:e].transpose(2, 0, 1, 3)].reshape(k, 2 * (e - b), k)
+            v = z.reshape(-1, k) @ transposed
+            np.matmul(basis, v.reshape(k, -1), out=out[:, 2 * b * s:2 * e * s])
         return out.reshape(s, m, 2, s).transpose(1, 2, 0, 3)
-
-    def _noise_rows(self, noise: np.ndarray, begin: int, end: int) -> np.ndarray:
-        """``U = noise / 127.5 - 1`` of images ``begin`` to ``end`` as a C-contiguous
-        (s, 2n, s) array of ``self.dtype``: ``[r, 2i + k, c]`` holds ``U[begin + i, k, r, c]``."""
-        n, s = end - begin, noise.shape[2]
-        u = noise[begin:end].transpose(2, 0, 1, 3).astype(self.dtype).reshape(s, 2 * n, s)
-        u *= self.dtype.type(1 / 127.5)
-        u -= 1
-        return u
 
     def sgd_update(self, param: Array, grad: Array, velocity: Array, lr: Any, momentum: Any,
                    weight_decay: Any) -> tuple[Array, Array]:

@@ -8,8 +8,8 @@ the distortions, not the evaluation); the kinds take turns, ``--repeat`` turns. 
 shared machine's speed drifts over minutes, so the cost of a kind is the median over
 the turns of its epoch time over the ``none`` epoch of the same turn, minus one; each
 kind's best epoch is reported too. Beside it, the distortion work alone: drawing,
-elastic fields and warping an epoch's rows in turn (:meth:`Augmenter.distort`), which
-a backend that prefetches overlaps with training.
+elastic fields and warping an epoch's rows in turn (:meth:`Augmenter.distort`) in the
+backend's :meth:`~simplenn.backends.Ops.augmented_training` context, as ``fit`` does.
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ def epoch_seconds(backend: str, kind: str, hidden: int, batch_size: int, train: 
 
 def distortion_seconds(backend: str, kind: str, batch_size: int, train: Any,
                        chunk: int) -> float:
-    """Seconds to distort every training row once, ``chunk`` rows per call (as ``fit``
-    does), in turn."""
+    """Seconds to distort every training row once, ``chunk`` rows per call, in turn, in
+    the backend's ``augmented_training`` context (as ``fit`` does)."""
     from ..backends import get_backend
     from ..core.augment import Augmenter
 
@@ -55,12 +55,13 @@ def distortion_seconds(backend: str, kind: str, batch_size: int, train: Any,
     X = ops.asarray(train.X, dtype=np.uint8)
     order = ops.asarray(np.random.default_rng(0).permutation(len(train)), dtype=np.int64)
     n = len(train)
-    augmenter.distort(X, order[:chunk], 1, 0, batch_size)  # compiles, where it compiles
-    start = time.perf_counter()
-    for begin in range(0, n, chunk):
-        out = augmenter.distort(X, order[begin:begin + chunk], 1, begin, batch_size)
-    ops.synchronize(out)
-    return time.perf_counter() - start
+    with ops.augmented_training():
+        augmenter.distort(X, order[:chunk], 1, 0, batch_size)  # compiles, where it compiles
+        start = time.perf_counter()
+        for begin in range(0, n, chunk):
+            out = augmenter.distort(X, order[begin:begin + chunk], 1, begin, batch_size)
+        ops.synchronize(out)
+        return time.perf_counter() - start
 
 
 def run_suite(*, backend: str | None, hidden: int, batch_size: int, repeat: int,

@@ -9,10 +9,20 @@ A distortion moves the point each output pixel reads. Output pixel ``(r, c)`` of
 - ``affine``: ``A = rotation(θ) · shear(k) / scale`` and a translation ``t``, each drawn
   uniformly from :data:`ROTATION_DEGREES`, :data:`SCALE`, :data:`SHEAR` and
   :data:`TRANSLATION`; no displacement field.
-- ``elastic``: ``A = I``, ``t = 0`` and ``(Δr, Δc) = α · G U G``: ``U`` two fields of
-  uniform noise in [-1, 1] (256 levels: the bytes of the generator's raw output), ``G``
-  the Gaussian filter of width σ (normalised, truncated at 4σ, zeros beyond the border,
-  as ``scipy.ndimage.gaussian_filter(mode="constant")``), with Simard's α = 34, σ = 4.
+- ``elastic``: ``A = I``, ``t = 0`` and Simard's displacement fields with α = 34, σ = 4.
+  Simard smooths two fields ``U`` of uniform noise in [-1, 1] (256 levels here) with
+  the Gaussian filter ``G`` of width σ: ``α G U G`` (``G`` normalised, truncated at 4σ,
+  zeros beyond the border, as ``scipy.ndimage.gaussian_filter(mode="constant")``).
+  Each pixel's displacement sums hundreds of U's entries: the fields are Gaussian, of
+  covariance ``α² var(U) G² ⊗ G²``. Here that Gaussian field is drawn in ``G``'s
+  eigenbasis: ``B Z Bᵀ``, with ``B = Q_k Λ_k`` the ``k`` eigenvectors of ``G`` whose
+  eigenvalues are at least :data:`BASIS_CUTOFF` of the largest, scaled by them
+  (:func:`elastic_basis`; k = 8 for 28 x 28 and σ = 4), and ``Z`` two k x k fields of
+  independent Gaussian noise of variance ``α² var(U)``, each entry one byte of the
+  generator's raw output read through :func:`elastic_levels` (256 quantiles of the
+  Gaussian). The covariance is Simard's but for the eigenvalues dropped (1.7e-5 of
+  the variance). An image's fields take 128 random bytes and products of inner size k,
+  where Simard's take 1,568 bytes and products of inner size s.
 
 The draws of training batch ``k`` of epoch ``e`` come from a generator seeded with the
 run's seed, ``e`` and ``k``, so the same seed distorts the same images the same way on every
@@ -22,11 +32,9 @@ are :meth:`~simplenn.backends.Ops.elastic_fields` and :meth:`~simplenn.backends.
 
 from __future__ import annotations
 
+import functools
 import math
-import os
-import sys
-import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from statistics import NormalDist
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -44,13 +52,17 @@ TRANSLATION = 2.0
 #: The elastic distortion: displacement scale α and the Gaussian's σ, in pixels.
 ELASTIC_ALPHA = 34.0
 ELASTIC_SIGMA = 4.0
+#: The eigenvalues of the Gaussian filter the elastic fields keep: those at least this
+#: fraction of the largest (what is dropped is 1.7e-5 of the fields' variance at 28 x 28).
+BASIS_CUTOFF = 1e-2
 #: Tells the augmentation generator's seeds apart from the run's other streams.
 _STREAM = 0x61756D67
 
 
 class Distortions(NamedTuple):
     """The draws for ``m`` images, host arrays: ``matrices`` (m, 2, 3) float64 ``[A | t]``;
-    ``noise`` (m, 2, s, s) uint8, ``U = noise / 127.5 - 1``, or None (affine)."""
+    ``noise`` (m, 2, k, k) uint8, ``Z = elastic_levels()[noise]`` (see
+    :func:`elastic_basis`), or None (affine)."""
 
     matrices: np.ndarray
     noise: np.ndarray | None
@@ -77,9 +89,10 @@ def draw(kind: str, m: int, side: int, rng: np.random.Generator) -> Distortions:
     if kind == "elastic":
         matrices = np.zeros((m, 2, 3))
         matrices[:, 0, 0] = matrices[:, 1, 1] = 1.0
-        n = m * 2 * side * side  # bytes of the generator's raw 64-bit words, little-endian
+        k = elastic_basis(side).shape[1]
+        n = m * 2 * k * k  # bytes of the generator's raw 64-bit words, little-endian
         raw = rng.bit_generator.random_raw(-(-n // 8)).astype("<u8", copy=False)
-        return Distortions(matrices, raw.view(np.uint8)[:n].reshape(m, 2, side, side))
+        return Distortions(matrices, raw.view(np.uint8)[:n].reshape(m, 2, k, k))
     if kind != "affine":
         raise ValueError(f"no distortion is drawn for augment={kind!r}")
     u = rng.random((m, 5)) * 2 - 1  # uniform in [-1, 1)
@@ -121,33 +134,43 @@ def gaussian_filter_matrix(side: int, sigma: float = ELASTIC_SIGMA) -> np.ndarra
     return np.where(np.abs(offset) <= radius, taps[np.clip(offset + radius, 0, 2 * radius)], 0.0)
 
 
-def _lowest_priority() -> None:
-    """Run the calling thread at the lowest CPU priority (on Linux, where the nice value
-    of a thread id is the thread's own), so it takes the cores only while training
-    leaves them idle."""
-    if sys.platform.startswith("linux"):
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-        except OSError:
-            pass
+@functools.lru_cache(maxsize=8)
+def elastic_basis(side: int, sigma: float = ELASTIC_SIGMA) -> np.ndarray:
+    """(s, k) float64 ``B = Q_k Λ_k``, read-only: the eigenvectors of
+    :func:`gaussian_filter_matrix` whose eigenvalues are at least :data:`BASIS_CUTOFF`
+    of the largest, largest first, each scaled by its eigenvalue, so ``B Bᵀ`` is ``G²``
+    but for the eigenvalues dropped. Each column's sign makes its first entry of at
+    least half its largest magnitude positive, so every machine draws the same fields."""
+    values, vectors = np.linalg.eigh(gaussian_filter_matrix(side, sigma))
+    keep = np.argsort(values)[::-1]
+    keep = keep[values[keep] >= BASIS_CUTOFF * values[keep[0]]]
+    basis = vectors[:, keep] * values[keep]
+    magnitude = np.abs(basis)
+    first = np.argmax(magnitude >= magnitude.max(axis=0) / 2, axis=0)
+    basis *= np.sign(basis[first, np.arange(basis.shape[1])])
+    basis.flags.writeable = False
+    return basis
+
+
+@functools.lru_cache(maxsize=1)
+def elastic_levels(alpha: float = ELASTIC_ALPHA) -> np.ndarray:
+    """(256,) float64, read-only: the displacement coefficient of each noise byte ``b``,
+    the Gaussian quantile ``Φ⁻¹((b + ½) / 256)``, scaled so the 256 levels have the
+    variance ``α² var(U)`` of Simard's uniform levels ``U = b / 127.5 - 1``."""
+    quantiles = np.array([NormalDist().inv_cdf((b + 0.5) / 256) for b in range(256)])
+    uniform = np.arange(256) / 127.5 - 1
+    levels = quantiles * (alpha * uniform.std() / quantiles.std())
+    levels.flags.writeable = False
+    return levels
 
 
 class Augmenter:
-    """Distorts the training batches of one run on one backend.
+    """Distorts the training batches of one run on one backend."""
 
-    With ``prefetch``, each :meth:`rows` call starts distorting the next call's rows in a
-    worker thread, which overlaps the training of a backend whose compiled steps release
-    the GIL (Numba): the same numbers, computed earlier. :meth:`close` ends the worker.
-    """
-
-    def __init__(self, ops: Ops, kind: str, seed: int, n_inputs: int,
-                 prefetch: bool = False) -> None:
+    def __init__(self, ops: Ops, kind: str, seed: int, n_inputs: int) -> None:
         self.ops, self.kind, self.seed = ops, check_augmentation(kind), seed
         self.side = image_side(n_inputs)
-        self._kernel = None
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="simplenn-augment",
-                                        initializer=_lowest_priority) if prefetch else None
-        self._pending: tuple[tuple, Future] | None = None
+        self._levels = self._basis = None
 
     def distort(self, X: Array, rows: Array, epoch: int, begin: int, batch_size: int) -> Array:
         """The rows ``X[rows]`` (uint8 pixels or floats) of the samples ``begin`` to
@@ -158,42 +181,22 @@ class Augmenter:
         d = draw_batches(self.kind, self.seed, epoch, begin, begin + m, batch_size, self.side)
         fields = None
         if d.noise is not None:
-            if self._kernel is None:
-                self._kernel = ops.asarray(gaussian_filter_matrix(self.side))
-            fields = ops.elastic_fields(ops.asarray(d.noise, dtype=np.uint8), self._kernel,
-                                        ops.scalar(ELASTIC_ALPHA))
+            if self._basis is None:
+                self._levels = ops.asarray(elastic_levels(), dtype=ops.dtype)
+                self._basis = ops.asarray(elastic_basis(self.side), dtype=ops.dtype)
+            fields = ops.elastic_fields(ops.asarray(d.noise, dtype=np.uint8), self._levels,
+                                        self._basis)
         x = ops.xp.take(X, rows, axis=0)
         return ops.warp(x, ops.asarray(d.matrices), fields)
 
-    def _training_rows(self, X: Array, Y: Array, order: Array, epoch: int, begin: int,
-                       end: int, batch_size: int) -> tuple[Array, Array, Array]:
-        rows = order[begin:end]
-        return (self.distort(X, rows, epoch, begin, batch_size),
-                self.ops.take_labels(Y, rows),
-                self.ops.asarray(np.arange(end - begin), dtype=np.int64))
-
     def rows(self, X: Array, Y: Array, order: Array, epoch: int, begin: int, end: int,
-             batch_size: int, then: int | None = None) -> tuple[Array, Array, Array]:
+             batch_size: int) -> tuple[Array, Array, Array]:
         """The samples ``begin`` to ``end`` of ``epoch`` (rows ``order[begin:end]`` of the
         training set ``X``, ``Y``) as ``(x, y, arange(end - begin))``: ``x`` distorted, for
-        ``train_steps``. ``then``: the end of the next call's samples (from ``end``),
-        distorted ahead when prefetching."""
-        key = (epoch, begin, end)
-        pending, self._pending = self._pending, None
-        if pending is not None and pending[0] == key:
-            out = pending[1].result()
-        else:
-            out = self._training_rows(X, Y, order, epoch, begin, end, batch_size)
-        if self._pool is not None and then is not None and then > end:
-            self._pending = ((epoch, end, then), self._pool.submit(
-                self._training_rows, X, Y, order, epoch, end, then, batch_size))
-        return out
-
-    def close(self) -> None:
-        """End the prefetching worker (after the call it is running, if any)."""
-        self._pending = None
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+        ``train_steps``."""
+        rows = order[begin:end]
+        return (self.distort(X, rows, epoch, begin, batch_size), self.ops.take_labels(Y, rows),
+                self.ops.asarray(np.arange(end - begin), dtype=np.int64))
 
 
 def distort_images(images: np.ndarray, kind: str, seed: int = 0, backend: Any = "numpy",

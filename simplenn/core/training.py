@@ -33,7 +33,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any, NoReturn
 
@@ -531,11 +531,8 @@ class _Run:
         # Interpreted backends run one step per call, so Ctrl-C stops after one minibatch;
         # the learning rate is still set per chunk, so every backend computes the same run.
         self.call_samples = self.chunk if self.ops.compiles_chunks else config.batch_size
-        # Compiled host backends release the GIL: the next call's rows are distorted
-        # while this one trains.
         self.augmenter = None if config.augment == "none" else Augmenter(
-            self.ops, config.augment, config.seed, net.n_inputs,
-            prefetch=self.ops.compiles_chunks and not self.ops.is_device)
+            self.ops, config.augment, config.seed, net.n_inputs)
         self.losses = np.zeros(self.steps_per_epoch, dtype=np.float64)
         self.loss_limit: float | None = None
         self.history = History(config=config, backend=self.ops.name)
@@ -639,15 +636,17 @@ class _Run:
         the progress bar after each; returns the seconds the epoch trained. Raises
         TrainingDivergedError or, when ``stop`` is set before the end, TrainingInterrupted."""
         position = ep.start_position
-        for chunk_begin in range(position - position % self.chunk, self.n, self.chunk):
-            checked_from = position
-            position = self.train_chunk(ep, chunk_begin, position, stop)
-            chunk_losses = self.checked_losses(ep, checked_from, position)
-            if ep.bar and position > checked_from:
-                ep.bar.update(position - checked_from)
-                ep.bar.set_postfix(loss=f"{float(chunk_losses.mean()):.4f}", refresh=False)
-            if stop.is_set and position < self.n:
-                self.interrupt(ep, position, stop)
+        with (nullcontext() if self.augmenter is None else self.ops.augmented_training()):
+            for chunk_begin in range(position - position % self.chunk, self.n, self.chunk):
+                checked_from = position
+                position = self.train_chunk(ep, chunk_begin, position, stop)
+                chunk_losses = self.checked_losses(ep, checked_from, position)
+                if ep.bar and position > checked_from:
+                    ep.bar.update(position - checked_from)
+                    ep.bar.set_postfix(loss=f"{float(chunk_losses.mean()):.4f}",
+                                       refresh=False)
+                if stop.is_set and position < self.n:
+                    self.interrupt(ep, position, stop)
         self.ops.synchronize(*self.net.params.values(), *self.velocities)
         seconds = ep.seconds()
         ep.close_bar()
@@ -666,9 +665,7 @@ class _Run:
             end = min(chunk_end, position + call_samples)
             X, Y, order = self.X, self.Y, ep.order[position:end]
             if self.augmenter is not None:  # train on the distorted rows, in order
-                next_end = min(self.n, end + call_samples, (end // self.chunk + 1) * self.chunk)
-                X, Y, order = self.augmenter.rows(X, Y, ep.order, ep.number, position, end,
-                                                  bs, then=next_end)
+                X, Y, order = self.augmenter.rows(X, Y, ep.order, ep.number, position, end, bs)
             self.velocities, step_losses = train_steps(
                 X, Y, order, self.velocities, batch_size=bs, lr=lr, momentum=c.momentum,
                 weight_decay=c.weight_decay)
@@ -912,19 +909,15 @@ def fit(
     run = _Run(net, config, train, test, validation, resume, on_checkpoint)
     # A diverging run overflows before its loss turns non-finite; it is reported by
     # _Run.checked_losses, with the epoch and step, instead of as NumPy warnings.
-    try:
-        with _signals_stop(interruptible) as stop, np.errstate(over="ignore", invalid="ignore"):
-            for epoch in run.remaining_epochs():
-                ep = run.begin_epoch(epoch, progress)
-                seconds = run.train_epoch(ep, stop)
-                stats = run.evaluate(ep, seconds, eval_train)
-                run.record(stats)
-                if on_epoch_end is not None:
-                    on_epoch_end(stats)
-                run.end_epoch(epoch, stop)
-    finally:
-        if run.augmenter is not None:
-            run.augmenter.close()
+    with _signals_stop(interruptible) as stop, np.errstate(over="ignore", invalid="ignore"):
+        for epoch in run.remaining_epochs():
+            ep = run.begin_epoch(epoch, progress)
+            seconds = run.train_epoch(ep, stop)
+            stats = run.evaluate(ep, seconds, eval_train)
+            run.record(stats)
+            if on_epoch_end is not None:
+                on_epoch_end(stats)
+            run.end_epoch(epoch, stop)
     return run.finish()
 
 

@@ -7,8 +7,9 @@ the closures, so a whole chunk of SGD steps (``train_steps``) runs as machine co
 built from the one definition of the math. The modules:
 
 - :mod:`.kernels`: the ops; matrix products call NumPy's own BLAS from compiled code
-  (:mod:`.blas`), never under ``parallel=True``, which makes OpenMP and OpenBLAS
-  threads fight;
+  (:mod:`.blas`) on its threads, except in an augmented epoch, where BLAS runs on one
+  thread and the first-layer products are cut over numba's threads, so that one pool
+  of threads serves training and the warp (:func:`.blas.products_on_numba_threads`);
 - :mod:`.batches`: a small training batch, mostly zeros on MNIST, as a sparse
   :class:`Batch` (CSR and CSC), whose first-layer products walk only its nonzeros; a
   chunk of larger batches reads the training set as :class:`DenseInputs`, whose
@@ -16,8 +17,8 @@ built from the one definition of the math. The modules:
 - :mod:`.deferred`: the first-layer update of a sparse batch never forms ``xᵀ dl1``
   and skips the rows of all-zero columns, whose momentum steps are deferred and
   applied in closed form when the row is next read; the bookkeeping enters a chunk
-  through the interface's one optional hook, ``begin_steps``;
-- :mod:`.warp`: the augmentation's bilinear warp;
+  through the interface's optional hook ``begin_steps``;
+- :mod:`.warp`: the augmentation's elastic fields and bilinear warp;
 - :mod:`.compile`: the on-disk cache and the stable UUIDs that let compiled closures
   be cached.
 """
@@ -26,16 +27,19 @@ from __future__ import annotations
 import hashlib
 import marshal
 import math
+from contextlib import AbstractContextManager
 from typing import Any, Callable
 
+import numba
 import numpy as np
 from numba import njit
 
 from ..numpy_backend import NumpyOps
 from .batches import (
-    _LIKE32, _LIKE64, SPARSE_MAX_ROWS, Batch, DeferredBatch, DenseInputs, _take_dense,
-    batch_to_dense,
+    _LIKE32, _LIKE64, SPARSE_MAX_ROWS, Batch, DeferredBatch, DenseInputs, ThreadedInputs,
+    _take_dense, batch_to_dense,
 )
+from .blas import one_pool_active, products_on_numba_threads
 from .compile import CACHE, CACHE_ENV_VAR, _set_stable_uuid
 from .deferred import (
     Deferred, begin_steps, sgd_update_outer, take_floats32, take_floats64, take_pixels32,
@@ -45,10 +49,10 @@ from .kernels import (
     BLAS, affine, affine_relu, loss_buffer, matmul, matmul_nt, matmul_tn, relu_backward,
     set_loss, sgd_update, softmax_cross_entropy, sum_rows, take_labels,
 )
-from .warp import noise_rows, warp_into
+from .warp import elastic_fields_into, warp_into
 
 __all__ = ["BLAS", "CACHE", "CACHE_ENV_VAR", "Batch", "Deferred", "DeferredBatch", "DenseInputs",
-           "NumbaOps", "TrainSteps"]
+           "NumbaOps", "ThreadedInputs", "TrainSteps"]
 
 _LIKE = {"float32": _LIKE32, "float64": _LIKE64}
 _TAKE_PIXELS = {"float32": take_pixels32, "float64": take_pixels64}
@@ -115,12 +119,24 @@ class NumbaOps(NumpyOps):
                          rows, grid,
                          np.empty((m, d), self.dtype))
 
-    def _noise_rows(self, noise: np.ndarray, begin: int, end: int) -> np.ndarray:
-        """The elastic noise in the layout of the fields' products, in one compiled pass."""
-        s = noise.shape[2]
-        t = self.dtype.type
-        return noise_rows(noise, begin, end, t(1 / 127.5), t(1),
-                          np.empty((s, 2 * (end - begin), s), self.dtype))
+    def elastic_fields(self, noise: Any, levels: Any, basis: Any) -> np.ndarray:
+        """:meth:`Ops.elastic_fields` by the compiled loop of :mod:`.warp`, in NumPy's
+        layout (a view of an (s, m, 2, s) array), over numba's threads while BLAS runs on
+        one (:meth:`augmented_training`)."""
+        m, s = noise.shape[0], basis.shape[0]
+        basis = np.ascontiguousarray(basis, self.dtype)
+        parts = numba.get_num_threads() if one_pool_active() else 1
+        out = elastic_fields_into(np.ascontiguousarray(noise, np.uint8),
+                                  np.ascontiguousarray(levels, self.dtype), basis,
+                                  np.ascontiguousarray(basis.T), parts,
+                                  np.empty((s, 2 * m * s), self.dtype))
+        return out.reshape(s, m, 2, s).transpose(1, 2, 0, 3)
+
+    def augmented_training(self) -> AbstractContextManager:
+        """BLAS on one thread and the steps' first-layer products over numba's threads
+        (:func:`.blas.products_on_numba_threads`), so that training and the parallel
+        warp and fields share one pool of threads."""
+        return products_on_numba_threads()
 
     def jit_train_steps(self, fn: Callable) -> "TrainSteps":
         """``train_steps`` compiled, as a :class:`TrainSteps`."""
@@ -176,8 +192,9 @@ class TrainSteps:
     """A compiled ``train_steps`` (see :func:`simplenn.core.network.make_train_steps`)
     that hands it the training set ``X`` in the form the batch size calls for: as it is
     for batches of at most ``SPARSE_MAX_ROWS`` rows, which may be sparse, and as
-    :class:`DenseInputs` for larger ones. Numba compiles one version per form, so a run
-    of large batches compiles BLAS's path alone.
+    :class:`DenseInputs` for larger ones (:class:`ThreadedInputs` while BLAS runs on one
+    thread, :func:`.blas.products_on_numba_threads`). Numba compiles one version per
+    form, so a run of large batches compiles BLAS's path alone.
 
     Parameters and velocities not aligned to :data:`ALIGNMENT` bytes (NumPy aligns to
     16) are updated in aligned copies, which it returns: a caller that keeps what it
@@ -200,7 +217,8 @@ class TrainSteps:
     def __call__(self, W1, b1, W2, b2, V1, v1, V2, v2, X, Y, order, batch_size, lr,
                  momentum, wd):
         if batch_size > SPARSE_MAX_ROWS:
-            X = DenseInputs(X)
+            X = (ThreadedInputs(X, numba.get_num_threads()) if one_pool_active()
+                 else DenseInputs(X))
         W1, b1, W2, b2, V1, v1, V2, v2 = map(aligned, (W1, b1, W2, b2, V1, v1, V2, v2))
         return self.dispatcher(W1, b1, W2, b2, V1, v1, V2, v2, X, Y, order, batch_size, lr,
                                momentum, wd)

@@ -63,6 +63,23 @@ class DenseInputs(NamedTuple):
     X: np.ndarray
 
 
+class ThreadedInputs(NamedTuple):
+    """The training set ``X`` as :class:`DenseInputs` holds it, for a chunk run with
+    BLAS on one thread (:func:`.blas.products_on_numba_threads`): every batch taken
+    from it is a :class:`ThreadedBatch` of ``threads``."""
+
+    X: np.ndarray
+    threads: int
+
+
+class ThreadedBatch(NamedTuple):
+    """A dense batch x (m, d) whose first-layer products are cut into ``threads`` parts
+    run on numba's threads, each part one BLAS call."""
+
+    dense: np.ndarray
+    threads: int
+
+
 class DeferredBatch(NamedTuple):
     """A :class:`Batch` taken from a :class:`Deferred`, with the chunk's deferred
     first-layer steps, which :func:`sgd_update_outer` advances."""
@@ -83,8 +100,8 @@ def _dense_batch(x):
 
 def _as_batch(x):
     """x as a :class:`Batch`: a Batch as it is, a :class:`DeferredBatch`'s batch, an
-    array as a dense Batch (compiled code only: the overload below picks the version by
-    the type of x)."""
+    array or a :class:`ThreadedBatch` as a dense Batch (compiled code only: the
+    overload below picks the version by the type of x)."""
     raise TypeError("_as_batch runs in compiled code only")
 
 
@@ -94,6 +111,8 @@ def _as_batch_overload(x):
         return lambda x: _dense_batch(x)
     if getattr(x, "instance_class", None) is DeferredBatch:
         return lambda x: x.batch
+    if getattr(x, "instance_class", None) is ThreadedBatch:
+        return lambda x: _dense_batch(x.dense)
     return lambda x: x
 
 

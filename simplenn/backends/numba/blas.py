@@ -16,12 +16,24 @@ compiled or loaded from the cache, to:
   Numba imports ``scipy.linalg`` when it can, which costs every process ~0.08 s).
 
 Because the symbol names never change, compiled kernels stay cacheable either way.
+
+NumPy's OpenBLAS keeps its own threads, which spin for a while after each product.
+Numba's parallel loops (the augmentation's) running beside them share the cores with
+those spinning threads and take two to three times as long, and then hold the cores
+from OpenBLAS in turn. :func:`products_on_numba_threads` removes the second pool for a
+while: OpenBLAS runs on one thread, and the kernels split their large products over
+numba's threads, so everything parallel runs on one pool.
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import llvmlite.binding
 import numpy as np
@@ -42,6 +54,10 @@ _NUMPY_CANDIDATES = {
     "float32": ("scipy_cblas_sgemm64_", "cblas_sgemm64_", "cblas_sgemm$NEWLAPACK$ILP64"),
     "float64": ("scipy_cblas_dgemm64_", "cblas_dgemm64_", "cblas_dgemm$NEWLAPACK$ILP64"),
 }
+#: Where NumPy's OpenBLAS has its thread count getter and setter.
+_THREAD_FUNCTIONS = (("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
+                     ("openblas_get_num_threads64_", "openblas_set_num_threads64_"),
+                     ("openblas_get_num_threads", "openblas_set_num_threads"))
 
 
 def gemm_signature(dtype: str) -> types.Signature:
@@ -52,21 +68,32 @@ def gemm_signature(dtype: str) -> types.Signature:
     return types.void(i32, i32, i32, i64, i64, i64, t, ptr, i64, ptr, i64, t, ptr, i64)
 
 
+#: Whether :func:`register` bound the kernels' products to NumPy's BLAS (whose thread
+#: count :func:`products_on_numba_threads` sets).
+_numpy_bound = False
 #: The functions compiled kernels call: ``sgemm(...)``, ``dgemm(...)`` as in
 #: :func:`gemm_signature`, bound by :func:`register`.
 sgemm = types.ExternalFunction(SYMBOLS["float32"], gemm_signature("float32"))
 dgemm = types.ExternalFunction(SYMBOLS["float64"], gemm_signature("float64"))
 
 
-def _numpy_gemm_addresses() -> dict[str, tuple[int, str]] | None:
-    """Address and name of NumPy's ILP64 ``cblas_?gemm`` per dtype, or None."""
+def _numpy_library() -> ctypes.CDLL | None:
+    """NumPy's extension module as a library, whose symbol lookup includes the BLAS it
+    links, or None."""
     try:
         from numpy._core import _multiarray_umath as extension
     except ImportError:  # NumPy < 2
         from numpy.core import _multiarray_umath as extension
     try:
-        library = ctypes.CDLL(extension.__file__)  # symbol lookup includes its dependencies
+        return ctypes.CDLL(extension.__file__)
     except OSError:
+        return None
+
+
+def _numpy_gemm_addresses() -> dict[str, tuple[int, str]] | None:
+    """Address and name of NumPy's ILP64 ``cblas_?gemm`` per dtype, or None."""
+    library = _numpy_library()
+    if library is None:
         return None
     found = {}
     for dtype, names in _NUMPY_CANDIDATES.items():
@@ -112,10 +139,12 @@ def register() -> str:
         raise BackendUnavailableError(
             f"backend 'numba' unavailable: {BLAS_ENV_VAR}={forced!r} is not understood; "
             f"set it to 'numpy' (the default) or 'scipy', or unset it")
+    global _numpy_bound
     found = None if forced == "scipy" else _numpy_gemm_addresses()
     if found is not None:
         for dtype, symbol in SYMBOLS.items():
             llvmlite.binding.add_symbol(symbol, found[dtype][0])
+        _numpy_bound = True
         return f"NumPy's BLAS ({found['float32'][1]}, {found['float64'][1]})"
     try:
         import scipy  # noqa: F401  (Numba's np.dot calls SciPy's BLAS)
@@ -130,3 +159,55 @@ def register() -> str:
     for dtype, symbol in SYMBOLS.items():
         llvmlite.binding.add_symbol(symbol, _numba_dot_gemm(dtype).address)
     return "Numba's np.dot (SciPy's BLAS)"
+
+
+@functools.lru_cache(maxsize=1)
+def _openblas_threads() -> tuple[Any, Any] | None:
+    """NumPy's OpenBLAS ``get_num_threads`` and ``set_num_threads``, or None (another
+    BLAS, or one that hides them)."""
+    library = _numpy_library()
+    for get_name, set_name in _THREAD_FUNCTIONS if library is not None else ():
+        getter, setter = getattr(library, get_name, None), getattr(library, set_name, None)
+        if getter is not None and setter is not None:
+            getter.restype, getter.argtypes = ctypes.c_int, []
+            setter.restype, setter.argtypes = None, [ctypes.c_int]
+            return getter, setter
+    return None
+
+
+_POOL_LOCK = threading.Lock()
+_pool_users = 0
+_saved_threads = 0
+
+
+def one_pool_active() -> bool:
+    """Whether :func:`products_on_numba_threads` is in effect (in any thread of the
+    process: BLAS's thread count is the process's)."""
+    return _pool_users > 0
+
+
+@contextmanager
+def products_on_numba_threads() -> Iterator[bool]:
+    """While inside: NumPy's OpenBLAS runs on one thread, and the training steps and the
+    elastic fields split their large products over numba's threads (see the module's
+    docstring); yields whether it could: not where the kernels call another BLAS
+    than NumPy's (the SciPy fallback), or NumPy's is not an OpenBLAS whose thread count
+    can be set. Nests, and restores the thread count on leaving."""
+    global _pool_users, _saved_threads
+    functions = _openblas_threads() if _numpy_bound else None
+    if functions is None:
+        yield False
+        return
+    getter, setter = functions
+    with _POOL_LOCK:
+        if _pool_users == 0:
+            _saved_threads = getter()
+            setter(1)
+        _pool_users += 1
+    try:
+        yield True
+    finally:
+        with _POOL_LOCK:
+            _pool_users -= 1
+            if _pool_users == 0:
+                setter(_saved_threads)

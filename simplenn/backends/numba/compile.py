@@ -53,8 +53,8 @@ def _kernel(fn: Callable | None = None, *, inline: str = "never", parallel: bool
     reference counts, an inlined body does not) and for small kernels that compiled
     closures call once per chunk (an inlined body is not compiled on its own: each
     compiled function costs about 0.1 s on the first run). ``parallel`` is for kernels
-    that call no BLAS (its threads and numba's would compete) and run between training
-    steps."""
+    that run between training calls and call BLAS, if at all, only while it runs on one
+    thread (:func:`.blas.products_on_numba_threads`): its threads and numba's compete."""
     if fn is None:
         return lambda f: _kernel(f, inline=inline, parallel=parallel)
     dispatcher = njit(cache=CACHE, inline=inline, nogil=True, parallel=parallel,

@@ -17,7 +17,8 @@ from numba import types
 from numba.extending import overload
 
 from .batches import (
-    _LIKE32, _LIKE64, DeferredBatch, DenseInputs, _is_dense, _take_batch, _take_dense,
+    _LIKE32, _LIKE64, DeferredBatch, DenseInputs, ThreadedBatch, ThreadedInputs, _is_dense,
+    _take_batch, _take_dense,
 )
 from .compile import _kernel
 from .kernels import _flush_subnormal, _gemm, _momentum_rule, _sgd_update_flat, matmul_tn
@@ -106,7 +107,8 @@ def _begin(X, W1, V1, n_steps, lr, momentum, weight_decay):
 
 @overload(_begin, inline="always")
 def _begin_overload(X, W1, V1, n_steps, lr, momentum, weight_decay):
-    if getattr(X, "instance_class", None) is DenseInputs:  # large batches: nothing deferred
+    # large batches: nothing deferred
+    if getattr(X, "instance_class", None) in (DenseInputs, ThreadedInputs):
         return lambda X, W1, V1, n_steps, lr, momentum, weight_decay: X
 
     def deferred(X, W1, V1, n_steps, lr, momentum, weight_decay):
@@ -119,7 +121,8 @@ def _begin_overload(X, W1, V1, n_steps, lr, momentum, weight_decay):
 @_kernel(inline="always")
 def begin_steps(X, W1, V1, n_steps, lr, momentum, weight_decay):
     """X as the next ``n_steps`` SGD steps of W1 read it (see ``Ops.begin_steps``): a
-    :class:`Deferred`, or a :class:`~.batches.DenseInputs` as it is."""
+    :class:`Deferred`, or a :class:`~.batches.DenseInputs` or
+    :class:`~.batches.ThreadedInputs` as it is."""
     return _begin(X, W1, V1, n_steps, lr, momentum, weight_decay)
 
 
@@ -258,6 +261,8 @@ def _take_overload(X, rows, like):
         return lambda X, rows, like: _take_batch(X, rows, like)
     if getattr(X, "instance_class", None) is DenseInputs:
         return lambda X, rows, like: _take_dense(X.X, rows, like)
+    if getattr(X, "instance_class", None) is ThreadedInputs:
+        return lambda X, rows, like: ThreadedBatch(_take_dense(X.X, rows, like), X.threads)
 
     def take_deferred(X, rows, like):
         batch = _take_batch(X.X, rows, like)

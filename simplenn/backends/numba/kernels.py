@@ -6,11 +6,11 @@ NumPy's own BLAS from compiled code (see :mod:`.blas`); ops that read x take a
 from __future__ import annotations
 
 import numpy as np
-from numba import types
+from numba import prange, types
 from numba.extending import overload
 
 from . import blas as numba_blas
-from .batches import _as_batch, _is_dense
+from .batches import ThreadedBatch, _as_batch, _is_dense
 from .compile import _kernel
 
 #: Which BLAS the kernels' matrix products reach, in words (see :mod:`.blas`).
@@ -38,6 +38,20 @@ def _gemm(a, b, trans_a, trans_b):
     return _blas_gemm(a, b, np.bool_(trans_a), np.bool_(trans_b))
 
 
+@_kernel(inline="always")
+def _gemm_at(itemsize, ta, tb, m, n, k, a_at, lda, b_at, ldb, out_at, ldc):
+    """``out = op(a) op(b)``, row-major matrices at raw addresses (``?_at``, with
+    leading dimensions ``ld?``): BLAS's sgemm for 4-byte floats, else dgemm."""
+    # numba_blas.sgemm, not a module global of its own here: kernels pickle their
+    # globals into closures' cache keys, and numba types pickle differently per process.
+    if itemsize == 4:
+        numba_blas.sgemm(numba_blas.ROW_MAJOR, ta, tb, m, n, k, np.float32(1), a_at, lda,
+                         b_at, ldb, np.float32(0), out_at, ldc)
+    else:
+        numba_blas.dgemm(numba_blas.ROW_MAJOR, ta, tb, m, n, k, 1.0, a_at, lda, b_at, ldb,
+                         0.0, out_at, ldc)
+
+
 @_kernel
 def _blas_gemm(a, b, trans_a, trans_b):
     """:func:`_gemm`."""
@@ -49,15 +63,44 @@ def _blas_gemm(a, b, trans_a, trans_b):
     out = np.empty((m, n), a.dtype)
     ta = numba_blas.TRANS if trans_a else numba_blas.NO_TRANS
     tb = numba_blas.TRANS if trans_b else numba_blas.NO_TRANS
-    # numba_blas.sgemm, not a module global of its own here: kernels pickle their
-    # globals into closures' cache keys, and numba types pickle differently per process.
-    if a.itemsize == 4:
-        numba_blas.sgemm(numba_blas.ROW_MAJOR, ta, tb, m, n, k, np.float32(1),
-                         a.ctypes.data, a.shape[1], b.ctypes.data, b.shape[1],
-                         np.float32(0), out.ctypes.data, n)
-    else:
-        numba_blas.dgemm(numba_blas.ROW_MAJOR, ta, tb, m, n, k, 1.0, a.ctypes.data,
-                         a.shape[1], b.ctypes.data, b.shape[1], 0.0, out.ctypes.data, n)
+    _gemm_at(a.itemsize, ta, tb, m, n, k, a.ctypes.data, a.shape[1], b.ctypes.data,
+             b.shape[1], out.ctypes.data, n)
+    return out
+
+
+@_kernel(parallel=True)
+def _threaded_gemm(a, b, trans_a, trans_b, threads):
+    """:func:`_blas_gemm` with the product cut into ``threads`` parts (boundaries at
+    multiples of 16), each part one BLAS call on one of numba's threads: for BLAS on
+    one thread (:func:`.blas.products_on_numba_threads`). The parts are columns of the
+    product where it is at least as wide as tall and ``a`` is not transposed, else
+    rows: ``xᵀ dl1`` cut by the columns of x trained 4% faster than by those of dl1
+    (784-800-10, batch 128)."""
+    a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+    m, k = (a.shape[1], a.shape[0]) if trans_a else (a.shape[0], a.shape[1])
+    n = b.shape[0] if trans_b else b.shape[1]
+    if m == 0 or n == 0 or k == 0:
+        return np.zeros((m, n), a.dtype)
+    out = np.empty((m, n), a.dtype)
+    ta = numba_blas.TRANS if trans_a else numba_blas.NO_TRANS
+    tb = numba_blas.TRANS if trans_b else numba_blas.NO_TRANS
+    lda, ldb, size = a.shape[1], b.shape[1], a.itemsize
+    by_columns = n >= m and not trans_a
+    length = n if by_columns else m
+    parts = max(1, min(threads, length // 16))
+    step = (length + parts - 1) // parts
+    step = (step + 15) // 16 * 16
+    for t in prange(parts):
+        lo = min(length, t * step)
+        width = min(length, lo + step) - lo
+        if width > 0 and by_columns:  # the part's columns of op(b) and out
+            _gemm_at(size, ta, tb, m, width, k, a.ctypes.data, lda,
+                     b.ctypes.data + size * lo * (ldb if trans_b else 1), ldb,
+                     out.ctypes.data + size * lo, n)
+        elif width > 0:  # the part's rows of op(a) and out
+            a_at = a.ctypes.data + size * lo * (1 if trans_a else lda)
+            _gemm_at(size, ta, tb, width, n, k, a_at, lda, b.ctypes.data, ldb,
+                     out.ctypes.data + size * lo * n, n)
     return out
 
 
@@ -94,6 +137,8 @@ def _matmul(a, b):
 def _matmul_overload(a, b):
     if isinstance(a, types.Array):
         return lambda a, b: _gemm(a, b, False, False)
+    if getattr(a, "instance_class", None) is ThreadedBatch:
+        return lambda a, b: _threaded_gemm(a.dense, b, False, False, a.threads)
 
     def batch_matmul(a, b):
         x = _as_batch(a)
@@ -135,6 +180,8 @@ def _matmul_tn(a, b):
 def _matmul_tn_overload(a, b):
     if isinstance(a, types.Array):
         return lambda a, b: _gemm(a, b, True, False)
+    if getattr(a, "instance_class", None) is ThreadedBatch:
+        return lambda a, b: _threaded_gemm(a.dense, b, True, False, a.threads)
 
     def batch_matmul_tn(a, b):
         x = _as_batch(a)

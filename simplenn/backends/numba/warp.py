@@ -1,29 +1,49 @@
-"""The augmentation's compiled loops: the elastic noise in the layout of the fields'
-products, and the bilinear warp."""
+"""The augmentation's compiled loops: the elastic fields and the bilinear warp."""
 
 from __future__ import annotations
 
 import numpy as np
 from numba import prange
 
+from .blas import NO_TRANS
 from .compile import _kernel
+from .kernels import _gemm_at
 
 #: Images per task of :func:`warp_into`'s parallel loop, which share its buffers.
 WARP_BLOCK = 64
+#: Images per block of :func:`elastic_fields_into`, whose products are one BLAS call each.
+FIELD_BLOCK = 64
 
 
-@_kernel
-def noise_rows(noise, begin, end, scale, one, out):
-    """``out[r, 2i + k, c] = noise[begin + i, k, r, c] * scale - one`` (``scale`` = 1 / 127.5
-    and ``one`` in the output dtype): the (s, 2n, s) array of
-    :meth:`~simplenn.backends.numpy_backend.NumpyOps.elastic_fields`."""
-    s = noise.shape[2]
-    for i in range(begin, end):
-        for k in range(2):
-            f = 2 * (i - begin) + k
-            for r in range(s):
-                for c in range(s):
-                    out[r, f, c] = noise[i, k, r, c] * scale - one
+@_kernel(parallel=True)
+def elastic_fields_into(noise, levels, basis, transposed, parts, out):
+    """``out`` (s, 2m * s): the fields ``B Z Bᵀ`` of ``noise`` (m, 2, k, k) uint8, ``Z =
+    levels[noise]``, in the layout of
+    :meth:`~simplenn.backends.numpy_backend.NumpyOps.elastic_fields` (``[r, 2i + c, col]``),
+    from ``basis`` B (s, k) and ``transposed`` = Bᵀ (k, s) in ``out``'s dtype. Per block
+    of :data:`FIELD_BLOCK` images: Z in the (k, 2n, k) layout, then the two products,
+    one BLAS call each; the blocks are shared among ``parts`` numba threads (more than
+    one only while BLAS runs on one thread)."""
+    m, k, s = noise.shape[0], noise.shape[2], basis.shape[0]
+    size = out.itemsize
+    n_blocks = (m + FIELD_BLOCK - 1) // FIELD_BLOCK
+    for t in prange(parts):
+        z = np.empty(k * 2 * FIELD_BLOCK * k, out.dtype)
+        v = np.empty(k * 2 * FIELD_BLOCK * s, out.dtype)
+        for block in range(t, n_blocks, parts):
+            begin = block * FIELD_BLOCK
+            fields = 2 * (min(m, begin + FIELD_BLOCK) - begin)
+            for f in range(fields):
+                i, c = begin + f // 2, f % 2
+                for a in range(k):
+                    for j in range(k):
+                        z[(a * fields + f) * k + j] = levels[noise[i, c, a, j]]
+            # v (k * 2n, s) = Z Bᵀ; out[:, 2 begin s:...] (s, 2n * s) = B v
+            _gemm_at(size, NO_TRANS, NO_TRANS, k * fields, s, k, z.ctypes.data, k,
+                     transposed.ctypes.data, s, v.ctypes.data, s)
+            _gemm_at(size, NO_TRANS, NO_TRANS, s, fields * s, k, basis.ctypes.data, k,
+                     v.ctypes.data, fields * s, out.ctypes.data + size * 2 * begin * s,
+                     out.shape[1])
     return out
 
 
