@@ -255,9 +255,9 @@ class Ops:
 
     # -- augmentation ----------------------------------------------------------------
     def augmented_training(self) -> AbstractContextManager:
-        """A context :func:`simplenn.fit` trains an augmented epoch in, distorting and
-        training its chunks in turn: a backend may arrange its threads for that
-        there. The default does nothing."""
+        """A context :func:`simplenn.fit` runs an augmented run in, whose chunks,
+        distortions and evaluations take turns: a backend may arrange its threads for
+        that there. The default does nothing."""
         return nullcontext()
 
     def elastic_fields(self, noise: Array, levels: Array, basis: Array) -> Array:

@@ -636,17 +636,15 @@ class _Run:
         the progress bar after each; returns the seconds the epoch trained. Raises
         TrainingDivergedError or, when ``stop`` is set before the end, TrainingInterrupted."""
         position = ep.start_position
-        with (nullcontext() if self.augmenter is None else self.ops.augmented_training()):
-            for chunk_begin in range(position - position % self.chunk, self.n, self.chunk):
-                checked_from = position
-                position = self.train_chunk(ep, chunk_begin, position, stop)
-                chunk_losses = self.checked_losses(ep, checked_from, position)
-                if ep.bar and position > checked_from:
-                    ep.bar.update(position - checked_from)
-                    ep.bar.set_postfix(loss=f"{float(chunk_losses.mean()):.4f}",
-                                       refresh=False)
-                if stop.is_set and position < self.n:
-                    self.interrupt(ep, position, stop)
+        for chunk_begin in range(position - position % self.chunk, self.n, self.chunk):
+            checked_from = position
+            position = self.train_chunk(ep, chunk_begin, position, stop)
+            chunk_losses = self.checked_losses(ep, checked_from, position)
+            if ep.bar and position > checked_from:
+                ep.bar.update(position - checked_from)
+                ep.bar.set_postfix(loss=f"{float(chunk_losses.mean()):.4f}", refresh=False)
+            if stop.is_set and position < self.n:
+                self.interrupt(ep, position, stop)
         self.ops.synchronize(*self.net.params.values(), *self.velocities)
         seconds = ep.seconds()
         ep.close_bar()
@@ -909,7 +907,10 @@ def fit(
     run = _Run(net, config, train, test, validation, resume, on_checkpoint)
     # A diverging run overflows before its loss turns non-finite; it is reported by
     # _Run.checked_losses, with the epoch and step, instead of as NumPy warnings.
-    with _signals_stop(interruptible) as stop, np.errstate(over="ignore", invalid="ignore"):
+    # An augmented run's chunks, distortions and evaluations take turns in one context.
+    threads = nullcontext() if run.augmenter is None else run.ops.augmented_training()
+    with _signals_stop(interruptible) as stop, np.errstate(over="ignore", invalid="ignore"), \
+            threads:
         for epoch in run.remaining_epochs():
             ep = run.begin_epoch(epoch, progress)
             seconds = run.train_epoch(ep, stop)

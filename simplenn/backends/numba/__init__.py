@@ -7,7 +7,7 @@ the closures, so a whole chunk of SGD steps (``train_steps``) runs as machine co
 built from the one definition of the math. The modules:
 
 - :mod:`.kernels`: the ops; matrix products call NumPy's own BLAS from compiled code
-  (:mod:`.blas`) on its threads, except in an augmented epoch, where BLAS runs on one
+  (:mod:`.blas`) on its threads, except in an augmented run, where BLAS runs on one
   thread and the first-layer products are cut over numba's threads, so that one pool
   of threads serves training and the warp (:func:`.blas.products_on_numba_threads`);
 - :mod:`.batches`: a small training batch, mostly zeros on MNIST, as a sparse
