@@ -52,17 +52,25 @@ def _gemm_at(itemsize, ta, tb, m, n, k, a_at, lda, b_at, ldb, out_at, ldc):
                          0.0, out_at, ldc)
 
 
+@_kernel(inline="always")
+def _product_shape(a, b, trans_a, trans_b):
+    """``(m, n, k, ta, tb)`` of the product ``op(a) op(b)`` (m, k) x (k, n), with the
+    cblas flags of the two ``op``s."""
+    m, k = (a.shape[1], a.shape[0]) if trans_a else (a.shape[0], a.shape[1])
+    n = b.shape[0] if trans_b else b.shape[1]
+    ta = numba_blas.TRANS if trans_a else numba_blas.NO_TRANS
+    tb = numba_blas.TRANS if trans_b else numba_blas.NO_TRANS
+    return m, n, k, ta, tb
+
+
 @_kernel
 def _blas_gemm(a, b, trans_a, trans_b):
     """:func:`_gemm`."""
     a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
-    m, k = (a.shape[1], a.shape[0]) if trans_a else (a.shape[0], a.shape[1])
-    n = b.shape[0] if trans_b else b.shape[1]
+    m, n, k, ta, tb = _product_shape(a, b, trans_a, trans_b)
     if m == 0 or n == 0 or k == 0:
         return np.zeros((m, n), a.dtype)
     out = np.empty((m, n), a.dtype)
-    ta = numba_blas.TRANS if trans_a else numba_blas.NO_TRANS
-    tb = numba_blas.TRANS if trans_b else numba_blas.NO_TRANS
     _gemm_at(a.itemsize, ta, tb, m, n, k, a.ctypes.data, a.shape[1], b.ctypes.data,
              b.shape[1], out.ctypes.data, n)
     return out
@@ -77,13 +85,10 @@ def _threaded_gemm(a, b, trans_a, trans_b, threads):
     rows: ``xᵀ dl1`` cut by the columns of x trained 4% faster than by those of dl1
     (784-800-10, batch 128)."""
     a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
-    m, k = (a.shape[1], a.shape[0]) if trans_a else (a.shape[0], a.shape[1])
-    n = b.shape[0] if trans_b else b.shape[1]
+    m, n, k, ta, tb = _product_shape(a, b, trans_a, trans_b)
     if m == 0 or n == 0 or k == 0:
         return np.zeros((m, n), a.dtype)
     out = np.empty((m, n), a.dtype)
-    ta = numba_blas.TRANS if trans_a else numba_blas.NO_TRANS
-    tb = numba_blas.TRANS if trans_b else numba_blas.NO_TRANS
     lda, ldb, size = a.shape[1], b.shape[1], a.itemsize
     by_columns = n >= m and not trans_a
     length = n if by_columns else m
