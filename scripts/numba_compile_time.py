@@ -1,7 +1,8 @@
 """Numba compile cost, function by function, in this (fresh) process: what
 ``python -m simplenn.train`` compiles (or loads from the cache) before its first epoch,
 float32, read-only uint8 pixels as ``load_mnist`` gives them, then what an augmented run
-adds.
+adds (inside ``augmented_training()``, as ``fit`` runs it: the chunk loop over floats on
+numba's threads, the elastic fields and the warp).
 
     find simplenn -name '*.nb[ic]' -delete
     python scripts/numba_compile_time.py                            # cold: compiles, writes the cache
@@ -33,16 +34,21 @@ def steps(inputs, batch_size):
                     momentum=0.0, weight_decay=0.0)
 
 
+def augmented(fn, *args, **kwargs):
+    with ops.augmented_training():
+        return fn(*args, **kwargs)
+
+
 total = 0.0
 for name, call in [
     ("pixels_to_float (evaluation)", lambda: ops.pixels_to_float(X)),
     ("forward (evaluation)", lambda: net.predict(X)),
     ("train_steps, pixels, batch 128 (training)", lambda: steps(X, 128)),
     ("loss_and_gradients (not used by training)", lambda: net.loss_and_gradients(X, Y)),
-    ("train_steps, floats, batch 128 (--augment)", lambda: steps(floats, 128)),
+    ("train_steps, floats, batch 128 (--augment)", lambda: augmented(steps, floats, 128)),
+    ("elastic fields and warp (--augment)", lambda: augmented(
+        distort_images, np.zeros((2, 784), np.uint8), "elastic", backend=ops)),
     ("train_steps, pixels, batch 1 (sparse batches)", lambda: steps(X, 1)),
-    ("warp (--augment)", lambda: distort_images(np.zeros((2, 784), np.uint8), "affine",
-                                                backend=ops)),
 ]:
     start = time.perf_counter()
     call()
