@@ -36,10 +36,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from simplenn.backends import get_backend
     from simplenn.backends.numba import blas, warp
+    from simplenn.bench.augment import epoch_seconds
     from simplenn.bench.sysinfo import cpu_model
     from simplenn.core import augment
-    from simplenn.core.model import TwoLayerNet
-    from simplenn.core.training import fit
     from simplenn.data.datasets import load_mnist
 
     ops = get_backend("numba", "float32")
@@ -79,9 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     train = load_mnist()[0]
 
     def epoch(context) -> float:
-        net = TwoLayerNet(784, ns.hidden, 10, backend="numba", seed=0)
         with context():
-            return fit(net, train, epochs=2, batch_size=128, lr=0.05).epochs[-1].seconds
+            return epoch_seconds("numba", "none", ns.hidden, 128, train)
 
     epoch(blas.products_on_numba_threads)  # compiles
     turns = {"OpenBLAS's threads": [], "one pool (products on numba's threads)": []}
