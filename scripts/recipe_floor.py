@@ -32,7 +32,6 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -56,15 +55,13 @@ total(np.zeros(3, np.float32))
 def best_process_seconds(argv: list[str], env: dict[str, str], repeat: int,
                          label: str) -> float:
     """The least wall seconds of ``repeat`` runs of ``argv``; exits on a failed run."""
-    from simplenn.bench.recipe import run_process
+    from simplenn.bench.recipe import _error, run_process
 
     seconds = []
     for _ in range(repeat):
         result = run_process(argv, env)
         if result.returncode != 0:
-            tail = (result.stderr or result.stdout).strip().splitlines()[-1:]
-            sys.exit(f"recipe_floor.py: error: {label} exited with {result.returncode}: "
-                     f"{tail[0] if tail else 'no output'}")
+            sys.exit(f"recipe_floor.py: error: {label} failed: {_error(result)}")
         seconds.append(result.wall_seconds)
     return min(seconds)
 
@@ -82,6 +79,7 @@ def step_epochs(repeat: int) -> dict[str, float]:
         softmax_cross_entropy, sum_rows,
     )
     from simplenn.bench.recipe import BATCH_SIZE, EPOCHS, HIDDEN
+    from simplenn.bench.workloads import timed
     from simplenn.data.datasets import load_mnist
 
     @njit(nogil=True)
@@ -138,12 +136,7 @@ def step_epochs(repeat: int) -> dict[str, float]:
     updates(W1, G, V1, 1)
 
     def best(fn) -> float:
-        times = []
-        for _ in range(repeat):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return min(times)
+        return min(timed(fn)[0] for _ in range(repeat))
 
     def products() -> None:
         for _ in range(EPOCHS):
