@@ -18,6 +18,7 @@ from __future__ import annotations
 import gzip
 import math
 import os
+import stat
 import struct
 import zlib
 import numpy as np
@@ -46,41 +47,152 @@ def _is_gzip_name(path: PathLike) -> bool:
     return os.fspath(path).endswith(".gz")
 
 
-def read_idx_bytes(path: PathLike) -> bytes:
-    """Return the (decompressed) bytes of the file at ``path``.
+#: Bytes read beyond what an IDX header declares, to report trailing data exactly.
+TRAILING_SLACK = 1 << 16
+_RAW_CHUNK = 1 << 20
 
-    The file is gunzipped when its name ends in ``.gz`` and returned as is otherwise.
-    Raises :class:`DataError` naming the file when it is missing, unreadable or not a
-    valid/complete gzip stream.
-    """
-    name = os.fspath(path)
+
+def _open_regular(name: str):
+    """``name`` opened for binary reading; a :class:`DataError` when it is missing,
+    unreadable or not a regular file (opening never blocks on a named pipe)."""
+    from ..io.archive import file_kind
+
     try:
-        with open(name, "rb") as fh:
-            raw = fh.read()
+        mode = os.stat(name).st_mode
+        if stat.S_ISDIR(mode):
+            raise DataError(f"{name}: is a directory, expected an IDX file")
+        if not stat.S_ISREG(mode):
+            raise DataError(f"{name}: not a regular file ({file_kind(mode)}), expected an "
+                            f"IDX file")
+        fd = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
         raise DataError(f"{name}: file not found; check the path") from None
-    except IsADirectoryError:
-        raise DataError(f"{name}: is a directory, expected an IDX file") from None
     except PermissionError:
         raise DataError(f"{name}: permission denied; make the file readable") from None
     except OSError as exc:
         raise DataError(f"{name}: cannot read the file ({exc.strerror or exc})") from None
-    if not _is_gzip_name(name):
-        return raw
-    if not raw:
-        raise DataError(f"{name}: file is empty (0 bytes), expected a gzip-compressed IDX file")
-    try:
-        return gzip.decompress(raw)
-    except EOFError:
-        raise DataError(
-            f"{name}: truncated gzip stream (the file ends before the compressed data does); "
-            "the file is incomplete: download or copy it again"
-        ) from None
-    except (OSError, zlib.error) as exc:
-        raise DataError(
-            f"{name}: not a valid gzip file ({exc}); the name ends in .gz, so the file must be "
-            "gzip-compressed: rename it without .gz if it is a plain IDX file, or replace it"
-        ) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise DataError(f"{name}: not a regular file, expected an IDX file")
+    return os.fdopen(fd, "rb")
+
+
+class _Gunzip:
+    """The decompressed bytes of a gzip file (one or more members), ``read(n)`` at a
+    time: never more than asked for is inflated."""
+
+    def __init__(self, fh, name: str) -> None:
+        self.fh, self.name = fh, name
+        self.d = zlib.decompressobj(wbits=31)
+        self.tail = b""
+
+    def read(self, n: int) -> bytes:
+        """Up to ``n`` bytes, fewer only at the end of the last member; raises EOFError
+        when the file ends inside a member, ``zlib.error`` for damaged data."""
+        parts: list[bytes] = []
+        while n > 0:
+            if self.d.eof:  # what follows the member is in unused_data (the tail may repeat it)
+                rest = self.d.unused_data
+                rest += self.fh.read(max(0, 2 - len(rest)))
+                if not rest:
+                    break
+                if rest[:2] != b"\x1f\x8b":
+                    raise zlib.error("data after the end of the gzip stream")
+                self.tail, self.d = rest, zlib.decompressobj(wbits=31)
+            data = self.tail or self.fh.read(_RAW_CHUNK)
+            out = self.d.decompress(data, n)
+            self.tail = self.d.unconsumed_tail
+            if out:
+                parts.append(out)
+                n -= len(out)
+            elif not data and not self.d.eof:
+                raise EOFError("truncated")
+        return b"".join(parts)
+
+
+def _declared_size(head: bytes) -> int | None:
+    """The total size (header and data) an IDX file whose first bytes are ``head``
+    declares, or None when ``head`` is not a complete valid header."""
+    if len(head) < 4 or head[0] or head[1] or head[2] not in IDX_DTYPES or not head[3]:
+        return None
+    header_len = 4 + 4 * head[3]
+    if len(head) < header_len:
+        return None
+    dims = struct.unpack_from(f">{head[3]}I", head, 4)
+    return header_len + math.prod(dims) * IDX_DTYPES[head[2]].itemsize
+
+
+def _trailing_error(name: str, head: bytes, found: int | None) -> DataError:
+    """The error for data beyond what the header declares (``found``: the data's
+    length where known, else more than :data:`TRAILING_SLACK` bytes too many)."""
+    ndim = head[3]
+    dims = struct.unpack_from(f">{ndim}I", head, 4)
+    expected = math.prod(dims) * IDX_DTYPES[head[2]].itemsize
+    shape = f"{'x'.join(map(str, dims))} {_TYPE_NAMES[head[2]]} array"
+    if found is None:
+        return DataError(f"{name}: more than {TRAILING_SLACK} trailing bytes after the data "
+                         f"(header says a {shape} of {expected} bytes); the file is damaged")
+    return DataError(f"{name}: {found - expected} trailing bytes after the data: expected "
+                     f"{expected} bytes of data, found {found} (header says a {shape})")
+
+
+def read_idx_bytes(path: PathLike) -> bytes | bytearray:
+    """Return the (decompressed) bytes of the IDX file at ``path``.
+
+    The file is gunzipped when its name ends in ``.gz`` and read as is otherwise; either
+    way no more than the size its IDX header declares (plus :data:`TRAILING_SLACK`
+    bytes) is read or inflated. Raises :class:`DataError` naming the file when it is
+    missing, unreadable, not a regular file, not a valid/complete gzip stream, or holds
+    more data than its header declares.
+    """
+    name = os.fspath(path)
+    with _open_regular(name) as fh:
+        size = os.fstat(fh.fileno()).st_size
+        gz = _is_gzip_name(name)
+        if gz and size == 0:
+            raise DataError(f"{name}: file is empty (0 bytes), expected a gzip-compressed IDX "
+                            f"file")
+        try:
+            return _read_bounded(_Gunzip(fh, name) if gz else fh, name, None if gz else size)
+        except EOFError:
+            raise DataError(
+                f"{name}: truncated gzip stream (the file ends before the compressed data "
+                "does); the file is incomplete: download or copy it again"
+            ) from None
+        except (OSError, zlib.error) as exc:
+            if not gz:
+                raise DataError(f"{name}: cannot read the file "
+                                f"({getattr(exc, 'strerror', None) or exc})") from None
+            raise DataError(
+                f"{name}: not a valid gzip file ({exc}); the name ends in .gz, so the file must "
+                "be gzip-compressed: rename it without .gz if it is a plain IDX file, or replace it"
+            ) from None
+        except MemoryError:
+            raise DataError(f"{name}: not enough memory to read the file") from None
+
+
+def _read_bounded(source, name: str, size: int | None) -> bytes | bytearray:
+    """Read an IDX file's bytes from ``source`` (``size``: the file's length when it is
+    not compressed), stopping at the size its header declares plus the slack."""
+    head = source.read(4)
+    if len(head) == 4 and head[3]:
+        head += source.read(4 * head[3])
+    declared = _declared_size(head)
+    if declared is None:  # not an IDX header: parse_idx says what is wrong
+        return head + source.read(TRAILING_SLACK)
+    if size is not None and size > declared + TRAILING_SLACK:
+        raise _trailing_error(name, head, size - len(head))
+    data = bytearray(head)
+    limit = declared + TRAILING_SLACK
+    while len(data) < limit:
+        chunk = source.read(min(_RAW_CHUNK, limit - len(data)))
+        if not chunk:
+            break
+        data += chunk
+    else:
+        if source.read(1):
+            raise _trailing_error(name, head, None)
+    return data
 
 
 def parse_idx(data: bytes | bytearray | memoryview, name: str, *, copy: bool = True) -> np.ndarray:

@@ -1,2 +1,3 @@
-"""File formats: model files (:mod:`.models`), checkpoints (:mod:`.checkpoints`) and
-atomic writes (:mod:`.atomic`)."""
+"""File formats: model files (:mod:`.models`, read by :mod:`.archive` with bounded
+memory), checkpoints (:mod:`.checkpoints`), atomic writes (:mod:`.atomic`), the lock of
+a run's directory (:mod:`.lock`) and output checks (:mod:`.outputs`)."""

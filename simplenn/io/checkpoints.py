@@ -25,16 +25,15 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelFileError, SimplennError
-from .models import read_model_archive, write_model_file
+from .models import (BEST_PREFIX, VALIDATION_ROWS, VELOCITY_PREFIX, read_model_archive,
+                     write_model_file)
 from ..core.network import PARAMETER_NAMES
 from ..core.training import EpochStats, TrainConfig, TrainingState
 
 #: File name of the checkpoint inside a ``--checkpoint-dir``.
 CHECKPOINT_NAME = "checkpoint.npz"
 CHECKPOINT_VERSION = 3
-_VELOCITY = "velocity_"
-_BEST = "best_"
-_VALIDATION_ROWS = "validation_indices"
+_VELOCITY, _BEST, _VALIDATION_ROWS = VELOCITY_PREFIX, BEST_PREFIX, VALIDATION_ROWS
 #: Settings and statistics that older files lack; they read as their defaults
 #: (``augment``: none, from version 3) or None (the others, from version 2).
 _NEW_CONFIG_FIELDS = {"validation_fraction", "early_stopping", "augment"}

@@ -7,9 +7,11 @@ version). A checkpoint (:mod:`simplenn.io.checkpoints`) is a model file with mor
 
 Files are written atomically: a temporary file in the same directory, flushed and
 fsynced, then renamed over the target, so a process killed while saving leaves the
-previous file intact. They are read without :func:`numpy.load`: each ``.npy`` member's
-header is parsed and checked (dtype, shape, size) before any data is read, object
-arrays are refused outright (nothing is ever unpickled) and every problem becomes a
+previous file intact. They are read without :func:`numpy.load`
+(:mod:`simplenn.io.archive`): only a regular file, its zip directory first (unknown or
+duplicate arrays refused), each ``.npy`` member's header parsed and checked against the
+metadata's sizes and dtype before any data is read and decompressed a chunk at a time,
+object arrays refused outright (nothing is ever unpickled); every problem becomes a
 :class:`~simplenn.errors.ModelFileError` that names the file.
 """
 
@@ -17,19 +19,14 @@ from __future__ import annotations
 
 import io
 import json
-import lzma
-import math
 import os
-import struct
-import tokenize
-import zipfile
-import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .archive import MAX_HEADER_BYTES, NpzArchive, NpyHeader
 from .atomic import atomic_write_bytes
 from ..errors import ModelFileError
 from ..core.model import TwoLayerNet
@@ -38,14 +35,6 @@ from ..core.network import PARAMETER_NAMES
 FORMAT_VERSION = 1
 #: Largest array member read from a model file (bytes): guards against forged headers.
 MAX_ARRAY_BYTES = 2**31
-_MAX_HEADER = 10_000
-
-# What the zip and .npy parsers raise on damaged input (all caught and reported); the
-# file is in memory by then, so an OSError is a decompressor's (bz2: "Invalid data
-# stream"), as is an LZMAError.
-_DAMAGE = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, KeyError, NotImplementedError,
-           RuntimeError, zlib.error, lzma.LZMAError, OSError, struct.error, OverflowError,
-           ValueError, TypeError, tokenize.TokenError)
 
 
 def write_model_file(
@@ -106,84 +95,52 @@ def save_model(net: TwoLayerNet, path: str | os.PathLike, *, metadata: dict[str,
     return write_model_file(path, net.parameters(), backend=net.backend, metadata=metadata)
 
 
-def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> np.ndarray:
-    """One ``.npy`` member -> array, checking the header before reading any data."""
-    with zf.open(info) as f:
-        version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f, max_header_size=_MAX_HEADER)
-        elif version == (2, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f, max_header_size=_MAX_HEADER)
-        else:
-            raise ModelFileError(f"{where}: array {info.filename!r} uses .npy format version "
-                                 f"{version[0]}.{version[1]}, which simplenn does not read")
-        if dtype.hasobject:
-            raise ModelFileError(f"{where}: array {info.filename!r} holds Python objects "
-                                 f"(dtype {dtype}); simplenn refuses to unpickle them")
-        if not all(isinstance(s, int) and s >= 0 for s in shape):
-            raise ModelFileError(f"{where}: array {info.filename!r} has an invalid shape {shape}")
-        nbytes = math.prod(shape) * dtype.itemsize
-        if nbytes > MAX_ARRAY_BYTES:
-            raise ModelFileError(f"{where}: array {info.filename!r} claims {nbytes} bytes, more "
-                                 f"than any simplenn model holds")
-        data = f.read(nbytes + 1)
-    if len(data) != nbytes:
-        raise ModelFileError(f"{where}: array {info.filename!r} has {len(data)} bytes of data, "
-                             f"expected {nbytes}: the file is damaged or truncated")
-    array = np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
-    return np.array(array, dtype=dtype.newbyteorder("="))
+#: Largest metadata member read (bytes; the JSON is stored as UTF-32).
+MAX_METADATA_BYTES = 1 << 24
+#: The arrays a checkpoint (:mod:`simplenn.io.checkpoints`) holds beside the parameters:
+#: ``velocity_W1`` ... and ``best_W1`` ... shaped like the parameters, the float64 losses
+#: of the current epoch and the int64 rows held out for validation.
+VELOCITY_PREFIX, BEST_PREFIX = "velocity_", "best_"
+EPOCH_LOSSES, VALIDATION_ROWS = "epoch_losses", "validation_indices"
 
 
-def _read_arrays(path: Path, where: str) -> dict[str, np.ndarray]:
+def checkpoint_array_limits(info: dict[str, Any], parameter_nbytes: Mapping[str, int]
+                            ) -> dict[str, int]:
+    """The arrays a checkpoint holds beside its parameters, each with the most bytes its
+    ``checkpoint`` metadata ``info`` allows (``parameter_nbytes``: each parameter's size;
+    the losses and validation rows number at most ``n_train``)."""
+    n_train = info.get("n_train")
+    rows = n_train if isinstance(n_train, int) and not isinstance(n_train, bool) else 0
+    limits = {f"{prefix}{k}": parameter_nbytes[k]
+              for prefix in (VELOCITY_PREFIX, BEST_PREFIX) for k in PARAMETER_NAMES}
+    limits[EPOCH_LOSSES] = limits[VALIDATION_ROWS] = 8 * max(rows, 0)
+    return limits
+
+
+def _known_arrays() -> set[str]:
+    """Every array name a model file or checkpoint may hold."""
+    return {"metadata", *PARAMETER_NAMES,
+            *checkpoint_array_limits({}, dict.fromkeys(PARAMETER_NAMES, 0))}
+
+
+def _read_metadata(archive: NpzArchive, header: NpyHeader, where: str) -> dict[str, Any]:
+    """The metadata member's JSON object, read after its header was checked."""
+    if (header.dtype.kind != "U" or header.shape != ()
+            or header.nbytes > MAX_METADATA_BYTES):
+        raise ModelFileError(f"{where} has unreadable metadata (not a JSON string of at most "
+                             f"{MAX_METADATA_BYTES // 4} characters)")
+    meta_array = archive.read("metadata", header)
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ModelFileError(f"{where} does not exist") from None
-    except IsADirectoryError:
-        raise ModelFileError(f"{where} is a directory, not a model file") from None
-    except OSError as exc:
-        raise ModelFileError(f"{where} cannot be read: {exc.strerror or exc}") from None
-    if not data:
-        raise ModelFileError(f"{where} is empty")
-    if not data.startswith(b"PK"):
-        raise ModelFileError(f"{where} is not a simplenn model (.npz archive)")
-    arrays: dict[str, np.ndarray] = {}
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            for info in zf.infolist():
-                if info.is_dir():
-                    continue
-                if not info.filename.endswith(".npy"):
-                    raise ModelFileError(f"{where} holds {info.filename!r}, which is not a .npy array")
-                arrays[info.filename[:-4]] = _read_member(zf, info, where)
-    except ModelFileError:
-        raise
-    except _DAMAGE as exc:
-        raise ModelFileError(f"{where} is damaged or truncated ({type(exc).__name__}: {exc})") from None
-    return arrays
-
-
-def read_model_archive(
-    path: str | os.PathLike, *, kind: str = "model file"
-) -> tuple[dict[str, np.ndarray], dict[str, Any], dict[str, np.ndarray]]:
-    """``(params, metadata, extra_arrays)`` of a model file, the parameters fully validated.
-
-    ``params`` holds ``W1`` (d, h), ``b1`` (h,), ``W2`` (h, c), ``b2`` (c,) in the dtype
-    the metadata names; ``extra_arrays`` every other array, unchecked. ``kind`` names
-    the file in messages. Raises :class:`ModelFileError` naming the file and the problem.
-    """
-    path = Path(path)
-    where = f"{kind} {path}"
-    arrays = _read_arrays(path, where)
-    if "metadata" not in arrays:
-        raise ModelFileError(f"{where} has no metadata: not a simplenn model")
-    meta_array = arrays.pop("metadata")
-    try:
-        meta = json.loads(str(meta_array[()])) if meta_array.dtype.kind == "U" and meta_array.ndim == 0 else None
+        meta = json.loads(str(meta_array[()]))
     except (json.JSONDecodeError, ValueError, RecursionError):
         meta = None
     if not isinstance(meta, dict):
         raise ModelFileError(f"{where} has unreadable metadata (not a JSON object)")
+    return meta
+
+
+def _check_metadata(meta: dict[str, Any], where: str) -> dict[str, tuple[int, ...]]:
+    """Validate the metadata's version, sizes and dtype; the parameters' shapes."""
     version = meta.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool):
         raise ModelFileError(f"{where} has no valid format_version in its metadata")
@@ -203,20 +160,78 @@ def read_model_archive(
     if meta.get("dtype") not in ("float32", "float64"):
         raise ModelFileError(f"{where} metadata has an invalid dtype: {meta.get('dtype')!r}")
     d, h, c = sizes["n_inputs"], sizes["n_hidden"], sizes["n_classes"]
-    expected = {"W1": (d, h), "b1": (h,), "W2": (h, c), "b2": (c,)}
-    missing = [k for k in PARAMETER_NAMES if k not in arrays]
+    return {"W1": (d, h), "b1": (h,), "W2": (h, c), "b2": (c,)}
+
+
+def _read_archive(archive: NpzArchive, where: str
+                  ) -> tuple[dict[str, np.ndarray], dict[str, Any], dict[str, np.ndarray]]:
+    """Check every member's name and declared size, then every header, then the
+    metadata, and read each array's data only once its size fits the metadata."""
+    known = _known_arrays()
+    for name in archive.names:
+        if name not in known:
+            raise ModelFileError(f"{where} holds an unknown array {name!r}: not a simplenn "
+                                 f"model file")
+        if archive.declared_size(name) > MAX_ARRAY_BYTES + 2 * MAX_HEADER_BYTES:
+            raise ModelFileError(f"{where}: array {name!r} declares "
+                                 f"{archive.declared_size(name)} bytes, more than any simplenn "
+                                 f"model holds")
+    headers = {name: archive.header(name) for name in archive.names}
+    for name, header in headers.items():
+        if header.nbytes > MAX_ARRAY_BYTES:
+            raise ModelFileError(f"{where}: array {name!r} claims {header.nbytes} bytes, more "
+                                 f"than any simplenn model holds")
+    if "metadata" not in headers:
+        raise ModelFileError(f"{where} has no metadata: not a simplenn model")
+    meta = _read_metadata(archive, headers.pop("metadata"), where)
+    expected = _check_metadata(meta, where)
+    missing = [k for k in PARAMETER_NAMES if k not in headers]
     if missing:
         raise ModelFileError(f"{where} is missing the arrays {', '.join(missing)}")
+    dtype = np.dtype(meta["dtype"])
     for name, shape in expected.items():
-        a = arrays[name]
-        if a.shape != shape:
-            raise ModelFileError(f"{where}: {name} has shape {a.shape}, expected {shape}")
-        if a.dtype != np.dtype(meta["dtype"]):
-            raise ModelFileError(f"{where}: {name} has dtype {a.dtype}, expected {meta['dtype']}")
-        if not np.isfinite(a).all():
+        header = headers[name]
+        if header.shape != shape:
+            raise ModelFileError(f"{where}: {name} has shape {header.shape}, expected {shape}")
+        if header.dtype.newbyteorder("=") != dtype:
+            raise ModelFileError(f"{where}: {name} has dtype {header.dtype}, expected {dtype}")
+    params = {}
+    for name in PARAMETER_NAMES:
+        params[name] = archive.read(name, headers.pop(name))
+        if not np.isfinite(params[name]).all():
             raise ModelFileError(f"{where}: {name} holds NaN or infinite values")
-    params = {k: arrays.pop(k) for k in PARAMETER_NAMES}
-    return params, meta, arrays
+    limits: dict[str, int] = {}
+    if "checkpoint" in meta:
+        info = meta["checkpoint"] if isinstance(meta["checkpoint"], dict) else {}
+        limits = checkpoint_array_limits(info, {k: a.nbytes for k, a in params.items()})
+    extra = {}
+    for name, header in headers.items():
+        if name not in limits:
+            raise ModelFileError(f"{where} holds the array {name!r}, which only a checkpoint "
+                                 f"has, without the checkpoint's metadata")
+        if header.nbytes > limits[name]:
+            raise ModelFileError(f"{where}: array {name!r} claims {header.nbytes} bytes, more "
+                                 f"than its metadata allows ({limits[name]})")
+        extra[name] = archive.read(name, header)
+    return params, meta, extra
+
+
+def read_model_archive(
+    path: str | os.PathLike, *, kind: str = "model file"
+) -> tuple[dict[str, np.ndarray], dict[str, Any], dict[str, np.ndarray]]:
+    """``(params, metadata, extra_arrays)`` of a model file, the parameters fully validated.
+
+    ``params`` holds ``W1`` (d, h), ``b1`` (h,), ``W2`` (h, c), ``b2`` (c,) in the dtype
+    the metadata names; ``extra_arrays`` the arrays only a checkpoint holds, each no larger
+    than its metadata allows but otherwise unchecked. ``kind`` names the file in messages.
+    Only a regular file is read, with memory bounded by the sizes its metadata declares
+    (:class:`~simplenn.io.archive.NpzArchive`). Raises :class:`ModelFileError` naming the
+    file and the problem.
+    """
+    path = Path(path)
+    where = f"{kind} {path}"
+    with NpzArchive(path, where) as archive:
+        return _read_archive(archive, where)
 
 
 def read_model_file(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
