@@ -2,9 +2,10 @@
 
 Each PNG/JPEG/... file is preprocessed the MNIST way (:mod:`simplenn.data.preprocess`) and
 classified; one line per file, ``FILE: DIGIT (PROBABILITY)``, or with ``--json`` one
-JSON array. A file that cannot be read gets its own error (on stderr, or an
-``error`` entry in the JSON) while the others are still answered; the exit status is
-then 1.
+JSON array. A file that cannot be read, whatever the reason (damaged, unreadable, NaN
+pixels, more pixels than :data:`~simplenn.data.preprocess.MAX_PIXELS`, out of memory),
+gets its own error line on stderr (and an ``error`` entry in the JSON) while the others
+are still answered; the exit status is then 1.
 """
 
 from __future__ import annotations
@@ -60,6 +61,13 @@ def _predict(args) -> int:
             results.append({"file": str(path)})
         except ImageError as exc:
             results.append({"file": str(path), "error": str(exc)})
+        except Exception as exc:  # one image's failure never ends the batch
+            if args.debug:
+                raise
+            reason = ("out of memory" if isinstance(exc, MemoryError)
+                      else f"{type(exc).__name__}: {' '.join(str(exc).split())}")
+            results.append({"file": str(path), "error": f"{path}: cannot read the image "
+                                                         f"({reason})"})
     if rows:
         probabilities = net.predict_proba(np.stack(rows))
         good = (r for r in results if "error" not in r)

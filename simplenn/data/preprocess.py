@@ -10,6 +10,8 @@ Reading image files needs Pillow (``pip install Pillow``);
 from __future__ import annotations
 
 import os
+import stat
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -29,43 +31,88 @@ class ImageError(SimplennError, ValueError):
     """An image file that cannot be read or holds no digit; the message names the file."""
 
 
+#: Most pixels an image file may have (checked before decoding it; Pillow's own
+#: decompression-bomb limit is about 89 million).
+MAX_PIXELS = 25_000_000
+#: An image with a longer side is first reduced (box filter) to about this size.
+REDUCED_SIDE = 1024
+
+
 def load_grayscale(path: str | os.PathLike) -> np.ndarray:
     """The image at ``path`` as (H, W) float64 luminance in [0, 255].
 
     EXIF rotation is applied; transparent areas are filled with a ground that contrasts
     with the opaque strokes (so both black-on-transparent and white-on-transparent
-    drawings work). Raises :class:`ImageError` for a missing, empty, non-image or
-    damaged file.
+    drawings work). Float images (mode ``F``) with values in [0, 1] are read as
+    such. An image with more than :data:`MAX_PIXELS` pixels is refused before it is
+    decoded, one with a side longer than :data:`REDUCED_SIDE` is reduced to about that.
+    Raises :class:`ImageError` for a missing, empty, unreadable, not regular, non-image,
+    damaged or too large file and for NaN or infinite pixels.
     """
     require("PIL", "reading images")
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
     try:
-        if path.stat().st_size == 0:
+        info = path.stat()
+        if stat.S_ISDIR(info.st_mode):
+            raise ImageError(f"{path}: is a directory, not an image")
+        if not stat.S_ISREG(info.st_mode):
+            from ..io.archive import file_kind
+
+            raise ImageError(f"{path}: not a regular file ({file_kind(info.st_mode)}), not an "
+                             f"image")
+        if info.st_size == 0:
             raise ImageError(f"{path}: the file is empty")
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # MAX_PIXELS is lower
+            im = Image.open(path)
+        with im:
+            width, height = im.size
+            if width * height > MAX_PIXELS:
+                raise ImageError(f"{path}: refused, {width}x{height} is more than the "
+                                 f"{MAX_PIXELS:,} pixels simplenn reads; scale the image down")
             im.load()
-            return _luminance(im)
+            im = ImageOps.exif_transpose(im)
+            if max(im.size) > REDUCED_SIDE:
+                im = _reduced(im)
+            return _luminance(im, path)
     except FileNotFoundError:
         raise ImageError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise ImageError(f"{path}: is a directory, not an image") from None
+    except PermissionError:
+        raise ImageError(f"{path}: permission denied; make the file readable") from None
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image file Pillow can read (PNG, JPEG, ...)") from None
     except Image.DecompressionBombError as exc:
-        raise ImageError(f"{path}: refused, the image is too large ({exc})") from None
+        raise ImageError(f"{path}: refused, the image has more than the {MAX_PIXELS:,} pixels "
+                         f"simplenn reads ({exc})") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         if isinstance(exc, ImageError):
             raise
+        if isinstance(exc, OSError) and exc.errno is not None:  # the system's, not Pillow's
+            raise ImageError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
         raise ImageError(f"{path}: damaged or truncated image ({exc})") from None
 
 
-def _luminance(im) -> np.ndarray:
+def _reduced(im):
+    """``im`` shrunk by a whole factor (averaging boxes of pixels) to a longest side of
+    at most :data:`REDUCED_SIDE`; as it is for modes Pillow cannot reduce."""
+    try:
+        return im.reduce(-(-max(im.size) // REDUCED_SIDE))
+    except (ValueError, NotImplementedError):
+        return im
+
+
+def _luminance(im, path: Path) -> np.ndarray:
     mode = im.mode
     if mode in ("I", "F") or mode.startswith("I;"):
         a = np.asarray(im, dtype=np.float64)
+        if not np.isfinite(a).all():
+            raise ImageError(f"{path}: the image holds NaN or infinite pixel values")
+        if mode == "F" and a.size and 0 <= a.min() and a.max() <= 1:
+            return a * 255.0  # floats in [0, 1]
         top = 65535.0 if mode.startswith("I;16") else max(255.0, float(a.max()))
         return np.clip(a * (255.0 / top), 0, 255)
     if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in im.info):
