@@ -102,6 +102,13 @@ def run_command(prog: str, main: Callable[[], int], debug: bool) -> int:
             raise
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except MemoryError as exc:
+        if debug:
+            raise
+        detail = " ".join(str(exc).split()) or "MemoryError"
+        print(f"{prog}: error: out of memory ({detail}); free memory or ask for less (a "
+              f"smaller model, batch or image)", file=sys.stderr)
+        return EXIT_ERROR
     except BrokenPipeError:  # stdout closed early (e.g. piped into `head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_BROKEN_PIPE

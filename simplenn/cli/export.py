@@ -37,11 +37,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _export(args) -> int:
+    from ..errors import ModelFileError
     from ..io.models import load_model
     from ..io.onnx import export_onnx
 
     net = load_model(args.model, backend="numpy")
-    path = export_onnx(net, args.output, inputs=args.inputs)
+    try:
+        path = export_onnx(net, args.output, inputs=args.inputs)
+    except ValueError as exc:  # a model ONNX's float32 graph cannot hold
+        if isinstance(exc, ModelFileError):
+            raise
+        raise ModelFileError(f"cannot export {args.model}: {exc}") from None
     kind = "uint8" if args.inputs == "uint8" else "float32"
     print(f"wrote {path}: {net.n_inputs} -> {net.n_hidden} -> {net.n_classes} network, input "
           f"pixels (N, {net.n_inputs}) {kind}, outputs probabilities (N, {net.n_classes}) "

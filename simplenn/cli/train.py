@@ -7,14 +7,18 @@ backend that runs here and prints the final test accuracy as its last line.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
 import math
+import os
 import shlex
 import signal
 import sys
+import tempfile
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from datetime import datetime, timezone
@@ -31,6 +35,7 @@ from ..backends import available_backends, default_backend_name, resolve_backend
 from ..core.augment import AUGMENTATIONS, distort_images
 from ..core.training import (LR_REFERENCE_BATCH, LR_SCHEDULES, REFERENCE_LR, EpochStats,
                              TrainConfig)
+from ..errors import SimplennError
 
 PROG = "python -m simplenn.train"
 #: The inputs of every run: load_dataset's splits hold read-only uint8 pixels.
@@ -91,10 +96,11 @@ def build_parser() -> common.ArgumentParser:
             "  SIMPLENN_DATA_DIR      where the downloader caches datasets\n"
             "\n"
             "exit status:\n"
-            "  0 done; 1 an error, e.g. bad data or a diverged run (the loss NaN, infinite or\n"
-            "  exploding; the message suggests a smaller --lr); 2 bad arguments; 130 after\n"
-            "  Ctrl-C and 143 after SIGTERM (both finish the current step and save a\n"
-            "  checkpoint with --checkpoint-dir)"))
+            "  0 done; 1 an error, e.g. bad data, an output that cannot be written (checked\n"
+            "  before training), a --checkpoint-dir another run holds, or a diverged run (the\n"
+            "  loss NaN, infinite or exploding; the message suggests a smaller --lr); 2 bad\n"
+            "  arguments; 130 after Ctrl-C and 143 after SIGTERM (both finish the current\n"
+            "  step and save a checkpoint with --checkpoint-dir)"))
     p.add_argument("--backend", type=common.backend_name, default=None,
                    help=f"{common.BACKEND_HELP} (default: $SIMPLENN_BACKEND, else auto: the "
                         "fastest that runs here, cupy with a CUDA GPU, else numba when "
@@ -146,7 +152,9 @@ def build_parser() -> common.ArgumentParser:
                         "train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, "
                         "each optionally .gz); default: the bundled MNIST")
     p.add_argument("--save", type=Path, default=None, metavar="PATH",
-                   help="write the trained model to PATH (.npz)")
+                   help="write the trained model to PATH (.npz; checked writable before "
+                        "training; if writing fails at the end, the model goes to "
+                        "PATH's directory or the temp directory as STEM.unsaved-*.npz)")
     p.add_argument("--metrics-out", type=Path, default=None, metavar="PATH",
                    help="write the per-epoch history and final test accuracy to PATH (JSON), "
                         "with what reproduces the run: every setting, the simplenn version, "
@@ -160,10 +168,13 @@ def build_parser() -> common.ArgumentParser:
     p.add_argument("--checkpoint-dir", type=Path, default=None, metavar="DIR",
                    help="save a checkpoint (model, optimiser and RNG state, history) to "
                         "DIR/checkpoint.npz after every epoch and on Ctrl-C or SIGTERM (DIR "
-                        "is created)")
+                        "is created); the run locks DIR (DIR/run.lock): a second run on it "
+                        "exits at once naming the holder's PID")
     p.add_argument("--resume", action="store_true",
-                   help="continue the run saved in --checkpoint-dir; settings not given take "
-                        "the checkpoint's values, settings given must match them")
+                   help="continue the run saved in --checkpoint-dir on its backend; settings "
+                        "not given take the checkpoint's values, settings given must match "
+                        "them (a different --backend is allowed, with a warning that the "
+                        "result will not be bitwise the unbroken run's)")
     p.add_argument("--list-backends", action="store_true",
                    help="list every backend, whether it can run here and why not, then exit")
     p.add_argument("--quiet", action="store_true",
@@ -302,37 +313,154 @@ def _interrupted_line(exc, ckpt_file: Path | None, checkpoint_dir: Path | None) 
              else f"interrupted by {signal.Signals(exc.signal_number).name}")
     if exc.saved:
         return (f"{PROG}: {cause} ({exc.state.describe()}); saved checkpoint {ckpt_file}; "
-                f"resume with: {PROG} --checkpoint-dir {checkpoint_dir} --resume")
+                f"resume with: {PROG} --checkpoint-dir {shlex.quote(str(checkpoint_dir))} "
+                f"--resume")
     return (f"{PROG}: {cause} ({exc.state.describe()}); nothing was saved (pass "
             f"--checkpoint-dir DIR to be able to resume)")
+
+
+class NetworkTooLargeError(SimplennError, MemoryError):
+    """The network asked for cannot fit in this machine's memory."""
+
+
+#: Rows the evaluation passes compute at a time (TwoLayerNet.logits' default).
+_EVALUATION_ROWS = 8192
+
+
+def _parameter_count(n_inputs: int, hidden: int, n_classes: int) -> int:
+    """The number of weights and biases of a n_inputs-hidden-n_classes network."""
+    return n_inputs * hidden + hidden + hidden * n_classes + n_classes
+
+
+def _training_bytes(n_inputs: int, hidden: int, n_classes: int, dtype: str,
+                    batch_size: int) -> int:
+    """About the memory training a network takes: its parameters, their momentum and
+    gradients, and the hidden activations of a batch and of an evaluation pass."""
+    rows = 3 * batch_size + _EVALUATION_ROWS
+    return np.dtype(dtype).itemsize * (3 * _parameter_count(n_inputs, hidden, n_classes)
+                                       + rows * hidden)
+
+
+def _memory_here() -> int | None:
+    """The memory this process may use: the physical memory, or the address-space limit
+    (``ulimit -v``) when lower; None when unknown."""
+    limits = []
+    try:
+        limits.append(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        pass
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if soft != resource.RLIM_INFINITY:
+            limits.append(soft)
+    except (ImportError, OSError, ValueError):
+        pass
+    return min(limits) if limits else None
+
+
+def _check_memory(args) -> None:
+    """Refuse, with the memory training it would take, a network whose parameters alone
+    do not fit in this machine's memory (a GPU run keeps a copy on the host too)."""
+    parameters = np.dtype(args.dtype).itemsize * _parameter_count(784, args.hidden, 10)
+    need = _training_bytes(784, args.hidden, 10, args.dtype, args.batch_size)
+    here = _memory_here()
+    if here is not None and parameters > here:
+        raise NetworkTooLargeError(
+            f"--hidden {args.hidden}: training this network needs about {_gib(need)} of "
+            f"memory (parameters, momentum, gradients and activations, {args.dtype}), more "
+            f"than the {_gib(here)} available here; choose a smaller --hidden")
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:,.1f} GiB"
+
+
+def _check_outputs(args) -> None:
+    """Check every output before training: each writable (a temp file created and
+    removed where it goes), none a directory, none the checkpoint or another output."""
+    from ..io.checkpoints import checkpoint_path
+    from ..io.lock import LOCK_NAME
+    from ..io.models import ensure_directory
+    from ..io.outputs import OutputError, check_output_file, check_writable_dir
+
+    taken: dict[Path, str] = {}
+    if args.checkpoint_dir is not None:
+        directory = args.checkpoint_dir
+        for path, what in ((checkpoint_path(directory), "the checkpoint"),
+                           (directory / LOCK_NAME, "the lock file")):
+            taken[path.resolve()] = f"{what} of --checkpoint-dir {directory}"
+    for flag, path in (("--save", args.save), ("--metrics-out", args.metrics_out)):
+        if path is None:
+            continue
+        check_output_file(path, flag)
+        what = taken.get(path.resolve())
+        if what is not None:
+            raise OutputError(f"{flag} {path} is {what}; writing there would replace it: "
+                              f"choose another path")
+        taken[path.resolve()] = f"the file of {flag}"
+    if args.plot is not None:
+        check_writable_dir(ensure_directory(args.plot, "--plot"), "--plot")
+    if args.checkpoint_dir is not None:
+        check_writable_dir(ensure_directory(args.checkpoint_dir, "--checkpoint-dir"),
+                           "--checkpoint-dir")
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """``warnings.showwarning`` for the command: ``PROG: warning: MESSAGE``."""
+    print(f"{PROG}: warning: {message}", file=sys.stderr if file is None else file)
 
 
 def _train(args) -> int:
     if args.list_backends:
         return list_backends()
-    from ..core.model import TwoLayerNet
-    from ..core.training import TrainingInterrupted, fit
-    from ..errors import TrainingDivergedError
-    from ..io.checkpoints import ResumeError, checkpoint_path, load_checkpoint, save_checkpoint
-    from ..io.models import ensure_directory, save_model
+    from ..io.lock import DirectoryLock
 
-    say = (lambda *a: None) if args.quiet else print
     if args.plot is not None:
         from .plots import require_matplotlib
 
         require_matplotlib()  # fail now, not after training
-    ckpt, ckpt_file = None, None
+    _check_outputs(args)
+    lock = None
     if args.checkpoint_dir is not None:
-        ckpt_file = checkpoint_path(ensure_directory(args.checkpoint_dir, "--checkpoint-dir"))
+        lock = DirectoryLock(args.checkpoint_dir, "--checkpoint-dir")
+        lock.acquire()
+    try:
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning
+            return _train_holding(args, lock)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_holding(args, lock) -> int:
+    """The run, once its outputs are checked and its checkpoint directory (if any) is
+    locked by ``lock``."""
+    from ..core.model import TwoLayerNet
+    from ..core.training import TrainingInterrupted, fit
+    from ..errors import BackendUnavailableError, TrainingDivergedError
+    from ..io.checkpoints import (ResumeError, checkpoint_path, load_checkpoint,
+                                  save_checkpoint)
+
+    say = (lambda *a: None) if args.quiet else print
+    ckpt, ckpt_file, saved_backend = None, None, None
+    if args.checkpoint_dir is not None:
+        ckpt_file = checkpoint_path(args.checkpoint_dir)
         if args.resume:
             if not ckpt_file.exists():
                 raise ResumeError(f"cannot resume: {ckpt_file} does not exist; run without "
                                   f"--resume to start a run that saves checkpoints there")
             ckpt = load_checkpoint(ckpt_file)
             _adopt_checkpoint_settings(args, ckpt)
+            saved_backend = ckpt.run.get("settings", {}).get("backend", ckpt.state.backend)
+            if "backend" not in args.explicit:
+                args.backend = saved_backend
         elif ckpt_file.exists():
             raise ResumeError(f"{ckpt_file} already holds a checkpoint; pass --resume to "
                               f"continue that run, or choose another --checkpoint-dir")
+    _check_memory(args)
 
     # The data decompresses and is checksummed (work that releases the GIL) in a thread
     # while the backend is imported and its compiled kernels are loaded.
@@ -342,8 +470,19 @@ def _train(args) -> int:
         if auto and not args.quiet:
             print(f"backend: {backend} (auto; --list-backends shows the others)",
                   file=sys.stderr)
-        net = TwoLayerNet(784, args.hidden, 10, backend=backend, dtype=args.dtype,
-                                   seed=args.seed)
+        if saved_backend is not None and backend != saved_backend:
+            print(f"{PROG}: warning: resuming on backend {backend}, not the checkpoint's "
+                  f"{saved_backend}: the result will not be bitwise the same as the unbroken "
+                  f"run's", file=sys.stderr)
+        try:
+            net = TwoLayerNet(784, args.hidden, 10, backend=backend, dtype=args.dtype,
+                              seed=args.seed)
+        except BackendUnavailableError as exc:
+            if saved_backend is None or "backend" in args.explicit:
+                raise
+            raise ResumeError(f"cannot resume {ckpt_file} on its backend {saved_backend}: {exc}; "
+                              f"pass --backend NAME to continue on another backend (the result "
+                              f"will not be bitwise the same)") from None
         if loading.done():
             loading.result()  # a missing or damaged file fails now, not after compiling
         compile_seconds = None
@@ -367,7 +506,7 @@ def _train(args) -> int:
     if ckpt_file is not None or args.metrics_out is not None:
         train_sha256 = _data_fingerprint(train)
     if ckpt_file is not None:
-        run = {"settings": {"hidden": args.hidden, "dtype": args.dtype},
+        run = {"settings": {"hidden": args.hidden, "dtype": args.dtype, "backend": net.backend},
                "data_dir": None if args.data_dir is None else str(args.data_dir.resolve()),
                "data_sha256": train_sha256}
         if ckpt is not None and ckpt.run.get("data_sha256") != run["data_sha256"]:
@@ -387,6 +526,7 @@ def _train(args) -> int:
         say(_epoch_line(s, args.epochs))
 
     def checkpoint(state) -> None:
+        lock.verify()  # never write into a directory this run no longer owns
         save_checkpoint(ckpt_file, state, run=run)
 
     try:
@@ -410,28 +550,87 @@ def _train(args) -> int:
     if history.best_epoch is not None:
         say(_best_epoch_line(history))
     accuracy = history.final_test_accuracy
+    written = True
     if args.save is not None:
-        save_model(net, args.save, metadata={"training": history.to_dict()["config"],
-                                                       "test_accuracy": accuracy})
-        say(f"saved model to {args.save}")
+        written &= _save_model(net, args.save, {"training": history.to_dict()["config"],
+                                                "test_accuracy": accuracy}, ckpt_file, say)
     if args.metrics_out is not None:
-        from ..io.atomic import atomic_write_bytes
-
         record = _metrics_record(history, args, source, {
             "train_sha256": train_sha256, "test_sha256": _data_fingerprint(test)})
-        atomic_write_bytes(args.metrics_out, json.dumps(record, indent=2).encode())
-        say(f"wrote metrics to {args.metrics_out}")
+        written &= _write_output("--metrics-out", args.metrics_out, say, _write_metrics,
+                                 args.metrics_out, record)
     if args.plot is not None:
-        from .plots import TRAINING_CURVES, plot_training_curves
-
-        plot_dir = ensure_directory(args.plot, "--plot")
-        path = plot_training_curves(history, plot_dir / TRAINING_CURVES)
-        say(f"wrote training curves to {path}")
-        if args.augment != "none":
-            path = _plot_augmentation(train, args, plot_dir)
-            say(f"wrote the distorted training digits to {path}")
+        written &= _write_output("--plot", args.plot, say, _plot_run, history, train, args)
     print(f"test accuracy: {100 * accuracy:.2f}%")
-    return 0
+    return 0 if written else common.EXIT_ERROR
+
+
+def _save_model(net, path: Path, metadata: dict, ckpt_file: Path | None, say) -> bool:
+    """Write the trained model to ``path``; if that fails (a full disk), to a new file
+    beside it or in the temp directory, saying where. Whether ``path`` was written."""
+    from ..errors import ModelFileError
+    from ..io.models import save_model
+    from ..io.outputs import fallback_path
+
+    try:
+        save_model(net, path, metadata=metadata)
+    except ModelFileError as exc:
+        failure = str(exc)
+    else:
+        say(f"saved model to {path}")
+        return True
+    for directory in (path.parent, Path(tempfile.gettempdir())):
+        try:
+            fallback = fallback_path(path, directory)
+        except OSError:
+            continue
+        try:
+            save_model(net, fallback, metadata=metadata)
+        except ModelFileError:
+            with contextlib.suppress(OSError):
+                fallback.unlink()
+            continue
+        print(f"{PROG}: error: {failure}; the trained model was saved to {fallback} instead",
+              file=sys.stderr)
+        return False
+    kept = (f"the last checkpoint, {ckpt_file}, holds the finished run"
+            if ckpt_file is not None and ckpt_file.exists() else "the trained model is lost")
+    print(f"{PROG}: error: {failure}; no fallback could be written either: {kept}",
+          file=sys.stderr)
+    return False
+
+
+def _write_output(flag: str, path: Path, say, write, *args) -> bool:
+    """Run ``write(*args)`` (which returns the lines to say); a failure is one error
+    line naming ``flag`` and ``path``. Whether it succeeded."""
+    try:
+        lines = write(*args)
+    except (OSError, SimplennError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        print(f"{PROG}: error: cannot write {flag} {path}: {reason}", file=sys.stderr)
+        return False
+    for line in lines:
+        say(line)
+    return True
+
+
+def _write_metrics(path: Path, record: dict) -> list[str]:
+    from ..io.atomic import atomic_write_bytes
+
+    atomic_write_bytes(path, json.dumps(record, indent=2).encode())
+    return [f"wrote metrics to {path}"]
+
+
+def _plot_run(history, train, args) -> list[str]:
+    """The training curves (and with --augment the distorted digits) in --plot DIR."""
+    from .plots import TRAINING_CURVES, plot_training_curves
+
+    curves = plot_training_curves(history, args.plot / TRAINING_CURVES)
+    lines = [f"wrote training curves to {curves}"]
+    if args.augment != "none":
+        path = _plot_augmentation(train, args, args.plot)
+        lines.append(f"wrote the distorted training digits to {path}")
+    return lines
 
 
 def _plot_augmentation(train, args, plot_dir: Path) -> Path:
