@@ -41,6 +41,7 @@ import numpy as np
 
 from ..errors import TrainingDivergedError
 from .augment import Augmenter, check_augmentation
+from .labels import warn_about_labels
 from .model import TwoLayerNet
 from .network import PARAMETER_NAMES
 
@@ -520,6 +521,7 @@ class _Run:
         self.X = self.ops.asarray(
             X_host, dtype=np.uint8 if net._input_dtype(X_host) == np.uint8 else net.dtype)
         self.test_xy = self._eval_data(test, "test")
+        warn_about_labels(y_host, None if self.test_xy is None else self.test_xy[1])
         self.val_xy = self._eval_data(validation, "validation")
         if config.early_stopping is not None and self.val_xy is None:
             raise ValueError("early_stopping needs a validation set: pass validation=(X, y) "
