@@ -1,5 +1,6 @@
-"""The model: :class:`TwoLayerNet`, its parameters on a backend, and the one way to run
-a chunk of training steps (:meth:`TwoLayerNet.train_steps`)."""
+"""The model: :class:`TwoLayerNet`, its parameters on a backend (a
+:class:`~simplenn.core.params.Params`), and the one way to run a chunk of training
+steps (:meth:`TwoLayerNet.train_steps`)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,11 @@ import numpy as np
 
 from ..backends import Ops, get_backend
 from ..backends.base import Array
-from .network import DEFAULT_HIDDEN, PARAMETER_NAMES, NetworkFunctions, network_functions
+from ..optim import Optimizer, OptState
+from .network import (
+    DEFAULT_HIDDEN, NetworkFunctions, input_kind, network_functions, training_path,
+)
+from .params import Params, as_dict, from_mapping, map_params, parameter_shapes
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
@@ -118,12 +123,12 @@ class TwoLayerNet:
         self.seed = _check_seed(seed)
         rng = np.random.default_rng(self.seed)
         d, h, c = self.n_inputs, self.n_hidden, self.n_classes
-        self.set_parameters({
-            "W1": rng.standard_normal((d, h)) * math.sqrt(2.0 / d),
-            "b1": np.zeros(h),
-            "W2": rng.standard_normal((h, c)) * math.sqrt(2.0 / h),
-            "b2": np.zeros(c),
-        })
+        self.set_parameters(Params(
+            W1=rng.standard_normal((d, h)) * math.sqrt(2.0 / d),
+            b1=np.zeros(h),
+            W2=rng.standard_normal((h, c)) * math.sqrt(2.0 / h),
+            b2=np.zeros(c),
+        )._asdict())
 
     def __repr__(self) -> str:
         return (f"TwoLayerNet({self.n_inputs}, {self.n_hidden}, {self.n_classes}, "
@@ -146,32 +151,36 @@ class TwoLayerNet:
         return fns
 
     # -- parameters ------------------------------------------------------------------
+    #: The parameters on the backend, in :attr:`dtype`.
+    params: Params
+
     def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
-        d, h, c = self.n_inputs, self.n_hidden, self.n_classes
-        return {"W1": (d, h), "b1": (h,), "W2": (h, c), "b2": (c,)}
+        """The shape of each parameter, by name."""
+        return as_dict(parameter_shapes(self.n_inputs, self.n_hidden, self.n_classes))
 
     def parameters(self) -> dict[str, np.ndarray]:
-        """NumPy copies of ``W1``, ``b1``, ``W2``, ``b2`` in the network's dtype."""
-        return {k: np.array(self.ops.to_numpy(v), copy=True) for k, v in self.params.items()}
+        """NumPy copies of ``W1`` (n_inputs, n_hidden), ``b1`` (n_hidden,), ``W2``
+        (n_hidden, n_classes) and ``b2`` (n_classes,) in the network's dtype, by name."""
+        return as_dict(map_params(lambda v: np.array(self.ops.to_numpy(v), copy=True),
+                                  self.params))
 
     def set_parameters(self, params: Mapping[str, Any]) -> None:
-        """Replace all four parameters; shapes must match, values must be finite."""
-        missing = [k for k in PARAMETER_NAMES if k not in params]
-        extra = [k for k in params if k not in PARAMETER_NAMES]
-        if missing or extra:
-            raise ValueError(f"parameters must have exactly the keys {PARAMETER_NAMES}; "
-                             f"missing {missing}, unexpected {extra}")
-        new = {}
-        for name, shape in self.parameter_shapes().items():
-            host = np.asarray(self.ops.to_numpy(params[name]))
+        """Replace all four parameters from a mapping by name (host or backend arrays);
+        shapes must match, values must be finite."""
+        given = from_mapping(params)
+        shapes = parameter_shapes(self.n_inputs, self.n_hidden, self.n_classes)
+        new = []
+        for name, value, shape in zip(Params._fields, given, shapes):
+            host = np.asarray(self.ops.to_numpy(value) if not isinstance(value, np.ndarray)
+                              else value)
             if host.shape != shape:
                 raise ValueError(f"parameter {name} must have shape {shape}, not {host.shape}")
             if host.dtype.kind not in "fiu":
                 raise ValueError(f"parameter {name} must be numeric, not {host.dtype}")
             if not np.isfinite(host).all():
                 raise ValueError(f"parameter {name} holds NaN or infinite values")
-            new[name] = self.ops.asarray(host)
-        self.params = new
+            new.append(self.ops.asarray(host))
+        self.params = Params(*new)
 
     # -- inputs ----------------------------------------------------------------------
     def _check_inputs(self, X: Any) -> np.ndarray | Array:
@@ -244,32 +253,35 @@ class TwoLayerNet:
     def _to_float(self, X: Any) -> Array:
         """Checked (m, d) input -> backend floats; uint8 pixels are scaled by 1/255."""
         dtype = self._input_dtype(X)
-        X = self.ops.asarray(X, dtype=dtype)
-        return self.ops.pixels_to_float(X) if dtype == np.uint8 else self.ops.cast_to_float(X)
+        return self.ops.to_float(self.ops.asarray(X, dtype=dtype))
 
     # -- computing -------------------------------------------------------------------
-    def train_steps(self, X: Array, Y: Array, order: Array, velocities: list[Array], *,
-                    batch_size: int, lr: float, momentum: float, weight_decay: float,
-                    ) -> tuple[list[Array], Array]:
-        """Run ``ceil(len(order) / batch_size)`` SGD steps over the rows ``X[order]`` in
-        order (the last batch may be smaller), updating :attr:`params`; the one way every
-        caller (``fit``, the benchmarks, the warm-up) runs a chunk of training steps.
+    def training_path(self, optimizer: Optimizer, X: Array, batch_size: int) -> str:
+        """The name of the path :meth:`train_steps` takes for ``optimizer`` on the stored
+        inputs ``X`` at ``batch_size``: ``generic`` or one of the backend's fast paths."""
+        return training_path(self.ops, optimizer, input_kind(self._input_dtype(X)),
+                             batch_size).name
+
+    def train_steps(self, X: Array, Y: Array, order: Array, state: OptState, *,
+                    optimizer: Optimizer, batch_size: int, lrs: np.ndarray,
+                    ) -> tuple[OptState, Array]:
+        """Run ``ceil(len(order) / batch_size)`` steps of ``optimizer`` over the rows
+        ``X[order]`` in order (the last batch may be smaller), step ``s`` at learning
+        rate ``lrs[s]``, updating :attr:`params`; the one way every caller (``fit``, the
+        benchmarks, the warm-up) runs a chunk of training steps.
 
         ``X`` (n, n_inputs) uint8 pixels or floats of :attr:`dtype`, ``Y`` (n,) int64
-        labels and ``order`` (k,) int64 row indices are arrays of the backend;
-        ``velocities`` are the four momentum buffers, shaped like ``W1, b1, W2, b2``.
-        Returns the new velocities and each step's loss, a float64 array of the backend.
+        labels and ``order`` (k,) int64 row indices are arrays of the backend; ``state``
+        is the optimizer's (:meth:`Optimizer.init`); ``lrs`` a NumPy float64 array with
+        one learning rate per step. Returns the new state and each step's loss, a
+        float64 array of the backend. The backend's fast path runs the chunk where one
+        covers it (:func:`simplenn.core.network.training_path`).
         """
-        fns = self.functions
-        train_steps = fns.train_steps_pixels if self._input_dtype(X) == _UINT8 else \
-            fns.train_steps_floats
-        scalar = self.ops.scalar
-        p = self.params
-        W1, b1, W2, b2, V1, v1, V2, v2, losses = train_steps(
-            p["W1"], p["b1"], p["W2"], p["b2"], *velocities, X, Y, order, batch_size,
-            scalar(lr), scalar(momentum), scalar(weight_decay))
-        self.params = {"W1": W1, "b1": b1, "W2": W2, "b2": b2}
-        return [V1, v1, V2, v2], losses
+        path = training_path(self.ops, optimizer, input_kind(self._input_dtype(X)),
+                             batch_size)
+        self.params, state, losses = path.train_steps(self.params, state, X, Y, order,
+                                                      batch_size, lrs)
+        return state, losses
 
     def loss_and_gradients(self, X: Any, y: Any) -> tuple[float, dict[str, np.ndarray]]:
         """Mean cross-entropy on (X, y) and its gradients with respect to every parameter.
@@ -282,10 +294,8 @@ class TwoLayerNet:
         if X.shape[0] == 0:
             raise ValueError("X is empty: the loss of zero samples is undefined")
         y = self._check_labels(y, X.shape[0])
-        p = self.params
-        loss, *grads = self.functions.loss_and_gradients(
-            p["W1"], p["b1"], p["W2"], p["b2"], self._to_float(X), y)
-        return float(loss), {k: self.ops.to_numpy(g) for k, g in zip(PARAMETER_NAMES, grads)}
+        loss, grads = self.functions.loss_and_gradients(self.params, self._to_float(X), y)
+        return float(loss), as_dict(map_params(self.ops.to_numpy, grads))
 
     def logits(self, X: Any, *, batch_size: int = 8192) -> Array:
         """Backend array of logits (n, n_classes), computed ``batch_size`` rows at a time."""
@@ -295,8 +305,7 @@ class TwoLayerNet:
         """:meth:`logits` of an already checked X."""
         p, forward = self.params, self.functions.forward
         n = X.shape[0]
-        chunks = [forward(p["W1"], p["b1"], p["W2"], p["b2"],
-                          self._to_float(X[i:min(n, i + batch_size), ...]))
+        chunks = [forward(p, self._to_float(X[i:min(n, i + batch_size), ...]))
                   for i in range(0, n, batch_size)]
         if not chunks:
             return self.ops.xp.zeros((0, self.n_classes), dtype=self.ops.float_dtype)
@@ -328,14 +337,17 @@ INPUT_KINDS = ("pixels", "read-only pixels", "floats")
 
 
 def warm_up(ops: Ops, kinds: Iterable[str] = INPUT_KINDS, gradients: bool = True,
-            batch_size: int | None = None) -> None:
+            batch_size: int | None = None, optimizer: Optimizer | None = None) -> None:
     """Compile (or load from the cache) what training and inference run on ``ops``, for
-    its dtype and the input ``kinds`` (names from :data:`INPUT_KINDS`, default all), and
-    with ``gradients`` :meth:`TwoLayerNet.loss_and_gradients` (which ``fit`` does not
-    call), so that later timings measure running, not compiling. Training is warmed up
-    at ``batch_size``, or with None at 1 and at 128 (a backend may compile small and
-    large batches apart: Numba does). Worth calling when ``ops.needs_warmup``; cheap
-    otherwise."""
+    its dtype, the input ``kinds`` (names from :data:`INPUT_KINDS`, default all) and
+    ``optimizer`` (default SGD), and with ``gradients``
+    :meth:`TwoLayerNet.loss_and_gradients` (which ``fit`` does not call), so that later
+    timings measure running, not compiling. Training is warmed up at ``batch_size``,
+    or with None at 1 and at 128 (a backend may train small and large batches apart).
+    Worth calling when ``ops.needs_warmup``; cheap otherwise."""
+    from ..optim import SGD
+
+    optimizer = SGD() if optimizer is None else optimizer
     kinds = tuple(kinds)
     unknown = [k for k in kinds if k not in INPUT_KINDS]
     if unknown:
@@ -352,11 +364,11 @@ def warm_up(ops: Ops, kinds: Iterable[str] = INPUT_KINDS, gradients: bool = True
     order = ops.asarray(np.arange(8), dtype=np.int64)
     for kind in kinds:
         X, Y = examples[kind]
-        velocities = [ops.xp.zeros_like(v) for v in net.params.values()]
         X_ops, Y_ops = ops.asarray(X, dtype=X.dtype), ops.asarray(Y, dtype=np.int64)
         for size in (1, 128) if batch_size is None else (batch_size,):
-            net.train_steps(X_ops, Y_ops, order, velocities, batch_size=size, lr=0.0,
-                            momentum=0.0, weight_decay=0.0)
+            state = optimizer.init(net.params, ops.xp.zeros_like)
+            net.train_steps(X_ops, Y_ops, order, state, optimizer=optimizer, batch_size=size,
+                            lrs=np.zeros(8))
         if gradients:
             net.loss_and_gradients(X, Y)
         net.predict(X)

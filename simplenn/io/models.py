@@ -33,7 +33,7 @@ import numpy as np
 from .atomic import atomic_write_bytes
 from ..errors import ModelFileError
 from ..core.model import TwoLayerNet
-from ..core.network import PARAMETER_NAMES
+from ..core.params import PARAMETER_NAMES
 
 FORMAT_VERSION = 1
 #: Largest array member read from a model file (bytes): guards against forged headers.

@@ -85,7 +85,7 @@ def build_onnx_model(net: TwoLayerNet, *, inputs: str = "uint8"):
 
     d, h, c = net.n_inputs, net.n_hidden, net.n_classes
     params = _float32_parameters(net)
-    initializers = [numpy_helper.from_array(params[k], name=k) for k in ("W1", "b1", "W2", "b2")]
+    initializers = [numpy_helper.from_array(value, name=k) for k, value in params.items()]
     nodes = []
     if inputs == "uint8":
         initializers.append(numpy_helper.from_array(np.array(255, dtype=np.float32), name="scale"))
