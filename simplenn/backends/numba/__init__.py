@@ -34,6 +34,7 @@ import numba
 import numpy as np
 from numba import njit
 
+from ... import _probes
 from ..numpy_backend import NumpyOps
 from .batches import (
     _LIKE32, _LIKE64, SPARSE_MAX_ROWS, Batch, DeferredBatch, DenseInputs, ThreadedInputs,
@@ -162,7 +163,7 @@ class NumbaOps(NumpyOps):
         cells = [c.cell_contents for c in (fn.__closure__ or ())]
         parts = [hashlib.sha256(marshal.dumps(fn.__code__)).hexdigest(), fn.__qualname__]
         for value in cells:
-            uuid = getattr(value, "_uuid", None)
+            uuid = _probes.dispatcher_uuid(value)
             if uuid is None and not isinstance(value, (int, float, str, bool, type(None))):
                 return dispatcher  # something we can't hash stably: leave numba's UUID
             parts.append(str(uuid) if uuid is not None else repr(value))
