@@ -23,6 +23,7 @@ from typing import Any, Callable
 import numpy as np
 from numba import njit
 
+from ... import _probes
 from ..numpy_backend import NumpyOps
 from .batches import _LIKE32, _LIKE64, _convert
 from .compile import CACHE, CACHE_ENV_VAR, _kernel, _set_stable_uuid
@@ -100,7 +101,7 @@ class NumbaOps(NumpyOps):
         cells = [c.cell_contents for c in (fn.__closure__ or ())]
         parts = [hashlib.sha256(marshal.dumps(fn.__code__)).hexdigest(), fn.__qualname__]
         for value in cells:
-            uuid = getattr(value, "_uuid", None)
+            uuid = _probes.dispatcher_uuid(value)
             if uuid is not None:
                 parts.append(str(uuid))
             elif isinstance(value, types.ModuleType):
