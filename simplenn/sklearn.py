@@ -32,6 +32,7 @@ except ImportError as exc:
         "with pip install scikit-learn (from a simplenn checkout: pip install '.[sklearn]')"
     ) from None
 
+from .optim import SGD
 from .core.model import TwoLayerNet
 from .core.training import fit as _fit
 
@@ -182,7 +183,7 @@ class SimpleNNClassifier(ClassifierMixin, BaseEstimator):
         history = _fit(
             net, (_network_inputs(X, net, pixels), y_index.astype(np.int64)),
             epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
-            momentum=self.momentum, weight_decay=self.weight_decay,
+            optimizer=SGD(momentum=self.momentum, weight_decay=self.weight_decay),
             lr_schedule=self.lr_schedule, seed=self.seed,
             validation_fraction=validation_fraction, early_stopping=self.early_stopping,
             augment=self.augment, eval_train=False, progress=False, interruptible=False)

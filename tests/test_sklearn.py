@@ -22,6 +22,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import simplenn
+from simplenn.optim import SGD
 from simplenn.sklearn import EXPECTED_FAILED_CHECKS, SimpleNNClassifier
 
 pytestmark = pytest.mark.usefixtures("one_blas_thread")
@@ -135,8 +136,8 @@ def test_uint8_pixels_train_like_simplenn_fit(mnist):
     X, y = train.X[:600], train.y[:600]
     clf = SimpleNNClassifier(hidden=32, epochs=2, batch_size=64, lr=0.1, seed=3).fit(X, y)
     net = simplenn.TwoLayerNet(784, 32, 10, seed=3)
-    simplenn.fit(net, (X, y), epochs=2, batch_size=64, lr=0.1, momentum=0.9,
-                 weight_decay=1e-4, seed=3, eval_train=False)
+    simplenn.fit(net, (X, y), epochs=2, batch_size=64, lr=0.1,
+                 optimizer=SGD(weight_decay=1e-4), seed=3, eval_train=False)
     for name, value in net.parameters().items():
         np.testing.assert_array_equal(clf.net_.parameters()[name], value)
     assert clf.pixel_inputs_
@@ -151,8 +152,8 @@ def test_augment_distorts_training_images_like_simplenn_fit(mnist):
     clf = SimpleNNClassifier(hidden=16, epochs=1, batch_size=64, lr=0.1, seed=2,
                              augment="elastic").fit(X, y)
     net = simplenn.TwoLayerNet(784, 16, 10, seed=2)
-    simplenn.fit(net, (X, y), epochs=1, batch_size=64, lr=0.1, momentum=0.9,
-                 weight_decay=1e-4, seed=2, augment="elastic", eval_train=False)
+    simplenn.fit(net, (X, y), epochs=1, batch_size=64, lr=0.1,
+                 optimizer=SGD(weight_decay=1e-4), seed=2, augment="elastic", eval_train=False)
     plain = SimpleNNClassifier(hidden=16, epochs=1, batch_size=64, lr=0.1, seed=2).fit(X, y)
     for name, value in net.parameters().items():
         np.testing.assert_array_equal(clf.net_.parameters()[name], value)
@@ -220,8 +221,9 @@ def test_early_stopping_is_simplenn_fit_with_it(noise, fraction):
 
     net = simplenn.TwoLayerNet(8, 64, 2, seed=2)
     expected = simplenn.fit(
-        net, (X.astype(np.float32), y), epochs=60, batch_size=32, lr=0.1, momentum=0.9,
-        weight_decay=1e-4, seed=2, validation_fraction=0.1 if fraction is None else fraction,
+        net, (X.astype(np.float32), y), epochs=60, batch_size=32, lr=0.1,
+        optimizer=SGD(weight_decay=1e-4), seed=2,
+        validation_fraction=0.1 if fraction is None else fraction,
         early_stopping=3, eval_train=False)
     assert [e.val_loss for e in history.epochs] == [e.val_loss for e in expected.epochs]
     assert expected.best_epoch == history.best_epoch

@@ -57,7 +57,7 @@ def test_a_diverging_run_names_the_epoch_and_step_and_restores_the_network(subse
     net = TwoLayerNet(784, 32, seed=0)
     before = net.parameters()
     with pytest.raises(TrainingDivergedError) as err:
-        fit(net, train, epochs=2, batch_size=32, lr=1e10, momentum=0.9)
+        fit(net, train, epochs=2, batch_size=32, lr=1e10)
     message = str(err.value)
     assert "epoch 1" in message and "step " in message and "smaller learning rate" in message
     after = net.parameters()

@@ -73,9 +73,10 @@ class Ops:
     #: (:class:`~simplenn.backends.fastpath.FastPath`); ``fit`` uses one where it
     #: covers the run and the generic compiled math elsewhere.
     fast_paths: tuple = ()
-    #: The image-distortion ops of this backend, as ``"module:class"`` (imported when
-    #: a run augments): the generic ones on ``xp`` unless a backend overrides them.
-    image_ops: str = "simplenn.backends.images:ImageOps"
+    #: The image-distortion ops of this backend: a subclass of
+    #: :class:`~simplenn.backends.images.ImageOps`, or its ``"module:class"`` name
+    #: (imported when a run augments); the generic ones on ``xp`` unless overridden.
+    image_ops: Any = "simplenn.backends.images:ImageOps"
 
     def __init__(self, dtype: str | np.dtype = "float32") -> None:
         dtype = np.dtype(dtype)

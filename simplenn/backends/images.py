@@ -80,9 +80,13 @@ class ImageOps:
 
 
 def image_ops(ops: Ops) -> ImageOps:
-    """The image ops of backend ``ops``: the class its :attr:`Ops.image_ops` names."""
-    module, _, name = ops.image_ops.partition(":")
-    return getattr(importlib.import_module(module), name)(ops)
+    """The image ops of backend ``ops``: its :attr:`Ops.image_ops`, a class or a
+    ``"module:class"`` name."""
+    cls = ops.image_ops
+    if isinstance(cls, str):
+        module, _, name = cls.partition(":")
+        cls = getattr(importlib.import_module(module), name)
+    return cls(ops)
 
 
 __all__ = ["ImageOps", "image_ops"]

@@ -8,7 +8,7 @@ import math
 import os
 import sys
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -331,44 +331,25 @@ class TwoLayerNet:
         return self.ops.count_equal(self.ops.argmax(self._logits(X)), y) / X.shape[0]
 
 
-#: The kinds of input :func:`warm_up` compiles for: uint8 pixels (writable, or read-only
-#: as the DataSplits of ``load_mnist`` and ``load_dataset`` hold them) and floats.
-INPUT_KINDS = ("pixels", "read-only pixels", "floats")
+def warm_up(ops: Ops, example: Any = None, *, optimizer: Optimizer | None = None,
+            batch_size: int | None = None, augment: str = "none",
+            gradients: bool = True) -> None:
+    """Compile (or load from the cache) what a run on ``ops`` uses, so that later
+    timings measure running, not compiling: a tiny network trains an epoch through
+    :func:`~simplenn.core.training.fit` on ``example`` (an (n, d) array like the run's
+    training inputs, whose dtype and flags decide what compiles; default 8 rows of
+    uint8 pixels of 784), with ``optimizer`` (default SGD) and ``augment``, at
+    ``batch_size`` (None: at 1 and at 128, which a backend may train apart), then
+    predicts, and with ``gradients`` runs :meth:`TwoLayerNet.loss_and_gradients` (which
+    ``fit`` does not call). Worth calling when ``ops.needs_warmup``; cheap otherwise."""
+    from .training import fit
 
-
-def warm_up(ops: Ops, kinds: Iterable[str] = INPUT_KINDS, gradients: bool = True,
-            batch_size: int | None = None, optimizer: Optimizer | None = None) -> None:
-    """Compile (or load from the cache) what training and inference run on ``ops``, for
-    its dtype, the input ``kinds`` (names from :data:`INPUT_KINDS`, default all) and
-    ``optimizer`` (default SGD), and with ``gradients``
-    :meth:`TwoLayerNet.loss_and_gradients` (which ``fit`` does not call), so that later
-    timings measure running, not compiling. Training is warmed up at ``batch_size``,
-    or with None at 1 and at 128 (a backend may train small and large batches apart).
-    Worth calling when ``ops.needs_warmup``; cheap otherwise."""
-    from ..optim import SGD
-
-    optimizer = SGD() if optimizer is None else optimizer
-    kinds = tuple(kinds)
-    unknown = [k for k in kinds if k not in INPUT_KINDS]
-    if unknown:
-        raise ValueError(f"unknown input kind {unknown[0]!r}; the kinds are "
-                         f"{', '.join(map(repr, INPUT_KINDS))}")
-    rng = np.random.default_rng(0)
-    net = TwoLayerNet(6, 4, 3, backend=ops, dtype=ops.dtype.name)
-    pixels = rng.integers(0, 256, (8, 6)).astype(np.uint8)
-    labels = rng.integers(0, 3, 8).astype(np.int64)
-    ro_pixels, ro_labels = pixels.copy(), labels.copy()
-    ro_pixels.flags.writeable = ro_labels.flags.writeable = False
-    examples = {"pixels": (pixels, labels), "read-only pixels": (ro_pixels, ro_labels),
-                "floats": (pixels.astype(ops.dtype) / 255, labels)}
-    order = ops.asarray(np.arange(8), dtype=np.int64)
-    for kind in kinds:
-        X, Y = examples[kind]
-        X_ops, Y_ops = ops.asarray(X, dtype=X.dtype), ops.asarray(Y, dtype=np.int64)
-        for size in (1, 128) if batch_size is None else (batch_size,):
-            state = optimizer.init(net.params, ops.xp.zeros_like)
-            net.train_steps(X_ops, Y_ops, order, state, optimizer=optimizer, batch_size=size,
-                            lrs=np.zeros(8))
-        if gradients:
-            net.loss_and_gradients(X, Y)
-        net.predict(X)
+    X = np.zeros((8, 784), np.uint8) if example is None else example
+    labels = np.arange(X.shape[0]) % 3
+    net = TwoLayerNet(X.shape[1], 4, 3, backend=ops, dtype=ops.dtype.name)
+    for size in (1, 128) if batch_size is None else (batch_size,):
+        fit(net, (X, labels), epochs=1, batch_size=size, optimizer=optimizer or "sgd",
+            augment=augment, interruptible=False)
+    if gradients:
+        net.loss_and_gradients(X, labels)
+    net.predict(X)
