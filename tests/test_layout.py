@@ -16,9 +16,9 @@ PACKAGE = Path(simplenn.__file__).resolve().parent
 
 #: The layers, lowest first: a module may import its own layer and those below.
 LAYERS = (
-    {"simplenn._version", "simplenn.errors", "simplenn._optional"},
+    {"simplenn._version", "simplenn.errors", "simplenn._optional", "simplenn._probes"},
     {"simplenn.backends"},
-    {"simplenn.core"},
+    {"simplenn.core", "simplenn.optim"},
     {"simplenn.data", "simplenn.io"},
     {"simplenn.testing", "simplenn.cli", "simplenn.bench"},
     {"simplenn", "simplenn.train", "simplenn.evaluate", "simplenn.predict",

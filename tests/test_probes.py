@@ -80,7 +80,8 @@ def test_without_numbas_uuid_kernels_and_closures_compute_the_same(nb, monkeypat
     UUID, compiled closures miss the cache (they compile in this process), and
     training gives the very same numbers."""
     from simplenn.backends.numba import compile as numba_compile
-    from simplenn.core.network import network_functions
+    from simplenn.core.network import training_path
+    from simplenn.optim import SGD
 
     class Fresh(nb.NumbaOps):  # its own network functions, none compiled yet
         pass
@@ -101,7 +102,7 @@ def test_without_numbas_uuid_kernels_and_closures_compute_the_same(nb, monkeypat
 
     ops = Unstable("float32")
     got = _train(ops)
-    steps = network_functions(ops).train_steps_pixels.dispatcher
+    steps = training_path(ops, SGD(), "pixels", 100).train_steps.chunk
     assert sum(steps.stats.cache_hits.values()) == 0  # compiled here, not loaded
     for name in want:
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)

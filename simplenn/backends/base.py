@@ -67,7 +67,7 @@ class Ops:
     #: :meth:`synchronize` waits for the device.
     is_device: bool = False
     #: True when the first call of the network's functions compiles them, so a
-    #: warm-up (:func:`simplenn.core.model.warm_up`) is worth doing before any timing.
+    #: warm-up (:func:`simplenn.core.training.warm_up`) is worth doing before any timing.
     needs_warmup: bool = False
     #: The fused training chunks this backend offers
     #: (:class:`~simplenn.backends.fastpath.FastPath`); ``fit`` uses one where it

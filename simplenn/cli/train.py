@@ -25,12 +25,11 @@ import numpy as np
 from . import common
 from .._version import __version__
 from ..data.datasets import example_inputs, load_dataset
-from ..core.model import warm_up
 from ..core.network import DEFAULT_HIDDEN
 from ..backends import available_backends, default_backend_name, resolve_backend_name
 from ..core.augment import AUGMENTATIONS
 from ..core.schedule import LR_SCHEDULES
-from ..core.training import EpochStats, TrainConfig
+from ..core.training import EpochStats, TrainConfig, warm_up
 from ..optim import OPTIMIZERS, SGD, Adam, AdamW, get_optimizer
 from ..optim.sgd import LR_REFERENCE_BATCH, REFERENCE_LR
 

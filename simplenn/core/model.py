@@ -329,27 +329,3 @@ class TwoLayerNet:
     def _accuracy(self, X: Any, y: Array) -> float:
         """:meth:`accuracy` of an already checked, non-empty X and backend labels y."""
         return self.ops.count_equal(self.ops.argmax(self._logits(X)), y) / X.shape[0]
-
-
-def warm_up(ops: Ops, example: Any = None, *, optimizer: Optimizer | None = None,
-            batch_size: int | None = None, augment: str = "none",
-            gradients: bool = True) -> None:
-    """Compile (or load from the cache) what a run on ``ops`` uses, so that later
-    timings measure running, not compiling: a tiny network trains an epoch through
-    :func:`~simplenn.core.training.fit` on ``example`` (an (n, d) array like the run's
-    training inputs, whose dtype and flags decide what compiles; default 8 rows of
-    uint8 pixels of 784), with ``optimizer`` (default SGD) and ``augment``, at
-    ``batch_size`` (None: at 1 and at 128, which a backend may train apart), then
-    predicts, and with ``gradients`` runs :meth:`TwoLayerNet.loss_and_gradients` (which
-    ``fit`` does not call). Worth calling when ``ops.needs_warmup``; cheap otherwise."""
-    from .training import fit
-
-    X = np.zeros((8, 784), np.uint8) if example is None else example
-    labels = np.arange(X.shape[0]) % 3
-    net = TwoLayerNet(X.shape[1], 4, 3, backend=ops, dtype=ops.dtype.name)
-    for size in (1, 128) if batch_size is None else (batch_size,):
-        fit(net, (X, labels), epochs=1, batch_size=size, optimizer=optimizer or "sgd",
-            augment=augment, interruptible=False)
-    if gradients:
-        net.loss_and_gradients(X, labels)
-    net.predict(X)

@@ -41,9 +41,9 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from ..backends import Ops
 from ..errors import TrainingDivergedError
 from ..optim import SGD, Optimizer, OptState, get_optimizer
-from ..optim.sgd import LR_REFERENCE_BATCH, REFERENCE_LR
 from .augment import Augmenter, check_augmentation
 from .model import TwoLayerNet
 from .params import PARAMETER_NAMES, Params
@@ -967,6 +967,28 @@ def fit(
                 on_epoch_end(stats)
             run.end_epoch(epoch, stop)
     return run.finish()
+
+
+def warm_up(ops: Ops, example: Any = None, *, optimizer: Optimizer | None = None,
+            batch_size: int | None = None, augment: str = "none",
+            gradients: bool = True) -> None:
+    """Compile (or load from the cache) what a run on ``ops`` uses, so that later
+    timings measure running, not compiling: a tiny network trains an epoch through
+    :func:`~simplenn.core.training.fit` on ``example`` (an (n, d) array like the run's
+    training inputs, whose dtype and flags decide what compiles; default 8 rows of
+    uint8 pixels of 784), with ``optimizer`` (default SGD) and ``augment``, at
+    ``batch_size`` (None: at 1 and at 128, which a backend may train apart), then
+    predicts, and with ``gradients`` runs :meth:`TwoLayerNet.loss_and_gradients` (which
+    ``fit`` does not call). Worth calling when ``ops.needs_warmup``; cheap otherwise."""
+    X = np.zeros((8, 784), np.uint8) if example is None else example
+    labels = np.arange(X.shape[0]) % 3
+    net = TwoLayerNet(X.shape[1], 4, 3, backend=ops, dtype=ops.dtype.name)
+    for size in (1, 128) if batch_size is None else (batch_size,):
+        fit(net, (X, labels), epochs=1, batch_size=size, optimizer=optimizer or "sgd",
+            augment=augment, interruptible=False)
+    if gradients:
+        net.loss_and_gradients(X, labels)
+    net.predict(X)
 
 
 def _progress_bar(enabled: bool, total: int, desc: str, initial: int = 0):

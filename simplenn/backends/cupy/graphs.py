@@ -12,7 +12,6 @@ from collections.abc import Callable
 from typing import Any
 
 import cupy
-import numpy as np
 
 from ..base import Array
 from .cublas import _direct_gemm
