@@ -32,6 +32,7 @@ except ImportError as exc:
         "with pip install scikit-learn (from a simplenn checkout: pip install '.[sklearn]')"
     ) from None
 
+from .core.inputs import host_or_as_given
 from .core.model import TwoLayerNet
 from .core.training import fit as _fit
 
@@ -166,6 +167,7 @@ class SimpleNNClassifier(ClassifierMixin, BaseEstimator):
         (a smaller ``lr`` helps); the estimator's fitted attributes are then left as
         they were, except ``n_features_in_``.
         """
+        X, y = host_or_as_given(X), host_or_as_given(y, "y")
         X, y = validate_data(self, X, y, dtype="numeric")
         check_classification_targets(y)
         classes, y_index = np.unique(y, return_inverse=True)
@@ -195,14 +197,14 @@ class SimpleNNClassifier(ClassifierMixin, BaseEstimator):
         ``classes_`` order, rows summing to 1, for ``X`` array-like (n_samples,
         n_features_in_) of numbers."""
         check_is_fitted(self)
-        X = validate_data(self, X, dtype="numeric", reset=False)
+        X = validate_data(self, host_or_as_given(X), dtype="numeric", reset=False)
         return self.net_.predict_proba(_network_inputs(X, self.net_, self.pixel_inputs_))
 
     def predict(self, X: Any) -> np.ndarray:
         """Predicted labels (n_samples,) taken from ``classes_`` (so of its dtype), for
         ``X`` array-like (n_samples, n_features_in_) of numbers."""
         check_is_fitted(self)
-        X = validate_data(self, X, dtype="numeric", reset=False)
+        X = validate_data(self, host_or_as_given(X), dtype="numeric", reset=False)
         index = self.net_.predict(_network_inputs(X, self.net_, self.pixel_inputs_))
         return self.classes_[index]
 
