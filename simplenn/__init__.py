@@ -21,6 +21,7 @@ from .errors import (
     TrainingDivergedError,
     UnknownBackendError,
 )
+from .io.backend_choice import BackendFallbackWarning
 from .io.models import load_model, save_model
 from .io.onnx import export_onnx
 from .core.model import TwoLayerNet, UnscaledPixelsWarning
@@ -28,7 +29,7 @@ from .core.training import EpochStats, History, TrainConfig, fit
 from .core.callbacks import CallbackList, CSVLogger, StopOnPlateau, StopTraining
 
 __all__ = [
-    "BackendInfo", "BackendUnavailableError", "CSVLogger", "CallbackList", "DataError", "DataSplit", "DownloadError",
+    "BackendFallbackWarning", "BackendInfo", "BackendUnavailableError", "CSVLogger", "CallbackList", "DataError", "DataSplit", "DownloadError",
     "EpochStats", "History", "ModelFileError", "Ops", "SimplennError", "StopOnPlateau",
     "StopTraining", "TrainConfig",
     "TrainingDivergedError", "TwoLayerNet", "UnknownBackendError", "UnscaledPixelsWarning",

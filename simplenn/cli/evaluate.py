@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from . import common
-from ..core.inputs import labels_to_host
+from ..core.inputs import to_host
 from ..data.datasets import load_test_split
 
 PROG = "python -m simplenn.evaluate"
@@ -59,7 +59,7 @@ class Evaluation:
 def evaluate(net, X: np.ndarray, y: np.ndarray) -> Evaluation:
     """Evaluate ``net`` on X (n, n_inputs) uint8 or float and labels y (n,) ints, arrays
     of any library (see :mod:`simplenn.core.inputs`)."""
-    true = np.asarray(labels_to_host(y, net.ops), dtype=np.int64)
+    true = np.asarray(to_host(y, "y"), dtype=np.int64)
     if len(true) == 0:
         raise ValueError("cannot evaluate on an empty split")
     probabilities = net.predict_proba(X)

@@ -121,12 +121,13 @@ def to_host(X: Any, name: str = "X") -> np.ndarray:
 def host_or_as_given(X: Any, name: str = "X") -> Any:
     """For scikit-learn's own checks: another library's array moved to the host
     (:func:`to_host`); NumPy arrays, lists, DataFrames, sparse matrices and other array
-    likes as given; a ``TypeError`` naming the type for what is no array at all."""
-    if isinstance(X, np.ndarray):
+    likes as given (None too: scikit-learn says what it lacks); a ``TypeError`` naming
+    the type for what is no array at all."""
+    if X is None or isinstance(X, np.ndarray):
         return X
     if _is_foreign_array(X):
         return to_host(X, name)
-    if (X is None or isinstance(X, (str, bytes, dict, set, frozenset, int, float, complex))
+    if (isinstance(X, (str, bytes, dict, set, frozenset, int, float, complex))
             or not (isinstance(X, (list, tuple)) or hasattr(X, "shape")
                     or hasattr(X, "__array__") or hasattr(X, "__array_interface__"))):
         raise _not_an_array(name, X)
