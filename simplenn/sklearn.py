@@ -364,6 +364,23 @@ class SimpleNNClassifier(ClassifierMixin, BaseEstimator):
         self.loss_ = self.loss_curve_[-1]
         self.best_loss_ = None if self.early_stopping else min(self.loss_curve_)
 
+    # -- ONNX: skl2onnx's converter protocol ---------------------------------------------
+
+    def onnx_shape_calculator(self) -> Any:
+        """The shape calculator skl2onnx uses for this estimator
+        (:mod:`simplenn.io.skl2onnx_converter`): ``skl2onnx.to_onnx`` converts it, or a
+        pipeline ending in it, with nothing registered first."""
+        from .io.skl2onnx_converter import shape_calculator
+
+        return shape_calculator
+
+    def onnx_converter(self) -> Any:
+        """The converter skl2onnx uses for this estimator: the graph of
+        :mod:`simplenn.io.skl2onnx_converter`, with ``classes_`` as the labels."""
+        from .io.skl2onnx_converter import converter
+
+        return converter
+
     # -- pickling ------------------------------------------------------------------------
 
     def __getstate__(self) -> dict[str, Any]:
