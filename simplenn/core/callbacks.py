@@ -31,12 +31,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .training import EpochStats
+
 __all__ = ["CSVLogger", "CallbackList", "StopOnPlateau", "StopTraining", "requests_stop"]
 
 
 class StopTraining:
     """What an ``on_epoch_end`` callback returns to end the run after this epoch:
-    ``StopTraining`` itself or ``StopTraining("why")``."""
+    ``StopTraining`` itself or ``StopTraining("why")``. (``fit`` stops on any value
+    whose ``stops_training`` is True.)"""
+
+    stops_training = True
 
     def __init__(self, reason: str = "") -> None:
         self.reason = str(reason)
@@ -47,7 +52,7 @@ class StopTraining:
 
 def requests_stop(result: Any) -> bool:
     """Whether a callback's return value asks the run to stop."""
-    return result is StopTraining or isinstance(result, StopTraining)
+    return getattr(result, "stops_training", False) is True
 
 
 class CallbackList:
@@ -83,8 +88,6 @@ class StopOnPlateau:
     """
 
     def __init__(self, metric: str = "train_loss", patience: int = 10, tol: float = 0.0) -> None:
-        from .training import EpochStats
-
         names = [f.name for f in dataclasses.fields(EpochStats)
                  if f.name.endswith(("_loss", "_accuracy"))]
         if metric not in names:
@@ -131,8 +134,6 @@ class CSVLogger:
     """
 
     def __init__(self, path: str | os.PathLike, *, append: bool = False) -> None:
-        from .training import EpochStats
-
         self.path = Path(path)
         self.columns = tuple(f.name for f in dataclasses.fields(EpochStats))
         existing = self.path.exists() and self.path.stat().st_size > 0

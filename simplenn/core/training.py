@@ -41,7 +41,6 @@ import numpy as np
 
 from ..errors import TrainingDivergedError
 from .augment import Augmenter, check_augmentation
-from .callbacks import requests_stop
 from .model import TwoLayerNet
 from .network import PARAMETER_NAMES
 
@@ -923,7 +922,9 @@ def fit(
             seconds = run.train_epoch(ep, stop)
             stats = run.evaluate(ep, seconds, eval_train)
             run.record(stats)
-            stop_asked = on_epoch_end is not None and requests_stop(on_epoch_end(stats))
+            # StopTraining (simplenn.core.callbacks) is returned to stop
+            stop_asked = on_epoch_end is not None and getattr(
+                on_epoch_end(stats), "stops_training", False) is True
             run.end_epoch(epoch, stop)
             if stop_asked:
                 run.history.stopped_by_callback = True

@@ -185,9 +185,7 @@ def export_onnx(net: Any, path: str | os.PathLike, *, inputs: str | None = None)
         model = build_onnx_model(net, inputs=inputs)
     else:
         _require_onnx()
-        from .skl2onnx_converter import to_onnx
-
-        model = to_onnx(net, inputs=inputs)
+        model = _estimator_model(net, inputs)
     data = model.SerializeToString()
     try:
         atomic_write_bytes(path, data)
@@ -195,3 +193,26 @@ def export_onnx(net: Any, path: str | os.PathLike, *, inputs: str | None = None)
         raise ModelFileError(f"cannot write the ONNX model to {path}: "
                              f"{exc.strerror or exc}") from None
     return path
+
+
+def _estimator_model(model: Any, inputs: str) -> Any:
+    """The ONNX ``ModelProto`` of a fitted SimpleNNClassifier, or of a scikit-learn
+    pipeline that ends in one, from the input ``features``: (N, n_features_in_) float32
+    with ``inputs="float"``, uint8 with ``inputs="uint8"``; outputs ``label`` and
+    ``probabilities``.
+    Raises :class:`~simplenn._optional.MissingDependencyError` without skl2onnx."""
+    try:
+        import skl2onnx
+        from skl2onnx.common.data_types import FloatTensorType, UInt8TensorType
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"ONNX export of a scikit-learn model needs skl2onnx, which is not installed "
+            f"({exc}); install it with pip install skl2onnx onnxruntime (from a simplenn "
+            f"checkout: pip install '.[onnx]')") from None
+    n_features = getattr(model, "n_features_in_", None)
+    if n_features is None:
+        raise ValueError(f"{type(model).__name__} is not fitted (it has no n_features_in_); "
+                         f"fit it before exporting it")
+    kind = UInt8TensorType if inputs == "uint8" else FloatTensorType
+    return skl2onnx.to_onnx(model, initial_types=[(FEATURES_NAME, kind([None, n_features]))],
+                            target_opset=OPSET)

@@ -19,8 +19,8 @@ a float64 one when ``X`` is float64) and computes in float32:
 - ``label`` (N,): ``classes_[argmax]`` (the first on a tie), int64 for integer class
   labels and strings for string labels.
 
-:func:`to_onnx` is what :func:`simplenn.export_onnx` calls for an estimator: the graph
-with the input ``features`` (N, n_features_in_) float32 (or uint8).
+For an estimator, :func:`simplenn.export_onnx` writes this graph with the input
+``features`` (N, n_features_in_) float32 (or uint8).
 """
 
 from __future__ import annotations
@@ -29,10 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .onnx import OPSET, _float32_parameters
-
-#: The graph input of :func:`to_onnx`.
-FEATURES = "features"
+from .onnx import _float32_parameters
 
 
 def _label_kind(classes: np.ndarray) -> str:
@@ -101,28 +98,3 @@ def converter(scope: Any, operator: Any, container: Any) -> None:
     else:
         labels = constant("classes", classes.astype(np.int64), TensorProto.INT64)
     node("Gather", [labels, index], operator.outputs[0].full_name, axis=0)
-
-
-def to_onnx(model: Any, inputs: str = "float") -> Any:
-    """The ONNX ``ModelProto`` of a fitted SimpleNNClassifier, or of a scikit-learn
-    pipeline that ends in one, from the input ``features``: (N, n_features_in_) float32
-    with ``inputs="float"``, uint8 with ``inputs="uint8"``; outputs ``label`` and
-    ``probabilities``.
-    Raises :class:`~simplenn._optional.MissingDependencyError` without skl2onnx."""
-    try:
-        import skl2onnx
-        from skl2onnx.common.data_types import FloatTensorType, UInt8TensorType
-    except ImportError as exc:
-        from .._optional import MissingDependencyError
-
-        raise MissingDependencyError(
-            f"ONNX export of a scikit-learn model needs skl2onnx, which is not installed "
-            f"({exc}); install it with pip install skl2onnx onnxruntime (from a simplenn "
-            f"checkout: pip install '.[onnx]')") from None
-    n_features = getattr(model, "n_features_in_", None)
-    if n_features is None:
-        raise ValueError(f"{type(model).__name__} is not fitted (it has no n_features_in_); "
-                         f"fit it before exporting it")
-    kind = UInt8TensorType if inputs == "uint8" else FloatTensorType
-    return skl2onnx.to_onnx(model, initial_types=[(FEATURES, kind([None, n_features]))],
-                            target_opset=OPSET)
