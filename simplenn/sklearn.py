@@ -406,7 +406,8 @@ class SimpleNNClassifier(ClassifierMixin, BaseEstimator):
             state = dict(state)
             trained = net.get("trained_backend", net.get("backend"))
             backend = loading_backend(trained, os.environ.get(ENV_VAR, "").strip() or "auto",
-                                      what=f"this {type(self).__name__}")
+                                      what=f"this {type(self).__name__}",
+                                      choose=f"set ${ENV_VAR}")
             state["net_"] = rebuilt = TwoLayerNet(*net["sizes"], backend=backend,
                                                   dtype=net["dtype"], seed=net["seed"])
             rebuilt.set_parameters(net["parameters"])

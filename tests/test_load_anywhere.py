@@ -63,6 +63,7 @@ def test_a_pickled_numba_estimator_loads_and_predicts_without_numba(require_back
     lines = _fallback_lines(result.stderr)
     assert len(lines) == 1, result.stderr
     assert "trained on backend 'numba'" in lines[0] and "loaded on" in lines[0]
+    assert "set $SIMPLENN_BACKEND to choose" in lines[0]
 
 
 def test_a_numba_model_file_loads_without_numba(require_backend, tmp_path):

@@ -26,11 +26,11 @@ class BackendFallbackWarning(UserWarning):
 
 
 def loading_backend(trained: Any, backend: str | None = "auto", *,
-                    what: str = "the model") -> str | None:
+                    what: str = "the model", choose: str = "pass backend=") -> str | None:
     """The backend to load ``what``, trained on the backend named ``trained`` (None or
     anything not a string when unknown), on, for the ``backend`` asked for (see the
-    module docstring). Returns a backend's name, or None for ``TwoLayerNet``'s
-    default."""
+    module docstring); ``choose`` says in the warning how to choose another. Returns a
+    backend's name, or None for ``TwoLayerNet``'s default."""
     if backend != "auto":
         return backend
     if not isinstance(trained, str) or not trained:
@@ -45,6 +45,6 @@ def loading_backend(trained: Any, backend: str | None = "auto", *,
         reason = info.reason
     fallback = resolve_backend_name("auto")
     warn_from_caller(f"{what} was trained on backend {trained!r}, which can't run here "
-                     f"({reason}); loaded on {fallback!r} instead (pass backend= to choose)",
+                     f"({reason}); loaded on {fallback!r} instead ({choose} to choose)",
                      BackendFallbackWarning)
     return fallback
