@@ -43,10 +43,12 @@ def test_expected_failed_checks_are_few_and_explained():
 def test_defaults_and_params_round_trip():
     clf = SimpleNNClassifier()
     assert clf.get_params() == {
-        "hidden": 100, "epochs": 50, "batch_size": 32, "lr": 0.05, "momentum": 0.9,
+        "hidden": 100, "epochs": 50, "batch_size": 32, "solver": "sgd", "lr": None,
+        "momentum": 0.9, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-8,
         "weight_decay": 1e-4, "lr_schedule": "cosine", "seed": 0, "backend": None,
-        "dtype": "float32", "validation_fraction": None, "early_stopping": None,
-        "augment": "none"}
+        "dtype": "float32", "validation_fraction": None, "early_stopping": False,
+        "n_iter_no_change": 10, "tol": 1e-4, "augment": "none", "warm_start": False,
+        "verbose": False}
     other = clone(clf).set_params(hidden=7, lr=0.3)
     assert (other.hidden, other.lr, clf.hidden) == (7, 0.3, 100)
 
@@ -93,8 +95,9 @@ def test_one_class_is_refused(iris):
 def test_bad_parameters_are_refused_in_fit(iris):
     X, y = iris
     for params in ({"hidden": 0}, {"epochs": 0}, {"lr": -1.0}, {"lr_schedule": "step"},
-                   {"validation_fraction": 1.5}, {"early_stopping": 0}, {"seed": -1},
-                   {"augment": "rotate"}):
+                   {"validation_fraction": 1.5}, {"early_stopping": 3}, {"seed": -1},
+                   {"augment": "rotate"}, {"n_iter_no_change": 0}, {"tol": -1.0},
+                   {"warm_start": "yes"}):
         clf = SimpleNNClassifier(**params)
         with pytest.raises(ValueError):
             clf.fit(X, y)
@@ -209,11 +212,13 @@ def noise():
 
 @pytest.mark.parametrize("fraction", [None, 0.25])
 def test_early_stopping_is_simplenn_fit_with_it(noise, fraction):
-    """early_stopping (with validation_fraction, 0.1 when None) is ``simplenn.fit``'s:
-    the same epochs, the same stop and the best epoch's parameters."""
+    """early_stopping (with validation_fraction, 0.1 when None) and tol=0 is
+    ``simplenn.fit``'s with patience n_iter_no_change: the same epochs, the same stop
+    and the best epoch's parameters."""
     X, y = noise
-    clf = SimpleNNClassifier(hidden=64, epochs=60, lr=0.1, early_stopping=3,
-                             validation_fraction=fraction, seed=2).fit(X, y)
+    clf = SimpleNNClassifier(hidden=64, epochs=60, lr=0.1, early_stopping=True,
+                             n_iter_no_change=3, tol=0.0, validation_fraction=fraction,
+                             seed=2).fit(X, y)
     history = clf.history_
     assert history.stopped_early and clf.n_iter_ < 60
     assert history.best_epoch == clf.n_iter_ - 3
@@ -254,3 +259,17 @@ def test_without_sklearn_the_module_says_how_to_install_it():
                             timeout=120)
     assert result.returncode == 0, result.stderr
     assert "pip install scikit-learn" in result.stdout
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam", "adamw"])
+def test_each_solver_trains_its_optimizer(iris, solver):
+    X, y = iris
+    clf = SimpleNNClassifier(hidden=16, epochs=30, solver=solver, backend="numpy").fit(X, y)
+    assert clf.history_.config.optimizer.name == solver
+    assert clf.history_.config.lr == (0.05 if solver == "sgd" else 0.001)
+    assert clf.score(X, y) > 0.8
+
+
+def test_an_unknown_solver_is_refused(iris):
+    with pytest.raises(ValueError, match="solver must be one of sgd, adam, adamw"):
+        SimpleNNClassifier(solver="lbfgs").fit(*iris)

@@ -28,6 +28,7 @@ from ..data.datasets import example_inputs, load_dataset
 from ..core.network import DEFAULT_HIDDEN
 from ..backends import available_backends, default_backend_name, resolve_backend_name
 from ..core.augment import AUGMENTATIONS
+from ..core.callbacks import CallbackList
 from ..core.schedule import LR_SCHEDULES
 from ..core.training import EpochStats, TrainConfig, warm_up
 from ..optim import OPTIMIZERS, SGD, Adam, AdamW, get_optimizer
@@ -78,7 +79,7 @@ def build_parser() -> common.ArgumentParser:
     p = common.ArgumentParser(
         prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
-            "Train the 784-hidden-10 ReLU network by minibatch SGD with momentum on MNIST\n"
+            "Train the 784-hidden-10 ReLU network on MNIST (SGD with momentum, or --optimizer)\n"
             "(the bundled copy, or --data-dir) and report test accuracy."),
         epilog=(
             "environment variables:\n"
@@ -179,6 +180,10 @@ def build_parser() -> common.ArgumentParser:
                         "--augment a grid of training digits and their distortions to "
                         "DIR/augmentation.png (DIR is created; needs matplotlib: pip install "
                         "matplotlib)")
+    p.add_argument("--log-csv", type=Path, default=None, metavar="PATH",
+                   help="write every epoch's statistics to PATH (CSV): a header naming them "
+                        "(epoch, lr, train_loss, ...), then one row per epoch, written as "
+                        "the epoch ends (with --resume, rows are added to the file)")
     p.add_argument("--checkpoint-dir", type=Path, default=None, metavar="DIR",
                    help="save a checkpoint (model, optimiser and RNG state, history) to "
                         "DIR/checkpoint.npz after every epoch and on Ctrl-C or SIGTERM (DIR "
@@ -253,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _check_output_path(parser, "--save", args.save)
     _check_output_path(parser, "--metrics-out", args.metrics_out)
+    _check_output_path(parser, "--log-csv", args.log_csv)
     if args.resume and args.checkpoint_dir is None:
         parser.error("argument --resume: needs --checkpoint-dir DIR (the directory of the run)")
     if args.early_stopping is not None and args.validation_fraction is None and not args.resume:
@@ -392,6 +398,8 @@ def _train(args) -> int:
             raise ResumeError(f"{ckpt_file} already holds a checkpoint; pass --resume to "
                               f"continue that run, or choose another --checkpoint-dir")
 
+    log_csv = None if args.log_csv is None else _csv_logger(args.log_csv, ckpt is not None)
+
     # The data decompresses and is checksummed (work that releases the GIL) in a thread
     # while the backend is imported and what the run will run is compiled or loaded.
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -449,7 +457,7 @@ def _train(args) -> int:
             validation_fraction=args.validation_fraction,
             early_stopping=args.early_stopping, augment=args.augment,
             eval_train=args.eval_train,
-            progress=not args.quiet, on_epoch_end=report,
+            progress=not args.quiet, on_epoch_end=CallbackList(report, log_csv),
             on_checkpoint=checkpoint if ckpt_file is not None else None,
             resume=ckpt.state if ckpt is not None else None)
     except TrainingInterrupted as exc:
@@ -488,6 +496,19 @@ def _train(args) -> int:
             say(f"wrote the distorted training digits to {path}")
     print(f"test accuracy: {100 * accuracy:.2f}%")
     return 0
+
+
+def _csv_logger(path: Path, append: bool):
+    """The ``--log-csv`` logger (appending to the file of a resumed run), or a one-line
+    error when the file can't be written."""
+    from ..core.callbacks import CSVLogger
+    from ..errors import SimplennError
+
+    try:
+        return CSVLogger(path, append=append)
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise SimplennError(f"--log-csv {path}: {reason}") from None
 
 
 def _plot_augmentation(train, args, plot_dir: Path) -> Path:

@@ -5,9 +5,6 @@ steps (:meth:`TwoLayerNet.train_steps`)."""
 from __future__ import annotations
 
 import math
-import os
-import sys
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,30 +13,16 @@ import numpy as np
 from ..backends import Ops, get_backend
 from ..backends.base import Array
 from ..optim import Optimizer, OptState
+from . import inputs
+from .inputs import UnscaledPixelsWarning  # noqa: F401  (re-exported)
 from .network import (
     DEFAULT_HIDDEN, NetworkFunctions, input_kind, network_functions, training_path,
 )
 from .params import Params, as_dict, from_mapping, map_params, parameter_shapes
 
 
-_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 #: Compared with an input's dtype on every training call (faster than ``np.uint8``).
 _UINT8 = np.dtype(np.uint8)
-
-#: The smallest maximum of whole-number float inputs that warns as unscaled pixels:
-#: 8-bit images reach it, small counts of tabular data stay below it.
-_PIXEL_MAX_AT_LEAST = 16
-#: How many elements the unscaled-pixel check rounds at a time (bounds its scratch memory).
-_CHUNK_ELEMENTS = 1 << 20
-
-
-class UnscaledPixelsWarning(UserWarning):
-    """Float inputs that look like 8-bit pixels not divided by 255: every value a whole
-    number in 0..255, the largest at least 16 (small counts are left alone). The network
-    expects features of order one (uint8 pixels are scaled by 1/255 for you) and trains
-    to chance on such inputs.
-    Silence it, for data that only look like this, with
-    ``warnings.simplefilter("ignore", UnscaledPixelsWarning)``."""
 
 
 def _check_size(name: str, value: Any) -> int:
@@ -52,30 +35,6 @@ def _check_seed(seed: Any) -> int:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer (0, 1, 2, ...), not {seed!r}")
     return int(seed)
-
-
-def _looks_like_unscaled_pixels(X: Any, xp: Any) -> bool:
-    """Whether the finite float array X (n, d), of the namespace ``xp``, holds only whole
-    numbers in 0..255 with the largest at least :data:`_PIXEL_MAX_AT_LEAST`. Inputs already scaled are settled by
-    one pass (the maximum); only those in range are also checked for whole numbers."""
-    if (X.shape[0] == 0 or not _PIXEL_MAX_AT_LEAST <= float(xp.max(X)) <= 255
-            or float(xp.min(X)) < 0):
-        return False
-    n, rows = X.shape[0], max(1, _CHUNK_ELEMENTS // X.shape[1])
-    for start in range(0, n, rows):
-        chunk = X[start:min(n, start + rows), ...]
-        if not bool(xp.all(xp.round(chunk) == chunk)):
-            return False
-    return True
-
-
-def _warn_from_caller(message: str, category: type[Warning]) -> None:
-    """``warnings.warn``, attributed to the innermost caller outside the simplenn package
-    (so that the warning points at the user's ``fit`` or ``predict`` line)."""
-    frame, level = sys._getframe(1), 2
-    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
-        frame, level = frame.f_back, level + 1
-    warnings.warn(message, category, stacklevel=level)
 
 
 class TwoLayerNet:
@@ -92,11 +51,14 @@ class TwoLayerNet:
     ``numpy``; or an :class:`Ops` instance. ``seed`` is a non-negative integer.
 
     Inputs ``X`` are (n, n_inputs) uint8 pixels (scaled by 1/255 on the backend) or
-    finite floats, as host (NumPy) or backend arrays, or anything ``numpy.asarray``
-    takes. Also accepted: images (n, *image_shape) with n_inputs values each (flattened
-    row-major) and integer arrays of any dtype whose values all lie in 0..255 (taken as
-    uint8 pixels). Float inputs that look like unscaled pixels warn with
-    :class:`UnscaledPixelsWarning`.
+    finite floats, as arrays of any array-API library (NumPy, PyTorch, JAX, CuPy, ...;
+    moved to the backend through DLPack where it takes them, else through the host)
+    or anything ``numpy.asarray`` takes; anything else is a ``TypeError``. Also
+    accepted: images (n, *image_shape) with n_inputs values each (flattened row-major)
+    and integer arrays of any dtype whose values all lie in 0..255 (taken as uint8
+    pixels). Float inputs that look like unscaled pixels warn with
+    :class:`UnscaledPixelsWarning`. Results are NumPy arrays, whatever the input's
+    library (see :mod:`simplenn.core.inputs`).
     """
 
     def __init__(
@@ -182,78 +144,22 @@ class TwoLayerNet:
             new.append(self.ops.asarray(host))
         self.params = Params(*new)
 
-    # -- inputs ----------------------------------------------------------------------
+    # -- inputs (checked and moved by simplenn.core.inputs) ---------------------------
     def _check_inputs(self, X: Any) -> np.ndarray | Array:
-        """X as the network takes it: (n, n_inputs) uint8 pixels or finite floats, a host
-        array or the backend's (host arrays are checked on the host, backend arrays by the
-        backend). Images (n, *image_shape) are flattened to (n, n_inputs); integer pixels
-        of another dtype become uint8; float inputs that look like unscaled pixels warn."""
-        if not hasattr(X, "shape") or not hasattr(X, "dtype"):
-            X = np.asarray(X)
-        host = isinstance(X, np.ndarray)
-        xp = np if host else self.ops.xp
-        X = self._flatten_images(X, xp)
-        dtype = self._input_dtype(X)
-        if dtype == np.uint8:
-            return X
-        if dtype.kind in "iu":
-            return self._integer_pixels(X, xp, dtype)
-        if dtype.kind != "f":
-            raise ValueError(f"X must be uint8 pixels (scaled by 1/255), integer pixels in "
-                             f"0..255 or floats, not {dtype}")
-        if not (np.isfinite(X).all() if host else self.ops.all_finite(X)):
-            raise ValueError("X holds NaN or infinite values")
-        if _looks_like_unscaled_pixels(X, xp):
-            _warn_from_caller(
-                f"X looks like unscaled pixels: floats that are all whole numbers in 0..255 "
-                f"(largest {float(xp.max(X)):g}), on which the network trains to chance; "
-                f"scale them to [0, 1] (X / 255 for 8-bit pixels) or pass uint8 pixels, "
-                f"which are scaled for you",
-                UnscaledPixelsWarning)
-        return X
-
-    def _flatten_images(self, X: Any, xp: Any) -> Any:
-        """X (n, n_inputs) as given; images (n, *image_shape) with n_inputs values each
-        reshaped to (n, n_inputs); any other shape refused."""
-        d, shape = self.n_inputs, tuple(X.shape)
-        if len(shape) >= 3 and math.prod(shape[1:]) == d:
-            return xp.reshape(X, (shape[0], d))
-        if len(shape) != 2 or shape[1] != d:
-            hint = ("; for one sample, pass X.reshape(1, -1)"
-                    if len(shape) in (1, 2) and math.prod(shape) == d else "")
-            raise ValueError(f"X must have shape (n, {d}), one sample per row, or (n, "
-                             f"*image_shape) with {d} values per image, not {shape}{hint}")
-        return X
-
-    def _integer_pixels(self, X: Any, xp: Any, dtype: np.dtype) -> Any:
-        """Integer X (n, n_inputs) of a dtype other than uint8 -> uint8 pixels, when every
-        value lies in 0..255."""
-        if X.shape[0]:
-            low, high = int(xp.min(X)), int(xp.max(X))
-            if low < 0 or high > 255:
-                raise ValueError(f"integer X must be pixels in 0..255, but holds {dtype} values "
-                                 f"from {low} to {high}; pass other data as floats")
-        return X.astype(np.uint8) if isinstance(X, np.ndarray) else xp.astype(X, xp.uint8)
+        """X as the network takes it (:func:`~simplenn.core.inputs.check_inputs`)."""
+        return inputs.check_inputs(X, self.ops, self.n_inputs)
 
     def _input_dtype(self, X: Any) -> np.dtype:
         """The NumPy dtype of a host or backend array."""
-        return X.dtype if isinstance(X, np.ndarray) else self.ops.host_dtype(X)
+        return inputs.input_dtype(X, self.ops)
 
     def _check_labels(self, y: Any, n: int) -> Array:
-        y_host = np.asarray(self.ops.to_numpy(y) if not isinstance(y, np.ndarray) else y)
-        if y_host.ndim != 1 or y_host.shape[0] != n:
-            raise ValueError(f"y must have shape ({n},) to match X, not {y_host.shape}")
-        if y_host.dtype.kind not in "iu":
-            raise ValueError(f"y must hold integer class labels, not {y_host.dtype}")
-        if n and (y_host.min() < 0 or y_host.max() >= self.n_classes):
-            bad = int(np.flatnonzero((y_host < 0) | (y_host >= self.n_classes))[0])
-            raise ValueError(f"label y[{bad}] = {y_host[bad]} is outside 0..{self.n_classes - 1}")
-        return self.ops.asarray(y_host, dtype=np.int64)
+        """(n,) labels of any library as backend int64 (:func:`~simplenn.core.inputs.check_labels`)."""
+        return inputs.check_labels(y, self.ops, n, self.n_classes)
 
     def _to_float(self, X: Any) -> Array:
         """Checked (m, d) input -> backend floats; uint8 pixels are scaled by 1/255."""
-        dtype = self._input_dtype(X)
-        return self.ops.to_float(self.ops.asarray(X, dtype=dtype))
+        return inputs.to_float(X, self.ops)
 
     # -- computing -------------------------------------------------------------------
     def training_path(self, optimizer: Optimizer, X: Array, batch_size: int) -> str:

@@ -176,7 +176,8 @@ class History:
     ``stopped_early`` says whether early stopping ended the run before its last epoch,
     and ``test_loss`` and ``test_accuracy`` are the test set's, evaluated once at the
     end on the final parameters (the best epoch's with early stopping). Without one
-    they stay None and each epoch holds its test results.
+    they stay None and each epoch holds its test results. ``stopped_by_callback`` says
+    whether an ``on_epoch_end`` callback ended the run (:class:`StopTraining`).
     """
 
     config: TrainConfig
@@ -186,6 +187,7 @@ class History:
     stopped_early: bool = False
     test_loss: float | None = None
     test_accuracy: float | None = None
+    stopped_by_callback: bool = False
     #: How the chunks trained: ``generic``, or the name of the backend's fast path.
     training_path: str | None = None
 
@@ -208,6 +210,7 @@ class History:
                 "training_path": self.training_path,
                 "epochs": [asdict(e) for e in self.epochs],
                 "best_epoch": self.best_epoch, "stopped_early": self.stopped_early,
+                "stopped_by_callback": self.stopped_by_callback,
                 "final_test_loss": self.final_test_loss,
                 "final_test_accuracy": self.final_test_accuracy}
 
@@ -888,7 +891,7 @@ def fit(
     augment: str = TrainConfig.augment,
     eval_train: bool = False,
     progress: bool = False,
-    on_epoch_end: Callable[[EpochStats], None] | None = None,
+    on_epoch_end: Callable[[EpochStats], Any] | None = None,
     on_checkpoint: Callable[[TrainingState], None] | None = None,
     resume: TrainingState | None = None,
     interruptible: bool = True,
@@ -921,6 +924,9 @@ def fit(
     with the parameters of the best epoch (also when every epoch ran);
     ``history.stopped_early`` says whether epochs were skipped.
 
+    ``on_epoch_end(stats)`` is called with every epoch's :class:`EpochStats`; returning
+    :class:`~simplenn.core.callbacks.StopTraining` ends the run cleanly after that epoch
+    (see :mod:`simplenn.core.callbacks`).
     ``on_checkpoint(state)`` is called after every epoch (after ``on_epoch_end``) and
     when Ctrl-C stops the run, with a :class:`TrainingState` that ``resume=`` continues
     (same settings and data, else ``ValueError``): the net's parameters are replaced by
@@ -963,9 +969,13 @@ def fit(
             seconds = run.train_epoch(ep, stop)
             stats = run.evaluate(ep, seconds, eval_train)
             run.record(stats)
-            if on_epoch_end is not None:
-                on_epoch_end(stats)
+            # StopTraining (simplenn.core.callbacks) is returned to stop
+            stop_asked = on_epoch_end is not None and getattr(
+                on_epoch_end(stats), "stops_training", False) is True
             run.end_epoch(epoch, stop)
+            if stop_asked:
+                run.history.stopped_by_callback = True
+                break
     return run.finish()
 
 

@@ -2,8 +2,9 @@
 
 A model file is an uncompressed NumPy ``.npz`` archive holding the four parameter
 arrays ``W1``, ``b1``, ``W2``, ``b2`` and ``metadata``: a 0-d unicode array with a
-JSON object (``format_version``, sizes, dtype, backend, training settings, simplenn
-version). A checkpoint (:mod:`simplenn.io.checkpoints`) is a model file with more arrays.
+JSON object (``format_version``, sizes, dtype, training settings, simplenn version and
+``backend``, the backend it was trained on: information, not a requirement, since
+:func:`load_model` loads it on any backend). A checkpoint (:mod:`simplenn.io.checkpoints`) is a model file with more arrays.
 
 Files are written atomically: a temporary file in the same directory, flushed and
 fsynced, then renamed over the target, so a process killed while saving leaves the
@@ -31,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from .atomic import atomic_write_bytes
+from .backend_choice import loading_backend
 from ..errors import ModelFileError
 from ..core.model import TwoLayerNet
 from ..core.params import PARAMETER_NAMES
@@ -229,9 +231,14 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dic
     return params, meta
 
 
-def load_model(path: str | os.PathLike, *, backend: str | None = None) -> TwoLayerNet:
-    """Restore a saved model on ``backend`` (any backend; ``None`` as in TwoLayerNet)."""
+def load_model(path: str | os.PathLike, *, backend: str | None = "auto") -> TwoLayerNet:
+    """Restore a saved model on ``backend``: ``"auto"`` (the default) is the backend it
+    was trained on when that can run here, else the best that does, with a one-line
+    :class:`~simplenn.io.backend_choice.BackendFallbackWarning`; a backend's name is that
+    backend; ``None`` as in TwoLayerNet (``$SIMPLENN_BACKEND``, else numpy). The
+    model's metadata is ``net.metadata``."""
     params, meta = read_model_file(path)
+    backend = loading_backend(meta.get("backend"), backend, what=f"model {path}")
     net = TwoLayerNet(meta["n_inputs"], meta["n_hidden"], meta["n_classes"],
                       backend=backend, dtype=meta["dtype"])
     net.set_parameters(params)
