@@ -18,7 +18,9 @@ PACKAGE = Path(simplenn.__file__).resolve().parent
 LAYERS = (
     {"simplenn._version", "simplenn.errors", "simplenn._optional", "simplenn._probes"},
     {"simplenn.backends"},
-    {"simplenn.core", "simplenn.optim"},
+    # a backend's fast paths build on the network's math: imported by name when a run asks
+    {"simplenn.core", "simplenn.optim", "simplenn.backends.numba.fastpath",
+     "simplenn.backends.cupy.fastpath"},
     {"simplenn.data", "simplenn.io"},
     {"simplenn.testing", "simplenn.cli", "simplenn.bench"},
     {"simplenn", "simplenn.train", "simplenn.evaluate", "simplenn.predict",

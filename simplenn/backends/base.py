@@ -70,8 +70,8 @@ class Ops:
     #: warm-up (:func:`simplenn.core.training.warm_up`) is worth doing before any timing.
     needs_warmup: bool = False
     #: The fused training chunks this backend offers
-    #: (:class:`~simplenn.backends.fastpath.FastPath`); ``fit`` uses one where it
-    #: covers the run and the generic compiled math elsewhere.
+    #: (:class:`~simplenn.backends.fastpath.FastPath`, or ``"module:attribute"`` names of
+    #: them); ``fit`` uses one where it covers the run, the generic compiled math elsewhere.
     fast_paths: tuple = ()
     #: The image-distortion ops of this backend: a subclass of
     #: :class:`~simplenn.backends.images.ImageOps`, or its ``"module:class"`` name

@@ -2,20 +2,24 @@
 
 A backend may offer, for the cases it covers, a whole chunk of training steps fused
 into its own code: Numba's sparse, deferred SGD; CuPy's CUDA graphs. It lists them in
-:attr:`~simplenn.backends.Ops.fast_paths`; :func:`select` picks the first that covers
-a run, and ``fit`` runs the generic compiled math (:func:`simplenn.core.network.
+:attr:`~simplenn.backends.Ops.fast_paths` (each a :class:`FastPath`, or the
+``"module:attribute"`` name of one: a fast path builds on the network's math in
+:mod:`simplenn.core`, a layer above the backends, so it is imported only when a run
+asks); :func:`select` picks the first that covers a run, and ``fit`` runs the generic compiled math (:func:`simplenn.core.network.
 make_train_steps`) where none does. The conformance kit holds each fast path's
 trajectory to the generic path's on the same backend.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from ..optim import Optimizer
-    from .base import Ops
+from .base import Ops
+
+Optimizer = Any
+"""An optimizer of :mod:`simplenn.optim` (a layer above this one)."""
 
 #: The kinds of stored training inputs: uint8 pixels (scaled by 1/255 per batch), floats.
 INPUT_KINDS = ("pixels", "floats")
@@ -52,9 +56,18 @@ class FastPath:
         raise NotImplementedError
 
 
+def resolve(path: FastPath | str) -> FastPath:
+    """A fast path, or the one a ``"module:attribute"`` name names."""
+    if isinstance(path, str):
+        module, _, name = path.partition(":")
+        path = getattr(importlib.import_module(module), name)
+    return path
+
+
 def select(ops: Ops, optimizer: Optimizer, input_kind: str, batch_size: int) -> Any:
     """The first of ``ops.fast_paths`` that covers the run, or None (the generic path)."""
-    for path in ops.fast_paths:
+    for entry in ops.fast_paths:
+        path = resolve(entry)
         if path.covers(ops, optimizer, input_kind, batch_size):
             return path
     return None

@@ -26,7 +26,6 @@ import numpy as np
 
 from ..base import Array, Ops
 from .cublas import _CublasGemm, _direct_gemm
-from .fastpath import CUDA_SGD
 from .graphs import graphs_enabled
 
 _CTYPES = {"float32": "float", "float64": "double"}
@@ -143,7 +142,7 @@ class CupyOps(Ops):
     name = "cupy"
     xp = xp_cupy
     is_device = True
-    fast_paths = (CUDA_SGD,)
+    fast_paths = ("simplenn.backends.cupy.fastpath:CUDA_SGD",)
 
     # -- moving data -----------------------------------------------------------------
     def to_numpy(self, a: Array) -> np.ndarray:

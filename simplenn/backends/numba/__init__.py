@@ -27,7 +27,6 @@ from ... import _probes
 from ..numpy_backend import NumpyOps
 from .batches import _LIKE32, _LIKE64, _convert
 from .compile import CACHE, CACHE_ENV_VAR, _kernel, _set_stable_uuid
-from .fastpath import SPARSE_SGD
 from .kernels import (
     BLAS, affine, affine_relu, matmul, matmul_nt, matmul_tn, relu_backward,
     softmax_cross_entropy, sum_rows,
@@ -69,7 +68,7 @@ class NumbaOps(NumpyOps):
 
     name = "numba"
     needs_warmup = True
-    fast_paths = (SPARSE_SGD,)
+    fast_paths = ("simplenn.backends.numba.fastpath:SPARSE_SGD",)
     image_ops = "simplenn.backends.numba.images:NumbaImageOps"
 
     def __init__(self, dtype: str | np.dtype = "float32") -> None:
