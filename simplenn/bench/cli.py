@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..cli import common
-from ..core.training import TrainConfig
+from .workloads import MOMENTUM
 from ..errors import SimplennError
 from . import augment, gpu, recipe, sysinfo, throughput
 from .contenders import PEER_NAMES, contender_names
@@ -295,7 +295,7 @@ def _bench(args: argparse.Namespace, grid: throughput.Grid, command: str) -> int
         (f"peak: float32 sgemm {peak['n']}x{peak['n']} with NumPy, best of {peak['repeat']}, "
          f"before the grid: {peak['flops_per_s'] / 1e9:.1f} GFLOP/s"),
         (f"work: one training epoch of {grid.samples} MNIST images (uint8 -> float32 per "
-         f"batch), SGD momentum {TrainConfig.momentum}, lr {THROUGHPUT_LR}, float32; the best "
+         f"batch), SGD momentum {MOMENTUM}, lr {THROUGHPUT_LR}, float32; the best "
          f"and the median of {grid.repeat} after a warm-up epoch, each backend in a process "
          f"of its own, taking turns epoch by epoch"),
         (f"roofline: dense GFLOP/s counts the dense products' {flops} FLOPs per sample, "
@@ -353,7 +353,7 @@ def _bench(args: argparse.Namespace, grid: throughput.Grid, command: str) -> int
             "peak_measurements": [peak, after],
             "grid": grid.name,
             "workload": {"samples": grid.samples, "repeat": grid.repeat, "lr": THROUGHPUT_LR,
-                         "momentum": TrainConfig.momentum, "dtype": "float32",
+                         "momentum": MOMENTUM, "dtype": "float32",
                          "flops_per_sample": flops},
             "skipped": [{"name": i.name, "reason": i.reason} for i in skipped],
             "results": [asdict(c) for c in cells],
