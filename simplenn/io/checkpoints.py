@@ -163,7 +163,7 @@ def _state_from(info: dict, params: dict, extra: dict, dtype: str) -> TrainingSt
         np.random.default_rng().bit_generator.state = rng_state
     except (KeyError, OverflowError, AttributeError) as exc:
         raise ValueError(f"rng_state is not a valid PCG64 state ({exc!r})") from None
-    optimizer_state, steps = _optimizer_state(info, config, params, extra, dtype)
+    optimizer_state, updates = _optimizer_state(info, config, params, extra, dtype)
     losses = extra.get("epoch_losses")
     if losses is None or losses.ndim != 1 or losses.dtype != np.float64:
         raise ValueError("epoch_losses must be a 1-D float64 array")
@@ -195,7 +195,7 @@ def _state_from(info: dict, params: dict, extra: dict, dtype: str) -> TrainingSt
     return TrainingState(config=config, backend=backend, n_train=n_train,
                          epochs_done=epochs_done, position=position, rng_state=rng_state,
                          parameters=params, optimizer_state=optimizer_state,
-                         optimizer_steps=steps, epoch_losses=losses,
+                         optimizer_steps=updates, epoch_losses=losses,
                          epoch_seconds=float(seconds), history=stats,
                          **_validation_from(info, config, params, extra, dtype, epochs_done))
 
