@@ -86,7 +86,7 @@ class SimpleNNClassifier(ClassifierMixin, BaseEstimator):
         The optimizer (:mod:`simplenn.optim`).
     lr : float or None, default=None
         Peak learning rate, scaled over the run by ``lr_schedule``; None means 0.05 for
-        ``sgd`` and 0.001 for ``adam`` and ``adamw``.
+        ``sgd`` and 0.003 for ``adam`` and ``adamw``.
     momentum : float, default=0.9
         Momentum of SGD, in [0, 1) (``solver="sgd"``).
     beta_1, beta_2 : float, default=0.9, 0.999

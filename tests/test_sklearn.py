@@ -266,7 +266,7 @@ def test_each_solver_trains_its_optimizer(iris, solver):
     X, y = iris
     clf = SimpleNNClassifier(hidden=16, epochs=1, solver=solver, backend="numpy").fit(X, y)
     assert clf.history_.config.optimizer.name == solver
-    assert clf.history_.config.lr == (0.05 if solver == "sgd" else 0.001)
+    assert clf.history_.config.lr == (0.05 if solver == "sgd" else 0.003)
     clf = SimpleNNClassifier(hidden=16, epochs=30, solver=solver, lr=0.01 if solver != "sgd"
                              else None, backend="numpy").fit(X, y)
     assert clf.score(X, y) > 0.9

@@ -906,7 +906,7 @@ def fit(
     ``SGD(momentum=0.9, weight_decay=1e-4)``; its weight decay applies to W1 and W2.
     ``lr`` is the peak learning rate; None means the optimizer's default for
     ``batch_size`` (SGD: ``0.2 * batch_size / 128`` up to batch 128, 0.2 above; Adam:
-    0.001). ``lr_schedule`` is ``constant``, ``cosine`` or ``linear``, applied step by
+    0.003). ``lr_schedule`` is ``constant``, ``cosine`` or ``linear``, applied step by
     step after ``warmup_steps`` steps of linear warm-up (:mod:`simplenn.core.schedule`);
     ``history.training_path`` says whether the backend's fast path or the generic
     compiled math ran the steps. ``eval_train`` also measures the

@@ -21,7 +21,7 @@ import numpy as np
 from .base import Optimizer, smallest_normal
 
 #: The default learning rate (any batch size).
-DEFAULT_LR = 1e-3
+DEFAULT_LR = 3e-3
 
 
 @dataclass(frozen=True)
