@@ -16,7 +16,7 @@ Every rule sets to +0 the state entries whose magnitude falls below the dtype's
 smallest normal number (``xp.where(xp.abs(v) < tiny, v - v, v)``; NaN stays NaN). The
 state of a weight whose gradient stays zero (the first layer's weights of a pixel that
 is dark in every image of a batch) decays geometrically and would otherwise spend steps
-among the subnormal numbers, where x86 arithmetic is about a hundred times slower;
+among the subnormal numbers, where x86 arithmetic takes a slow microcode assist;
 ``lr`` times a subnormal number moves no weight above 1e-30 for lr up to 1.
 """
 
