@@ -189,18 +189,13 @@ def sgd_update_outer(param, x, d, velocity, lr, momentum, weight_decay):
 def _update_outer_deferred(param, x, d, velocity, lr, momentum, weight_decay):
     """:func:`sgd_update_outer` of a :class:`DeferredBatch` x."""
     batch, last, clock, sums, decay = x.batch, x.last, x.clock, x.sums, x.decay
-    if not x.enabled:  # weight decay: every row takes every step
+    if not x.enabled or _is_dense(batch):  # weight decay, or a dense batch: every row
         _sgd_update_flat(param.ravel(), matmul_tn(batch, d).ravel(), velocity.ravel(), lr,
                          momentum, weight_decay)
         clock[0] += 1
         last[:] = clock[0]
         return param, velocity
-    if _is_dense(batch):
-        _sgd_update_flat(param.ravel(), _gemm(batch.dense, d, True, False).ravel(),
-                         velocity.ravel(), lr, momentum, weight_decay)
-        clock[0] += 1
-        last[:] = clock[0]
-        return param, velocity
+    # deferring: no weight decay, every untouched row's gradient is 0
     n = d.shape[1]
     touched, col_start, col_rows, col_values = (batch.touched, batch.col_start,
                                                 batch.col_rows, batch.col_values)
@@ -212,15 +207,9 @@ def _update_outer_deferred(param, x, d, velocity, lr, momentum, weight_decay):
         first, end = col_start[t], col_start[t + 1]
         r, a = col_rows[first], col_values[first]
         if end - first == 1:  # one nonzero input: g = a d[r], folded into the update
-            if weight_decay:
-                for j in range(n):
-                    param[i, j], velocity[i, j] = _momentum_rule(
-                        param[i, j], velocity[i, j], a * d[r, j] + param[i, j] * weight_decay,
-                        lr, momentum)
-            else:
-                for j in range(n):
-                    param[i, j], velocity[i, j] = _momentum_rule(
-                        param[i, j], velocity[i, j], a * d[r, j], lr, momentum)
+            for j in range(n):
+                param[i, j], velocity[i, j] = _momentum_rule(
+                    param[i, j], velocity[i, j], a * d[r, j], lr, momentum)
             last[i] = now
             continue
         for j in range(n):
@@ -237,15 +226,9 @@ def _update_outer_deferred(param, x, d, velocity, lr, momentum, weight_decay):
             for j in range(n):
                 g[j] += a * d[r, j]
             k += 1
-        if weight_decay:
-            for j in range(n):
-                param[i, j], velocity[i, j] = _momentum_rule(
-                    param[i, j], velocity[i, j], g[j] + param[i, j] * weight_decay, lr,
-                    momentum)
-        else:
-            for j in range(n):
-                param[i, j], velocity[i, j] = _momentum_rule(
-                    param[i, j], velocity[i, j], g[j], lr, momentum)
+        for j in range(n):
+            param[i, j], velocity[i, j] = _momentum_rule(
+                param[i, j], velocity[i, j], g[j], lr, momentum)
         last[i] = now
     clock[0] = now
     if now == sums.shape[0] - 1:  # the chunk's last step: nothing stays owed
