@@ -23,6 +23,7 @@ that removes one is noticed rather than silently slowing simplenn down.
 from __future__ import annotations
 
 import ctypes
+import logging
 from typing import Any
 
 #: Where NumPy's ILP64 ``cblas_?gemm`` goes by these names (NumPy's own OpenBLAS
@@ -94,3 +95,15 @@ def numpy_cblas_gemm() -> dict[str, tuple[int, str]] | None:
         else:
             return None
     return found
+
+
+#: The logger of JAX's private module that notes absent TPU and GPU platforms.
+_JAX_PLATFORM_LOGGER = "jax._src.xla_bridge"
+
+
+def silence_jax_platform_notes() -> None:
+    """Keep JAX's notes about absent platforms (TPU, GPU) off the terminal when the jax
+    backend is probed. They come from the logger of a private module,
+    :data:`_JAX_PLATFORM_LOGGER`; should JAX rename it, the notes show and nothing else
+    changes."""
+    logging.getLogger(_JAX_PLATFORM_LOGGER).setLevel(logging.ERROR)
