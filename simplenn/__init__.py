@@ -21,14 +21,17 @@ from .errors import (
     TrainingDivergedError,
     UnknownBackendError,
 )
+from .io.backend_choice import BackendFallbackWarning
 from .io.models import load_model, save_model
 from .io.onnx import export_onnx
 from .core.model import TwoLayerNet, UnscaledPixelsWarning
 from .core.training import EpochStats, History, TrainConfig, fit
+from .core.callbacks import CallbackList, CSVLogger, StopOnPlateau, StopTraining
 
 __all__ = [
-    "BackendInfo", "BackendUnavailableError", "DataError", "DataSplit", "DownloadError",
-    "EpochStats", "History", "ModelFileError", "Ops", "SimplennError", "TrainConfig",
+    "BackendFallbackWarning", "BackendInfo", "BackendUnavailableError", "CSVLogger", "CallbackList", "DataError", "DataSplit", "DownloadError",
+    "EpochStats", "History", "ModelFileError", "Ops", "SimplennError", "StopOnPlateau",
+    "StopTraining", "TrainConfig",
     "TrainingDivergedError", "TwoLayerNet", "UnknownBackendError", "UnscaledPixelsWarning",
     "__version__",
     "available_backends", "export_onnx", "fit", "get_backend", "load_idx_dataset", "load_mnist",

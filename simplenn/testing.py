@@ -7,16 +7,25 @@ network's numbers.
 apply raises :class:`CheckSkipped` with the reason). The checks:
 
 - ``ops``: each op against an independent float64 reference written in plain NumPy
-  (:func:`reference_op`, never through ``Ops``), on arrays and on training batches;
+  (:func:`reference_op`, never through ``Ops``);
+- ``images``: the image ops (:mod:`simplenn.backends.images`) against the reference;
 - ``gradients``: the loss, the class probabilities and the four gradients of a
   :class:`~simplenn.TwoLayerNet` against the reference;
 - ``finite_differences``: the backend's float64 gradients against central differences
   of its own loss;
+- ``optimizers``: steps of every optimizer of :mod:`simplenn.optim` against a float64
+  reference, state entries below the smallest normal number flushed to zero;
+- ``schedule``: a chunk of training steps at a distinct learning rate per step against
+  the reference, on each path the backend trains with;
 - ``trajectory``: per-step losses and final parameters of :func:`simplenn.fit` against
   the numpy backend's, at batch sizes 1, 7 (a ragged last batch), 32 and 128;
+- ``fast_paths``: each fast path's trajectory against the generic path's on the same
+  backend, at batch sizes 1, 7, 128 and 2048, on pixels and floats;
+- ``augmentation``: distortions and an epoch of elastic training against numpy's;
 - ``no_host_arrays``: no host NumPy array reaches an op of a backend whose arrays are
   not NumPy's, through training, inference and gradients;
-- ``inputs_unchanged``: no op changes an argument that the contract says it only reads.
+- ``inputs_unchanged``: every op runs on read-only inputs (non-writeable NumPy arrays
+  where the backend computes on them) and leaves every argument as it was.
 
 Tolerances are a function of the dtype, here and nowhere else: :func:`tolerance` for
 one evaluation, :func:`trajectory_tolerance` for whole training runs. Both are
@@ -113,11 +122,30 @@ def _ref_softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def _ref_sgd_update(param: Any, grad: Any, velocity: Any, lr: float, momentum: float,
-                    weight_decay: float) -> tuple[np.ndarray, np.ndarray]:
-    v = momentum * _f64(velocity) + _f64(grad) + weight_decay * _f64(param)
-    v[np.abs(v) < np.finfo(np.asarray(velocity).dtype).smallest_normal] = 0
-    return _f64(param) - lr * v, v
+def reference_update(name: str, hyper: dict[str, Any], param: Any, grad: Any,
+                     slots: tuple, lr: float, step: int, decay: bool, tiny: float,
+                     ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    """One update of optimizer ``name`` (``sgd``, ``adam``, ``adamw``) with ``hyper`` of
+    one parameter, in float64 NumPy, written from the optimizers' equations: update
+    number ``step`` (1, 2, ...) at ``lr``; weight decay when ``decay``; state entries
+    below ``tiny`` set to 0."""
+    p, g = _f64(param), _f64(grad)
+    wd = hyper.get("weight_decay", 0.0) if decay else 0.0
+    flush = lambda a: np.where(np.abs(a) < tiny, 0.0, a)  # noqa: E731
+    if name == "sgd":
+        g = g + wd * p
+        v = flush(hyper["momentum"] * _f64(slots[0]) + g)
+        step_dir = g + hyper["momentum"] * v if hyper["nesterov"] else v
+        return p - lr * step_dir, (v,)
+    b1, b2, eps = hyper["beta1"], hyper["beta2"], hyper["eps"]
+    if name == "adamw":
+        p = p * (1 - lr * wd)
+    else:
+        g = g + wd * p
+    m = flush(b1 * _f64(slots[0]) + (1 - b1) * g)
+    v = flush(b2 * _f64(slots[1]) + (1 - b2) * g * g)
+    denom = np.sqrt(v) / np.sqrt(1 - b2 ** step) + eps
+    return p - lr / (1 - b1 ** step) * m / denom, (m, v)
 
 
 def _ref_elastic_fields(noise: Any, levels: Any, basis: Any) -> np.ndarray:
@@ -154,11 +182,8 @@ def _ref_warp(x: Any, matrices: Any, fields: Any) -> np.ndarray:
 
 
 _REFERENCE: dict[str, Callable[..., Any]] = {
-    "pixels_to_float": lambda x: _f64(x) / 255,
-    "cast_to_float": _f64,
-    "take_pixels": lambda X, rows: _f64(np.asarray(X)[np.asarray(rows)]) / 255,
-    "take_floats": lambda X, rows: _f64(np.asarray(X)[np.asarray(rows)]),
-    "take_labels": lambda Y, rows: np.asarray(Y)[np.asarray(rows)],
+    "to_float": lambda x: _f64(x) / (255 if np.asarray(x).dtype == np.uint8 else 1),
+    "take": lambda a, rows: np.asarray(a)[np.asarray(rows)],
     "matmul": lambda a, b: _f64(a) @ _f64(b),
     "matmul_tn": lambda a, b: _f64(a).T @ _f64(b),
     "matmul_nt": lambda a, b: _f64(a) @ _f64(b).T,
@@ -168,9 +193,6 @@ _REFERENCE: dict[str, Callable[..., Any]] = {
     "sum_rows": lambda a: _f64(a).sum(axis=0),
     "softmax": lambda z: _ref_softmax(_f64(z)),
     "softmax_cross_entropy": _ref_softmax_cross_entropy,
-    "sgd_update": _ref_sgd_update,
-    "sgd_update_outer": lambda param, x, d, velocity, lr, momentum, wd: _ref_sgd_update(
-        param, _f64(x).T @ _f64(d), velocity, lr, momentum, wd),
     "elastic_fields": _ref_elastic_fields,
     "warp": _ref_warp,
     "argmax": lambda a: np.argmax(_f64(a), axis=1),
@@ -180,7 +202,8 @@ _REFERENCE: dict[str, Callable[..., Any]] = {
 
 
 def reference_op(op: str, *args: Any) -> Any:
-    """Op ``op`` of the interface computed in float64 NumPy from host arguments."""
+    """Op ``op`` of the interface (or of the image ops) computed in float64 NumPy from
+    host arguments."""
     return _REFERENCE[op](*args)
 
 
@@ -198,30 +221,69 @@ def reference_loss_and_gradients(params: dict[str, Any], x: Any, y: Any
     return float(loss), grads, _ref_softmax(y1 @ W2 + b2)
 
 
+
+
+def reference_training(params: dict[str, Any], X: Any, Y: Any, order: Any, batch_size: int,
+                       lrs: Any, momentum: float) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """``(losses, params)`` after SGD with ``momentum`` over the rows ``X[order]`` (uint8
+    pixels or floats), step ``s`` at ``lrs[s]``, float64 NumPy."""
+    X = np.asarray(X)
+    x_all = _f64(X) / (255 if X.dtype == np.uint8 else 1)
+    p = {k: _f64(v) for k, v in params.items()}
+    v = {k: np.zeros_like(a) for k, a in p.items()}
+    losses, n = [], len(order)
+    for s in range((n + batch_size - 1) // batch_size):
+        rows = np.asarray(order)[s * batch_size:(s + 1) * batch_size]
+        loss, grads, _ = reference_loss_and_gradients(p, x_all[rows], np.asarray(Y)[rows])
+        losses.append(loss)
+        for k in p:
+            p[k], (v[k],) = reference_update("sgd", {"momentum": momentum, "nesterov": False},
+                                             p[k], grads[k], (v[k],), lrs[s], s + 1, False, 0.0)
+    return np.array(losses), p
+
+
 # --------------------------------------------------------------------------------------
-# The op cases: host arguments, some of them training batches.
+# The op cases: host arguments.
 # --------------------------------------------------------------------------------------
-class _Batch(np.ndarray):
-    """Marks an op argument that is a training batch: the backend gets it as its
-    ``take_floats`` returns it (e.g. Numba: a sparse or dense Batch)."""
-
-
-#: Op -> the positions of the arguments it may change (and returns anew); every other
-#: argument of every op is read-only.
-UPDATED_ARGUMENTS = {"sgd_update": (0, 2), "sgd_update_outer": (0, 3)}
-
-
 def _op_cases(dtype: str) -> list[tuple[str, tuple]]:
-    """(op, host arguments) pairs covering sparse and dense inputs, arrays and batches."""
+    """(op, host arguments) pairs of every op of the interface but ``jit`` and the ones
+    that move data, on sparse and dense inputs."""
     rng = np.random.default_rng(5)
     f = lambda *shape: rng.standard_normal(shape).astype(dtype)  # noqa: E731
-    batch = lambda a: np.ascontiguousarray(a).view(_Batch)  # noqa: E731
     sparse = f(4, 40) * (rng.random((4, 40)) < 0.2)
-    sparse_rows = f(12, 40) * (rng.random((12, 40)) < 0.2)
-    sparse_rows[:, :7] = 0  # columns no row touches
     pixels = rng.integers(0, 256, (9, 40)).astype(np.uint8)
-    sparse_pixels = pixels * (rng.random((9, 40)) < 0.2)
-    lr, momentum = 0.05, 0.9
+    return [
+        ("to_float", (rng.integers(0, 256, (4, 9)).astype(np.uint8),)),
+        ("to_float", (rng.standard_normal((4, 9)),)),
+        ("take", (pixels, np.array([6, 0, 6, 2]))),
+        ("take", (rng.standard_normal((7, 9)).astype(dtype), np.array([3, 1, 4]))),
+        ("take", (rng.integers(0, 10, 9), np.array([8, 1, 1, 0]))),
+        ("matmul", (f(3, 40), f(40, 8))),
+        ("matmul", (sparse, f(40, 8))),
+        ("matmul", (f(100, 40), f(40, 8))),
+        ("matmul_tn", (f(90, 40), f(90, 8))),
+        ("matmul_tn", (f(1, 40), f(1, 8))),
+        ("matmul_nt", (f(3, 8), f(40, 8))),
+        ("affine", (sparse, f(40, 8), f(8))),
+        ("affine", (f(5, 8), f(8, 3), f(3))),
+        ("affine_relu", (f(100, 40), f(40, 8), f(8))),
+        ("relu_backward", (f(6, 8), np.maximum(f(6, 8), 0))),  # a ReLU output: zeros
+        ("sum_rows", (f(7, 8),)),
+        ("softmax", (f(6, 10) * 3,)),
+        ("softmax_cross_entropy", (f(6, 10) * 3, rng.integers(0, 10, 6))),
+        ("softmax_cross_entropy", (
+            np.array([[1e4, -1e4, 0.0], [-1e4, -1e4, -1e4], [1e4, 1e4, 1e4]], dtype),
+            np.array([1, 0, 2]))),
+        ("argmax", (f(6, 10),)),
+        ("count_equal", (rng.integers(0, 3, 20), rng.integers(0, 3, 20))),
+        ("all_finite", (f(3, 4),)),
+        ("all_finite", (np.array([[1.0, np.inf]], dtype),)),
+    ]
+
+
+def _image_cases(dtype: str) -> list[tuple[str, tuple]]:
+    """(image op, host arguments) pairs."""
+    rng = np.random.default_rng(6)
     side = 6
     image_pixels = rng.integers(0, 256, (3, side * side)).astype(np.uint8)
     shifts = np.array([[[1, 0, 0.0], [0, 1, 0]],  # identity
@@ -233,60 +295,23 @@ def _op_cases(dtype: str) -> list[tuple[str, tuple]]:
         ("elastic_fields", (noise, np.linspace(-3, 3, 256).astype(dtype),
                             (basis / 4).astype(dtype))),
         ("warp", (image_pixels, shifts, None)),
-        ("warp", (f(3, side * side), shifts, f(3, 2, side, side) * 1.5)),
-        ("pixels_to_float", (rng.integers(0, 256, (4, 9)).astype(np.uint8),)),
-        ("cast_to_float", (rng.standard_normal((4, 9)),)),
-        ("take_pixels", (pixels, np.array([6, 0, 6, 2]))),
-        ("take_pixels", (sparse_pixels, np.array([8, 1, 3, 1, 0, 5, 2, 7, 4, 6]))),
-        ("take_floats", (rng.standard_normal((7, 9)), np.array([3, 1, 4]))),
-        ("take_floats", (sparse_rows.astype(np.float64), np.array([11, 3, 7, 0, 3]))),
-        ("take_labels", (rng.integers(0, 10, 9), np.array([8, 1, 1, 0]))),
-        ("matmul", (f(3, 40), f(40, 8))),
-        ("matmul", (batch(sparse), f(40, 8))),
-        ("matmul", (batch(f(3, 40)), f(40, 8))),
-        ("matmul", (batch(f(100, 40)), f(40, 8))),
-        ("matmul_tn", (f(90, 40), f(90, 8))),
-        ("matmul_tn", (batch(sparse_rows), f(12, 8))),
-        ("matmul_tn", (batch(f(90, 40)), f(90, 8))),
-        ("matmul_nt", (f(3, 8), f(40, 8))),
-        ("affine", (batch(sparse), f(40, 8), f(8))),
-        ("affine", (f(5, 8), f(8, 3), f(3))),
-        ("affine_relu", (f(100, 40), f(40, 8), f(8))),
-        ("affine_relu", (batch(sparse_rows), f(40, 8), f(8))),
-        ("relu_backward", (f(6, 8), np.maximum(f(6, 8), 0))),  # a ReLU output: zeros
-        ("sum_rows", (f(7, 8),)),
-        ("softmax", (f(6, 10) * 3,)),
-        ("softmax_cross_entropy", (f(6, 10) * 3, rng.integers(0, 10, 6))),
-        ("softmax_cross_entropy", (
-            np.array([[1e4, -1e4, 0.0], [-1e4, -1e4, -1e4], [1e4, 1e4, 1e4]], dtype),
-            np.array([1, 0, 2]))),
-        ("sgd_update", (f(30, 7), f(30, 7), f(30, 7), lr, momentum, 0.0)),
-        ("sgd_update", (f(30, 7), f(30, 7), f(30, 7), lr, momentum, 0.01)),
-        ("sgd_update", (f(7), f(7), f(7), lr, momentum, 0.0)),
-        ("sgd_update_outer", (f(40, 8), batch(sparse_rows), f(12, 8), f(40, 8), lr, momentum,
-                              0.01)),
-        ("sgd_update_outer", (f(40, 8), batch(sparse), f(4, 8), f(40, 8), lr, momentum, 0.0)),
-        ("sgd_update_outer", (f(40, 8), batch(f(90, 40)), f(90, 8), f(40, 8), lr, momentum,
-                              0.0)),
-        ("sgd_update_outer", (f(40, 8), f(5, 40), f(5, 8), f(40, 8), lr, momentum, 0.01)),
-        ("argmax", (f(6, 10),)),
-        ("count_equal", (rng.integers(0, 3, 20), rng.integers(0, 3, 20))),
-        ("all_finite", (f(3, 4),)),
-        ("all_finite", (np.array([[1.0, np.inf]], dtype),)),
+        ("warp", (rng.standard_normal((3, side * side)).astype(dtype), shifts,
+                  rng.standard_normal((3, 2, side, side)).astype(dtype) * 1.5)),
     ]
 
 
-def _to_backend(ops: Any, a: Any) -> Any:
-    """A host argument as the backend takes it: arrays moved, batches taken, floats
-    (hyperparameters) through ``ops.scalar``."""
-    if isinstance(a, _Batch):
-        x = np.asarray(a)
-        return ops.take_floats(ops.asarray(x), ops.asarray(np.arange(x.shape[0]), dtype=np.int64))
+def _to_backend(ops: Any, a: Any, read_only: bool = False) -> Any:
+    """A host argument as the backend takes it: arrays moved (non-writeable, with
+    ``read_only``, where the backend's arrays are NumPy's), floats through
+    ``ops.scalar``."""
     if a is None:
         return None
     if isinstance(a, np.ndarray):
         dtype = np.int64 if a.dtype.kind in "iu" and a.dtype != np.uint8 else a.dtype
-        return ops.asarray(a.copy(), dtype=dtype)
+        out = ops.asarray(a.copy(), dtype=dtype)
+        if read_only and isinstance(out, np.ndarray):
+            out.flags.writeable = False
+        return out
     return ops.scalar(a)
 
 
@@ -309,11 +334,11 @@ def _get(name: str, dtype: str) -> Any:
     return get_backend(name, dtype)
 
 
-def check_ops(name: str, dtype: str) -> None:
-    """Each op against the float64 reference, within :func:`tolerance` of ``dtype``."""
+def _check_cases(name: str, dtype: str, target: Any, cases: list[tuple[str, tuple]]) -> None:
+    """Each case's op of ``target`` (the ops or the image ops) against the reference."""
     ops = _get(name, dtype)
-    for i, (op, args) in enumerate(_op_cases(dtype)):
-        got = _outputs(ops, getattr(ops, op)(*[_to_backend(ops, a) for a in args]))
+    for i, (op, args) in enumerate(cases):
+        got = _outputs(ops, getattr(target, op)(*[_to_backend(ops, a) for a in args]))
         want = reference_op(op, *[np.asarray(a) if isinstance(a, np.ndarray) else a
                                   for a in args])
         want = list(want) if isinstance(want, tuple) else [want]
@@ -323,13 +348,27 @@ def check_ops(name: str, dtype: str) -> None:
         for k, (g, w) in enumerate(zip(got, want)):
             label = f"op {op} (case {i}) result {k}"
             w = np.asarray(w)
-            if w.dtype.kind in "bi" or g.dtype.kind in "bi":
-                if not np.array_equal(g, w):
+            if w.dtype.kind in "biu" or g.dtype.kind in "biu":
+                if not np.array_equal(g, w) or (w.dtype == np.uint8) != (g.dtype == np.uint8):
                     raise AssertionError(f"backend {name!r}, {label}: got {g!r}, reference {w!r}")
                 continue
             assert_close(name, label, g, w, dtype)
             if g.ndim and g.dtype != np.dtype(dtype):
                 raise AssertionError(f"backend {name!r}, {label}: dtype {g.dtype}, not {dtype}")
+
+
+def check_ops(name: str, dtype: str) -> None:
+    """Each op against the float64 reference, within :func:`tolerance` of ``dtype``."""
+    ops = _get(name, dtype)
+    _check_cases(name, dtype, ops, _op_cases(dtype))
+
+
+def check_images(name: str, dtype: str) -> None:
+    """Each image op (elastic fields, warp) against the float64 reference."""
+    from .backends.images import image_ops
+
+    ops = _get(name, dtype)
+    _check_cases(name, dtype, image_ops(ops), _image_cases(dtype))
 
 
 def _net(name: str, dtype: str, n_inputs: int = 784, n_hidden: int = 64, n_classes: int = 10,
@@ -370,7 +409,7 @@ def check_gradients(name: str, dtype: str) -> None:
             where = f"batch {m} of {kind}"
             assert_close(name, f"loss ({where})", loss, ref_loss, dtype)
             assert_close(name, f"probabilities ({where})", net.predict_proba(X), ref_p, dtype)
-            for k in ("W1", "b1", "W2", "b2"):
+            for k in ref_grads:
                 assert_close(name, f"d{k} ({where})", grads[k], ref_grads[k], dtype)
 
 
@@ -397,33 +436,140 @@ def check_finite_differences(name: str, dtype: str) -> None:
                      rtol=1e-6)
 
 
-def _trained(name: str, dtype: str, batch_size: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Two epochs of :func:`simplenn.fit` on 2000 MNIST images: (per-step losses,
-    final parameters)."""
+#: The optimizers (and hyperparameters) the ``optimizers`` check runs.
+OPTIMIZER_CASES = (("sgd", {}), ("sgd", {"nesterov": True, "weight_decay": 0.01}),
+                   ("adam", {}), ("adam", {"weight_decay": 0.01}), ("adamw", {}))
+
+
+def check_optimizers(name: str, dtype: str) -> None:
+    """Three updates of each optimizer of :data:`OPTIMIZER_CASES` through the generic
+    path's compiled update (:func:`simplenn.optim.make_update` through ``ops.jit``)
+    against :func:`reference_update`, from state values on both sides of the dtype's
+    smallest normal number: entries below it become exactly 0, no others."""
+    from .core.params import DECAYED, Params
+    from .optim import get_optimizer, make_update
+
+    ops = _get(name, dtype)
+    tiny = float(np.finfo(dtype).smallest_normal)
+    rng = np.random.default_rng(9)
+    shapes = ((30, 6), (6,), (6, 4), (4,))
+    for opt_name, hyper in OPTIMIZER_CASES:
+        opt = get_optimizer(opt_name, **hyper)
+        leaves = [ops.jit(opt.make_leaf(ops.xp, ops.scalar, ops.dtype, d)) for d in (True, False)]
+        update = ops.jit(make_update(*leaves))
+        params = [rng.standard_normal(s).astype(dtype) for s in shapes]
+        slots = [tuple((tiny * rng.choice([1.5, 1.9, 2.5, 3.0, 1e20], s)
+                        * rng.choice([-1.0, 1.0], s)).astype(dtype)
+                       if slot != "v" else (tiny * rng.choice([0.5, 1e20], s)).astype(dtype)
+                       for slot in opt.slot_names) for s in shapes]
+        ref_p = [p.astype(np.float64) for p in params]
+        ref_s = [tuple(a.astype(np.float64) for a in t) for t in slots]
+        p_ops = Params(*(ops.asarray(p) for p in params))
+        s_ops = Params(*(tuple(ops.asarray(a) for a in t) for t in slots))
+        for step, lr in enumerate((0.05, 0.02, 0.01), start=1):
+            grads = [(rng.standard_normal(s) * (rng.random(s) < 0.5)).astype(dtype)
+                     for s in shapes]
+            c = tuple(ops.scalar(v) for v in opt.step_scalars(lr, step))
+            p_ops, s_ops = update(p_ops, Params(*(ops.asarray(g) for g in grads)), s_ops, c)
+            for i in range(4):
+                ref_p[i], ref_s[i] = reference_update(opt.name, opt.hyperparameters(), ref_p[i],
+                                                      grads[i], ref_s[i], lr, step, DECAYED[i],
+                                                      tiny)
+            where = f"{opt.describe()}, update {step}"
+            for i, k in enumerate(Params._fields):
+                assert_close(name, f"{k} ({where})", ops.to_numpy(p_ops[i]), ref_p[i], dtype)
+                for slot, got, want in zip(opt.slot_names, s_ops[i], ref_s[i]):
+                    got = np.asarray(ops.to_numpy(got))
+                    wrong = np.flatnonzero((want == 0).ravel() != (got == 0).ravel())
+                    if wrong.size:
+                        j = int(wrong[0])
+                        raise AssertionError(
+                            f"backend {name!r}, {k}.{slot} ({where}): entry {j} is "
+                            f"{got.ravel()[j]!r}, the reference {want.ravel()[j]!r} (0 below "
+                            f"the smallest normal number {tiny!r})")
+                    assert_close(name, f"{k}.{slot} ({where})", got, want, dtype)
+
+
+def _generic(ops: Any) -> Any:
+    """A backend like ``ops`` (same class, dtype and settings) without fast paths."""
+    plain = type(ops).__new__(type(ops))
+    plain.__dict__.update(ops.__dict__)
+    plain.fast_paths = ()
+    return plain
+
+
+def check_schedule(name: str, dtype: str) -> None:
+    """A chunk of SGD steps with momentum, each step at its own learning rate, through
+    :meth:`~simplenn.TwoLayerNet.train_steps` on every path the backend trains with (its
+    fast paths and the generic path), against :func:`reference_training` in float64:
+    each step applies its own learning rate."""
+    if dtype != "float64":
+        raise CheckSkipped("checked in float64, where one step's learning rate shows")
+    from .core.model import TwoLayerNet
+    from .optim import SGD
+
+    ops = _get(name, dtype)
+    X, y = _mnist_subset(60)
+    optimizer = SGD(momentum=0.5)
+    for backend in (ops, _generic(ops)):
+        for batch_size in (1, 7, 48):
+            net = TwoLayerNet(784, 16, 10, backend=backend, dtype=dtype, seed=2)
+            start = net.parameters()
+            order = np.random.default_rng(3).permutation(60)
+            n_steps = -(-60 // batch_size)
+            lrs = 0.05 * (1 + np.cos(np.linspace(0, 3, n_steps))) * (np.arange(n_steps) % 3 != 1)
+            state, losses = net.train_steps(
+                backend.asarray(X, dtype=np.uint8), backend.asarray(y, dtype=np.int64),
+                backend.asarray(order, dtype=np.int64),
+                optimizer.init(net.params, backend.xp.zeros_like), optimizer=optimizer,
+                batch_size=batch_size, lrs=lrs)
+            ref_losses, ref_params = reference_training(start, X, y, order, batch_size, lrs, 0.5)
+            path = net.training_path(optimizer, backend.asarray(X, dtype=np.uint8), batch_size)
+            where = f"{path} path, batch {batch_size}"
+            assert_close(name, f"per-step losses ({where})", ops.to_numpy(losses), ref_losses,
+                         dtype, rtol=trajectory_tolerance(dtype))
+            for k, value in net.parameters().items():
+                assert_close(name, f"{k} after the chunk ({where})", value, ref_params[k], dtype,
+                             rtol=trajectory_tolerance(dtype))
+
+
+def _trained(ops: Any, dtype: str, batch_size: int, kind: str = "pixels", n: int = 2000,
+             epochs: int = 2) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """``epochs`` epochs of :func:`simplenn.fit` on ``n`` MNIST images (uint8 pixels or
+    floats): (per-step losses, final parameters)."""
     from .core.model import TwoLayerNet
     from .core.training import fit
+    from .optim import SGD
 
     class Recording(TwoLayerNet):
-        @property
-        def functions(self):
-            functions = super().functions
-            train_steps = functions.train_steps_pixels
-
-            def recording(*args):
-                out = train_steps(*args)
-                step_losses.extend(np.asarray(self.ops.to_numpy(out[-1]), np.float64).tolist())
-                return out
-
-            return functions._replace(train_steps_pixels=recording)
+        def train_steps(self, *args: Any, **kwargs: Any) -> Any:
+            state, losses = super().train_steps(*args, **kwargs)
+            step_losses.extend(np.asarray(self.ops.to_numpy(losses), np.float64).tolist())
+            return state, losses
 
     step_losses: list[float] = []
-    net = Recording(784, 32, 10, backend=_get(name, dtype), dtype=dtype, seed=7)
-    X, y = _mnist_subset()
+    net = Recording(784, 32, 10, backend=ops, dtype=dtype, seed=7)
+    X, y = _mnist_subset(n)
+    if kind == "floats":
+        X = X / np.float64(255)
     # lr 0.005: at batch 1 a larger one makes the run so chaotic that last-bit
     # differences grow past the tolerance.
-    fit(net, (X, y), epochs=2, batch_size=batch_size, lr=0.005, weight_decay=1e-4, seed=8,
-        eval_train=False, interruptible=False)
+    fit(net, (X, y), epochs=epochs, batch_size=batch_size, lr=0.005,
+        optimizer=SGD(weight_decay=1e-4 if batch_size > 1 else 0.0), seed=8,
+        interruptible=False)
     return np.array(step_losses), net.parameters()
+
+
+def _compare_runs(name: str, dtype: str, where: str, run: tuple, ref: tuple) -> None:
+    steps, params = run
+    ref_steps, ref_params = ref
+    rtol = trajectory_tolerance(dtype)
+    if steps.shape != ref_steps.shape:
+        raise AssertionError(f"backend {name!r}, {where}: {steps.shape[0]} step losses, the "
+                             f"reference run has {ref_steps.shape[0]}")
+    assert_close(name, f"per-step losses ({where})", steps, ref_steps, dtype, rtol=rtol)
+    for k in ref_params:
+        assert_close(name, f"final {k} ({where})", params[k], ref_params[k], dtype, rtol=rtol)
 
 
 def check_trajectory(name: str, dtype: str) -> None:
@@ -431,17 +577,35 @@ def check_trajectory(name: str, dtype: str) -> None:
     backend's within :func:`trajectory_tolerance`, at each of :data:`TRAJECTORY_BATCHES`."""
     if name == "numpy":
         raise CheckSkipped("numpy is the backend trajectories are compared with")
-    rtol = trajectory_tolerance(dtype)
     for batch_size in TRAJECTORY_BATCHES[dtype]:
-        steps, params = _trained(name, dtype, batch_size)
-        ref_steps, ref_params = _trained("numpy", dtype, batch_size)
-        where = f"batch {batch_size}"
-        if steps.shape != ref_steps.shape:
-            raise AssertionError(f"backend {name!r}, {where}: {steps.shape[0]} step losses, "
-                                 f"numpy has {ref_steps.shape[0]}")
-        assert_close(name, f"per-step losses ({where})", steps, ref_steps, dtype, rtol=rtol)
-        for k in ("W1", "b1", "W2", "b2"):
-            assert_close(name, f"final {k} ({where})", params[k], ref_params[k], dtype, rtol=rtol)
+        _compare_runs(name, dtype, f"batch {batch_size}",
+                      _trained(_get(name, dtype), dtype, batch_size),
+                      _trained(_get("numpy", dtype), dtype, batch_size))
+
+
+#: Batch sizes of the ``fast_paths`` check, per dtype (see :data:`TRAJECTORY_BATCHES`).
+FAST_PATH_BATCHES = {"float64": (1, 7, 128, 2048), "float32": (128, 2048)}
+
+
+def check_fast_paths(name: str, dtype: str) -> None:
+    """Each fast path's run equals the generic path's on the same backend within
+    :func:`trajectory_tolerance`: per-step losses and final parameters of SGD on pixels
+    and floats at each of :data:`FAST_PATH_BATCHES`."""
+    from .core.network import training_path
+    from .optim import SGD
+
+    ops = _get(name, dtype)
+    if not ops.fast_paths:
+        raise CheckSkipped(f"backend {name!r} has no fast path")
+    for batch_size in FAST_PATH_BATCHES[dtype]:
+        for kind in ("pixels", "floats"):
+            if training_path(ops, SGD(), kind, batch_size).name == "generic":
+                continue
+            n, epochs = (4096, 1) if batch_size == 2048 else (600, 1)
+            _compare_runs(name, dtype, f"fast path against the generic path, batch "
+                          f"{batch_size}, {kind}",
+                          _trained(ops, dtype, batch_size, kind, n, epochs),
+                          _trained(_generic(ops), dtype, batch_size, kind, n, epochs))
 
 
 def check_augmentation(name: str, dtype: str) -> None:
@@ -483,15 +647,11 @@ def check_augmentation(name: str, dtype: str) -> None:
                          params[k], ref_params[k], dtype, rtol=trajectory_tolerance(dtype))
 
 
-#: The ops a backend's functions may call, checked by ``no_host_arrays``.
-OP_NAMES = tuple(sorted({op for op, _ in _op_cases("float64")} | {
-    "asarray", "begin_steps", "loss_buffer", "set_loss", "to_numpy", "host_dtype"}))
-
-
 def check_no_host_arrays(name: str, dtype: str) -> None:
     """Train, evaluate and differentiate through the public API with every op of the
     backend watched: none may be handed a host NumPy array (where the backend's arrays
     are not NumPy arrays; ``asarray`` exists to take them)."""
+    from .backends.base import OP_NAMES
     from .core.model import TwoLayerNet
     from .core.training import fit
 
@@ -511,7 +671,7 @@ def check_no_host_arrays(name: str, dtype: str) -> None:
         return call
 
     for op in OP_NAMES:
-        if op not in ("asarray", "to_numpy"):
+        if op not in ("asarray", "to_numpy", "jit", "scalar"):
             setattr(watched, op, watch(op, getattr(watched, op)))
     X, y = _mnist_subset(300)
     net = TwoLayerNet(784, 16, 10, backend=watched, dtype=dtype, seed=1)
@@ -522,51 +682,28 @@ def check_no_host_arrays(name: str, dtype: str) -> None:
     net.accuracy(X[:20], y[:20])
 
 
-def check_subnormal_velocities(name: str, dtype: str) -> None:
-    """The updates zero a velocity entry that falls below the dtype's smallest normal
-    number (:meth:`~simplenn.backends.Ops.sgd_update`) and no other: steps of
-    ``sgd_update`` and ``sgd_update_outer`` (an array, a dense and a sparse batch, with
-    all-zero input columns) with zero gradients from velocities on both sides of it."""
-    ops = _get(name, dtype)
-    tiny = np.finfo(dtype).smallest_normal
-    rng = np.random.default_rng(9)
-    # momentum 0.5 takes |v| = 1.5, 1.9 tiny below it and 2.5, 3, 1e20 tiny above it
-    v = (tiny * rng.choice([1.5, 1.9, 2.5, 3.0, 1e20], (40, 6))
-         * rng.choice([-1.0, 1.0], (40, 6))).astype(dtype)
-    param = rng.standard_normal((40, 6)).astype(dtype)
-    x = rng.standard_normal((100, 40)).astype(dtype)
-    x[:, ::3] = 0  # columns no row touches: their rows of the gradient are zero
-    sparse = x[:4] * (rng.random((4, 40)) < 0.2)
-    d = rng.standard_normal((100, 6)).astype(dtype) * 1e-3
-    cases = [("sgd_update", (param, np.zeros_like(param), v, 0.05, 0.5, 0.0), 2),
-             ("sgd_update_outer", (param, x, d, v, 0.05, 0.5, 0.0), 3),
-             ("sgd_update_outer", (param, x.view(_Batch), d, v, 0.05, 0.5, 0.0), 3),
-             ("sgd_update_outer", (param, sparse.view(_Batch), d[:4], v, 0.05, 0.5, 0.0), 3)]
-    for i, (op, args, at) in enumerate(cases):
-        got = _outputs(ops, getattr(ops, op)(*[_to_backend(ops, a) for a in args]))[1]
-        want = reference_op(op, *args)[1]
-        flushed = np.abs(want) < tiny
-        wrong = np.flatnonzero(flushed.ravel() != (got.ravel() == 0))
-        if wrong.size:
-            k = int(wrong[0])
-            raise AssertionError(
-                f"backend {name!r}, op {op} (case {i}): velocity entry {k} is "
-                f"{got.ravel()[k]!r} from {args[at].ravel()[k]!r}; the reference gives "
-                f"{want.ravel()[k]!r} (0 below the smallest normal number {tiny!r})")
-        assert_close(name, f"op {op} (case {i}) velocity", got, want, dtype)
-
-
 def check_inputs_unchanged(name: str, dtype: str) -> None:
-    """No op changes an argument it only reads (:data:`UPDATED_ARGUMENTS` may change)."""
+    """Every op, and every image op, runs on read-only inputs (non-writeable NumPy arrays
+    where the backend's arrays are NumPy's) and leaves each argument as it was."""
+    from .backends.images import image_ops
+
     ops = _get(name, dtype)
-    for i, (op, args) in enumerate(_op_cases(dtype)):
-        given = [_to_backend(ops, a) for a in args]
+    images = image_ops(ops)
+    cases = [(ops, op, args) for op, args in _op_cases(dtype)] + [
+        (images, op, args) for op, args in _image_cases(dtype)]
+    for i, (target, op, args) in enumerate(cases):
+        given = [_to_backend(ops, a, read_only=True) for a in args]
         before = [np.array(ops.to_numpy(a)) if not isinstance(a, (int, float, np.generic))
                   and a is not None else a for a in given]
-        getattr(ops, op)(*given)
+        try:
+            getattr(target, op)(*given)
+        except ValueError as exc:
+            if "read-only" in str(exc):
+                raise AssertionError(f"backend {name!r}: op {op} (case {i}) writes to an "
+                                     f"argument it must only read ({exc})") from None
+            raise
         for k, (a, b) in enumerate(zip(given, before)):
-            if k in UPDATED_ARGUMENTS.get(op, ()) or b is None or isinstance(
-                    b, (int, float, np.generic)):
+            if b is None or isinstance(b, (int, float, np.generic)):
                 continue
             after = np.array(ops.to_numpy(a))
             if not np.array_equal(after, b, equal_nan=True):
@@ -576,11 +713,14 @@ def check_inputs_unchanged(name: str, dtype: str) -> None:
 
 CHECKS: dict[str, Callable[[str, str], None]] = {
     "ops": check_ops,
+    "images": check_images,
     "gradients": check_gradients,
     "finite_differences": check_finite_differences,
+    "optimizers": check_optimizers,
+    "schedule": check_schedule,
     "trajectory": check_trajectory,
+    "fast_paths": check_fast_paths,
     "augmentation": check_augmentation,
-    "subnormal_velocities": check_subnormal_velocities,
     "no_host_arrays": check_no_host_arrays,
     "inputs_unchanged": check_inputs_unchanged,
 }
@@ -604,4 +744,3 @@ def check_backend(name: str, dtypes: tuple[str, ...] = DTYPES) -> list[str]:
             except CheckSkipped as exc:
                 skipped.append(f"{check} ({dtype}): {exc}")
     return skipped
-

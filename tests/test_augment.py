@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import simplenn
-from simplenn.backends.numpy_backend import NumpyOps
+from simplenn.backends.numpy_backend import NumpyImageOps, NumpyOps
 from simplenn.core.augment import (
     AUGMENTATIONS, Augmenter, distort_images, draw_batches, elastic_basis, elastic_levels,
     gaussian_filter_matrix,
@@ -21,7 +21,7 @@ from simplenn.core.training import TrainingInterrupted
 from simplenn.io.checkpoints import load_checkpoint, save_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_blas_thread")
-SETTINGS = dict(epochs=2, batch_size=100, lr=0.05, momentum=0.9, seed=5, augment="elastic")
+SETTINGS = dict(epochs=2, batch_size=100, lr=0.05, seed=5, augment="elastic")
 N_TRAIN = 3000
 
 
@@ -54,7 +54,7 @@ def test_draws_depend_on_seed_epoch_and_batch_not_on_the_cut(kind):
 
 def test_elastic_fields_have_simards_scale():
     d = draw_batches("elastic", 0, 1, 0, 400, 400, 28)
-    ops = NumpyOps("float64")
+    ops = NumpyImageOps(NumpyOps("float64"))
     fields = ops.elastic_fields(d.noise, elastic_levels(), elastic_basis(28))
     centre = fields[:, :, 8:20, 8:20]  # away from the zero border
     assert 1.0 < float(centre.std()) < 1.8  # alpha * sqrt(1/3) / (2 sqrt(pi) sigma) = 1.38
@@ -82,8 +82,8 @@ def test_elastic_fields_have_the_distribution_of_simards_smoothed_uniform_noise(
     G = gaussian_filter_matrix(28)
     simard = 34.0 * G @ (rng.integers(0, 256, (3000, 28, 28)) / 127.5 - 1) @ G
     d = draw_batches("elastic", 1, 1, 0, 1500, 1500, 28)
-    ours = NumpyOps("float64").elastic_fields(d.noise, elastic_levels(),
-                                              elastic_basis(28)).reshape(3000, 28, 28)
+    ours = NumpyImageOps(NumpyOps("float64")).elastic_fields(
+        d.noise, elastic_levels(), elastic_basis(28)).reshape(3000, 28, 28)
     np.testing.assert_allclose(ours.var(axis=0).mean(axis=1), simard.var(axis=0).mean(axis=1),
                                rtol=0.05)
 
@@ -102,7 +102,7 @@ def test_elastic_fields_have_the_distribution_of_simards_smoothed_uniform_noise(
 
 def test_identity_warp_returns_the_pixels_and_a_shift_moves_them(mnist):
     images = mnist[0].X[:3]
-    ops = NumpyOps("float64")
+    ops = NumpyImageOps(NumpyOps("float64"))
     identity = np.tile(np.array([[1.0, 0, 0], [0, 1, 0]]), (3, 1, 1))
     np.testing.assert_allclose(ops.warp(images, identity, None), images / 255, atol=1e-12)
     shift = identity.copy()
@@ -160,7 +160,7 @@ def test_ctrl_c_mid_epoch_and_resume_is_bitwise_with_augmentation(small, tmp_pat
     unbroken = _net()
     simplenn.fit(unbroken, *small, **SETTINGS)
 
-    class InterruptingOps(NumpyOps):
+    class InterruptingImages(NumpyImageOps):
         calls = 0
 
         def warp(self, x, matrices, fields):
@@ -168,6 +168,9 @@ def test_ctrl_c_mid_epoch_and_resume_is_bitwise_with_augmentation(small, tmp_pat
             if type(self).calls == 30 + 17:  # step 17 of epoch 2
                 signal.raise_signal(signal.SIGINT)
             return super().warp(x, matrices, fields)
+
+    class InterruptingOps(NumpyOps):
+        image_ops = InterruptingImages
 
     path = tmp_path / "c.npz"
     with pytest.raises(TrainingInterrupted) as info:

@@ -101,3 +101,13 @@ def test_missing_numba_names_what_to_install_in_a_subprocess():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "pip install numba" in out.stdout, out.stdout + out.stderr
     assert "simplenn[" not in out.stdout  # that name on the package index is another project
+
+
+def test_ops_is_at_most_twenty_pure_array_operations():
+    from simplenn.backends.base import OP_NAMES, Ops
+
+    public = {n for n in dir(Ops) if not n.startswith("_") and callable(getattr(Ops, n))}
+    assert public == set(OP_NAMES) and len(OP_NAMES) <= 20
+    forbidden = ("sgd", "update", "velocity", "momentum", "optim", "W1", "warp", "elastic",
+                 "augment", "steps")
+    assert not [n for n in OP_NAMES if any(word in n for word in forbidden)]

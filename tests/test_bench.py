@@ -15,6 +15,7 @@ import simplenn
 from simplenn.backends import probe_backend
 from simplenn.bench import cli as bench
 from simplenn.bench import gpu as gpu_suite
+from simplenn.bench import sysinfo, throughput
 from simplenn.bench.contenders import Availability
 from simplenn.core.training import CHUNK_SAMPLES
 
@@ -68,6 +69,129 @@ def test_tiny_grid_prints_table_and_writes_json_and_plot(tmp_path, capsys):
         assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def _rows(out: str) -> list[list[str]]:
+    """The fields of the table rows (not the head) in ``out``."""
+    return [[f.strip() for f in line.strip().strip("|").split("|")] for line in out.splitlines()
+            if line.startswith("|") and not line.startswith(("| hidden", "|---"))]
+
+
+class _FakeGrid:
+    """A stand-in for throughput.run_grid: every contender's epoch of every cell takes
+    ``seconds``; records its arguments and what stdout held when each cell was reported."""
+
+    def __init__(self, capsys, seconds: float = 0.5):
+        self.capsys, self.seconds, self.calls, self.printed = capsys, seconds, [], []
+
+    def __call__(self, names, hidden_sizes, batch_sizes, samples, repeat, on_cells=None):
+        self.calls.append((list(names), hidden_sizes, batch_sizes, samples, repeat))
+        raw = []
+        for hidden in hidden_sizes:
+            for bs in batch_sizes:
+                group = [{"name": n, "is_peer": n in throughput.PEER_NAMES, "hidden": hidden,
+                          "batch_size": bs, "samples": samples,
+                          "seconds": [self.seconds] * repeat} for n in names]
+                on_cells(group)
+                out = self.capsys.readouterr().out
+                print(out, end="")  # keep it for the test's own readouterr
+                self.printed.append(out)
+                raw += group
+        return raw, [], []
+
+
+@pytest.fixture
+def fake_grid(capsys, monkeypatch):
+    """The throughput command with every contender available, a fixed sgemm peak of
+    1 GFLOP/s and the grid faked (:class:`_FakeGrid`)."""
+    grid = _FakeGrid(capsys)
+    monkeypatch.setattr(throughput, "run_grid", grid)
+    monkeypatch.setattr(throughput, "probe_contender",
+                        lambda name: Availability(name, True, None, name in throughput.PEER_NAMES))
+    monkeypatch.setattr(sysinfo, "measure_sgemm_peak", lambda n=2048, repeat=5: {
+        "n": n, "repeat": repeat, "best_seconds": 1.0, "flops_per_s": 1e9})
+    monkeypatch.setattr(sysinfo, "gpu_names", lambda: [])
+    monkeypatch.delenv(throughput.SKIP_ENV, raising=False)
+    return grid
+
+
+def test_default_is_the_quick_grid_and_says_how_to_run_the_full_one(fake_grid, capsys):
+    assert bench.main([]) == 0
+    quick, full = throughput.GRIDS["quick"], throughput.GRIDS["full"]
+    names, hidden, batch_sizes, samples, repeat = fake_grid.calls[-1]
+    assert (hidden, batch_sizes, samples, repeat) == (quick.hidden, quick.batch_sizes,
+                                                      quick.samples, quick.repeat)
+    assert names == list(throughput.contender_names())
+    last = capsys.readouterr().out.rstrip().splitlines()[-1]
+    assert last.startswith("this was the quick grid;")
+    assert last.endswith("python -m simplenn.bench --grid full")
+
+    assert bench.main(["--grid", "full", "--hidden", "64"]) == 0
+    assert fake_grid.calls[-1][1:] == ((64,), full.batch_sizes, full.samples, full.repeat)
+    assert "this was the quick grid" not in capsys.readouterr().out
+    assert full.samples == 60000 and full.hidden == (128, 512)
+    assert full.batch_sizes == (1, 8, 32, 128, 512, 2048)
+
+
+def test_each_cell_is_printed_as_it_is_measured(fake_grid, capsys):
+    assert bench.main(["--backends", "numpy,numba", "--batch-sizes", "8,64", "--hidden", "16"]) == 0
+    first, second = fake_grid.printed
+    second = second[len(first):]  # what came after the first cell
+    assert "| hidden | batch | backend" in first  # the table's head, before any cell
+    assert [r[:3] for r in _rows(first)] == [["16", "8", "numpy"], ["16", "8", "numba"]]
+    assert [r[:3] for r in _rows(second)] == [["16", "64", "numpy"], ["16", "64", "numba"]]
+
+
+def test_roofline_columns_count_dense_flops_against_the_measured_peak(fake_grid, capsys):
+    """16384 samples in 0.5 s at hidden 128: 32,768 samples/s x 4*784*128 + 6*128*10
+    FLOPs = 13.4 GFLOP/s dense-equivalent, 1,345% of a 1 GFLOP/s peak."""
+    assert bench.main(["--backends", "numba", "--batch-sizes", "512", "--samples", "16384"]) == 0
+    out = capsys.readouterr().out
+    assert "roofline: dense GFLOP/s counts" in out and "above 100% of the peak" in out
+    header = next(line for line in out.splitlines() if line.startswith("| hidden"))
+    assert "| dense GFLOP/s | % of peak |" in header
+    (row,) = _rows(out)
+    flops = 16384 / 0.5 * (4 * 784 * 128 + 6 * 128 * 10)
+    assert row[:4] == ["128", "512", "numba", "32,768"]
+    assert row[6:] == [f"{flops / 1e9:.1f}", f"{100 * flops / 1e9:,.1f}%".replace(",", "")]
+
+
+def test_skip_backends_leaves_them_out_of_the_default_set(fake_grid, capsys, monkeypatch):
+    assert bench.main(["--skip-backends", "numba,torch-cpu"]) == 0
+    names = fake_grid.calls[-1][0]
+    assert "numba" not in names and "torch-cpu" not in names and "numpy" in names
+    out = capsys.readouterr().out
+    assert "skipped: numba: left out by --skip-backends" in out.splitlines()
+
+    monkeypatch.setenv(throughput.SKIP_ENV, "jax, nosuch")
+    assert bench.main([]) == 0
+    names = fake_grid.calls[-1][0]
+    assert "jax" not in names and "numba" in names
+    out = capsys.readouterr().out
+    assert f"skipped: jax: left out by {throughput.SKIP_ENV}" in out.splitlines()
+    assert f"note: {throughput.SKIP_ENV} names 'nosuch', not a backend or peer here" in out
+
+    assert bench.main(["--backends", "jax"]) == 0  # named explicitly: it runs
+    assert fake_grid.calls[-1][0] == ["jax"]
+
+
+def test_leaving_every_backend_out_is_one_line(fake_grid, capsys):
+    assert bench.main(["--skip-backends", ",".join(throughput.contender_names())]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "nothing to measure" in err
+
+
+def test_progress_bar_on_a_terminal_counts_cells(monkeypatch):
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    err = Terminal()
+    monkeypatch.setattr(sys, "stderr", err)
+    assert bench.main(TINY) == 0
+    assert "bench: 100%" in err.getvalue() and "2/2 [" in err.getvalue()
+
+
 def test_plot_without_matplotlib_says_how_to_install(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` fail
     assert bench.main([*TINY, "--plot", str(tmp_path / "p.png")]) == 1
@@ -81,10 +205,14 @@ def test_plot_without_matplotlib_says_how_to_install(tmp_path, capsys, monkeypat
     ["--batch-sizes", "0"], ["--batch-sizes", "8,x"], ["--hidden", ""], ["--hidden", "-4"],
     ["--backends", "tensorflow"], ["--repeat", "0"], ["--samples", "60001"],
     ["--plot", "throughput.jpg"], ["--json", "no/such/dir/out.json"], ["--frobnicate"],
-    ["--backends", "numpy@/nonexistent"], ["--backends", "numpy@"], ["--backends", "@."],
+    ["--backends", "numpy@/tmp"], ["--grid", "huge"], ["--skip-backends", "tensorflow"],
+    ["--skip-backends", ""], ["--skip-backends", "numba", "--backends", "numpy"],
+    ["--unset-openblas-env"], ["--processes", "2"],
     ["--suite", "bogus"], ["--suite"], ["--suite", "gpu", "--hidden", "8"],
     ["--suite", "gpu", "--plot", "p.png"], ["--suite", "gpu", "--backends", "numpy"],
+    ["--suite", "gpu", "--grid", "full"], ["--suite", "gpu", "--skip-backends", "numba"],
     ["--suite", "gpu", "--out-dir", "no/such/dir"], ["--out-dir", "."],
+    ["--suite", "augment", "--grid", "quick"], ["--suite", "augment", "--skip-backends", "numba"],
 ])
 def test_bad_flags_exit_2_with_one_line(argv, capsys):
     with pytest.raises(SystemExit) as info:
@@ -95,52 +223,8 @@ def test_bad_flags_exit_2_with_one_line(argv, capsys):
     assert err.startswith("python -m simplenn.bench: error:")
 
 
-def test_tree_contender_needs_a_simplenn_checkout(tmp_path, capsys):
-    with pytest.raises(SystemExit):
-        bench.main(["--backends", "numpy@/nonexistent"])
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "'/nonexistent' does not exist" in err
-    with pytest.raises(SystemExit):
-        bench.main(["--backends", f"numpy,numpy@{tmp_path}"])
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1
-    assert repr(str(tmp_path)) in err and "no simplenn/__init__.py" in err
-
-
-def test_tree_contender_labels_are_absolute_and_deduplicated(monkeypatch):
-    monkeypatch.chdir(ROOT)
-    assert bench._contender_list(f"NumPy@.,numpy@{ROOT}/,numba") == (f"numpy@{ROOT}", "numba")
-    assert bench.split_label(f"numba@{ROOT}") == ("numba", str(ROOT))
-    assert bench.split_label("numba") == ("numba", None)
-
-
-def test_table_shortens_long_tree_labels_but_keeps_them_distinct():
-    names = ["numba", "numba@/home/someone/checkouts/a/simplenn-before",
-             "numba@/home/someone/checkouts/b/simplenn-before"]
-    shown = bench.table_names(names, width=30)
-    assert shown["numba"] == "numba"
-    assert all(v.startswith("numba@...") and v.endswith("/simplenn-before")
-               for v in list(shown.values())[1:])
-    assert len(set(shown.values())) == 3
-
-
-def test_same_backend_from_another_tree_runs_side_by_side(tmp_path, capsys):
-    out_json = tmp_path / "bench.json"
-    other = f"numpy@{ROOT}"
-    assert bench.main(["--backends", f"numpy,{other}", "--batch-sizes", "64", "--hidden", "8",
-                       "--samples", "256", "--repeat", "1", "--peak-size", "256",
-                       "--json", str(out_json)]) == 0
-    out = capsys.readouterr().out
-    assert f"| {other} " in out and "| numpy " in out
-    report = json.loads(out_json.read_text())
-    assert [(r["name"], r["batch_size"]) for r in report["results"]] == [
-        ("numpy", 64), (other, 64)]
-    assert report["results"][1]["speedup_vs_numpy"] > 0
-    assert [t["contenders"] for t in report["source_trees"]] == [["numpy", other]]
-
-
 def test_named_backend_that_cannot_run_is_an_error(capsys, monkeypatch):
-    monkeypatch.setattr(bench, "probe_contender",
+    monkeypatch.setattr(throughput, "probe_contender",
                         lambda name: Availability(name, False, "pretend it is missing"))
     assert bench.main(["--backends", "numba"]) == 1
     err = capsys.readouterr().err.strip()
@@ -148,27 +232,21 @@ def test_named_backend_that_cannot_run_is_an_error(capsys, monkeypatch):
     assert "'numba' unavailable: pretend it is missing" in err
 
 
-def test_openblas_variables_are_noted_and_can_be_unset():
-    env = {"OPENBLAS_L2_SIZE": "262144"}
-    noted = _run_cli(*TINY, env_extra=env)
-    assert noted.returncode == 0, noted.stderr
-    assert "OPENBLAS_L2_SIZE=262144 is set" in noted.stdout
-    assert "--unset-openblas-env" in noted.stdout
-
-    unset = _run_cli(*TINY, "--unset-openblas-env", env_extra=env)
-    assert unset.returncode == 0, unset.stderr
-    assert "ran with OPENBLAS_L2_SIZE=262144 unset" in unset.stdout
-    assert "threadpoolctl shows OpenBLAS kernel" in unset.stdout
-    assert "is set:" not in unset.stdout
+def test_openblas_variables_are_noted_with_how_to_measure_without_them():
+    done = _run_cli(*TINY, env_extra={"OPENBLAS_L2_SIZE": "262144"})
+    assert done.returncode == 0, done.stderr
+    assert "OPENBLAS_L2_SIZE=262144 is set" in done.stdout
+    assert "threadpoolctl shows OpenBLAS kernel" in done.stdout
+    assert "env -u OPENBLAS_L2_SIZE python -m simplenn.bench" in done.stdout
 
 
 def test_torch_peer_loss_matches_simplenn_after_one_epoch():
     pytest.importorskip("torch", reason="PyTorch is not installed (an optional peer)")
     train, test = simplenn.load_mnist()
-    check = bench.check_peer_loss("torch-cpu", 32, 2048, train, test)
+    check = throughput.check_peer_loss("torch-cpu", 32, 2048, train, test)
     assert check.match, check
     assert check.relative_difference < 1e-5
-    assert check.samples == 2048 and check.batch_size == bench.LOSS_CHECK_BATCH
+    assert check.samples == 2048 and check.batch_size == throughput.LOSS_CHECK_BATCH
 
 
 def test_bad_suite_names_the_valid_ones(capsys):
@@ -183,7 +261,8 @@ def test_bad_suite_names_the_valid_ones(capsys):
 def test_help_documents_the_suites_and_the_output_directory():
     text = bench.build_parser().format_help()
     for flag in ("--suite {throughput,gpu,recipe,augment}", "--out-dir DIR", "benchmark.json",
-                 "benchmark.md"):
+                 "benchmark.md", "--grid {quick,full}", "--skip-backends LIST",
+                 throughput.SKIP_ENV):
         assert flag in text
 
 
@@ -427,21 +506,6 @@ def test_recipe_peer_trains_on_512_images(fn, module):
     assert 0.2 < accuracy <= 1  # one epoch of 512 images: well above chance
     assert parsed.accuracy == pytest.approx(accuracy, abs=5e-5)
     assert parsed.train_seconds is not None and parsed.train_seconds > 0
-
-
-def test_processes_measure_the_grid_in_fresh_processes_and_keep_every_epoch(tmp_path, capsys):
-    out_json = tmp_path / "b.json"
-    assert bench.main([*TINY, "--processes", "2", "--json", str(out_json)]) == 0
-    report = json.loads(out_json.read_text())
-    assert report["workload"]["processes"] == 2
-    assert all(len(r["seconds"]) == 2 * report["workload"]["repeat"] for r in report["results"])
-    assert "2 processes of its own" in capsys.readouterr().out
-
-
-def test_merge_runs_puts_each_cell_s_epochs_together():
-    a = [{"name": "numpy", "hidden": 8, "batch_size": 16, "seconds": [2.0]}]
-    b = [{"name": "numpy", "hidden": 8, "batch_size": 16, "seconds": [1.0, 3.0]}]
-    assert bench.merge_runs(a, b)[0]["seconds"] == [2.0, 1.0, 3.0]
 
 
 def test_augment_suite_times_each_augmentation_and_writes_json(tmp_path, capsys):

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 pytestmark = pytest.mark.usefixtures("one_blas_thread")
-SETTINGS = dict(epochs=3, batch_size=100, lr=0.1, momentum=0.9, lr_schedule="cosine", seed=7)
+SETTINGS = dict(epochs=3, batch_size=100, lr=0.1, lr_schedule="cosine", seed=7)
 N_TRAIN = 6000  # two chunks of 4000 samples per epoch at batch 100: resume lands mid-chunk
 
 
@@ -61,11 +61,11 @@ def _interrupting_ops(after_calls: int) -> NumpyOps:
     class InterruptingOps(NumpyOps):
         calls = 0
 
-        def pixels_to_float(self, x):
+        def to_float(self, x):
             type(self).calls += 1
             if type(self).calls == after_calls:
                 signal.raise_signal(signal.SIGINT)
-            return super().pixels_to_float(x)
+            return super().to_float(x)
 
     return InterruptingOps("float32")
 
@@ -149,8 +149,8 @@ def test_save_checkpoint_refuses_non_finite_state(small, tmp_path):
     simplenn.fit(_net(), small[0], epochs=1, batch_size=500, on_checkpoint=states.append)
     path = save_checkpoint(tmp_path / "c.npz", states[0])
     good = path.read_bytes()
-    states[0].velocities["b2"][3] = np.inf
-    with pytest.raises(ModelFileError, match="velocity b2 holds NaN or infinite"):
+    states[0].optimizer_state["b2.velocity"][3] = np.inf
+    with pytest.raises(ModelFileError, match="optimizer b2.velocity holds NaN or infinite"):
         save_checkpoint(path, states[0])
     assert path.read_bytes() == good
 

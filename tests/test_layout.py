@@ -16,9 +16,11 @@ PACKAGE = Path(simplenn.__file__).resolve().parent
 
 #: The layers, lowest first: a module may import its own layer and those below.
 LAYERS = (
-    {"simplenn._version", "simplenn.errors", "simplenn._optional"},
+    {"simplenn._version", "simplenn.errors", "simplenn._optional", "simplenn._probes"},
     {"simplenn.backends"},
-    {"simplenn.core"},
+    # a backend's fast paths build on the network's math: imported by name when a run asks
+    {"simplenn.core", "simplenn.optim", "simplenn.backends.numba.fastpath",
+     "simplenn.backends.cupy.fastpath"},
     {"simplenn.data", "simplenn.io"},
     {"simplenn.testing", "simplenn.cli", "simplenn.bench"},
     {"simplenn", "simplenn.train", "simplenn.evaluate", "simplenn.predict",

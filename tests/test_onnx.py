@@ -46,7 +46,8 @@ def trained(tmp_path_factory):
 
 
 def _run(session, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    probabilities, label = session.run(["probabilities", "label"], {"pixels": X})
+    name = "pixels" if X.dtype == np.uint8 else "features"
+    probabilities, label = session.run(["probabilities", "label"], {name: X})
     return probabilities, label
 
 
@@ -88,13 +89,14 @@ def test_float_inputs_take_float32_features_as_they_are(trained, ort, tmp_path):
     features = X.astype(np.float32) / np.float32(255)
     path = simplenn.export_onnx(net, tmp_path / "float.onnx", inputs="float")
     session = _session(ort, path)
-    assert session.get_inputs()[0].type == "tensor(float)"
+    assert (session.get_inputs()[0].name, session.get_inputs()[0].type) == (
+        "features", "tensor(float)")
     probabilities, label = _run(session, features)
     assert_close("onnxruntime", "probabilities", probabilities, net.predict_proba(features),
                  "float32")
     np.testing.assert_array_equal(label, net.predict(features))
     with pytest.raises(Exception, match="(?i)type"):
-        session.run(None, {"pixels": X})
+        session.run(None, {"features": X})
 
 
 def test_a_float64_net_exports_float32_weights(trained, ort, tmp_path):

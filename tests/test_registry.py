@@ -140,8 +140,9 @@ def test_capabilities_are_declared_attributes():
         if not info.available:
             continue
         ops = get_backend(info.name)
-        for attribute in ("compiles_chunks", "is_device", "needs_warmup"):
+        for attribute in ("is_device", "needs_warmup"):
             assert isinstance(getattr(ops, attribute), bool), (info.name, attribute)
+        assert isinstance(ops.fast_paths, tuple), info.name
 
 
 def test_torch_and_jax_come_through_simplenns_own_entry_points():

@@ -23,6 +23,7 @@ import simplenn
 from simplenn.backends import probe_backend, resolve_backend_name
 from simplenn.backends.numpy_backend import NumpyOps
 from simplenn.cli import train as train_cli
+from simplenn.optim import SGD, Adam
 from simplenn.core.training import (TrainConfig, TrainingInterrupted, _signals_stop, default_lr,
                                     smaller_lr)
 from simplenn.data.datasets import load_dataset
@@ -223,11 +224,11 @@ def _signalling_ops(signum: int, after_calls: int) -> NumpyOps:
     class SignallingOps(NumpyOps):
         calls = 0
 
-        def pixels_to_float(self, x):
+        def to_float(self, x):
             type(self).calls += 1
             if type(self).calls == after_calls:
                 signal.raise_signal(signum)
-            return super().pixels_to_float(x)
+            return super().to_float(x)
 
     return SignallingOps("float32")
 
@@ -381,31 +382,25 @@ def test_plot_draws_the_validation_curves(data_dir, tmp_path):
 
 # -- the warm-up compiles the inputs the run uses ----------------------------------------
 
-def test_the_cli_warms_up_the_kind_of_input_its_data_are(data_dir, tiny, monkeypatch):
+def test_the_cli_warms_up_on_inputs_like_its_data_with_its_settings(data_dir, tiny,
+                                                                    monkeypatch):
     train, _ = tiny
-    assert train.X.dtype == np.uint8 and not train.X.flags.writeable
-    assert train_cli.INPUT_KIND == "read-only pixels"
     calls = []
-
-    converted = []
 
     class NeedsWarmup(NumpyOps):
         needs_warmup = True
 
-        def pixels_to_float(self, x):
-            converted.append(x.flags.writeable)
-            return super().pixels_to_float(x)
+    def record(ops, example, **kw):
+        calls.append((example.dtype, example.flags.writeable, example.shape[1], kw))
 
-    monkeypatch.setattr(train_cli, "warm_up", lambda ops, **kw: calls.append((ops, kw)))
+    monkeypatch.setattr(train_cli, "warm_up", record)
     monkeypatch.setattr(train_cli, "_choose_backend", lambda name: (NeedsWarmup("float32"), False))
     assert train_cli.main(_quick(data_dir, "--epochs", 1, "--quiet")) == 0
-    assert [kw for _, kw in calls] == [{"kinds": ("read-only pixels",), "gradients": False,
-                                        "batch_size": 32}]
-    calls.clear()  # distorted batches are floats; the warm-up follows --batch-size
-    converted.clear()
+    dtype, writeable, width, kw = calls.pop()
+    # the warm-up's inputs are of the kind load_dataset's splits hold
+    assert (dtype, writeable, width) == (train.X.dtype, train.X.flags.writeable, 784)
+    assert kw == {"optimizer": SGD(), "batch_size": 32, "augment": "none", "gradients": False}
     assert train_cli.main(_quick(data_dir, "--epochs", 1, "--quiet", "--augment", "affine",
-                                 "--batch-size", 50)) == 0
-    assert [kw for _, kw in calls] == [{"kinds": ("floats",), "gradients": False,
-                                        "batch_size": 50}]
-    # the warm-up converts read-only pixels, as the test set is
-    assert converted[0] is False
+                                 "--batch-size", 50, "--optimizer", "adam")) == 0
+    assert calls.pop()[3] == {"optimizer": Adam(), "batch_size": 50, "augment": "affine",
+                              "gradients": False}

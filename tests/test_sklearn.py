@@ -22,6 +22,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import simplenn
+from simplenn.optim import SGD
 from simplenn.sklearn import EXPECTED_FAILED_CHECKS, SimpleNNClassifier
 
 pytestmark = pytest.mark.usefixtures("one_blas_thread")
@@ -42,10 +43,12 @@ def test_expected_failed_checks_are_few_and_explained():
 def test_defaults_and_params_round_trip():
     clf = SimpleNNClassifier()
     assert clf.get_params() == {
-        "hidden": 100, "epochs": 50, "batch_size": 32, "lr": 0.05, "momentum": 0.9,
+        "hidden": 100, "epochs": 50, "batch_size": 32, "solver": "sgd", "lr": None,
+        "momentum": 0.9, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-8,
         "weight_decay": 1e-4, "lr_schedule": "cosine", "seed": 0, "backend": None,
-        "dtype": "float32", "validation_fraction": None, "early_stopping": None,
-        "augment": "none"}
+        "dtype": "float32", "validation_fraction": None, "early_stopping": False,
+        "n_iter_no_change": 10, "tol": 1e-4, "augment": "none", "warm_start": False,
+        "verbose": False}
     other = clone(clf).set_params(hidden=7, lr=0.3)
     assert (other.hidden, other.lr, clf.hidden) == (7, 0.3, 100)
 
@@ -92,8 +95,9 @@ def test_one_class_is_refused(iris):
 def test_bad_parameters_are_refused_in_fit(iris):
     X, y = iris
     for params in ({"hidden": 0}, {"epochs": 0}, {"lr": -1.0}, {"lr_schedule": "step"},
-                   {"validation_fraction": 1.5}, {"early_stopping": 0}, {"seed": -1},
-                   {"augment": "rotate"}):
+                   {"validation_fraction": 1.5}, {"early_stopping": 3}, {"seed": -1},
+                   {"augment": "rotate"}, {"n_iter_no_change": 0}, {"tol": -1.0},
+                   {"warm_start": "yes"}):
         clf = SimpleNNClassifier(**params)
         with pytest.raises(ValueError):
             clf.fit(X, y)
@@ -135,8 +139,8 @@ def test_uint8_pixels_train_like_simplenn_fit(mnist):
     X, y = train.X[:600], train.y[:600]
     clf = SimpleNNClassifier(hidden=32, epochs=2, batch_size=64, lr=0.1, seed=3).fit(X, y)
     net = simplenn.TwoLayerNet(784, 32, 10, seed=3)
-    simplenn.fit(net, (X, y), epochs=2, batch_size=64, lr=0.1, momentum=0.9,
-                 weight_decay=1e-4, seed=3, eval_train=False)
+    simplenn.fit(net, (X, y), epochs=2, batch_size=64, lr=0.1,
+                 optimizer=SGD(weight_decay=1e-4), seed=3, eval_train=False)
     for name, value in net.parameters().items():
         np.testing.assert_array_equal(clf.net_.parameters()[name], value)
     assert clf.pixel_inputs_
@@ -151,8 +155,8 @@ def test_augment_distorts_training_images_like_simplenn_fit(mnist):
     clf = SimpleNNClassifier(hidden=16, epochs=1, batch_size=64, lr=0.1, seed=2,
                              augment="elastic").fit(X, y)
     net = simplenn.TwoLayerNet(784, 16, 10, seed=2)
-    simplenn.fit(net, (X, y), epochs=1, batch_size=64, lr=0.1, momentum=0.9,
-                 weight_decay=1e-4, seed=2, augment="elastic", eval_train=False)
+    simplenn.fit(net, (X, y), epochs=1, batch_size=64, lr=0.1,
+                 optimizer=SGD(weight_decay=1e-4), seed=2, augment="elastic", eval_train=False)
     plain = SimpleNNClassifier(hidden=16, epochs=1, batch_size=64, lr=0.1, seed=2).fit(X, y)
     for name, value in net.parameters().items():
         np.testing.assert_array_equal(clf.net_.parameters()[name], value)
@@ -208,11 +212,13 @@ def noise():
 
 @pytest.mark.parametrize("fraction", [None, 0.25])
 def test_early_stopping_is_simplenn_fit_with_it(noise, fraction):
-    """early_stopping (with validation_fraction, 0.1 when None) is ``simplenn.fit``'s:
-    the same epochs, the same stop and the best epoch's parameters."""
+    """early_stopping (with validation_fraction, 0.1 when None) and tol=0 is
+    ``simplenn.fit``'s with patience n_iter_no_change: the same epochs, the same stop
+    and the best epoch's parameters."""
     X, y = noise
-    clf = SimpleNNClassifier(hidden=64, epochs=60, lr=0.1, early_stopping=3,
-                             validation_fraction=fraction, seed=2).fit(X, y)
+    clf = SimpleNNClassifier(hidden=64, epochs=60, lr=0.1, early_stopping=True,
+                             n_iter_no_change=3, tol=0.0, validation_fraction=fraction,
+                             seed=2).fit(X, y)
     history = clf.history_
     assert history.stopped_early and clf.n_iter_ < 60
     assert history.best_epoch == clf.n_iter_ - 3
@@ -220,8 +226,9 @@ def test_early_stopping_is_simplenn_fit_with_it(noise, fraction):
 
     net = simplenn.TwoLayerNet(8, 64, 2, seed=2)
     expected = simplenn.fit(
-        net, (X.astype(np.float32), y), epochs=60, batch_size=32, lr=0.1, momentum=0.9,
-        weight_decay=1e-4, seed=2, validation_fraction=0.1 if fraction is None else fraction,
+        net, (X.astype(np.float32), y), epochs=60, batch_size=32, lr=0.1,
+        optimizer=SGD(weight_decay=1e-4), seed=2,
+        validation_fraction=0.1 if fraction is None else fraction,
         early_stopping=3, eval_train=False)
     assert [e.val_loss for e in history.epochs] == [e.val_loss for e in expected.epochs]
     assert expected.best_epoch == history.best_epoch
@@ -252,3 +259,19 @@ def test_without_sklearn_the_module_says_how_to_install_it():
                             timeout=120)
     assert result.returncode == 0, result.stderr
     assert "pip install scikit-learn" in result.stdout
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam", "adamw"])
+def test_each_solver_trains_its_optimizer(iris, solver):
+    X, y = iris
+    clf = SimpleNNClassifier(hidden=16, epochs=1, solver=solver, backend="numpy").fit(X, y)
+    assert clf.history_.config.optimizer.name == solver
+    assert clf.history_.config.lr == (0.05 if solver == "sgd" else 0.003)
+    clf = SimpleNNClassifier(hidden=16, epochs=30, solver=solver, lr=0.01 if solver != "sgd"
+                             else None, backend="numpy").fit(X, y)
+    assert clf.score(X, y) > 0.9
+
+
+def test_an_unknown_solver_is_refused(iris):
+    with pytest.raises(ValueError, match="solver must be one of sgd, adam, adamw"):
+        SimpleNNClassifier(solver="lbfgs").fit(*iris)

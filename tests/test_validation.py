@@ -222,11 +222,11 @@ def test_resume_mid_epoch_equals_the_unbroken_run_bitwise(small, stopped, tmp_pa
     class InterruptingOps(NumpyOps):
         calls = 0
 
-        def pixels_to_float(self, x):
+        def to_float(self, x):
             type(self).calls += 1
             if type(self).calls == 40:  # in epoch 2 (23 steps and 2 evaluations per epoch)
                 signal.raise_signal(signal.SIGINT)
-            return super().pixels_to_float(x)
+            return super().to_float(x)
 
     path = tmp_path / "c.npz"
     with pytest.raises(TrainingInterrupted) as info:

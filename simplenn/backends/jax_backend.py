@@ -2,8 +2,7 @@
 runs the functional contract as written; the network's own functions go through
 ``jax.jit`` (:meth:`JaxOps.jit`), as Numba's go through ``@njit``.
 
-The chunk loop ``train_steps`` stays Python, calling the compiled step once per
-batch: compiling the loop itself would unroll it (up to 4096 steps a chunk). JAX runs
+The chunk loop stays Python, calling the compiled step once per batch. JAX runs
 on its default device: a GPU where its jaxlib finds one, else the CPU
 (``JAX_PLATFORMS=cpu`` forces the CPU). float64 needs JAX's ``jax_enable_x64``, which
 this backend turns on; arrays made with an explicit float32 dtype stay float32.
@@ -51,10 +50,3 @@ class JaxOps(Ops):
         """``jax.jit`` of a function of the network math (its arrays traced, Python
         numbers such as ``lr`` too, so one compilation serves every learning rate)."""
         return jax.jit(fn)
-
-    def jit_train_steps(self, fn: Any) -> Any:
-        """The chunk loop as it is: Python around the compiled step."""
-        return fn
-
-    def set_loss(self, losses: Array, step: int, loss: Array) -> Array:
-        return losses.at[step].set(loss)

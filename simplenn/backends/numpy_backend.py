@@ -13,6 +13,7 @@ import array_api_compat.numpy as xp_numpy
 import numpy as np
 
 from .base import Array, Ops
+from .images import ImageOps
 
 #: Images per block of :meth:`NumpyOps.elastic_fields`, whose temporaries stay in cache.
 FIELD_BLOCK = 256
@@ -23,6 +24,7 @@ class NumpyOps(Ops):
 
     name = "numpy"
     xp = xp_numpy
+    image_ops = "simplenn.backends.numpy_backend:NumpyImageOps"
 
     # -- moving data -----------------------------------------------------------------
     def asarray(self, a: Any, dtype: Any = None) -> np.ndarray:
@@ -37,20 +39,13 @@ class NumpyOps(Ops):
         return np.asarray(a).dtype
 
     # -- hot ops, in place on their own temporaries ----------------------------------
-    def pixels_to_float(self, x: Array) -> Array:
-        return x.astype(self.dtype) / self.dtype.type(255)
+    def take(self, a: Array, rows: Array) -> Array:
+        return a[rows]
 
-    def take_pixels(self, X: Array, rows: Array) -> Array:
-        return self.pixels_to_float(X[rows])
-
-    def take_floats(self, X: Array, rows: Array) -> Array:
-        return X[rows].astype(self.dtype)
-
-    def take_labels(self, Y: Array, rows: Array) -> Array:
-        return Y[rows]
-
-    def loss_buffer(self, n: int) -> Array:
-        return np.zeros(n)
+    def to_float(self, x: Array) -> Array:
+        if x.dtype == np.uint8:
+            return x.astype(self.dtype) / self.dtype.type(255)
+        return x.astype(self.dtype)
 
     def relu_backward(self, dy: Array, y: Array) -> Array:
         return dy * (y > 0)
@@ -60,7 +55,7 @@ class NumpyOps(Ops):
 
     def matmul_tn(self, a: Array, b: Array) -> Array:
         # For a single row, matmul takes a slow non-BLAS loop over the (k, 1) view aᵀ
-        # (7x slower at 784 x 128); dot computes the same outer product.
+        # (a loop outside BLAS); dot computes the same outer product.
         return np.dot(a.T, b) if a.shape[0] == 1 else a.T @ b
 
     def affine(self, x: Array, W: Array, b: Array) -> Array:
@@ -85,6 +80,10 @@ class NumpyOps(Ops):
         e /= m
         return loss, e
 
+
+class NumpyImageOps(ImageOps):
+    """The image ops with NumPy's matrix products in blocks for the elastic fields."""
+
     def elastic_fields(self, noise: Array, levels: Array, basis: Array) -> Array:
         """``B Z Bᵀ`` computed in the layout (s, m, 2, s), where each product is one matrix
         product per block of :data:`FIELD_BLOCK` images: ``Z Bᵀ`` as (k * 2n, k) @ (k, s),
@@ -102,13 +101,3 @@ class NumpyOps(Ops):
             v = z.reshape(-1, k) @ transposed
             np.matmul(basis, v.reshape(k, -1), out=out[:, 2 * b * s:2 * e * s])
         return out.reshape(s, m, 2, s).transpose(1, 2, 0, 3)
-
-    def sgd_update(self, param: Array, grad: Array, velocity: Array, lr: Any, momentum: Any,
-                   weight_decay: Any) -> tuple[Array, Array]:
-        """In place on ``param`` and ``velocity``, which it returns."""
-        g = grad + param * weight_decay if weight_decay else grad
-        velocity *= momentum
-        velocity += g
-        np.copyto(velocity, 0, where=np.abs(velocity) < np.finfo(velocity.dtype).smallest_normal)
-        param -= velocity * lr
-        return param, velocity

@@ -7,8 +7,7 @@ backend is first listed or asked for, and the backend module when it is built.
 
 from __future__ import annotations
 
-import logging
-
+from .. import _probes
 from .registry import Availability, missing_library_reason, register
 
 TORCH_HINT = "pip install torch (from a simplenn checkout: pip install '.[torch]')"
@@ -34,7 +33,7 @@ def _probe_jax() -> Availability:
         import jax
     except ImportError as exc:
         return Availability(False, missing_library_reason("JAX", exc, JAX_HINT))
-    logging.getLogger("jax._src.xla_bridge").setLevel(logging.ERROR)  # absent TPU notes
+    _probes.silence_jax_platform_notes()
     try:
         device = jax.devices()[0]
     except RuntimeError as exc:  # e.g. JAX_PLATFORMS names a platform that does not work

@@ -4,8 +4,7 @@ forces either).
 
 Registered through simplenn's own ``simplenn.backends`` entry point (see
 :mod:`.plugins`), as a third party's backend would be. The dataset moves to the device
-once and batches are gathered there. The update runs in place (PyTorch tensors are
-mutable), in NumPy's order of operations.
+once and batches are gathered there.
 """
 
 from __future__ import annotations
@@ -18,13 +17,10 @@ import numpy as np
 import torch
 
 from ..errors import BackendUnavailableError
-from .base import Array, Ops
+from .base import Array, Ops, _xp_dtype
 
 #: ``cpu`` or ``cuda`` forces the device; unset, CUDA is used when it works.
 DEVICE_ENV_VAR = "SIMPLENN_TORCH_DEVICE"
-#: The largest subnormal number per dtype: ``sgd_update`` zeroes velocities up to it.
-_LARGEST_SUBNORMAL = {t: float(np.nextafter(np.finfo(n).smallest_normal, n(0)))
-                      for t, n in ((torch.float32, np.float32), (torch.float64, np.float64))}
 
 
 def device_choice() -> tuple[str | None, str | None]:
@@ -43,8 +39,7 @@ def device_choice() -> tuple[str | None, str | None]:
 
 
 class TorchOps(Ops):
-    """The interface's ops on PyTorch tensors on ``self.device``. On CUDA a whole chunk
-    of steps is queued per call (``compiles_chunks``), so the host waits once a chunk."""
+    """The interface's ops on PyTorch tensors on ``self.device``."""
 
     name = "torch"
     xp = xp_torch
@@ -55,14 +50,14 @@ class TorchOps(Ops):
         if device is None:
             raise BackendUnavailableError(f"backend 'torch' unavailable: {why}")
         self.device = torch.device(device)
-        self.is_device = self.compiles_chunks = self.device.type == "cuda"
+        self.is_device = self.device.type == "cuda"
 
     def __repr__(self) -> str:
         return f"TorchOps(dtype={self.dtype.name!r}, device={str(self.device)!r})"
 
     # -- moving data -----------------------------------------------------------------
     def asarray(self, a: Any, dtype: Any = None) -> Array:
-        dtype = self.xp_dtype(self.dtype if dtype is None else dtype)
+        dtype = _xp_dtype(self.xp, self.dtype if dtype is None else dtype)
         if isinstance(a, np.ndarray) and not a.flags.writeable:
             a = a.copy()  # torch.as_tensor wants writeable memory
         return torch.as_tensor(a, dtype=dtype, device=self.device)
@@ -77,22 +72,9 @@ class TorchOps(Ops):
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    def loss_buffer(self, n: int) -> Array:
-        return torch.zeros(n, dtype=torch.float64, device=self.device)
-
     # -- hot ops ---------------------------------------------------------------------
     def affine(self, x: Array, W: Array, b: Array) -> Array:
         return torch.addmm(b, x, W)
 
     def affine_relu(self, x: Array, W: Array, b: Array) -> Array:
         return torch.relu_(self.affine(x, W, b))
-
-    def sgd_update(self, param: Array, grad: Array, velocity: Array, lr: Any, momentum: Any,
-                   weight_decay: Any) -> tuple[Array, Array]:
-        """In place on ``param`` and ``velocity``, which it returns."""
-        g = grad + param * weight_decay if weight_decay else grad
-        velocity.mul_(momentum).add_(g)
-        # 0 where |v| is at most the largest subnormal number: one pass (NaN stays NaN)
-        torch.hardshrink(velocity, _LARGEST_SUBNORMAL[velocity.dtype], out=velocity)
-        param.sub_(velocity * lr)
-        return param, velocity

@@ -9,7 +9,8 @@ shared machine's speed drifts over minutes, so the cost of a kind is the median 
 the turns of its epoch time over the ``none`` epoch of the same turn, minus one; each
 kind's best epoch is reported too. Beside it, the distortion work alone: drawing,
 elastic fields and warping an epoch's rows in turn (:meth:`Augmenter.distort`) in the
-backend's :meth:`~simplenn.backends.Ops.augmented_training` context, as ``fit`` does.
+backend's image ops' :meth:`~simplenn.backends.images.ImageOps.training` context, as
+``fit`` does.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def epoch_seconds(backend: str, kind: str, hidden: int, batch_size: int, train: 
 def distortion_seconds(backend: str, kind: str, batch_size: int, train: Any,
                        chunk: int) -> float:
     """Seconds to distort every training row once, ``chunk`` rows per call, in turn, in
-    the backend's ``augmented_training`` context (as ``fit`` does)."""
+    the training context of the backend's image ops (as ``fit`` does)."""
     from ..backends import get_backend
     from ..core.augment import Augmenter
 
@@ -55,7 +56,7 @@ def distortion_seconds(backend: str, kind: str, batch_size: int, train: Any,
     X = ops.asarray(train.X, dtype=np.uint8)
     order = ops.asarray(np.random.default_rng(0).permutation(len(train)), dtype=np.int64)
     n = len(train)
-    with ops.augmented_training():
+    with augmenter.images.training():
         augmenter.distort(X, order[:chunk], 1, 0, batch_size)  # compiles, where it compiles
         start = time.perf_counter()
         for begin in range(0, n, chunk):

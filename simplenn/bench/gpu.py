@@ -34,8 +34,9 @@ import numpy as np
 
 from ..backends import probe_backend
 from ..core.model import TwoLayerNet
-from ..core.network import PARAMETER_NAMES
+from ..core.network import training_path
 from ..core.training import chunk_samples, fit
+from ..optim import SGD
 from ..errors import SimplennError
 from . import sysinfo
 from .contenders import make_contender, probe_contender
@@ -70,7 +71,8 @@ def event_timed_epochs(net: TwoLayerNet, X: Any, Y: Any, batch_size: int,
     import cupy
 
     ops, n = net.ops, int(X.shape[0])
-    velocities = [ops.xp.zeros_like(net.params[k]) for k in PARAMETER_NAMES]
+    optimizer = SGD(momentum=MOMENTUM)
+    state = optimizer.init(net.params, ops.xp.zeros_like)
     chunk = chunk_samples(batch_size)
     rng = np.random.default_rng(SEED)
     times = []
@@ -80,9 +82,10 @@ def event_timed_epochs(net: TwoLayerNet, X: Any, Y: Any, batch_size: int,
         start, stop = cupy.cuda.Event(), cupy.cuda.Event()
         start.record()
         for begin in range(0, n, chunk):
-            velocities, losses = net.train_steps(
-                X, Y, order[begin:min(n, begin + chunk)], velocities, batch_size=batch_size,
-                lr=LR, momentum=MOMENTUM, weight_decay=0.0)
+            rows = order[begin:min(n, begin + chunk)]
+            state, losses = net.train_steps(
+                X, Y, rows, state, optimizer=optimizer, batch_size=batch_size,
+                lrs=np.full(-(-rows.shape[0] // batch_size), LR))
             if not np.isfinite(ops.to_numpy(losses)).all():
                 raise GpuBenchmarkError(f"the loss became non-finite in epoch {epoch + 1}, "
                                         f"chunk at sample {begin}")
@@ -97,7 +100,7 @@ def fit_timed_epochs(backend: str, X: Any, y: Any, batch_size: int, epochs: int)
     1 + ``epochs`` epochs, the first a warm-up."""
     net = TwoLayerNet(N_INPUTS, HIDDEN, N_CLASSES, backend=backend, seed=SEED)
     history = fit(net, (X, y), epochs=1 + epochs, batch_size=batch_size, lr=LR,
-                  momentum=MOMENTUM, lr_schedule="constant", seed=SEED, eval_train=False,
+                  optimizer=SGD(momentum=MOMENTUM), lr_schedule="constant", seed=SEED, eval_train=False,
                   interruptible=False)
     return [e.seconds * 1e3 for e in history.epochs]
 
@@ -167,7 +170,8 @@ def _cupy_part(run: _Run, X_host: np.ndarray, y_host: np.ndarray, batch_sizes: t
                 def events(bs: int = bs) -> tuple[list[float], dict[str, Any]]:
                     net = TwoLayerNet(N_INPUTS, HIDDEN, N_CLASSES, backend="cupy", seed=SEED)
                     ms = event_timed_epochs(net, X, Y, bs, epochs)
-                    wrapper = net.functions.train_steps_pixels
+                    path = training_path(net.ops, SGD(momentum=MOMENTUM), "pixels", bs)
+                    wrapper = getattr(path.train_steps, "chunk", None)
                     return ms, {"graphs_disabled_reason": getattr(wrapper, "disabled_reason",
                                                                   None)}
 

@@ -43,6 +43,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from . import lifeline
+
 # The recipe: python -m simplenn.train's defaults (TrainConfig, DEFAULT_HIDDEN).
 HIDDEN = 256
 EPOCHS = 6
@@ -214,11 +216,13 @@ class ProcessResult:
 
 def run_process(argv: list[str], env: dict[str, str],
                 timeout: float = PROCESS_TIMEOUT_S) -> ProcessResult:
-    """Run ``argv`` to completion and time it (wall clock, from outside the process)."""
+    """Run ``argv`` to completion and time it (wall clock, from outside the process).
+    The process dies with the bench (:func:`.lifeline.parent_death_preexec`)."""
     start = time.perf_counter()
     try:
         done = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True,
-                              text=True, timeout=timeout)
+                              text=True, timeout=timeout,
+                              preexec_fn=lifeline.parent_death_preexec())
     except subprocess.TimeoutExpired as exc:
         def text(b: Any) -> str:
             return b.decode(errors="replace") if isinstance(b, bytes) else (b or "")

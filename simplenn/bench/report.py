@@ -4,8 +4,8 @@ Markdown table.
 Reads the JSON that ``python -m simplenn.bench --json PATH.json`` writes and prints one
 row per hidden width, batch size and contender: hidden, batch, backend, samples/s and
 the speed-up over the NumPy backend. The rates come from the recorded epoch times,
-through the benchmark's own :func:`~simplenn.bench.cli.summarize` and
-:func:`~simplenn.bench.cli.format_table`.
+through the benchmark's own :func:`~simplenn.bench.throughput.summarize` and
+:func:`~simplenn.bench.throughput.format_table`.
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ import sys
 from pathlib import Path
 
 from ..cli import common
-from .cli import Cell, _int_list, format_table, summarize
+from .cli import _int_list
+from .throughput import Cell, format_table, summarize
 
 PROG = "python -m simplenn.bench.report"
-#: The columns of :func:`~simplenn.bench.cli.format_table` this report keeps.
+#: The columns of :func:`~simplenn.bench.throughput.format_table` this report keeps.
 COLUMNS = ("hidden", "batch", "backend", "samples/s", "vs numpy")
 _RAW_KEYS = ("name", "is_peer", "hidden", "batch_size", "samples", "seconds")
 
@@ -67,7 +68,7 @@ def load_cells(path: str | Path) -> list[Cell]:
 def markdown_table(cells: list[Cell], hidden: int | None = None,
                    batch_sizes: tuple[int, ...] | None = None) -> str:
     """The Markdown table of ``cells`` (those of width ``hidden`` and of ``batch_sizes``
-    only, when given): the :data:`COLUMNS` of :func:`~simplenn.bench.cli.format_table`'s
+    only, when given): the :data:`COLUMNS` of :func:`~simplenn.bench.throughput.format_table`'s
     table."""
     if hidden is not None:
         cells = [c for c in cells if c.hidden == hidden]

@@ -36,6 +36,7 @@ import numpy as np
 from ..core.model import TwoLayerNet
 from ..core.network import DEFAULT_HIDDEN
 from ..core.training import TrainConfig, fit
+from ..optim import SGD
 
 N_INPUTS, N_CLASSES = 784, 10
 #: The grid the benchmarks cover by default: batch sizes and hidden widths.
@@ -44,7 +45,7 @@ HIDDEN_SIZES = (128, 512)
 #: Learning rate of the throughput runs: small enough that batch size 1 never diverges
 #: (the speed of a step does not depend on it). The loss check uses the defaults.
 THROUGHPUT_LR = 0.01
-MOMENTUM = TrainConfig.momentum
+MOMENTUM = SGD.momentum
 
 
 def training_flops_per_sample(hidden: int, n_inputs: int = N_INPUTS,
@@ -118,7 +119,7 @@ class SimplennContender(Contender):
         self.X = ops.asarray(train_X, dtype=np.uint8)
         self.Y = ops.asarray(train_y, dtype=np.int64)
         self.test_X = ops.asarray(test_X, dtype=np.uint8)
-        self._velocities = [ops.xp.zeros_like(v) for v in self.net.params.values()]
+        self._state = SGD().init(self.net.params, ops.xp.zeros_like)
         self._order = ops.asarray(np.arange(self.n_train), dtype=np.int64)
         self.synchronize()
 
@@ -129,16 +130,17 @@ class SimplennContender(Contender):
                     lr: float = THROUGHPUT_LR, momentum: float = MOMENTUM) -> float:
         n = self._check_n(n_samples, self.n_train)
         history = fit(self.net, (self.X[:n, ...], self.Y[:n]), epochs=1, batch_size=batch_size,
-                      lr=lr, momentum=momentum, lr_schedule="constant", seed=self.seed,
-                      eval_train=False)
+                      lr=lr, optimizer=SGD(momentum=momentum), lr_schedule="constant",
+                      seed=self.seed, eval_train=False)
         return history.epochs[0].train_loss
 
     def train_step(self, batch_size: int, *, lr: float = THROUGHPUT_LR,
                    momentum: float = MOMENTUM) -> None:
-        self._velocities, _ = self.net.train_steps(
-            self.X, self.Y, self._order[:min(batch_size, self.n_train)], self._velocities,
-            batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=0.0)
-        self.ops.synchronize(*self.net.params.values(), *self._velocities)
+        optimizer = SGD(momentum=momentum)
+        self._state, _ = self.net.train_steps(
+            self.X, self.Y, self._order[:min(batch_size, self.n_train)], self._state,
+            optimizer=optimizer, batch_size=batch_size, lrs=np.full(1, lr))
+        self.ops.synchronize(*self.net.params)
 
     def infer(self, batch_size: int, n_samples: int | None = None) -> None:
         n = self._check_n(n_samples, self.n_test)
@@ -182,7 +184,7 @@ def time_to_accuracy(backend: str, train: Any, test: Any, *, target: float,
     start = time.perf_counter()
     try:
         fit(net, train, test, epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
-            momentum=config.momentum, weight_decay=config.weight_decay,
+            optimizer=config.optimizer, warmup_steps=config.warmup_steps,
             lr_schedule=config.lr_schedule, seed=config.seed, eval_train=False,
             on_epoch_end=check)
         reached = False

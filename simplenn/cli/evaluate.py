@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from . import common
+from ..core.inputs import to_host
 from ..data.datasets import load_test_split
 
 PROG = "python -m simplenn.evaluate"
@@ -56,12 +57,13 @@ class Evaluation:
 
 
 def evaluate(net, X: np.ndarray, y: np.ndarray) -> Evaluation:
-    """Evaluate ``net`` on X (n, n_inputs) uint8 or float and labels y (n,) ints."""
-    if len(y) == 0:
+    """Evaluate ``net`` on X (n, n_inputs) uint8 or float and labels y (n,) ints, arrays
+    of any library (see :mod:`simplenn.core.inputs`)."""
+    true = np.asarray(to_host(y, "y"), dtype=np.int64)
+    if len(true) == 0:
         raise ValueError("cannot evaluate on an empty split")
     probabilities = net.predict_proba(X)
     predicted = probabilities.argmax(axis=1).astype(np.int64)
-    true = np.asarray(y, dtype=np.int64)
     c = net.n_classes
     confusion = np.bincount(true * c + predicted, minlength=c * c).reshape(c, c)
     return Evaluation(probabilities, predicted, true, confusion)

@@ -1,7 +1,7 @@
 """``python -m simplenn.export MODEL.npz OUT.onnx``: export a saved model to ONNX.
 
 Writes an ONNX model (:func:`simplenn.export_onnx`) that any ONNX runtime can run:
-input ``pixels`` (N, n_inputs) uint8 (or float32 with ``--inputs float``), outputs
+input ``pixels`` (N, n_inputs) uint8 (or ``features`` float32 with ``--inputs float``), outputs
 ``probabilities`` (N, n_classes) float32 and ``label`` (N,) int64. Prints one line on
 success; a usage error exits 2 and a missing or damaged model file exits 1, each with
 one line on stderr.
@@ -25,8 +25,8 @@ def build_parser() -> common.ArgumentParser:
                    help="a model saved by python -m simplenn.train --save, or a checkpoint")
     p.add_argument("output", type=Path, metavar="OUT.onnx", help="the ONNX file to write")
     p.add_argument("--inputs", choices=("uint8", "float"), default="uint8",
-                   help="graph input 'pixels': uint8 raw pixels scaled by 1/255 inside the "
-                        "graph (default), or float32 features used as they are")
+                   help="graph input: 'pixels', uint8 raw pixels scaled by 1/255 inside the "
+                        "graph (default), or 'features', float32 features used as they are")
     p.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
     return p
 
@@ -48,8 +48,9 @@ def _export(args) -> int:
         if isinstance(exc, ModelFileError):
             raise
         raise ModelFileError(f"cannot export {args.model}: {exc}") from None
-    kind = "uint8" if args.inputs == "uint8" else "float32"
+    kind = "pixels" if args.inputs == "uint8" else "features"
+    dtype = "uint8" if args.inputs == "uint8" else "float32"
     print(f"wrote {path}: {net.n_inputs} -> {net.n_hidden} -> {net.n_classes} network, input "
-          f"pixels (N, {net.n_inputs}) {kind}, outputs probabilities (N, {net.n_classes}) "
+          f"{kind} (N, {net.n_inputs}) {dtype}, outputs probabilities (N, {net.n_classes}) "
           f"float32 and label (N,) int64")
     return 0

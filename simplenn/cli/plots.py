@@ -99,7 +99,7 @@ def plot_training_curves(history: History, path: str | os.PathLike) -> Path:
     acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     c = history.config
     fig.suptitle(f"{history.backend} backend, batch {c.batch_size}, lr {c.lr:g} ({c.lr_schedule}), "
-                 f"momentum {c.momentum:g}, seed {c.seed}")
+                 f"{c.optimizer.name}, seed {c.seed}")
     fig.tight_layout()
     return _save(fig, path)
 

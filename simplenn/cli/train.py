@@ -28,18 +28,21 @@ import numpy as np
 
 from . import common
 from .._version import __version__
-from ..data.datasets import load_dataset
-from ..core.model import warm_up
+from ..data.datasets import example_inputs, load_dataset
 from ..core.network import DEFAULT_HIDDEN
 from ..backends import available_backends, default_backend_name, resolve_backend_name
-from ..core.augment import AUGMENTATIONS, distort_images
-from ..core.training import (LR_REFERENCE_BATCH, LR_SCHEDULES, REFERENCE_LR, EpochStats,
-                             TrainConfig)
+from ..core.augment import AUGMENTATIONS
+from ..core.callbacks import CallbackList
+from ..core.schedule import LR_SCHEDULES
+from ..core.training import EpochStats, TrainConfig, warm_up
 from ..errors import SimplennError
+from ..optim import OPTIMIZERS, SGD, Adam, AdamW, get_optimizer
+from ..optim.sgd import LR_REFERENCE_BATCH, REFERENCE_LR
 
 PROG = "python -m simplenn.train"
-#: The inputs of every run: load_dataset's splits hold read-only uint8 pixels.
-INPUT_KIND = "read-only pixels"
+#: The flags of optimizer hyperparameters, by hyperparameter.
+OPTIMIZER_FLAGS = {"momentum": "--momentum", "nesterov": "--nesterov", "beta1": "--beta1",
+                   "beta2": "--beta2", "eps": "--eps", "weight_decay": "--weight-decay"}
 
 
 def open_unit_interval(text: str) -> float:
@@ -81,7 +84,7 @@ def build_parser() -> common.ArgumentParser:
     p = common.ArgumentParser(
         prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
-            "Train the 784-hidden-10 ReLU network by minibatch SGD with momentum on MNIST\n"
+            "Train the 784-hidden-10 ReLU network on MNIST (SGD with momentum, or --optimizer)\n"
             "(the bundled copy, or --data-dir) and report test accuracy."),
         epilog=(
             "environment variables:\n"
@@ -115,16 +118,36 @@ def build_parser() -> common.ArgumentParser:
                    help=f"minibatch size (default {d.batch_size})")
     p.add_argument("--hidden", type=common.positive_int, default=DEFAULT_HIDDEN,
                    help=f"hidden units (default {DEFAULT_HIDDEN})")
+    p.add_argument("--optimizer", type=optimizer_name, default=d.optimizer.name,
+                   help=f"the optimizer: {', '.join(OPTIMIZERS)} (default {d.optimizer.name}; "
+                        f"see docs/design.md)")
     p.add_argument("--lr", type=common.positive_float, default=None,
-                   help=f"peak learning rate (default {REFERENCE_LR:g} * batch size / "
+                   help=f"peak learning rate (default for sgd {REFERENCE_LR:g} * batch size / "
                         f"{LR_REFERENCE_BATCH} up to batch {LR_REFERENCE_BATCH}, "
-                        f"{REFERENCE_LR:g} above: {d.lr:g} at the default batch size)")
+                        f"{REFERENCE_LR:g} above: {d.lr:g} at the default batch size; for "
+                        f"adam and adamw {Adam().default_lr(d.batch_size):g})")
     p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=d.lr_schedule,
-                   help=f"learning-rate decay over the run (default {d.lr_schedule})")
-    p.add_argument("--momentum", type=common.unit_interval, default=d.momentum,
-                   help=f"SGD momentum in [0, 1) (default {d.momentum})")
-    p.add_argument("--weight-decay", type=common.nonnegative_float, default=d.weight_decay,
-                   help=f"L2 weight decay on W1 and W2 (default {d.weight_decay})")
+                   help=f"learning-rate decay over the run, step by step (default "
+                        f"{d.lr_schedule})")
+    p.add_argument("--warmup-steps", type=common.nonnegative_int, default=d.warmup_steps,
+                   metavar="N",
+                   help="raise the learning rate linearly over the first N steps, then follow "
+                        f"--lr-schedule (default {d.warmup_steps})")
+    p.add_argument("--momentum", type=common.unit_interval, default=None,
+                   help=f"sgd: momentum in [0, 1) (default {SGD.momentum})")
+    p.add_argument("--nesterov", action="store_true", default=None,
+                   help="sgd: Nesterov's momentum")
+    p.add_argument("--beta1", type=common.unit_interval, default=None,
+                   help=f"adam, adamw: decay of the gradient's mean, in [0, 1) (default "
+                        f"{Adam.beta1})")
+    p.add_argument("--beta2", type=common.unit_interval, default=None,
+                   help=f"adam, adamw: decay of the gradient's square, in [0, 1) (default "
+                        f"{Adam.beta2})")
+    p.add_argument("--eps", type=common.positive_float, default=None,
+                   help=f"adam, adamw: added to the denominator, > 0 (default {Adam.eps:g})")
+    p.add_argument("--weight-decay", type=common.nonnegative_float, default=None,
+                   help=f"L2 weight decay on W1 and W2 (default {SGD.weight_decay:g}; adamw "
+                        f"{AdamW.weight_decay:g}, decoupled)")
     p.add_argument("--seed", type=rng_seed, default=d.seed,
                    help=f"seed for initialisation and shuffling, an integer >= 0 "
                         f"(default {d.seed})")
@@ -165,6 +188,10 @@ def build_parser() -> common.ArgumentParser:
                         "--augment a grid of training digits and their distortions to "
                         "DIR/augmentation.png (DIR is created; needs matplotlib: pip install "
                         "matplotlib)")
+    p.add_argument("--log-csv", type=Path, default=None, metavar="PATH",
+                   help="write every epoch's statistics to PATH (CSV): a header naming them "
+                        "(epoch, lr, train_loss, ...), then one row per epoch, written as "
+                        "the epoch ends (with --resume, rows are added to the file)")
     p.add_argument("--checkpoint-dir", type=Path, default=None, metavar="DIR",
                    help="save a checkpoint (model, optimiser and RNG state, history) to "
                         "DIR/checkpoint.npz after every epoch and on Ctrl-C or SIGTERM (DIR "
@@ -180,8 +207,34 @@ def build_parser() -> common.ArgumentParser:
     p.add_argument("--quiet", action="store_true",
                    help="print only the final test accuracy (no progress bar or epoch lines)")
     p.add_argument("--debug", action="store_true",
-                   help="show full tracebacks for errors")
+                   help="show full tracebacks for errors, and which training path ran (a "
+                        "backend's fast path or the generic compiled math)")
     return p
+
+
+def optimizer_name(text: str) -> str:
+    """A name of :data:`simplenn.optim.OPTIMIZERS`."""
+    if text.lower() not in OPTIMIZERS:
+        raise argparse.ArgumentTypeError(f"unknown optimizer {text!r}; choose from "
+                                         f"{', '.join(OPTIMIZERS)}")
+    return text.lower()
+
+
+def build_optimizer(parser: common.ArgumentParser, args) -> None:
+    """``args.optimizer`` as an :class:`~simplenn.optim.Optimizer`, with the hyperparameter
+    flags given; a flag the optimizer has no use for, or a value it refuses, is a usage
+    error."""
+    cls = OPTIMIZERS[args.optimizer]
+    given = {k: getattr(args, k) for k in OPTIMIZER_FLAGS if getattr(args, k) is not None}
+    for k in given:
+        if k not in cls.__dataclass_fields__:
+            parser.error(f"argument {OPTIMIZER_FLAGS[k]}: does not apply to --optimizer "
+                         f"{cls.name} (it applies to "
+                         f"{', '.join(n for n, c in OPTIMIZERS.items() if k in c.__dataclass_fields__)})")
+    try:
+        args.optimizer = get_optimizer(cls.name, **given)
+    except ValueError as exc:
+        parser.error(str(exc))
 
 
 def list_backends() -> int:
@@ -195,9 +248,10 @@ def _check_output_path(parser: common.ArgumentParser, flag: str, path: Path | No
         parser.error(f"argument {flag}: directory {str(path.parent)!r} does not exist")
 
 
-#: The flags that define a run: a resumed run takes them from its checkpoint.
-RUN_SETTINGS = ("epochs", "batch_size", "lr", "lr_schedule", "momentum", "weight_decay", "seed",
-                "hidden", "dtype", "validation_fraction", "early_stopping", "augment")
+#: The flags that define a run: a resumed run takes them from its checkpoint (the
+#: optimizer's hyperparameter flags with ``optimizer``).
+RUN_SETTINGS = ("epochs", "batch_size", "lr", "optimizer", "lr_schedule", "warmup_steps",
+                "seed", "hidden", "dtype", "validation_fraction", "early_stopping", "augment")
 #: The flags whose names differ from their settings'.
 FLAG_NAMES = {"validation_fraction": "--val-split", "early_stopping": "--early-stop"}
 
@@ -215,11 +269,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _check_output_path(parser, "--save", args.save)
     _check_output_path(parser, "--metrics-out", args.metrics_out)
+    _check_output_path(parser, "--log-csv", args.log_csv)
     if args.resume and args.checkpoint_dir is None:
         parser.error("argument --resume: needs --checkpoint-dir DIR (the directory of the run)")
     if args.early_stopping is not None and args.validation_fraction is None and not args.resume:
         parser.error("argument --early-stop: needs --val-split F (a validation set to watch)")
     args.explicit = _explicit_flags(argv)
+    if any(k in args.explicit for k in OPTIMIZER_FLAGS):
+        args.explicit.add("optimizer")  # a hyperparameter given sets the optimizer
+    build_optimizer(parser, args)
     if args.preset is not None:  # a preset's values count as given, unless a flag is
         for key, value in PRESETS[args.preset].items():
             if key not in args.explicit:
@@ -235,14 +293,20 @@ def _flag(name: str) -> str:
     return FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
 
 
+def _shown(value) -> str:
+    """A setting as a conflict message shows it (an optimizer by its description)."""
+    return value.describe() if hasattr(value, "describe") else str(value)
+
+
 def _adopt_checkpoint_settings(args, ckpt) -> None:
     """Take the run's settings from the checkpoint; a setting given that differs is an error."""
     from ..io.checkpoints import ResumeError
 
-    settings = {**ckpt.run.get("settings", {}), **asdict(ckpt.state.config)}
+    settings = {**ckpt.run.get("settings", {}), **asdict(ckpt.state.config),
+                "optimizer": ckpt.state.config.optimizer}
     settings.setdefault("hidden", ckpt.metadata["n_hidden"])
     settings.setdefault("dtype", ckpt.metadata["dtype"])
-    conflicts = [f"{_flag(k)} {getattr(args, k)} (checkpoint: {settings[k]})"
+    conflicts = [f"{_flag(k)} {_shown(getattr(args, k))} (checkpoint: {_shown(settings[k])})"
                  for k in RUN_SETTINGS if k in args.explicit and getattr(args, k) != settings[k]]
     data_dir = ckpt.run.get("data_dir")
     if "data_dir" in args.explicit and str(args.data_dir.resolve()) != str(data_dir):
@@ -334,10 +398,11 @@ def _parameter_count(n_inputs: int, hidden: int, n_classes: int) -> int:
 
 def _training_bytes(n_inputs: int, hidden: int, n_classes: int, dtype: str,
                     batch_size: int) -> int:
-    """About the memory training a network takes: its parameters, their momentum and
-    gradients, and the hidden activations of a batch and of an evaluation pass."""
+    """About the memory training a network takes: its parameters, their gradients and
+    two optimizer slots (Adam's), and the hidden activations of a batch and of an
+    evaluation pass."""
     rows = 3 * batch_size + _EVALUATION_ROWS
-    return np.dtype(dtype).itemsize * (3 * _parameter_count(n_inputs, hidden, n_classes)
+    return np.dtype(dtype).itemsize * (4 * _parameter_count(n_inputs, hidden, n_classes)
                                        + rows * hidden)
 
 
@@ -369,8 +434,8 @@ def _check_memory(args) -> None:
     if here is not None and parameters > here:
         raise NetworkTooLargeError(
             f"--hidden {args.hidden}: training this network needs about {_gib(need)} of "
-            f"memory (parameters, momentum, gradients and activations, {args.dtype}), more "
-            f"than the {_gib(here)} available here; choose a smaller --hidden")
+            f"memory (parameters, gradients, optimizer state and activations, {args.dtype}), "
+            f"more than the {_gib(here)} available here; choose a smaller --hidden")
 
 
 def _gib(n: int) -> str:
@@ -391,7 +456,8 @@ def _check_outputs(args) -> None:
         for path, what in ((checkpoint_path(directory), "the checkpoint"),
                            (directory / LOCK_NAME, "the lock file")):
             taken[path.resolve()] = f"{what} of --checkpoint-dir {directory}"
-    for flag, path in (("--save", args.save), ("--metrics-out", args.metrics_out)):
+    for flag, path in (("--save", args.save), ("--metrics-out", args.metrics_out),
+                       ("--log-csv", args.log_csv)):
         if path is None:
             continue
         check_output_file(path, flag)
@@ -462,8 +528,10 @@ def _train_holding(args, lock) -> int:
                               f"continue that run, or choose another --checkpoint-dir")
     _check_memory(args)
 
+    log_csv = None if args.log_csv is None else _csv_logger(args.log_csv, ckpt is not None)
+
     # The data decompresses and is checksummed (work that releases the GIL) in a thread
-    # while the backend is imported and its compiled kernels are loaded.
+    # while the backend is imported and what the run will run is compiled or loaded.
     with ThreadPoolExecutor(max_workers=1) as pool:
         loading = pool.submit(load_dataset, args.data_dir)
         backend, auto = _choose_backend(args.backend)
@@ -488,14 +556,8 @@ def _train_holding(args, lock) -> int:
         compile_seconds = None
         if net.ops.needs_warmup:  # epoch 1's time is training, not compiling
             start = time.perf_counter()
-            distorted = args.augment != "none"  # distorted batches are floats
-            warm_up(net.ops, kinds=("floats",) if distorted else (INPUT_KIND,),
-                    gradients=False, batch_size=args.batch_size)
-            if distorted:  # the warp reads gathered rows; the evaluation, the test set
-                pixels = np.zeros((2, 784), np.uint8)
-                distort_images(pixels, args.augment, backend=net.ops)
-                pixels.flags.writeable = False  # as load_dataset's splits are
-                net.ops.pixels_to_float(pixels)
+            warm_up(net.ops, example_inputs(), optimizer=args.optimizer,
+                    batch_size=args.batch_size, augment=args.augment, gradients=False)
             compile_seconds = time.perf_counter() - start
         train, test, source = loading.result()
     if train.n_features != net.n_inputs or test.n_features != net.n_inputs:
@@ -532,11 +594,12 @@ def _train_holding(args, lock) -> int:
     try:
         history = fit(
             net, train, test, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-            momentum=args.momentum, weight_decay=args.weight_decay, lr_schedule=args.lr_schedule,
-            seed=args.seed, validation_fraction=args.validation_fraction,
+            optimizer=args.optimizer, lr_schedule=args.lr_schedule,
+            warmup_steps=args.warmup_steps, seed=args.seed,
+            validation_fraction=args.validation_fraction,
             early_stopping=args.early_stopping, augment=args.augment,
             eval_train=args.eval_train,
-            progress=not args.quiet, on_epoch_end=report,
+            progress=not args.quiet, on_epoch_end=CallbackList(report, log_csv),
             on_checkpoint=checkpoint if ckpt_file is not None else None,
             resume=ckpt.state if ckpt is not None else None)
     except TrainingInterrupted as exc:
@@ -547,6 +610,9 @@ def _train_holding(args, lock) -> int:
             raise TrainingDivergedError(
                 f"{exc} The last good checkpoint, {ckpt_file}, was kept.") from None
         raise
+    if args.debug:
+        print(f"training path: {history.training_path} ({args.optimizer.describe()} on "
+              f"{net.backend})", file=sys.stderr)
     if history.best_epoch is not None:
         say(_best_epoch_line(history))
     accuracy = history.final_test_accuracy
@@ -631,6 +697,19 @@ def _plot_run(history, train, args) -> list[str]:
         path = _plot_augmentation(train, args, args.plot)
         lines.append(f"wrote the distorted training digits to {path}")
     return lines
+
+
+def _csv_logger(path: Path, append: bool):
+    """The ``--log-csv`` logger (appending to the file of a resumed run), or a one-line
+    error when the file can't be written."""
+    from ..core.callbacks import CSVLogger
+    from ..errors import SimplennError
+
+    try:
+        return CSVLogger(path, append=append)
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise SimplennError(f"--log-csv {path}: {reason}") from None
 
 
 def _plot_augmentation(train, args, plot_dir: Path) -> Path:

@@ -26,8 +26,8 @@ A distortion moves the point each output pixel reads. Output pixel ``(r, c)`` of
 
 The draws of training batch ``k`` of epoch ``e`` come from a generator seeded with the
 run's seed, ``e`` and ``k``, so the same seed distorts the same images the same way on every
-backend, however the epoch is cut into calls, and in a resumed run. The backend ops
-are :meth:`~simplenn.backends.Ops.elastic_fields` and :meth:`~simplenn.backends.Ops.warp`.
+backend, however the epoch is cut into calls, and in a resumed run. The backend's image
+ops (:mod:`simplenn.backends.images`) compute the fields and the warp.
 """
 
 from __future__ import annotations
@@ -168,7 +168,10 @@ class Augmenter:
     """Distorts the training batches of one run on one backend."""
 
     def __init__(self, ops: Ops, kind: str, seed: int, n_inputs: int) -> None:
+        from ..backends.images import image_ops
+
         self.ops, self.kind, self.seed = ops, check_augmentation(kind), seed
+        self.images = image_ops(ops)
         self.side = image_side(n_inputs)
         self._levels = self._basis = None
 
@@ -184,10 +187,9 @@ class Augmenter:
             if self._basis is None:
                 self._levels = ops.asarray(elastic_levels(), dtype=ops.dtype)
                 self._basis = ops.asarray(elastic_basis(self.side), dtype=ops.dtype)
-            fields = ops.elastic_fields(ops.asarray(d.noise, dtype=np.uint8), self._levels,
-                                        self._basis)
-        x = ops.xp.take(X, rows, axis=0)
-        return ops.warp(x, ops.asarray(d.matrices), fields)
+            fields = self.images.elastic_fields(ops.asarray(d.noise, dtype=np.uint8),
+                                                self._levels, self._basis)
+        return self.images.warp(ops.take(X, rows), ops.asarray(d.matrices), fields)
 
     def rows(self, X: Array, Y: Array, order: Array, epoch: int, begin: int, end: int,
              batch_size: int) -> tuple[Array, Array, Array]:
@@ -195,7 +197,7 @@ class Augmenter:
         training set ``X``, ``Y``) as ``(x, y, arange(end - begin))``: ``x`` distorted, for
         ``train_steps``."""
         rows = order[begin:end]
-        return (self.distort(X, rows, epoch, begin, batch_size), self.ops.take_labels(Y, rows),
+        return (self.distort(X, rows, epoch, begin, batch_size), self.ops.take(Y, rows),
                 self.ops.asarray(np.arange(end - begin), dtype=np.int64))
 
 

@@ -12,21 +12,28 @@ The math is the classic one, for a batch ``x`` (m, d) with integer labels ``y`` 
     dl1 = dl2 W2ᵀ ⊙ [l1 > 0]
     dW1 = xᵀ dl1             db1 = Σ_rows dl1
 
-Each piece is a ``make_*`` factory that closes over a backend's :class:`Ops` and
-returns a plain function of arrays. Interpreted backends call these functions as they
-are; a compiling backend (Numba) passes the very same functions through
-:meth:`Ops.jit`, so the compiled training epoch runs this code, not a copy of it.
+and a training step is ``params, state = optimizer.update(grads, state, params)``.
+
+Each piece is a ``make_*`` factory that closes over a backend's :class:`Ops` (or any
+object with the same ops) and returns a plain function of arrays and
+:class:`~simplenn.core.params.Params`. Interpreted backends call these functions as
+they are; a compiling backend (Numba, JAX) passes the very same functions through
+:meth:`Ops.jit`, so compiled training runs this code, not a copy of it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
+
+import numpy as np
 
 from ..backends import Ops
 from ..backends.base import Array
+from ..backends.fastpath import TrainSteps
+from ..optim import Optimizer, OptState, make_update
+from .params import Params
 
-PARAMETER_NAMES = ("W1", "b1", "W2", "b2")
 #: Hidden width of the default network (and of `python -m simplenn.train`).
 DEFAULT_HIDDEN = 256
 
@@ -34,138 +41,155 @@ DEFAULT_HIDDEN = 256
 # --------------------------------------------------------------------------------------
 # The math, once.
 # --------------------------------------------------------------------------------------
-def make_forward(ops: Ops) -> Callable[..., Array]:
-    """``forward(W1, b1, W2, b2, x) -> l2``: the logits (m, c) of inputs x (m, d)."""
+def make_forward(ops: Any) -> Callable[[Params, Array], Array]:
+    """``forward(params, x) -> l2``: the logits (m, c) of inputs x (m, d)."""
     affine_relu, affine = ops.affine_relu, ops.affine
 
-    def forward(W1, b1, W2, b2, x):
-        y1 = affine_relu(x, W1, b1)  # y1 = relu(x W1 + b1)
-        return affine(y1, W2, b2)  # l2 = y1 W2 + b2
+    def forward(params, x):
+        y1 = affine_relu(x, params.W1, params.b1)  # y1 = relu(x W1 + b1)
+        return affine(y1, params.W2, params.b2)  # l2 = y1 W2 + b2
 
     return forward
 
 
-def make_backprop(ops: Ops) -> Callable[..., tuple]:
-    """``backprop(W1, b1, W2, b2, x, y) -> (L, dl1, db1, dW2, db2)``: the loss and the
-    backward pass down to the first layer's pre-activation gradient ``dl1`` (m, h).
+def make_backprop(ops: Any) -> Callable[..., tuple]:
+    """``backprop(params, x, y) -> (L, dl1, db1, dW2, db2)``: the loss and the backward
+    pass down to the first layer's pre-activation gradient ``dl1`` (m, h).
 
-    ``dW1 = xᵀ dl1`` is left to the caller: :func:`make_loss_and_gradients` forms it,
-    :func:`make_sgd_step` hands ``x`` and ``dl1`` to the update, which never needs it
-    as a (d, h) array.
+    ``dW1 = xᵀ dl1`` is left to the caller: :func:`make_loss_and_gradients` forms it; a
+    fast path may fold it into the first layer's update instead.
     """
     affine_relu, affine = ops.affine_relu, ops.affine
     softmax_cross_entropy = ops.softmax_cross_entropy
     matmul_tn, matmul_nt = ops.matmul_tn, ops.matmul_nt
     relu_backward, sum_rows = ops.relu_backward, ops.sum_rows
 
-    def backprop(W1, b1, W2, b2, x, y):
-        y1 = affine_relu(x, W1, b1)  # y1 = relu(x W1 + b1)
-        l2 = affine(y1, W2, b2)  # l2 = y1 W2 + b2
+    def backprop(params, x, y):
+        y1 = affine_relu(x, params.W1, params.b1)  # y1 = relu(x W1 + b1)
+        l2 = affine(y1, params.W2, params.b2)  # l2 = y1 W2 + b2
         loss, dl2 = softmax_cross_entropy(l2, y)  # dl2 = (softmax(l2) - onehot(y)) / m
         dW2 = matmul_tn(y1, dl2)  # dW2 = y1ᵀ dl2
         db2 = sum_rows(dl2)
-        dl1 = relu_backward(matmul_nt(dl2, W2), y1)  # dl1 = dl2 W2ᵀ ⊙ [l1 > 0]
+        dl1 = relu_backward(matmul_nt(dl2, params.W2), y1)  # dl1 = dl2 W2ᵀ ⊙ [l1 > 0]
         db1 = sum_rows(dl1)
         return loss, dl1, db1, dW2, db2
 
     return backprop
 
 
-def make_loss_and_gradients(ops: Ops, backprop: Callable[..., tuple]) -> Callable[..., tuple]:
-    """``loss_and_gradients(W1, b1, W2, b2, x, y) -> (L, dW1, db1, dW2, db2)``."""
+def make_loss_and_gradients(ops: Any, backprop: Callable[..., tuple]) -> Callable[..., tuple]:
+    """``loss_and_gradients(params, x, y) -> (L, grads)``, ``grads`` a :class:`Params`."""
     matmul_tn = ops.matmul_tn
 
-    def loss_and_gradients(W1, b1, W2, b2, x, y):
-        loss, dl1, db1, dW2, db2 = backprop(W1, b1, W2, b2, x, y)
-        dW1 = matmul_tn(x, dl1)  # dW1 = xᵀ dl1
-        return loss, dW1, db1, dW2, db2
+    def loss_and_gradients(params, x, y):
+        loss, dl1, db1, dW2, db2 = backprop(params, x, y)
+        return loss, Params(matmul_tn(x, dl1), db1, dW2, db2)  # dW1 = xᵀ dl1
 
     return loss_and_gradients
 
 
-def make_sgd_step(ops: Ops, backprop: Callable[..., tuple]) -> Callable[..., tuple]:
-    """``sgd_step(W1, b1, W2, b2, V1, v1, V2, v2, x, y, lr, momentum, wd)
-    -> (L, W1, b1, W2, b2, V1, v1, V2, v2)``.
+def make_train_step(ops: Ops, loss_and_gradients: Callable[..., tuple],
+                    update: Callable[..., tuple]) -> Callable[..., tuple]:
+    """``train_step(params, slots, X, Y, rows, c) -> (params, slots, L)``: one minibatch
+    step on the rows ``rows`` of the stored inputs ``X`` (uint8 pixels or floats) and
+    labels ``Y``; ``update`` is an optimizer's (:func:`simplenn.optim.make_update`),
+    ``slots`` its state arrays and ``c`` its numbers for this step."""
+    take, to_float = ops.take, ops.to_float
 
-    One minibatch step of SGD with momentum: the loss before the step, and the new
-    parameters and velocities ``V1, v1, V2, v2``; weight decay ``wd`` applies to W1 and
-    W2 only.
-    """
-    sgd_update, sgd_update_outer = ops.sgd_update, ops.sgd_update_outer
+    def train_step(params, slots, X, Y, rows, c):
+        loss, grads = loss_and_gradients(params, to_float(take(X, rows)), take(Y, rows))
+        params, slots = update(params, grads, slots, c)
+        return params, slots, loss
 
-    def sgd_step(W1, b1, W2, b2, V1, v1, V2, v2, x, y, lr, momentum, wd):
-        loss, dl1, db1, dW2, db2 = backprop(W1, b1, W2, b2, x, y)
-        W1, V1 = sgd_update_outer(W1, x, dl1, V1, lr, momentum, wd)  # with dW1 = xᵀ dl1
-        b1, v1 = sgd_update(b1, db1, v1, lr, momentum, 0.0)
-        W2, V2 = sgd_update(W2, dW2, V2, lr, momentum, wd)
-        b2, v2 = sgd_update(b2, db2, v2, lr, momentum, 0.0)
-        return loss, W1, b1, W2, b2, V1, v1, V2, v2
-
-    return sgd_step
+    return train_step
 
 
-def make_train_steps(
-    ops: Ops, sgd_step: Callable[..., tuple], take_rows: Callable[[Array, Array], Array]
-) -> Callable[..., tuple]:
-    """``train_steps(W1, .., v2, X, Y, order, batch_size, lr, momentum, wd)
-    -> (W1, b1, W2, b2, V1, v1, V2, v2, losses)``.
+def make_train_steps(ops: Ops, optimizer: Optimizer,
+                     loss_and_gradients: Callable[..., tuple]) -> TrainSteps:
+    """The generic ``train_steps`` (see :data:`~simplenn.backends.fastpath.TrainSteps`):
+    a loop over the chunk's batches calling the step compiled by ``ops.jit``, each at
+    its own learning rate ``lrs[s]``."""
+    scalar, step_scalars, xp = ops.scalar, optimizer.step_scalars, ops.xp
+    decayed, plain = (ops.jit(optimizer.make_leaf(xp, scalar, ops.dtype, decay))
+                      for decay in (True, False))
+    step = ops.jit(make_train_step(ops, loss_and_gradients,
+                                   ops.jit(make_update(decayed, plain))))
 
-    Runs ``ceil(len(order) / batch_size)`` SGD steps over the rows ``X[order]`` in
-    order (the last batch may be smaller) and returns the new parameters and
-    velocities, and each step's loss as a float64 array. ``X`` is the whole training
-    set as stored (uint8 pixels, or floats); ``take_rows(X, rows)`` gathers and
-    converts one batch of it to floats; ``Y`` holds int64 labels.
-    """
-    begin_steps, take_labels = ops.begin_steps, ops.take_labels
-    loss_buffer, set_loss = ops.loss_buffer, ops.set_loss
-
-    def train_steps(W1, b1, W2, b2, V1, v1, V2, v2, X, Y, order, batch_size, lr,
-                    momentum, wd):
+    def train_steps(params, state, X, Y, order, batch_size, lrs):
         n = order.shape[0]
         n_steps = (n + batch_size - 1) // batch_size
-        inputs = begin_steps(X, W1, V1, n_steps, lr, momentum, wd)  # the optional hook
-        losses = loss_buffer(n_steps)
+        slots, losses = state.slots, []
         for s in range(n_steps):
             rows = order[s * batch_size:min(n, (s + 1) * batch_size)]
-            loss, W1, b1, W2, b2, V1, v1, V2, v2 = sgd_step(
-                W1, b1, W2, b2, V1, v1, V2, v2, take_rows(inputs, rows), take_labels(Y, rows),
-                lr, momentum, wd)
-            losses = set_loss(losses, s, loss)
-        return W1, b1, W2, b2, V1, v1, V2, v2, losses
+            c = tuple(scalar(v) for v in step_scalars(float(lrs[s]), state.step + s + 1))
+            params, slots, loss = step(params, slots, X, Y, rows, c)
+            losses.append(loss)
+        return params, OptState(state.step + n_steps, slots), xp.stack(losses)
 
     return train_steps
 
 
+# --------------------------------------------------------------------------------------
+# The math bound to a backend, once per process.
+# --------------------------------------------------------------------------------------
 class NetworkFunctions(NamedTuple):
     """The network math bound to one backend (and compiled, where it compiles)."""
 
-    forward: Callable[..., Array]
+    forward: Callable[[Params, Array], Array]
     loss_and_gradients: Callable[..., tuple]
-    sgd_step: Callable[..., tuple]
-    train_steps_pixels: Callable[..., tuple]
-    train_steps_floats: Callable[..., tuple]
 
 
-_FUNCTION_CACHE: dict[tuple[type, object], NetworkFunctions] = {}
+class TrainingPath(NamedTuple):
+    """How a run's chunks train: ``name`` (``generic``, or a fast path's) and its
+    ``train_steps``."""
+
+    name: str
+    train_steps: TrainSteps
+
+
+_FUNCTIONS: dict[tuple, NetworkFunctions] = {}
+_PATHS: dict[tuple, TrainingPath] = {}
+
+
+def _key(ops: Ops) -> tuple:
+    """What tells two backends apart: class, dtype and repr (which shows their settings,
+    such as a device)."""
+    return type(ops), ops.dtype, repr(ops)
 
 
 def network_functions(ops: Ops) -> NetworkFunctions:
     """The math of this module bound to ``ops`` through ``ops.jit``, built once per
-    backend class and dtype (so a compiling backend compiles once per process)."""
-    key = (type(ops), ops.dtype)  # (np.dtype.name is slow, and this runs every call)
-    if key not in _FUNCTION_CACHE:
-        jit = ops.jit
-        forward = jit(make_forward(ops))
-        backprop = jit(make_backprop(ops))
-        loss_and_gradients = jit(make_loss_and_gradients(ops, backprop))
-        sgd_step = jit(make_sgd_step(ops, backprop))
-        _FUNCTION_CACHE[key] = NetworkFunctions(
-            forward=forward,
-            loss_and_gradients=loss_and_gradients,
-            sgd_step=sgd_step,
-            train_steps_pixels=ops.jit_train_steps(
-                make_train_steps(ops, sgd_step, ops.take_pixels)),
-            train_steps_floats=ops.jit_train_steps(
-                make_train_steps(ops, sgd_step, ops.take_floats)),
-        )
-    return _FUNCTION_CACHE[key]
+    backend class, dtype and settings (so a compiling backend compiles once per process)."""
+    key = _key(ops)
+    fns = _FUNCTIONS.get(key)
+    if fns is None:
+        backprop = ops.jit(make_backprop(ops))
+        fns = _FUNCTIONS[key] = NetworkFunctions(
+            forward=ops.jit(make_forward(ops)),
+            loss_and_gradients=ops.jit(make_loss_and_gradients(ops, backprop)))
+    return fns
+
+
+def training_path(ops: Ops, optimizer: Optimizer, input_kind: str,
+                  batch_size: int) -> TrainingPath:
+    """The ``train_steps`` a run of ``optimizer`` on inputs of ``input_kind`` at
+    ``batch_size`` uses on ``ops``: the first of the backend's fast paths that covers
+    it, else the generic compiled math. Built once per backend, optimizer and path."""
+    from ..backends.fastpath import select
+
+    path = select(ops, optimizer, input_kind, batch_size)
+    key = (*_key(ops), optimizer, input_kind, None if path is None else path.name)
+    found = _PATHS.get(key)
+    if found is None:
+        if path is None:
+            found = TrainingPath("generic", make_train_steps(
+                ops, optimizer, network_functions(ops).loss_and_gradients))
+        else:
+            found = TrainingPath(path.name, path.train_steps(ops, optimizer, input_kind))
+        _PATHS[key] = found
+    return found
+
+
+def input_kind(dtype: np.dtype) -> str:
+    """``pixels`` for stored uint8 inputs, else ``floats``."""
+    return "pixels" if dtype == np.uint8 else "floats"

@@ -1,15 +1,17 @@
-"""Minibatch SGD with momentum: :func:`fit` trains a :class:`TwoLayerNet`.
+"""Minibatch training: :func:`fit` trains a :class:`TwoLayerNet` with an optimizer of
+:mod:`simplenn.optim` (SGD with momentum by default).
 
 The dataset stays as stored (uint8 pixels, on the backend once) and each batch is
 converted on the fly, so memory stays near the size of the raw data. Each epoch is a
 fresh permutation drawn from ``numpy.random.default_rng(seed)``, so equal seeds give
 equal runs on every backend. An epoch runs in chunks of about ``CHUNK_SAMPLES``
-samples through the backend's ``train_steps`` (compiled code on Numba); between chunks
-the progress bar moves and the losses are checked. The learning rate is set once per
-chunk from the fraction of the run done.
+samples through the model's ``train_steps`` (a backend's fast path where one covers the
+run, else the generic compiled math); between chunks the progress bar moves and the
+losses are checked. The learning rate follows the schedule step by step
+(:mod:`simplenn.core.schedule`).
 
 A run can stop and go on: :func:`fit` hands a :class:`TrainingState` (parameters,
-velocities, RNG state, position, history) to ``on_checkpoint`` at every epoch end, and
+optimizer state, RNG state, position, history) to ``on_checkpoint`` at every epoch end, and
 ``fit(..., resume=state)`` continues it so that the result is bitwise the run that
 never stopped. Ctrl-C (SIGINT) during :func:`fit` finishes the current step -- on an
 interpreted backend one minibatch, on a compiled one the current chunk -- hands the
@@ -39,58 +41,59 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from ..backends import Ops
 from ..errors import TrainingDivergedError
+from ..optim import SGD, Optimizer, OptState, get_optimizer
 from .augment import Augmenter, check_augmentation
 from .labels import warn_about_labels
 from .model import TwoLayerNet
-from .network import PARAMETER_NAMES
+from .params import PARAMETER_NAMES, Params
+from .schedule import LR_SCHEDULES, Schedule
 
 #: Samples per call into the backend's compiled ``train_steps`` (a whole number of batches).
 CHUNK_SAMPLES = 4096
-LR_SCHEDULES = ("constant", "cosine", "linear")
 
 
 def chunk_samples(batch_size: int) -> int:
     """Samples per chunk of steps: about :data:`CHUNK_SAMPLES`, a whole number of batches
     (at least one)."""
     return max(1, CHUNK_SAMPLES // batch_size) * batch_size
-#: The default learning rate from batch ``LR_REFERENCE_BATCH`` up; see :func:`default_lr`.
-REFERENCE_LR = 0.2
-LR_REFERENCE_BATCH = 128
+
+
 #: A run has diverged when a chunk's mean loss exceeds this many times its starting loss.
 DIVERGENCE_FACTOR = 10
 #: The signals that stop :func:`fit` after the current step.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-def default_lr(batch_size: int) -> float:
-    """The learning rate used when none is given: ``0.2 * batch_size / 128`` for batch
-    sizes up to 128, 0.2 above. Each sample moves the parameters as much as at the tuned
-    default (lr 0.2 at batch 128), so that one epoch at batch 1 or 8 reaches 97% on
-    MNIST where lr 0.2 would end near chance or at 53%."""
-    return REFERENCE_LR * min(batch_size, LR_REFERENCE_BATCH) / LR_REFERENCE_BATCH
+def default_lr(batch_size: int, optimizer: Optimizer | None = None) -> float:
+    """The learning rate used when none is given: ``optimizer``'s default (SGD's unless
+    given: ``0.2 * batch_size / 128`` for batch sizes up to 128, 0.2 above)."""
+    return (SGD() if optimizer is None else optimizer).default_lr(batch_size)
 
 
-def smaller_lr(lr: float, batch_size: int) -> float:
+def smaller_lr(lr: float, batch_size: int, optimizer: Optimizer | None = None) -> float:
     """The learning rate to suggest after ``lr`` diverged: a tenth of it rounded to one
-    significant digit, but never more than ``default_lr(batch_size)``."""
-    return min(float(f"{lr / 10:.0e}"), default_lr(batch_size))
+    significant digit, but never more than ``default_lr(batch_size, optimizer)``."""
+    return min(float(f"{lr / 10:.0e}"), default_lr(batch_size, optimizer))
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Every setting of a training run; the defaults are those of ``python -m simplenn.train``.
 
-    ``lr`` left at None becomes :func:`default_lr` of ``batch_size`` (0.2 at batch 128),
-    so a config always holds a number.
+    ``optimizer`` is an :class:`~simplenn.optim.Optimizer` (a name is turned into one
+    with its defaults). ``lr`` left at None becomes the optimizer's default for
+    ``batch_size`` (SGD: 0.2 at batch 128), so a config always holds a number.
+    ``warmup_steps`` ramps the learning rate up linearly over the run's first steps.
     """
 
     epochs: int = 6
     batch_size: int = 128
     lr: float | None = None
-    momentum: float = 0.9
-    weight_decay: float = 0.0
+    optimizer: Optimizer = SGD()
     lr_schedule: str = "cosine"
+    warmup_steps: int = 0
     seed: int = 0
     validation_fraction: float | None = None
     early_stopping: int | None = None
@@ -101,15 +104,14 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, not {value!r}")
+        object.__setattr__(self, "optimizer", get_optimizer(self.optimizer))
         if self.lr is None:
-            object.__setattr__(self, "lr", default_lr(self.batch_size))
+            object.__setattr__(self, "lr", self.optimizer.default_lr(self.batch_size))
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a finite number > 0, not {self.lr!r}")
-        if not (isinstance(self.momentum, (int, float)) and 0 <= self.momentum < 1):
-            raise ValueError(f"momentum must be in [0, 1), not {self.momentum!r}")
-        if not (isinstance(self.weight_decay, (int, float)) and math.isfinite(self.weight_decay)
-                and self.weight_decay >= 0):
-            raise ValueError(f"weight_decay must be a finite number >= 0, not {self.weight_decay!r}")
+        warmup = self.warmup_steps
+        if isinstance(warmup, bool) or not isinstance(warmup, (int, np.integer)) or warmup < 0:
+            raise ValueError(f"warmup_steps must be an integer >= 0, not {warmup!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, "
                              f"not {self.lr_schedule!r}")
@@ -124,13 +126,24 @@ class TrainConfig:
             raise ValueError(f"early_stopping must be a positive integer (epochs of patience), "
                              f"not {patience!r}")
 
-    def lr_at(self, progress: float) -> float:
-        """The learning rate after a fraction ``progress`` in [0, 1) of all steps."""
-        if self.lr_schedule == "cosine":
-            return self.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
-        if self.lr_schedule == "linear":
-            return self.lr * (1.0 - progress)
-        return self.lr
+    def schedule(self, steps_per_epoch: int) -> Schedule:
+        """The run's learning-rate schedule, for epochs of ``steps_per_epoch`` steps."""
+        return Schedule(self.lr, self.lr_schedule, self.epochs * steps_per_epoch,
+                        self.warmup_steps)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as JSON-ready values; the optimizer as ``{"name": ..., **its
+        hyperparameters}``."""
+        d = asdict(self)
+        d["optimizer"] = {"name": self.optimizer.name, **self.optimizer.hyperparameters()}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """The inverse of :meth:`to_dict`."""
+        d = dict(d)
+        spec = dict(d.pop("optimizer"))
+        return cls(optimizer=get_optimizer(spec.pop("name"), **spec), **d)
 
 
 @dataclass
@@ -164,7 +177,8 @@ class History:
     ``stopped_early`` says whether early stopping ended the run before its last epoch,
     and ``test_loss`` and ``test_accuracy`` are the test set's, evaluated once at the
     end on the final parameters (the best epoch's with early stopping). Without one
-    they stay None and each epoch holds its test results.
+    they stay None and each epoch holds its test results. ``stopped_by_callback`` says
+    whether an ``on_epoch_end`` callback ended the run (:class:`StopTraining`).
     """
 
     config: TrainConfig
@@ -174,6 +188,9 @@ class History:
     stopped_early: bool = False
     test_loss: float | None = None
     test_accuracy: float | None = None
+    stopped_by_callback: bool = False
+    #: How the chunks trained: ``generic``, or the name of the backend's fast path.
+    training_path: str | None = None
 
     @property
     def final_test_accuracy(self) -> float | None:
@@ -190,9 +207,11 @@ class History:
         return self.epochs[-1].test_loss if self.epochs else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"config": asdict(self.config), "backend": self.backend,
+        return {"config": self.config.to_dict(), "backend": self.backend,
+                "training_path": self.training_path,
                 "epochs": [asdict(e) for e in self.epochs],
                 "best_epoch": self.best_epoch, "stopped_early": self.stopped_early,
+                "stopped_by_callback": self.stopped_by_callback,
                 "final_test_loss": self.final_test_loss,
                 "final_test_accuracy": self.final_test_accuracy}
 
@@ -204,9 +223,11 @@ class TrainingState:
     ``epochs_done`` whole epochs are finished and the next epoch has trained on its
     first ``position`` samples (0 at an epoch end; otherwise a multiple of the batch
     size). ``rng_state`` is the ``bit_generator.state`` of the shuffling generator at
-    the start of that next epoch, before its permutation is drawn. ``parameters`` and
-    ``velocities`` are NumPy arrays ``W1`` (d, h), ``b1`` (h,), ``W2`` (h, c), ``b2``
-    (c,) in the network's dtype; ``epoch_losses`` (float64, one per step done in the
+    the start of that next epoch, before its permutation is drawn. ``parameters`` are
+    NumPy arrays ``W1`` (d, h), ``b1`` (h,), ``W2`` (h, c), ``b2`` (c,) in the network's
+    dtype, by name; ``optimizer_state`` the optimizer's state arrays by
+    ``PARAMETER.SLOT`` (``W1.velocity``, ``b2.m``, ...), each shaped like its parameter,
+    and ``optimizer_steps`` the updates it has done; ``epoch_losses`` (float64, one per step done in the
     next epoch) and ``epoch_seconds`` make its statistics equal to an unbroken epoch's.
 
     With a validation set: ``n_validation`` is its size and ``validation_indices`` (int64,
@@ -224,7 +245,8 @@ class TrainingState:
     position: int
     rng_state: dict[str, Any]
     parameters: dict[str, np.ndarray]
-    velocities: dict[str, np.ndarray]
+    optimizer_state: dict[str, np.ndarray]
+    optimizer_steps: int
     epoch_losses: np.ndarray
     epoch_seconds: float
     history: list[EpochStats]
@@ -410,13 +432,39 @@ def _check_resume(state: TrainingState, config: TrainConfig, net: TwoLayerNet, n
                          f"{len(state.history)} epochs of history, "
                          f"{state.epoch_losses.shape[0]} losses)")
     shapes = net.parameter_shapes()
-    groups = [state.parameters, state.velocities]
+    groups = [state.parameters]
     if state.best_parameters is not None:
         groups.append(state.best_parameters)
     for group in groups:
         for k in PARAMETER_NAMES:
             if k not in group or np.shape(group[k]) != shapes[k]:
                 raise ValueError(f"cannot resume: the state's {k} does not fit {net!r}")
+    for name in slot_names(config.optimizer):
+        k = name.split(".")[0]
+        if name not in state.optimizer_state or np.shape(
+                state.optimizer_state[name]) != shapes[k]:
+            raise ValueError(f"cannot resume: the state's optimizer array {name} does not fit "
+                             f"{net!r}")
+
+
+def slot_names(optimizer: Optimizer) -> list[str]:
+    """The names of ``optimizer``'s state arrays: ``PARAMETER.SLOT`` for every parameter
+    and slot (``W1.velocity``, ...)."""
+    return [f"{k}.{slot}" for k in PARAMETER_NAMES for slot in optimizer.slot_names]
+
+
+def state_to_host(ops: Any, optimizer: Optimizer, state: OptState) -> dict[str, np.ndarray]:
+    """An optimizer state on the backend -> NumPy copies by :func:`slot_names`."""
+    arrays = [np.array(ops.to_numpy(a), copy=True) for slots in state.slots for a in slots]
+    return dict(zip(slot_names(optimizer), arrays))
+
+
+def state_from_host(ops: Any, optimizer: Optimizer, arrays: dict[str, np.ndarray], steps: int,
+                    dtype: np.dtype) -> OptState:
+    """NumPy state arrays by :func:`slot_names` -> the optimizer state on the backend."""
+    slots = Params(*(tuple(ops.asarray(np.asarray(arrays[f"{k}.{slot}"], dtype=dtype))
+                           for slot in optimizer.slot_names) for k in PARAMETER_NAMES))
+    return OptState(int(steps), slots)
 
 
 def _consistent_best(state: TrainingState) -> bool:
@@ -496,8 +544,8 @@ class _BestEpoch:
 
 
 class _Run:
-    """The state of one :func:`fit` call: the data on the backend, the momentum
-    velocities, the shuffling generator, the current epoch's step losses (on the host),
+    """The state of one :func:`fit` call: the data on the backend, the optimizer and its
+    state, the shuffling generator, the current epoch's step losses (on the host),
     the validation bookkeeping and the history so far; its methods are the steps of
     the run."""
 
@@ -529,21 +577,25 @@ class _Run:
 
         self.rng = np.random.default_rng(config.seed)
         self.steps_per_epoch = (self.n + config.batch_size - 1) // config.batch_size
+        self.schedule = config.schedule(self.steps_per_epoch)
+        self.optimizer = config.optimizer
         self.chunk = chunk_samples(config.batch_size)
-        # Interpreted backends run one step per call, so Ctrl-C stops after one minibatch;
-        # the learning rate is still set per chunk, so every backend computes the same run.
-        self.call_samples = self.chunk if self.ops.compiles_chunks else config.batch_size
+        self.path = net.training_path(self.optimizer, self.X, config.batch_size)
+        # A fused chunk, or work queued on a device, runs a chunk per call; otherwise one
+        # step per call, so Ctrl-C stops after one minibatch.
+        whole = self.path != "generic" or self.ops.is_device
+        self.call_samples = self.chunk if whole else config.batch_size
         self.augmenter = None if config.augment == "none" else Augmenter(
             self.ops, config.augment, config.seed, net.n_inputs)
         self.losses = np.zeros(self.steps_per_epoch, dtype=np.float64)
         self.loss_limit: float | None = None
-        self.history = History(config=config, backend=self.ops.name)
+        self.history = History(config=config, backend=self.ops.name, training_path=self.path)
         self.best = _BestEpoch(config.early_stopping)
         self.first_epoch, self.resume_position, self.resume_seconds = 1, 0, 0.0
         if resume is not None:
             self._restore(resume)
         else:
-            self.velocities = [self.ops.xp.zeros_like(net.params[k]) for k in PARAMETER_NAMES]
+            self.opt_state = self.optimizer.init(net.params, self.ops.xp.zeros_like)
 
     @property
     def n_validation(self) -> int:
@@ -578,13 +630,13 @@ class _Run:
         return self.ops.asarray(X, dtype=self.net._input_dtype(X)), y
 
     def _restore(self, state: TrainingState) -> None:
-        """Continue from ``state``: its parameters, velocities, generator, history,
+        """Continue from ``state``: its parameters, optimizer state, generator, history,
         validation bookkeeping and the losses of the part of the next epoch it already
         trained."""
         _check_resume(state, self.config, self.net, self.n, self.n_validation)
         self.net.set_parameters(state.parameters)
-        self.velocities = [self.ops.asarray(np.asarray(state.velocities[k], dtype=self.net.dtype))
-                           for k in PARAMETER_NAMES]
+        self.opt_state = state_from_host(self.ops, self.optimizer, state.optimizer_state,
+                                         state.optimizer_steps, self.net.dtype)
         self.rng.bit_generator.state = copy.deepcopy(state.rng_state)
         self.history.epochs.extend(copy.deepcopy(state.history))
         self.best = _BestEpoch(self.config.early_stopping, loss=state.best_val_loss,
@@ -599,14 +651,8 @@ class _Run:
     # -- the schedule --------------------------------------------------------------------
 
     def epoch_lr(self, epoch: int) -> float:
-        """The learning rate reported for ``epoch``: the schedule at its start."""
-        return self.config.lr_at((epoch - 1) / self.config.epochs)
-
-    def chunk_lr(self, epoch: int, chunk_begin: int) -> float:
-        """The learning rate of the chunk of ``epoch`` that starts at sample
-        ``chunk_begin``: the schedule at the fraction of all samples trained before it."""
-        n, epochs = self.n, self.config.epochs
-        return self.config.lr_at(((epoch - 1) * n + chunk_begin) / (epochs * n))
+        """The learning rate reported for ``epoch``: that of its first step."""
+        return self.schedule.lr_at((epoch - 1) * self.steps_per_epoch)
 
     def remaining_epochs(self) -> Iterator[int]:
         """The numbers of the epochs still to train, until the last or early stopping."""
@@ -647,7 +693,7 @@ class _Run:
                 ep.bar.set_postfix(loss=f"{float(chunk_losses.mean()):.4f}", refresh=False)
             if stop.is_set and position < self.n:
                 self.interrupt(ep, position, stop)
-        self.ops.synchronize(*self.net.params.values(), *self.velocities)
+        self.ops.synchronize(*self.net.params)
         seconds = ep.seconds()
         ep.close_bar()
         return seconds
@@ -656,20 +702,19 @@ class _Run:
         """Train from sample ``position`` to the end of the chunk that starts at
         ``chunk_begin`` (``call_samples`` per ``train_steps`` call) unless ``stop`` is set,
         storing the step losses; returns the position reached."""
-        c = self.config
-        bs, call_samples = c.batch_size, self.call_samples
+        bs, call_samples = self.config.batch_size, self.call_samples
         train_steps, to_numpy, losses = self.net.train_steps, self.ops.to_numpy, self.losses
         chunk_end = min(self.n, chunk_begin + self.chunk)
-        lr = self.chunk_lr(ep.number, chunk_begin)
+        epoch_first_step = (ep.number - 1) * self.steps_per_epoch
         while position < chunk_end and not stop.is_set:
             end = min(chunk_end, position + call_samples)
             X, Y, order = self.X, self.Y, ep.order[position:end]
             if self.augmenter is not None:  # train on the distorted rows, in order
                 X, Y, order = self.augmenter.rows(X, Y, ep.order, ep.number, position, end, bs)
-            self.velocities, step_losses = train_steps(
-                X, Y, order, self.velocities, batch_size=bs, lr=lr, momentum=c.momentum,
-                weight_decay=c.weight_decay)
             first = position // bs
+            lrs = self.schedule.lrs(epoch_first_step + first, (end - position + bs - 1) // bs)
+            self.opt_state, step_losses = train_steps(
+                X, Y, order, self.opt_state, optimizer=self.optimizer, batch_size=bs, lrs=lrs)
             losses[first:first + step_losses.shape[0]] = to_numpy(step_losses)
             position = end
         return position
@@ -724,9 +769,9 @@ class _Run:
         self.net.set_parameters(ep.snapshot)
         ep.close_bar()
         c = self.config
-        suggestion = smaller_lr(c.lr, c.batch_size)
+        suggestion = smaller_lr(c.lr, c.batch_size, c.optimizer)
         default = (f", the default for batch size {c.batch_size}"
-                   if suggestion == default_lr(c.batch_size) else "")
+                   if suggestion == default_lr(c.batch_size, c.optimizer) else "")
         if ep.start_position == 0:
             restored = f"the start of epoch {ep.number}"
         else:
@@ -750,8 +795,8 @@ class _Run:
             config=self.config, backend=self.ops.name, n_train=self.n,
             epochs_done=epochs_done, position=position, rng_state=copy.deepcopy(rng_state),
             parameters=self.net.parameters(),
-            velocities={k: np.array(self.ops.to_numpy(v), copy=True)
-                        for k, v in zip(PARAMETER_NAMES, self.velocities)},
+            optimizer_state=state_to_host(self.ops, self.optimizer, self.opt_state),
+            optimizer_steps=int(self.opt_state.step),
             epoch_losses=self.losses[:(position + bs - 1) // bs].copy(),
             epoch_seconds=seconds, history=copy.deepcopy(self.history.epochs),
             n_validation=self.n_validation,
@@ -764,7 +809,7 @@ class _Run:
     def interrupt(self, ep: _Epoch, position: int, stop: _StopFlag) -> NoReturn:
         """Stop inside the epoch at ``position``: hand the state to ``on_checkpoint`` and
         raise TrainingInterrupted for the signal in ``stop``."""
-        self.ops.synchronize(*self.net.params.values(), *self.velocities)
+        self.ops.synchronize(*self.net.params)
         ep.close_bar()
         state = self.state(ep.number - 1, position, ep.rng_state, ep.seconds())
         if self.on_checkpoint is not None:
@@ -838,8 +883,8 @@ def fit(
     epochs: int = TrainConfig.epochs,
     batch_size: int = TrainConfig.batch_size,
     lr: float | None = None,
-    momentum: float = TrainConfig.momentum,
-    weight_decay: float = TrainConfig.weight_decay,
+    optimizer: str | Optimizer = "sgd",
+    warmup_steps: int = TrainConfig.warmup_steps,
     lr_schedule: str = TrainConfig.lr_schedule,
     seed: int = TrainConfig.seed,
     validation: Any = None,
@@ -848,20 +893,25 @@ def fit(
     augment: str = TrainConfig.augment,
     eval_train: bool = False,
     progress: bool = False,
-    on_epoch_end: Callable[[EpochStats], None] | None = None,
+    on_epoch_end: Callable[[EpochStats], Any] | None = None,
     on_checkpoint: Callable[[TrainingState], None] | None = None,
     resume: TrainingState | None = None,
     interruptible: bool = True,
 ) -> History:
-    """Train ``net`` in place by minibatch SGD with momentum and return its :class:`History`.
+    """Train ``net`` in place and return its :class:`History`.
 
     ``train`` and ``test`` are :class:`~simplenn.data.datasets.DataSplit` objects or
     ``(X, y)`` pairs: X (n, n_inputs) uint8 pixels (scaled by 1/255 per batch) or
-    floats, y (n,) integer labels. ``lr`` is the peak learning rate; None means
-    :func:`default_lr` of ``batch_size``: ``0.2 * batch_size / 128`` up to batch 128,
-    0.2 above. ``lr_schedule`` is ``constant``, ``cosine`` or ``linear``, evaluated on
-    the fraction of steps done (updated every chunk of about ``CHUNK_SAMPLES``
-    samples). Weight decay applies to W1 and W2. ``eval_train`` also measures the
+    floats, y (n,) integer labels. ``optimizer`` is a name of
+    :data:`simplenn.optim.OPTIMIZERS` (``sgd``, ``adam``, ``adamw``; with its default
+    hyperparameters) or an :class:`~simplenn.optim.Optimizer` such as
+    ``SGD(momentum=0.9, weight_decay=1e-4)``; its weight decay applies to W1 and W2.
+    ``lr`` is the peak learning rate; None means the optimizer's default for
+    ``batch_size`` (SGD: ``0.2 * batch_size / 128`` up to batch 128, 0.2 above; Adam:
+    0.003). ``lr_schedule`` is ``constant``, ``cosine`` or ``linear``, applied step by
+    step after ``warmup_steps`` steps of linear warm-up (:mod:`simplenn.core.schedule`);
+    ``history.training_path`` says whether the backend's fast path or the generic
+    compiled math ran the steps. ``eval_train`` also measures the
     training accuracy after every epoch (a pass over the training set; off by default,
     ``train_accuracy`` is then None).
 
@@ -876,14 +926,17 @@ def fit(
     with the parameters of the best epoch (also when every epoch ran);
     ``history.stopped_early`` says whether epochs were skipped.
 
+    ``on_epoch_end(stats)`` is called with every epoch's :class:`EpochStats`; returning
+    :class:`~simplenn.core.callbacks.StopTraining` ends the run cleanly after that epoch
+    (see :mod:`simplenn.core.callbacks`).
     ``on_checkpoint(state)`` is called after every epoch (after ``on_epoch_end``) and
     when Ctrl-C stops the run, with a :class:`TrainingState` that ``resume=`` continues
     (same settings and data, else ``ValueError``): the net's parameters are replaced by
     the state's and the returned history holds the earlier epochs too. A state carries
     the validation split and the best-epoch bookkeeping, so the resumed run is bitwise
     the unbroken one. With ``interruptible`` (and in the main thread), the first SIGINT
-    or SIGTERM finishes the current step -- one minibatch on interpreted backends, the
-    current chunk of compiled code on Numba -- then raises :class:`TrainingInterrupted`
+    or SIGTERM finishes the current step -- one minibatch on the generic path of a
+    host backend, the current chunk of a fast path or a device -- then raises :class:`TrainingInterrupted`
     (its ``signal_number`` says which); a second one acts at once, as without ``fit``.
 
     ``augment`` distorts every training batch before its step: ``none`` (the default),
@@ -900,8 +953,8 @@ def fit(
     start of that epoch (or of the resumed part of it) and ``on_checkpoint`` is not
     called, so the last good checkpoint stays.
     """
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
-                         weight_decay=weight_decay, lr_schedule=lr_schedule, seed=seed,
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
+                         lr_schedule=lr_schedule, warmup_steps=warmup_steps, seed=seed,
                          validation_fraction=validation_fraction, early_stopping=early_stopping,
                          augment=augment)
     if validation is not None and validation_fraction is not None:
@@ -910,7 +963,7 @@ def fit(
     # A diverging run overflows before its loss turns non-finite; it is reported by
     # _Run.checked_losses, with the epoch and step, instead of as NumPy warnings.
     # An augmented run's chunks, distortions and evaluations take turns in one context.
-    threads = nullcontext() if run.augmenter is None else run.ops.augmented_training()
+    threads = nullcontext() if run.augmenter is None else run.augmenter.images.training()
     with _signals_stop(interruptible) as stop, np.errstate(over="ignore", invalid="ignore"), \
             threads:
         for epoch in run.remaining_epochs():
@@ -918,10 +971,36 @@ def fit(
             seconds = run.train_epoch(ep, stop)
             stats = run.evaluate(ep, seconds, eval_train)
             run.record(stats)
-            if on_epoch_end is not None:
-                on_epoch_end(stats)
+            # StopTraining (simplenn.core.callbacks) is returned to stop
+            stop_asked = on_epoch_end is not None and getattr(
+                on_epoch_end(stats), "stops_training", False) is True
             run.end_epoch(epoch, stop)
+            if stop_asked:
+                run.history.stopped_by_callback = True
+                break
     return run.finish()
+
+
+def warm_up(ops: Ops, example: Any = None, *, optimizer: Optimizer | None = None,
+            batch_size: int | None = None, augment: str = "none",
+            gradients: bool = True) -> None:
+    """Compile (or load from the cache) what a run on ``ops`` uses, so that later
+    timings measure running, not compiling: a tiny network trains an epoch through
+    :func:`~simplenn.core.training.fit` on ``example`` (an (n, d) array like the run's
+    training inputs, whose dtype and flags decide what compiles; default 8 rows of
+    uint8 pixels of 784), with ``optimizer`` (default SGD) and ``augment``, at
+    ``batch_size`` (None: at 1 and at 128, which a backend may train apart), then
+    predicts, and with ``gradients`` runs :meth:`TwoLayerNet.loss_and_gradients` (which
+    ``fit`` does not call). Worth calling when ``ops.needs_warmup``; cheap otherwise."""
+    X = np.zeros((8, 784), np.uint8) if example is None else example
+    labels = np.arange(X.shape[0]) % 3
+    net = TwoLayerNet(X.shape[1], 4, 3, backend=ops, dtype=ops.dtype.name)
+    for size in (1, 128) if batch_size is None else (batch_size,):
+        fit(net, (X, labels), epochs=1, batch_size=size, optimizer=optimizer or "sgd",
+            augment=augment, interruptible=False)
+    if gradients:
+        net.loss_and_gradients(X, labels)
+    net.predict(X)
 
 
 def _progress_bar(enabled: bool, total: int, desc: str, initial: int = 0):

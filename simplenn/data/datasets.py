@@ -212,6 +212,15 @@ def _load_split(split: str, files: dict[str, Path], n_classes: int,
     return DataSplit(X=X, y=y, image_shape=(int(rows), int(cols)), name=split)
 
 
+def example_inputs(n_features: int = 784, n: int = 8) -> np.ndarray:
+    """``n`` rows of zero pixels (uint8, read-only) shaped and flagged as the splits of
+    :func:`load_dataset` hold their images: what a warm-up compiles for before the data
+    has loaded (:func:`simplenn.core.training.warm_up`)."""
+    X = np.zeros((n, n_features), np.uint8)
+    X.flags.writeable = False
+    return X
+
+
 def load_idx_dataset(
     directory: str | os.PathLike[str],
     *,

@@ -1,16 +1,19 @@
 """Training checkpoints: a :class:`~simplenn.core.training.TrainingState` on disk.
 
 A checkpoint is a model file (:mod:`simplenn.io.models`; ``python -m simplenn.evaluate``
-and ``simplenn.predict`` read it as one) with the optimiser velocities
-(``velocity_W1`` ...) and the losses of the current epoch beside the parameters, and a
-``checkpoint`` object in its metadata: the training settings, epochs done, position in
+and ``simplenn.predict`` read it as one) with the optimizer's state arrays by name
+(``optimizer.W1.velocity``, ``optimizer.W1.m`` ...) and the losses of the current epoch
+beside the parameters, and a ``checkpoint`` object in its metadata: the training
+settings (the optimizer by name and hyperparameters), the optimizer's update count,
+epochs done, position in
 the next epoch, the shuffling RNG's ``bit_generator.state``, the per-epoch history, the
 validation bookkeeping (size of the validation set, best validation loss and epoch,
 epochs without improvement) and whatever the caller adds under ``run`` (the CLI stores
 the hidden size, dtype and a fingerprint of the training data). With a validation split
 the rows held out are the array ``validation_indices``; with early stopping the best
 epoch's parameters are ``best_W1`` ... Version 1 files, from before validation sets,
-are read as runs without one. It is written atomically -- a killed process leaves
+are read as runs without one; files before version 4, from before optimizers were
+objects, as SGD runs with their ``velocity_W1`` ... arrays. It is written atomically -- a killed process leaves
 the previous checkpoint -- and refuses non-finite parameters, so a diverged run never
 replaces a good checkpoint.
 """
@@ -25,15 +28,16 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelFileError, SimplennError
-from .models import (BEST_PREFIX, VALIDATION_ROWS, VELOCITY_PREFIX, read_model_archive,
-                     write_model_file)
-from ..core.network import PARAMETER_NAMES
-from ..core.training import EpochStats, TrainConfig, TrainingState
+from .models import (BEST_PREFIX, OPTIMIZER_PREFIX, VALIDATION_ROWS, VELOCITY_PREFIX,
+                     read_model_archive, write_model_file)
+from ..core.params import PARAMETER_NAMES
+from ..core.training import EpochStats, TrainConfig, TrainingState, slot_names
 
 #: File name of the checkpoint inside a ``--checkpoint-dir``.
 CHECKPOINT_NAME = "checkpoint.npz"
-CHECKPOINT_VERSION = 3
-_VELOCITY, _BEST, _VALIDATION_ROWS = VELOCITY_PREFIX, BEST_PREFIX, VALIDATION_ROWS
+CHECKPOINT_VERSION = 4
+_VELOCITY, _OPTIMIZER, _BEST = VELOCITY_PREFIX, OPTIMIZER_PREFIX, BEST_PREFIX
+_VALIDATION_ROWS = VALIDATION_ROWS
 #: Settings and statistics that older files lack; they read as their defaults
 #: (``augment``: none, from version 3) or None (the others, from version 2).
 _NEW_CONFIG_FIELDS = {"validation_fraction", "early_stopping", "augment"}
@@ -68,18 +72,19 @@ def save_checkpoint(path: str | os.PathLike, state: TrainingState,
     NaN or infinite numbers: a checkpoint is always a good point to go on from.
     """
     path = Path(path)
-    groups = [("parameter", state.parameters), ("velocity", state.velocities)]
+    groups = [("parameter", state.parameters), ("optimizer", state.optimizer_state)]
     if state.best_parameters is not None:
         groups.append(("best parameter", state.best_parameters))
     for group, arrays in groups:
-        for k in PARAMETER_NAMES:
-            if not np.isfinite(arrays[k]).all():
+        for k, a in arrays.items():
+            if not np.isfinite(a).all():
                 raise ModelFileError(f"refusing to write checkpoint {path}: {group} {k} holds "
                                      f"NaN or infinite values (the run diverged)")
     meta = {"checkpoint": {
         "format_version": CHECKPOINT_VERSION,
-        "config": asdict(state.config),
+        "config": state.config.to_dict(),
         "backend": state.backend,
+        "optimizer_steps": state.optimizer_steps,
         "n_train": state.n_train,
         "epochs_done": state.epochs_done,
         "position": state.position,
@@ -92,7 +97,7 @@ def save_checkpoint(path: str | os.PathLike, state: TrainingState,
         "epochs_without_improvement": state.epochs_without_improvement,
         "run": run or {},
     }}
-    extra = {f"{_VELOCITY}{k}": state.velocities[k] for k in PARAMETER_NAMES}
+    extra = {f"{_OPTIMIZER}{k}": a for k, a in state.optimizer_state.items()}
     extra["epoch_losses"] = np.asarray(state.epoch_losses, dtype=np.float64)
     if state.validation_indices is not None:
         extra[_VALIDATION_ROWS] = np.asarray(state.validation_indices, dtype=np.int64)
@@ -137,11 +142,17 @@ def _int(info: dict, key: str, low: int = 0) -> int:
 
 def _state_from(info: dict, params: dict, extra: dict, dtype: str) -> TrainingState:
     config_dict = info["config"]
-    names = {f.name for f in fields(TrainConfig)}
-    if not (isinstance(config_dict, dict)
-            and names - _NEW_CONFIG_FIELDS <= set(config_dict) <= names):
+    if not isinstance(config_dict, dict):
         raise ValueError("config must be an object with the fields of TrainConfig")
-    config = TrainConfig(**config_dict)
+    config_dict = dict(config_dict)
+    if "optimizer" not in config_dict:  # before version 4: SGD's settings among the others
+        config_dict["optimizer"] = {"name": "sgd", "momentum": config_dict.pop("momentum", None),
+                                    "weight_decay": config_dict.pop("weight_decay", None)}
+    names = {f.name for f in fields(TrainConfig)}
+    if not names - _NEW_CONFIG_FIELDS <= set(config_dict) <= names or not isinstance(
+            config_dict["optimizer"], dict):
+        raise ValueError("config must be an object with the fields of TrainConfig")
+    config = TrainConfig.from_dict(config_dict)
     if not isinstance(config.seed, int) or isinstance(config.seed, bool) or config.seed < 0:
         raise ValueError(f"the seed must be an integer >= 0, not {config.seed!r}")
     rng_state = info["rng_state"]
@@ -151,7 +162,7 @@ def _state_from(info: dict, params: dict, extra: dict, dtype: str) -> TrainingSt
         np.random.default_rng().bit_generator.state = rng_state
     except (KeyError, OverflowError, AttributeError) as exc:
         raise ValueError(f"rng_state is not a valid PCG64 state ({exc!r})") from None
-    velocities = _parameter_like(_VELOCITY, params, extra, dtype)
+    optimizer_state, updates = _optimizer_state(info, config, params, extra, dtype)
     losses = extra.get("epoch_losses")
     if losses is None or losses.ndim != 1 or losses.dtype != np.float64:
         raise ValueError("epoch_losses must be a 1-D float64 array")
@@ -182,9 +193,36 @@ def _state_from(info: dict, params: dict, extra: dict, dtype: str) -> TrainingSt
                          f"{len(stats)} epochs of history")
     return TrainingState(config=config, backend=backend, n_train=n_train,
                          epochs_done=epochs_done, position=position, rng_state=rng_state,
-                         parameters=params, velocities=velocities, epoch_losses=losses,
+                         parameters=params, optimizer_state=optimizer_state,
+                         optimizer_steps=updates, epoch_losses=losses,
                          epoch_seconds=float(seconds), history=stats,
                          **_validation_from(info, config, params, extra, dtype, epochs_done))
+
+
+def _optimizer_state(info: dict, config: TrainConfig, params: dict, extra: dict, dtype: str,
+                     ) -> tuple[dict[str, np.ndarray], int]:
+    """The optimizer's state arrays by ``PARAMETER.SLOT`` and its update count; a file
+    before version 4 holds SGD's velocities as ``velocity_W1`` ..., and its count is
+    that of the steps done."""
+    if "optimizer_steps" not in info:
+        velocities = _parameter_like(_VELOCITY, params, extra, dtype)
+        steps_per_epoch = -(-_int(info, "n_train", 1) // config.batch_size)
+        steps = (_int(info, "epochs_done") * steps_per_epoch
+                 + -(-_int(info, "position") // config.batch_size))
+        return {f"{k}.velocity": v for k, v in velocities.items()}, steps
+    arrays = {}
+    for name in slot_names(config.optimizer):
+        a = extra.get(f"{_OPTIMIZER}{name}")
+        k = name.split(".")[0]
+        if a is None:
+            raise ValueError(f"the array {_OPTIMIZER}{name} is missing")
+        if a.shape != params[k].shape or a.dtype != np.dtype(dtype):
+            raise ValueError(f"{_OPTIMIZER}{name} has shape {a.shape} and dtype {a.dtype}, "
+                             f"expected {params[k].shape} {dtype}")
+        if not np.isfinite(a).all():
+            raise ValueError(f"{_OPTIMIZER}{name} holds NaN or infinite values")
+        arrays[name] = a
+    return arrays, _int(info, "optimizer_steps")
 
 
 def _parameter_like(prefix: str, params: dict, extra: dict, dtype: str) -> dict[str, np.ndarray]:

@@ -2,8 +2,9 @@
 
 A model file is an uncompressed NumPy ``.npz`` archive holding the four parameter
 arrays ``W1``, ``b1``, ``W2``, ``b2`` and ``metadata``: a 0-d unicode array with a
-JSON object (``format_version``, sizes, dtype, backend, training settings, simplenn
-version). A checkpoint (:mod:`simplenn.io.checkpoints`) is a model file with more arrays.
+JSON object (``format_version``, sizes, dtype, training settings, simplenn version and
+``backend``, the backend it was trained on: information, not a requirement, since
+:func:`load_model` loads it on any backend). A checkpoint (:mod:`simplenn.io.checkpoints`) is a model file with more arrays.
 
 Files are written atomically: a temporary file in the same directory, flushed and
 fsynced, then renamed over the target, so a process killed while saving leaves the
@@ -28,9 +29,10 @@ import numpy as np
 
 from .archive import MAX_HEADER_BYTES, NpzArchive, NpyHeader
 from .atomic import atomic_write_bytes
+from .backend_choice import loading_backend
 from ..errors import ModelFileError
 from ..core.model import TwoLayerNet
-from ..core.network import PARAMETER_NAMES
+from ..core.params import PARAMETER_NAMES
 
 FORMAT_VERSION = 1
 #: Largest array member read from a model file (bytes): guards against forged headers.
@@ -98,29 +100,36 @@ def save_model(net: TwoLayerNet, path: str | os.PathLike, *, metadata: dict[str,
 #: Largest metadata member read (bytes; the JSON is stored as UTF-32).
 MAX_METADATA_BYTES = 1 << 24
 #: The arrays a checkpoint (:mod:`simplenn.io.checkpoints`) holds beside the parameters:
-#: ``velocity_W1`` ... and ``best_W1`` ... shaped like the parameters, the float64 losses
-#: of the current epoch and the int64 rows held out for validation.
-VELOCITY_PREFIX, BEST_PREFIX = "velocity_", "best_"
+#: the optimizer's state ``optimizer.W1.SLOT`` ... (``velocity_W1`` ... before format
+#: version 4) and ``best_W1`` ..., each shaped like its parameter, the float64 losses of
+#: the current epoch and the int64 rows held out for validation.
+OPTIMIZER_PREFIX, VELOCITY_PREFIX, BEST_PREFIX = "optimizer.", "velocity_", "best_"
 EPOCH_LOSSES, VALIDATION_ROWS = "epoch_losses", "validation_indices"
 
 
-def checkpoint_array_limits(info: dict[str, Any], parameter_nbytes: Mapping[str, int]
-                            ) -> dict[str, int]:
-    """The arrays a checkpoint holds beside its parameters, each with the most bytes its
-    ``checkpoint`` metadata ``info`` allows (``parameter_nbytes``: each parameter's size;
-    the losses and validation rows number at most ``n_train``)."""
-    n_train = info.get("n_train")
-    rows = n_train if isinstance(n_train, int) and not isinstance(n_train, bool) else 0
-    limits = {f"{prefix}{k}": parameter_nbytes[k]
-              for prefix in (VELOCITY_PREFIX, BEST_PREFIX) for k in PARAMETER_NAMES}
-    limits[EPOCH_LOSSES] = limits[VALIDATION_ROWS] = 8 * max(rows, 0)
-    return limits
+def checkpoint_array_limit(name: str, info: Mapping[str, Any],
+                           parameter_nbytes: Mapping[str, int]) -> int | None:
+    """The most bytes the array ``name`` of a checkpoint whose ``checkpoint`` metadata is
+    ``info`` may hold (``parameter_nbytes``: each parameter's size; the losses and
+    validation rows number at most ``n_train``), or None when no checkpoint holds it."""
+    for prefix in (VELOCITY_PREFIX, BEST_PREFIX):
+        if name.startswith(prefix) and name[len(prefix):] in parameter_nbytes:
+            return parameter_nbytes[name[len(prefix):]]
+    if name.startswith(OPTIMIZER_PREFIX):
+        parameter, _, slot = name[len(OPTIMIZER_PREFIX):].partition(".")
+        if parameter in parameter_nbytes and slot.isidentifier():
+            return parameter_nbytes[parameter]
+    if name in (EPOCH_LOSSES, VALIDATION_ROWS):
+        n_train = info.get("n_train")
+        rows = n_train if isinstance(n_train, int) and not isinstance(n_train, bool) else 0
+        return 8 * max(rows, 0)
+    return None
 
 
-def _known_arrays() -> set[str]:
-    """Every array name a model file or checkpoint may hold."""
-    return {"metadata", *PARAMETER_NAMES,
-            *checkpoint_array_limits({}, dict.fromkeys(PARAMETER_NAMES, 0))}
+def _known_array(name: str) -> bool:
+    """Whether a model file or checkpoint may hold an array named ``name``."""
+    return (name == "metadata" or name in PARAMETER_NAMES
+            or checkpoint_array_limit(name, {}, dict.fromkeys(PARAMETER_NAMES, 0)) is not None)
 
 
 def _read_metadata(archive: NpzArchive, header: NpyHeader, where: str) -> dict[str, Any]:
@@ -167,9 +176,8 @@ def _read_archive(archive: NpzArchive, where: str
                   ) -> tuple[dict[str, np.ndarray], dict[str, Any], dict[str, np.ndarray]]:
     """Check every member's name and declared size, then every header, then the
     metadata, and read each array's data only once its size fits the metadata."""
-    known = _known_arrays()
     for name in archive.names:
-        if name not in known:
+        if not _known_array(name):
             raise ModelFileError(f"{where} holds an unknown array {name!r}: not a simplenn "
                                  f"model file")
         if archive.declared_size(name) > MAX_ARRAY_BYTES + 2 * MAX_HEADER_BYTES:
@@ -200,18 +208,18 @@ def _read_archive(archive: NpzArchive, where: str
         params[name] = archive.read(name, headers.pop(name))
         if not np.isfinite(params[name]).all():
             raise ModelFileError(f"{where}: {name} holds NaN or infinite values")
-    limits: dict[str, int] = {}
-    if "checkpoint" in meta:
-        info = meta["checkpoint"] if isinstance(meta["checkpoint"], dict) else {}
-        limits = checkpoint_array_limits(info, {k: a.nbytes for k, a in params.items()})
+    info = meta.get("checkpoint")
+    parameter_nbytes = {k: a.nbytes for k, a in params.items()}
     extra = {}
     for name, header in headers.items():
-        if name not in limits:
+        if info is None:
             raise ModelFileError(f"{where} holds the array {name!r}, which only a checkpoint "
                                  f"has, without the checkpoint's metadata")
-        if header.nbytes > limits[name]:
+        limit = checkpoint_array_limit(name, info if isinstance(info, dict) else {},
+                                       parameter_nbytes)
+        if header.nbytes > limit:
             raise ModelFileError(f"{where}: array {name!r} claims {header.nbytes} bytes, more "
-                                 f"than its metadata allows ({limits[name]})")
+                                 f"than its metadata allows ({limit})")
         extra[name] = archive.read(name, header)
     return params, meta, extra
 
@@ -244,9 +252,14 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dic
     return params, meta
 
 
-def load_model(path: str | os.PathLike, *, backend: str | None = None) -> TwoLayerNet:
-    """Restore a saved model on ``backend`` (any backend; ``None`` as in TwoLayerNet)."""
+def load_model(path: str | os.PathLike, *, backend: str | None = "auto") -> TwoLayerNet:
+    """Restore a saved model on ``backend``: ``"auto"`` (the default) is the backend it
+    was trained on when that can run here, else the best that does, with a one-line
+    :class:`~simplenn.io.backend_choice.BackendFallbackWarning`; a backend's name is that
+    backend; ``None`` as in TwoLayerNet (``$SIMPLENN_BACKEND``, else numpy). The
+    model's metadata is ``net.metadata``."""
     params, meta = read_model_file(path)
+    backend = loading_backend(meta.get("backend"), backend, what=f"model {path}")
     net = TwoLayerNet(meta["n_inputs"], meta["n_hidden"], meta["n_classes"],
                       backend=backend, dtype=meta["dtype"])
     net.set_parameters(params)

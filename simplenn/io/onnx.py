@@ -6,11 +6,16 @@ phone) can run the network without simplenn:
 
 - input ``pixels``: (N, n_inputs) uint8, cast to float32 and divided by 255 exactly as
   simplenn does (``x.astype(float32) / 255``); or, exported with ``inputs="float"``,
-  (N, n_inputs) float32 features used as they are;
+  input ``features``: (N, n_inputs) float32 features used as they are;
 - output ``probabilities``: (N, n_classes) float32, ``softmax(relu(x @ W1 + b1) @ W2 + b2)``;
 - output ``label``: (N,) int64, the index of the largest logit (the first on a tie).
 
-Needs the ``onnx`` package, imported only when :func:`export_onnx` runs.
+A fitted :class:`~simplenn.sklearn.SimpleNNClassifier`, or a scikit-learn pipeline
+that ends in one, exports through skl2onnx (:mod:`simplenn.io.skl2onnx_converter`),
+with ``classes_`` as labels and the pipeline's steps in the graph.
+
+Needs the ``onnx`` package (and skl2onnx for estimators), imported only when
+:func:`export_onnx` runs.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 
@@ -31,6 +37,8 @@ INPUT_KINDS = ("uint8", "float")
 #: The ONNX operator set the exported graphs use.
 OPSET = 17
 INPUT_NAME = "pixels"
+#: The input of a graph exported with ``inputs="float"``.
+FEATURES_NAME = "features"
 OUTPUT_NAMES = ("probabilities", "label")
 
 
@@ -85,7 +93,7 @@ def build_onnx_model(net: TwoLayerNet, *, inputs: str = "uint8"):
 
     d, h, c = net.n_inputs, net.n_hidden, net.n_classes
     params = _float32_parameters(net)
-    initializers = [numpy_helper.from_array(params[k], name=k) for k in ("W1", "b1", "W2", "b2")]
+    initializers = [numpy_helper.from_array(value, name=k) for k, value in params.items()]
     nodes = []
     if inputs == "uint8":
         initializers.append(numpy_helper.from_array(np.array(255, dtype=np.float32), name="scale"))
@@ -95,8 +103,11 @@ def build_onnx_model(net: TwoLayerNet, *, inputs: str = "uint8"):
             helper.make_node("Div", ["pixels_float", "scale"], ["x"], name="divide_by_255"),
         ]
         x, input_type, input_doc = "x", TensorProto.UINT8, "uint8 pixels, scaled by 1/255"
+        input_name = INPUT_NAME
     else:
-        x, input_type, input_doc = INPUT_NAME, TensorProto.FLOAT, "float32 features, used as given"
+        x, input_type, input_doc = FEATURES_NAME, TensorProto.FLOAT, \
+            "float32 features, used as given"
+        input_name = FEATURES_NAME
     nodes += [
         helper.make_node("MatMul", [x, "W1"], ["xW1"], name="layer1_matmul"),
         helper.make_node("Add", ["xW1", "b1"], ["z1"], name="layer1_bias"),
@@ -109,7 +120,7 @@ def build_onnx_model(net: TwoLayerNet, *, inputs: str = "uint8"):
     ]
     graph = helper.make_graph(
         nodes, "simplenn_two_layer_net",
-        inputs=[helper.make_tensor_value_info(INPUT_NAME, input_type, ["N", d], input_doc)],
+        inputs=[helper.make_tensor_value_info(input_name, input_type, ["N", d], input_doc)],
         outputs=[
             helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", c],
                                           "class probabilities, rows summing to 1"),
@@ -123,7 +134,7 @@ def build_onnx_model(net: TwoLayerNet, *, inputs: str = "uint8"):
         graph, opset_imports=opsets, producer_name="simplenn", producer_version=__version__,
         ir_version=helper.find_min_ir_version_for(opsets),
         doc_string=(f"simplenn TwoLayerNet {d} -> {h} (ReLU) -> {c} (softmax); input "
-                    f"{INPUT_NAME} (N, {d}) {input_doc}; outputs probabilities (N, {c}) "
+                    f"{input_name} (N, {d}) {input_doc}; outputs probabilities (N, {c}) "
                     f"float32 and label (N,) int64"))
     helper.set_model_props(model, {
         "n_inputs": str(d), "n_hidden": str(h), "n_classes": str(c), "inputs": inputs,
@@ -133,15 +144,22 @@ def build_onnx_model(net: TwoLayerNet, *, inputs: str = "uint8"):
     return model
 
 
-def export_onnx(net: TwoLayerNet, path: str | os.PathLike, *, inputs: str = "uint8") -> Path:
+def export_onnx(net: Any, path: str | os.PathLike, *, inputs: str | None = None) -> Path:
     """Write ``net`` to ``path`` as an ONNX model (opset :data:`OPSET`) and return the path.
 
-    The graph's input is ``pixels``: with ``inputs="uint8"`` (the default) an (N, n_inputs)
-    uint8 array of raw pixels, cast to float32 and divided by 255 as simplenn does;
-    with ``inputs="float"`` an (N, n_inputs) float32 array of features used as they are.
+    For a :class:`TwoLayerNet` the graph's input is, with ``inputs="uint8"`` (the
+    default), ``pixels``: an (N, n_inputs) uint8 array of raw pixels, cast to float32
+    and divided by 255 as simplenn does; with ``inputs="float"``, ``features``: an
+    (N, n_inputs) float32 array of features used as they are.
     Its outputs are ``probabilities``, (N, n_classes) float32 (as
     :meth:`TwoLayerNet.predict_proba`), and ``label``, (N,) int64 (as
     :meth:`TwoLayerNet.predict`). N may be any batch size.
+
+    ``net`` may also be a fitted :class:`~simplenn.sklearn.SimpleNNClassifier` or a
+    scikit-learn pipeline that ends in one (a ``StandardScaler`` then the classifier,
+    say), converted by skl2onnx: the input ``features`` (N, n_features_in_) is float32
+    (``inputs="float"``, the default there) or uint8, ``label`` holds ``classes_``'s
+    labels and ``probabilities`` is as :meth:`predict_proba`.
 
     The weights are stored as float32 whatever the network's dtype: a float64 network
     exports its parameters rounded to float32 and runs in float32. The file passes
@@ -150,18 +168,51 @@ def export_onnx(net: TwoLayerNet, path: str | os.PathLike, *, inputs: str = "uin
 
     Raises ``ValueError`` for an ``inputs`` other than ``"uint8"`` or ``"float"``,
     :class:`~simplenn.ModelFileError` when ``path`` cannot be written and
-    :class:`~simplenn._optional.MissingDependencyError` when onnx is not installed.
+    :class:`~simplenn._optional.MissingDependencyError` when onnx (or, for an
+    estimator, skl2onnx) is not installed.
     """
-    if not isinstance(net, TwoLayerNet):
-        raise TypeError(f"net must be a TwoLayerNet, not {type(net).__name__}")
+    network = isinstance(net, TwoLayerNet)
+    if not network and not (hasattr(net, "fit") and hasattr(net, "predict")):
+        raise TypeError(f"net must be a TwoLayerNet, a SimpleNNClassifier or a pipeline "
+                        f"ending in one, not {type(net).__name__}")
+    if inputs is None:
+        inputs = "uint8" if network else "float"
     if not isinstance(inputs, str) or inputs not in INPUT_KINDS:
         raise ValueError(f"inputs must be 'uint8' (raw pixels) or 'float' (float32 features), "
                          f"not {inputs!r}")
     path = _output_path(path)
-    data = build_onnx_model(net, inputs=inputs).SerializeToString()
+    if network:
+        model = build_onnx_model(net, inputs=inputs)
+    else:
+        _require_onnx()
+        model = _estimator_model(net, inputs)
+    data = model.SerializeToString()
     try:
         atomic_write_bytes(path, data)
     except OSError as exc:
         raise ModelFileError(f"cannot write the ONNX model to {path}: "
                              f"{exc.strerror or exc}") from None
     return path
+
+
+def _estimator_model(model: Any, inputs: str) -> Any:
+    """The ONNX ``ModelProto`` of a fitted SimpleNNClassifier, or of a scikit-learn
+    pipeline that ends in one, from the input ``features``: (N, n_features_in_) float32
+    with ``inputs="float"``, uint8 with ``inputs="uint8"``; outputs ``label`` and
+    ``probabilities``.
+    Raises :class:`~simplenn._optional.MissingDependencyError` without skl2onnx."""
+    try:
+        import skl2onnx
+        from skl2onnx.common.data_types import FloatTensorType, UInt8TensorType
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"ONNX export of a scikit-learn model needs skl2onnx, which is not installed "
+            f"({exc}); install it with pip install skl2onnx onnxruntime (from a simplenn "
+            f"checkout: pip install '.[onnx]')") from None
+    n_features = getattr(model, "n_features_in_", None)
+    if n_features is None:
+        raise ValueError(f"{type(model).__name__} is not fitted (it has no n_features_in_); "
+                         f"fit it before exporting it")
+    kind = UInt8TensorType if inputs == "uint8" else FloatTensorType
+    return skl2onnx.to_onnx(model, initial_types=[(FEATURES_NAME, kind([None, n_features]))],
+                            target_opset=OPSET)

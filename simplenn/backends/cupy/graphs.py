@@ -12,7 +12,6 @@ from collections.abc import Callable
 from typing import Any
 
 import cupy
-import numpy as np
 
 from ..base import Array
 from .cublas import _direct_gemm
@@ -32,9 +31,9 @@ def graphs_enabled() -> bool:
 class _Entry:
     """One captured chunk shape: its static inputs/outputs and, once captured, its graph."""
 
-    def __init__(self, order: Array, lr_dtype: np.dtype) -> None:
+    def __init__(self, order: Array, lrs: Array) -> None:
         self.rows = cupy.empty(order.shape, dtype=order.dtype)
-        self.lr = cupy.zeros((), dtype=lr_dtype)
+        self.lrs = cupy.zeros(lrs.shape, dtype=lrs.dtype)
         self.losses: Any = None  # the captured work's losses array, written by each replay
         self.warmed = False
         self.graph: Any = None
@@ -44,13 +43,14 @@ class CudaGraphTrainSteps:
     """``train_steps`` that runs each chunk as a replay of a captured CUDA graph.
 
     Called exactly like the function it wraps (``W1, b1, W2, b2, V1, v1, V2, v2, X, Y,
-    order, batch_size, lr, momentum, wd``), and returns what it returns: the parameters
-    and velocities, updated in place, and a new array of the losses. A graph is kept per *shape* of a
-    chunk: the device, ``len(order)``, ``batch_size``, ``momentum``, ``wd`` and the
-    address, shape and dtype of every array the steps read or update in place (the
-    parameters, velocities, X and Y). The per-chunk inputs go through static device
-    buffers refreshed before each replay: the rows ``order`` is copied in and ``lr``
-    written to a 0-d array (the update kernel reads it from there); the losses that the
+    order, batch_size, lrs, momentum, wd``, ``lrs`` the steps' learning rates on the
+    device), and returns what it returns: the parameters and velocities, updated in
+    place, and a new array of the losses. A graph is kept per *shape* of a chunk: the
+    device, ``len(order)``, ``batch_size``, ``momentum``, ``wd`` and the address, shape
+    and dtype of every array the steps read or update in place (the parameters,
+    velocities, X and Y). The per-chunk inputs go through static device buffers
+    refreshed before each replay: the rows ``order`` and the learning rates ``lrs`` are
+    copied in (the update kernel reads each step's from there); the losses that the
     captured work wrote are copied out after it.
 
     The products inside are :class:`_CublasGemm` calls (CuPy's own cuBLAS wrappers
@@ -78,30 +78,26 @@ class CudaGraphTrainSteps:
         self.captures = 0
         self.replays = 0
 
-    def __call__(self, W1, b1, W2, b2, V1, v1, V2, v2, X, Y, order, batch_size, lr,
+    def __call__(self, W1, b1, W2, b2, V1, v1, V2, v2, X, Y, order, batch_size, lrs,
                  momentum, wd) -> tuple:
         if self.disabled_reason is None and graphs_enabled() and _direct_gemm() is None:
             self.disabled_reason = "cuBLAS can't be called directly, and CuPy's cuBLAS " \
                                    "wrappers refuse to run under stream capture"
         if self.disabled_reason is not None or not graphs_enabled():
-            return self.fn(W1, b1, W2, b2, V1, v1, V2, v2, X, Y, order, batch_size, lr,
+            return self.fn(W1, b1, W2, b2, V1, v1, V2, v2, X, Y, order, batch_size, lrs,
                            momentum, wd)
         arrays = (W1, b1, W2, b2, V1, v1, V2, v2, X, Y)
         key = (cupy.cuda.Device().id, order.shape[0], order.dtype.str, int(batch_size),
-               float(momentum), float(wd), np.dtype(type(lr)).str
-               if not isinstance(lr, cupy.ndarray) else lr.dtype.str,
+               float(momentum), float(wd), lrs.shape, lrs.dtype.str,
                tuple((a.data.ptr, a.shape, a.strides, a.dtype.str) for a in arrays))
-        entry = self._entry(key, order, lr)
+        entry = self._entry(key, order, lrs)
         caller = cupy.cuda.get_current_stream()
         stream = self._get_stream()
         stream.wait_event(caller.record())
         with stream:
             cupy.copyto(entry.rows, order)
-            if isinstance(lr, cupy.ndarray):
-                cupy.copyto(entry.lr, lr)
-            else:
-                entry.lr.fill(lr)
-            args = (*arrays, entry.rows, batch_size, entry.lr, momentum, wd)
+            cupy.copyto(entry.lrs, lrs)
+            args = (*arrays, entry.rows, batch_size, entry.lrs, momentum, wd)
             if not entry.warmed:
                 losses = self._run_eagerly(args)
                 entry.warmed = True
@@ -124,7 +120,7 @@ class CudaGraphTrainSteps:
             self._pool = cupy.cuda.MemoryPool()
         return self._stream
 
-    def _entry(self, key: tuple, order: Array, lr: Any) -> _Entry:
+    def _entry(self, key: tuple, order: Array, lrs: Array) -> _Entry:
         entry = self._entries.get(key)
         if entry is not None:
             self._entries.move_to_end(key)
@@ -132,8 +128,7 @@ class CudaGraphTrainSteps:
         if len(self._entries) >= self.MAX_GRAPHS:
             self._get_stream().synchronize()  # the oldest graph may still be running
             self._entries.popitem(last=False)
-        lr_dtype = lr.dtype if isinstance(lr, cupy.ndarray) else np.dtype(type(lr))
-        entry = self._entries[key] = _Entry(order, lr_dtype)
+        entry = self._entries[key] = _Entry(order, lrs)
         return entry
 
     def _run_eagerly(self, args: tuple) -> Array:

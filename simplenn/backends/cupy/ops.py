@@ -6,10 +6,10 @@ compiled (by NVRTC) on first use, never at import:
 - ``softmax_cross_entropy``: one kernel launch computes the max-shifted softmax, the
   gradient ``(p - onehot(y)) / m`` and the mean loss (a deterministic block reduction),
   leaving the loss on the device as a 0-d array -- nothing comes back to the host;
-- ``sgd_update``: momentum, weight decay and the step in one in-place pass, rounded
-  step by step exactly as NumPy does (``__fmul_rn`` and friends stop the compiler
-  from contracting them into FMAs), so it matches the NumPy backend bit for bit;
-- ``pixels_to_float``: uint8 → float and the 1/255 scale in one pass.
+- ``sgd_momentum`` (for the fast path, :mod:`.fastpath`): momentum, weight decay and the
+  step in one in-place pass, rounded step by step exactly as NumPy does (``__fmul_rn``
+  and friends stop the compiler from contracting them into FMAs);
+- ``to_float`` of pixels: uint8 → float and the 1/255 scale in one pass.
 
 The products are cuBLAS GEMMs through ``cupy.matmul``, or, with CUDA graphs on, direct
 cuBLAS calls (:mod:`.cublas`).
@@ -26,7 +26,7 @@ import numpy as np
 
 from ..base import Array, Ops
 from .cublas import _CublasGemm, _direct_gemm
-from .graphs import CudaGraphTrainSteps, graphs_enabled
+from .graphs import graphs_enabled
 
 _CTYPES = {"float32": "float", "float64": "double"}
 
@@ -96,7 +96,7 @@ def _relu_backward_kernel() -> cupy.ElementwiseKernel:
 
 
 @functools.cache
-def _sgd_momentum_kernel() -> cupy.ElementwiseKernel:
+def sgd_momentum_kernel() -> cupy.ElementwiseKernel:
     """In place on param and velocity; ``lr`` may be a scalar or a 0-d device array;
     ``tiny`` is the dtype's smallest normal number (smaller velocities become 0)."""
     return cupy.ElementwiseKernel(
@@ -124,7 +124,7 @@ def _softmax_xent_kernel(dtype_name: str) -> cupy.RawKernel:
     return cupy.RawKernel(source, "simplenn_softmax_xent")
 
 
-_KERNEL_FACTORIES = (_bias_relu_kernel, _relu_backward_kernel, _sgd_momentum_kernel,
+_KERNEL_FACTORIES = (_bias_relu_kernel, _relu_backward_kernel, sgd_momentum_kernel,
                      _pixels_kernel, _softmax_xent_kernel)
 
 
@@ -142,7 +142,7 @@ class CupyOps(Ops):
     name = "cupy"
     xp = xp_cupy
     is_device = True
-    compiles_chunks = True  # a chunk is queued on the device (or replayed as a CUDA graph)
+    fast_paths = ("simplenn.backends.cupy.fastpath:CUDA_SGD",)
 
     # -- moving data -----------------------------------------------------------------
     def to_numpy(self, a: Array) -> np.ndarray:
@@ -156,10 +156,6 @@ class CupyOps(Ops):
     def scalar(self, value: float) -> Any:
         """A NumPy scalar of ``self.dtype``, as the kernels take it."""
         return self.dtype.type(value)
-
-    def jit_train_steps(self, fn: Any) -> Any:
-        """``train_steps`` as a :class:`CudaGraphTrainSteps`."""
-        return CudaGraphTrainSteps(fn)
 
     # -- products --------------------------------------------------------------------
     def matmul(self, a: Array, b: Array) -> Array:
@@ -189,8 +185,11 @@ class CupyOps(Ops):
         return _direct_gemm()
 
     # -- inputs ----------------------------------------------------------------------
-    def pixels_to_float(self, x: Array) -> Array:
-        """(m, d) uint8 -> (m, d) ``x / 255`` in ``self.dtype``, one fused kernel."""
+    def to_float(self, x: Array) -> Array:
+        """(m, d) uint8 -> (m, d) ``x / 255`` in ``self.dtype``, one fused kernel; floats
+        cast."""
+        if x.dtype != np.uint8:
+            return x.astype(self.dtype)
         return _pixels_kernel()(x, cupy.empty(x.shape, dtype=self.dtype))
 
     # -- the forward pass ------------------------------------------------------------
@@ -218,23 +217,3 @@ class CupyOps(Ops):
             (1,), (threads,), (logits, labels, dlogits, loss, np.int32(m), np.int32(c)),
             shared_mem=threads * self.dtype.itemsize)
         return loss, dlogits
-
-    # -- the update ------------------------------------------------------------------
-    def sgd_update(
-        self, param: Array, grad: Array, velocity: Array, lr: Any, momentum: Any,
-        weight_decay: Any,
-    ) -> tuple[Array, Array]:
-        """As :meth:`Ops.sgd_update`, one fused kernel, in place on ``param`` and
-        ``velocity``, which it returns. ``lr`` may be a 0-d device array (the CUDA-graph
-        path updates it between replays)."""
-        _sgd_momentum_kernel()(grad, self._scalar(lr), self._scalar(momentum),
-                               self._scalar(weight_decay),
-                               self.dtype.type(np.finfo(self.dtype).smallest_normal), param,
-                               velocity)
-        return param, velocity
-
-    def _scalar(self, value: Any) -> Any:
-        if isinstance(value, cupy.ndarray):
-            return value if value.dtype == self.dtype else value.astype(self.dtype)
-        return self.dtype.type(value)
-

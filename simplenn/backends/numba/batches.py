@@ -87,7 +87,9 @@ class DeferredBatch(NamedTuple):
     batch: Batch
     last: np.ndarray
     clock: np.ndarray
-    powers: np.ndarray
+    sums: np.ndarray
+    decay: np.ndarray
+    enabled: bool
 
 
 @_kernel(inline="always")
@@ -161,6 +163,18 @@ def _take_dense(X, rows, like):
         src = rows[r]
         for i in range(d):
             out[r, i] = _input_value(X[src, i], like)
+    return out
+
+
+@_kernel
+def _convert(x, like):
+    """(m, d) uint8 pixels or floats -> (m, d) floats of the dtype of ``like`` (see
+    :func:`_input_value`), in one pass."""
+    m, d = x.shape
+    out = np.empty((m, d), like.dtype)
+    for r in range(m):
+        for i in range(d):
+            out[r, i] = _input_value(x[r, i], like)
     return out
 
 

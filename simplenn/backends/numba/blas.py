@@ -1,33 +1,32 @@
 """The BLAS ``gemm`` that compiled Numba kernels call: NumPy's own, where it can be found.
 
 Numba's ``np.dot`` calls SciPy's BLAS, which is a second OpenBLAS build (SciPy's
-wheels bundle their own) and not always as fast as NumPy's: measured here for
-``xᵀ dl1`` (2048 x 784 by 2048 x 128, float32, two threads, the same ``cblas_sgemm``
-call through ctypes) NumPy's OpenBLAS 0.3.31 took 3.7 ms, SciPy's 0.3.30 5.4 ms. So
-the kernels call ``simplenn_sgemm`` / ``simplenn_dgemm`` instead, external symbols with
-the signature of ILP64 ``cblas_?gemm`` that :func:`register` binds, before anything is
-compiled or loaded from the cache, to:
+wheels bundle their own), with a thread pool of its own, and not always as fast as
+NumPy's (docs/numba.md#blas-from-compiled-code). So the kernels call
+``simplenn_sgemm`` / ``simplenn_dgemm`` instead, external symbols with the signature of
+ILP64 ``cblas_?gemm`` that :func:`register` binds, before anything is compiled or
+loaded from the cache, to:
 
-- NumPy's ``cblas_?gemm`` (found through NumPy's extension module, which links it), so
-  both CPU backends multiply with one library -- the same numbers, one thread pool; or
+- NumPy's ``cblas_?gemm`` (found by :func:`simplenn._probes.numpy_cblas_gemm`, the
+  one place that reaches into NumPy's build), so both CPU backends multiply with one
+  library -- the same numbers, one thread pool; or
 - where NumPy's BLAS has no ILP64 ``cblas_?gemm`` to find (or with
   ``SIMPLENN_NUMBA_BLAS=scipy``), a compiled shim of the same signature around
-  Numba's ``np.dot``, which needs SciPy (not installed with the ``numba`` extra:
-  Numba imports ``scipy.linalg`` when it can, which costs every process ~0.08 s).
+  Numba's public ``np.dot``, which needs SciPy (not installed with the ``numba`` extra:
+  Numba imports ``scipy.linalg`` when it can, which lengthens every process's start).
 
 Because the symbol names never change, compiled kernels stay cacheable either way.
 
 NumPy's OpenBLAS keeps its own threads, which spin for a while after each product.
 Numba's parallel loops (the augmentation's) running beside them share the cores with
-those spinning threads and take two to three times as long, and then hold the cores
-from OpenBLAS in turn. :func:`products_on_numba_threads` removes the second pool for a
-while: OpenBLAS runs on one thread, and the kernels split their large products over
-numba's threads, so everything parallel runs on one pool.
+those spinning threads and run slower, and then hold the cores from OpenBLAS in turn.
+:func:`products_on_numba_threads` removes the second pool for a while: BLAS runs on
+one thread (set through threadpoolctl), and the kernels split their large products
+over numba's threads, so everything parallel runs on one pool.
 """
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import os
 import threading
@@ -39,6 +38,7 @@ import llvmlite.binding
 import numpy as np
 from numba import carray, cfunc, types
 
+from ... import _probes
 from ...errors import BackendUnavailableError
 
 #: ``SIMPLENN_NUMBA_BLAS=scipy`` makes compiled kernels use Numba's own ``np.dot``
@@ -48,16 +48,6 @@ BLAS_ENV_VAR = "SIMPLENN_NUMBA_BLAS"
 SYMBOLS = {"float32": "simplenn_sgemm", "float64": "simplenn_dgemm"}
 #: cblas constants (row-major storage; no transpose; transpose).
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
-#: Where NumPy's ILP64 ``cblas_?gemm`` goes by these names (NumPy's own OpenBLAS
-#: wheels; a generic ILP64 build; Apple's Accelerate).
-_NUMPY_CANDIDATES = {
-    "float32": ("scipy_cblas_sgemm64_", "cblas_sgemm64_", "cblas_sgemm$NEWLAPACK$ILP64"),
-    "float64": ("scipy_cblas_dgemm64_", "cblas_dgemm64_", "cblas_dgemm$NEWLAPACK$ILP64"),
-}
-#: Where NumPy's OpenBLAS has its thread count getter and setter.
-_THREAD_FUNCTIONS = (("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
-                     ("openblas_get_num_threads64_", "openblas_set_num_threads64_"),
-                     ("openblas_get_num_threads", "openblas_set_num_threads"))
 
 
 def gemm_signature(dtype: str) -> types.Signature:
@@ -69,42 +59,12 @@ def gemm_signature(dtype: str) -> types.Signature:
 
 
 #: Whether :func:`register` bound the kernels' products to NumPy's BLAS (whose thread
-#: count :func:`products_on_numba_threads` sets).
+#: count :func:`products_on_numba_threads` sets, with every other BLAS's).
 _numpy_bound = False
 #: The functions compiled kernels call: ``sgemm(...)``, ``dgemm(...)`` as in
 #: :func:`gemm_signature`, bound by :func:`register`.
 sgemm = types.ExternalFunction(SYMBOLS["float32"], gemm_signature("float32"))
 dgemm = types.ExternalFunction(SYMBOLS["float64"], gemm_signature("float64"))
-
-
-def _numpy_library() -> ctypes.CDLL | None:
-    """NumPy's extension module as a library, whose symbol lookup includes the BLAS it
-    links, or None."""
-    try:
-        from numpy._core import _multiarray_umath as extension
-    except ImportError:  # NumPy < 2
-        from numpy.core import _multiarray_umath as extension
-    try:
-        return ctypes.CDLL(extension.__file__)
-    except OSError:
-        return None
-
-
-def _numpy_gemm_addresses() -> dict[str, tuple[int, str]] | None:
-    """Address and name of NumPy's ILP64 ``cblas_?gemm`` per dtype, or None."""
-    library = _numpy_library()
-    if library is None:
-        return None
-    found = {}
-    for dtype, names in _NUMPY_CANDIDATES.items():
-        for name in names:
-            function = getattr(library, name, None)
-            if function is not None:
-                found[dtype] = ctypes.cast(function, ctypes.c_void_p).value, name
-                break
-        else:
-            return None
-    return found
 
 
 def _numba_dot_gemm(dtype: str):
@@ -140,7 +100,7 @@ def register() -> str:
             f"backend 'numba' unavailable: {BLAS_ENV_VAR}={forced!r} is not understood; "
             f"set it to 'numpy' (the default) or 'scipy', or unset it")
     global _numpy_bound
-    found = None if forced == "scipy" else _numpy_gemm_addresses()
+    found = None if forced == "scipy" else _probes.numpy_cblas_gemm()
     if found is not None:
         for dtype, symbol in SYMBOLS.items():
             llvmlite.binding.add_symbol(symbol, found[dtype][0])
@@ -162,22 +122,23 @@ def register() -> str:
 
 
 @functools.lru_cache(maxsize=1)
-def _openblas_threads() -> tuple[Any, Any] | None:
-    """NumPy's OpenBLAS ``get_num_threads`` and ``set_num_threads``, or None (another
-    BLAS, or one that hides them)."""
-    library = _numpy_library()
-    for get_name, set_name in _THREAD_FUNCTIONS if library is not None else ():
-        getter, setter = getattr(library, get_name, None), getattr(library, set_name, None)
-        if getter is not None and setter is not None:
-            getter.restype, getter.argtypes = ctypes.c_int, []
-            setter.restype, setter.argtypes = None, [ctypes.c_int]
-            return getter, setter
-    return None
+def _blas_controller() -> Any | None:
+    """threadpoolctl's controller of the BLAS libraries loaded in the process, or None
+    where threadpoolctl is not installed or finds none. Built once, on first use: a
+    controller inspects every library loaded in the process when it is built, and
+    NumPy's BLAS, the one that matters here, is loaded by then."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return None
+    controller = ThreadpoolController().select(user_api="blas")
+    return controller if controller.info() else None
 
 
 _POOL_LOCK = threading.Lock()
 _pool_users = 0
-_saved_threads = 0
+#: The threadpoolctl limiter that holds BLAS on one thread while the pool is in use.
+_limiter: Any = None
 
 
 def one_pool_active() -> bool:
@@ -188,21 +149,21 @@ def one_pool_active() -> bool:
 
 @contextmanager
 def products_on_numba_threads() -> Iterator[bool]:
-    """While inside: NumPy's OpenBLAS runs on one thread, and the training steps and the
-    elastic fields split their large products over numba's threads (see the module's
-    docstring); yields whether it could: not where the kernels call another BLAS
-    than NumPy's (the SciPy fallback), or NumPy's is not an OpenBLAS whose thread count
-    can be set. Nests, and restores the thread count on leaving."""
-    global _pool_users, _saved_threads
-    functions = _openblas_threads() if _numpy_bound else None
-    if functions is None:
+    """While inside: BLAS runs on one thread, and the training steps and the elastic
+    fields split their work over numba's threads (see the module's docstring); yields
+    whether it could: not where the kernels call another BLAS than NumPy's (the SciPy
+    fallback), or threadpoolctl is missing or finds no BLAS whose threads it can set.
+
+    Every BLAS that threadpoolctl controls in the process runs on one thread meanwhile.
+    Nests, and restores the thread counts on leaving the outermost."""
+    global _pool_users, _limiter
+    controller = _blas_controller() if _numpy_bound else None
+    if controller is None:
         yield False
         return
-    getter, setter = functions
     with _POOL_LOCK:
         if _pool_users == 0:
-            _saved_threads = getter()
-            setter(1)
+            _limiter = controller.limit(limits=1)
         _pool_users += 1
     try:
         yield True
@@ -210,4 +171,5 @@ def products_on_numba_threads() -> Iterator[bool]:
         with _POOL_LOCK:
             _pool_users -= 1
             if _pool_users == 0:
-                setter(_saved_threads)
+                _limiter.restore_original_limits()
+                _limiter = None

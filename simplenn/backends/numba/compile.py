@@ -8,17 +8,21 @@ captured dispatchers include a random per-process UUID (numba issue #6264), so
 closures would recompile in every process; :func:`_set_stable_uuid` gives every
 dispatcher here a UUID derived from the backend's source instead, which makes the
 compiled closures cacheable and invalidates them when any kernel's source changes.
+That takes a private detail of numba, reached through :mod:`simplenn._probes` only.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numba
 from numba import njit
+
+from ... import _probes
 
 #: ``SIMPLENN_NUMBA_CACHE=0`` turns numba's on-disk compilation cache off.
 CACHE_ENV_VAR = "SIMPLENN_NUMBA_CACHE"
@@ -30,17 +34,16 @@ _SOURCE_HASH = hashlib.sha256(
     + numba.__version__.encode()).hexdigest()
 
 
-
-def _set_stable_uuid(dispatcher: Any, content: str) -> None:
+def _set_stable_uuid(dispatcher: Any, content: str) -> bool:
     """Give ``dispatcher`` a UUID that is a hash of ``content`` (its code), so that
-    closures capturing it hash the same in every process and can be cached.
+    closures capturing it hash the same in every process and can be cached; returns
+    whether it could.
 
-    Uses numba's private ``_set_uuid``; without it (a future numba) nothing
-    changes except that closures recompile in each process.
+    Where numba offers no way (:func:`simplenn._probes.set_dispatcher_uuid`), nothing
+    changes except that closures are compiled again in each process.
     """
-    setter = getattr(dispatcher, "_set_uuid", None)
-    if setter is not None:
-        setter("simplenn-" + hashlib.sha256(content.encode()).hexdigest())
+    uuid = "simplenn-" + hashlib.sha256(content.encode()).hexdigest()
+    return _probes.set_dispatcher_uuid(dispatcher, uuid)
 
 
 def _kernel(fn: Callable | None = None, *, inline: str = "never", parallel: bool = False) -> Any:
@@ -51,10 +54,11 @@ def _kernel(fn: Callable | None = None, *, inline: str = "never", parallel: bool
     capture by value, and with them the helpers those kernels call. ``inline="always"``
     is for helpers called in hot loops (a call that passes arrays updates their
     reference counts, an inlined body does not) and for small kernels that compiled
-    closures call once per chunk (an inlined body is not compiled on its own: each
-    compiled function costs about 0.1 s on the first run). ``parallel`` is for kernels
-    that run between training calls and call BLAS, if at all, only while it runs on one
-    thread (:func:`.blas.products_on_numba_threads`): its threads and numba's compete."""
+    closures call once per chunk (an inlined body is not compiled on its own, and every
+    function compiled on its own adds to a first run's compile time). ``parallel`` is
+    for kernels that run between training calls and call BLAS, if at all, only while it
+    runs on one thread (:func:`.blas.products_on_numba_threads`): its threads and
+    numba's compete."""
     if fn is None:
         return lambda f: _kernel(f, inline=inline, parallel=parallel)
     dispatcher = njit(cache=CACHE, inline=inline, nogil=True, parallel=parallel,

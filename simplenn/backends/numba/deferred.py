@@ -1,11 +1,13 @@
-"""Deferred momentum steps of the first layer's weights.
+"""Deferred momentum steps of the first layer's weights, for the SGD fast path.
 
-A sparse batch touches only the rows of W1 of its nonzero input columns; the other
-rows get gradient 0 (plus weight decay), a fixed linear map of their ``(w, v)``. Their
-steps are deferred and applied ``k`` at once, in closed form, when a batch next touches
-the row or at the chunk's last update. The bookkeeping enters a chunk of steps through
-the interface's optional hook, ``begin_steps``, as a :class:`Deferred`; batches taken
-from it are :class:`~.batches.DeferredBatch` es that :func:`sgd_update_outer` advances.
+A sparse batch touches only the rows of W1 of its nonzero input columns; without
+weight decay the other rows get gradient 0, a linear map of their ``(w, v)`` that
+depends on the step's learning rate only through a sum. Their steps are deferred and
+applied ``k`` at once, in closed form, when a batch next touches the row or at the
+chunk's last update. The bookkeeping enters a chunk of steps through
+:func:`begin_steps` as a :class:`Deferred`; batches taken from it are
+:class:`~.batches.DeferredBatch` es that :func:`sgd_update_outer` advances. With
+weight decay nothing is deferred: every row is updated at every step.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from .batches import (
     _take_batch, _take_dense,
 )
 from .compile import _kernel
-from .kernels import _flush_subnormal, _gemm, _momentum_rule, _sgd_update_flat, matmul_tn
+from .kernels import (
+    _flush_subnormal, _gemm, _momentum_rule, _same_dtype, _sgd_update_flat, matmul_tn,
+)
 
 
 class Deferred(NamedTuple):
@@ -29,11 +33,11 @@ class Deferred(NamedTuple):
     it (from :func:`begin_steps`): the batches taken from it carry the bookkeeping of
     the momentum steps of the rows of W1 that a batch's inputs do not touch.
 
-    Such a row gets gradient 0 (plus weight decay), a fixed linear map of its
-    ``(w, v)``; its steps are deferred and applied ``k`` at once, in closed form, when
-    a batch next touches the row (:func:`take_pixels32` and friends) or at the chunk's
-    last update. ``last[i]`` is the step row ``i`` is current at, ``clock[0]`` the
-    number of steps taken, ``powers[k]`` the map of ``k`` steps (see :func:`lazy_rows`).
+    Such a row gets gradient 0; its steps are deferred and applied ``k`` at once, in
+    closed form, when a batch next touches the row (:func:`take_pixels32` and friends)
+    or at the chunk's last update. ``last[i]`` is the step row ``i`` is current at,
+    ``clock[0]`` the number of steps taken, ``sums`` and ``decay`` the tables of
+    :func:`lazy_rows`; ``enabled`` is false with weight decay, when nothing is deferred.
     """
 
     X: np.ndarray
@@ -41,104 +45,100 @@ class Deferred(NamedTuple):
     V1: np.ndarray
     last: np.ndarray
     clock: np.ndarray
-    powers: np.ndarray
+    sums: np.ndarray
+    decay: np.ndarray
+    enabled: bool
 
 
 
 @_kernel
-def lazy_rows(param, n_steps, lr, momentum, weight_decay):
+def lazy_rows(param, lrs, momentum):
     """Bookkeeping for deferring the zero-gradient steps of the rows of (k, n) ``param``
-    over the next ``n_steps`` SGD steps (see :class:`Deferred`).
+    over the next ``len(lrs)`` SGD steps, step ``t`` (1-based) at ``lrs[t - 1]``, without
+    weight decay (see :class:`Deferred`).
 
-    A step with gradient 0 maps a row's ``(w, v)`` linearly: ``v' = momentum v +
-    weight_decay w``, ``w' = w - lr v'``, i.e. ``(w', v') = A (w, v)`` with ``A =
-    [[1 - lr wd, -lr momentum], [wd, momentum]]``; ``powers[k]`` holds ``A^k`` (computed
-    in float64, stored in the parameters' dtype, as ``a, b, c, d`` of ``[[a, b], [c,
-    d]]``), so ``k`` owed steps cost one pass over the row. Returns ``(last, clock,
-    powers)``: ``last[i]`` is the step row ``i`` is current at, ``clock[0]`` the number
-    of steps taken.
+    A step ``t`` with gradient 0 maps a row's ``(w, v)`` to ``v' = momentum v``,
+    ``w' = w - lrs[t - 1] v'``; the ``k`` steps after step ``a`` map it to
+    ``v' = momentum^k v``, ``w' = w - S v`` with ``S = Σ_{t=a+1..a+k} lrs[t - 1]
+    momentum^(t - a) = sums[a] - momentum^k sums[a + k]``, where ``sums[s] =
+    Σ_{t>s} lrs[t - 1] momentum^(t - s)`` (computed backwards, in float64; it stays
+    below ``lr momentum / (1 - momentum)``, so the difference loses no more than a few
+    float64 ulps). Returns ``(last, clock, sums, decay)``: ``last[i]`` the step row ``i``
+    is current at, ``clock[0]`` the number of steps taken, ``decay[k] = momentum^k``.
     """
-    k = param.shape[0]
-    powers = np.empty((n_steps + 1, 4), np.float64)
-    a00 = 1.0 - np.float64(lr) * np.float64(weight_decay)
-    a01 = -np.float64(lr) * np.float64(momentum)
-    a10, a11 = np.float64(weight_decay), np.float64(momentum)
-    powers[0, 0], powers[0, 1], powers[0, 2], powers[0, 3] = 1.0, 0.0, 0.0, 1.0
-    for s in range(1, n_steps + 1):
-        a, b, c, d = powers[s - 1, 0], powers[s - 1, 1], powers[s - 1, 2], powers[s - 1, 3]
-        powers[s, 0] = a00 * a + a01 * c
-        powers[s, 1] = a00 * b + a01 * d
-        powers[s, 2] = a10 * a + a11 * c
-        powers[s, 3] = a10 * b + a11 * d
-    rounded = np.empty((n_steps + 1, 4), param.dtype)
-    for s in range(n_steps + 1):  # a loop, not rounded[:] = powers: a sixth the compile
-        for j in range(4):
-            rounded[s, j] = powers[s, j]
-    return np.zeros(k, np.int64), np.zeros(1, np.int64), rounded
+    n_steps = lrs.shape[0]
+    m = np.float64(momentum)
+    sums = np.zeros(n_steps + 1, np.float64)
+    decay = np.ones(n_steps + 1, np.float64)
+    for s in range(n_steps - 1, -1, -1):
+        sums[s] = m * (np.float64(lrs[s]) + sums[s + 1])
+    for k in range(1, n_steps + 1):
+        decay[k] = decay[k - 1] * m
+    return np.zeros(param.shape[0], np.int64), np.zeros(1, np.int64), sums, decay
 
 
 @_kernel(inline="always")
-def _catch_up_row(param, velocity, i, owed, powers):
-    """Apply ``owed`` zero-gradient steps to row ``i`` at once: ``(w, v) <- A^owed (w, v)``,
-    a velocity below the smallest normal number becoming 0 as in :func:`_momentum_rule`."""
-    a, b, c, d = powers[owed, 0], powers[owed, 1], powers[owed, 2], powers[owed, 3]
+def _catch_up_row(param, velocity, i, start, owed, sums, decay):
+    """Apply the ``owed`` zero-gradient steps after step ``start`` to row ``i`` at once
+    (see :func:`lazy_rows`), a velocity below the smallest normal number becoming 0 as
+    in :func:`_momentum_rule`."""
+    b = _same_dtype(-(sums[start] - decay[owed] * sums[start + owed]), param)
+    d = _same_dtype(decay[owed], param)
     for j in range(param.shape[1]):
         w, v = param[i, j], velocity[i, j]
-        param[i, j] = a * w + b * v
-        velocity[i, j] = _flush_subnormal(c * w + d * v)
+        param[i, j] = w + b * v
+        velocity[i, j] = _flush_subnormal(d * v)
 
 
 @_kernel
-def catch_up(param, velocity, lazy):
+def catch_up(param, velocity, last, clock, sums, decay):
     """In place: bring every row of ``param`` and ``velocity`` up to date."""
-    last, clock, powers = lazy
     now = clock[0]
     for i in range(param.shape[0]):
         if last[i] != now:
-            _catch_up_row(param, velocity, i, now - last[i], powers)
+            _catch_up_row(param, velocity, i, last[i], now - last[i], sums, decay)
             last[i] = now
 
 
-def _begin(X, W1, V1, n_steps, lr, momentum, weight_decay):
+def _begin(X, W1, V1, lrs, momentum, weight_decay):
     """:func:`begin_steps` (compiled code only: the overload below picks the version by
     the type of X)."""
     raise TypeError("_begin runs in compiled code only")
 
 
 @overload(_begin, inline="always")
-def _begin_overload(X, W1, V1, n_steps, lr, momentum, weight_decay):
+def _begin_overload(X, W1, V1, lrs, momentum, weight_decay):
     # large batches: nothing deferred
     if getattr(X, "instance_class", None) in (DenseInputs, ThreadedInputs):
-        return lambda X, W1, V1, n_steps, lr, momentum, weight_decay: X
+        return lambda X, W1, V1, lrs, momentum, weight_decay: X
 
-    def deferred(X, W1, V1, n_steps, lr, momentum, weight_decay):
-        last, clock, powers = lazy_rows(W1, n_steps, lr, momentum, weight_decay)
-        return Deferred(X, W1, V1, last, clock, powers)
+    def deferred(X, W1, V1, lrs, momentum, weight_decay):
+        last, clock, sums, decay = lazy_rows(W1, lrs, momentum)
+        return Deferred(X, W1, V1, last, clock, sums, decay, weight_decay == 0)
 
     return deferred
 
 
 @_kernel(inline="always")
-def begin_steps(X, W1, V1, n_steps, lr, momentum, weight_decay):
-    """X as the next ``n_steps`` SGD steps of W1 read it (see ``Ops.begin_steps``): a
-    :class:`Deferred`, or a :class:`~.batches.DenseInputs` or
-    :class:`~.batches.ThreadedInputs` as it is."""
-    return _begin(X, W1, V1, n_steps, lr, momentum, weight_decay)
+def begin_steps(X, W1, V1, lrs, momentum, weight_decay):
+    """X as the next ``len(lrs)`` SGD steps of W1 read it: a :class:`Deferred`, or a
+    :class:`~.batches.DenseInputs` or :class:`~.batches.ThreadedInputs` as it is."""
+    return _begin(X, W1, V1, lrs, momentum, weight_decay)
 
 
 @_kernel(inline="always")
-def _catch_up_batch(param, velocity, batch, last, clock, powers):
+def _catch_up_batch(param, velocity, batch, last, clock, sums, decay):
     """In place: bring up to date the rows of ``param`` that a forward pass of ``batch``
     reads: those of its touched columns when it is sparse, else all of them."""
     if _is_dense(batch):
-        catch_up(param, velocity, (last, clock, powers))
+        catch_up(param, velocity, last, clock, sums, decay)
         return
     now = clock[0]
     touched = batch.touched  # once: each read of a tuple's array updates its refcount
     for t in range(touched.shape[0]):
         i = touched[t]
         if last[i] != now:
-            _catch_up_row(param, velocity, i, now - last[i], powers)
+            _catch_up_row(param, velocity, i, last[i], now - last[i], sums, decay)
             last[i] = now
 
 
@@ -188,13 +188,14 @@ def sgd_update_outer(param, x, d, velocity, lr, momentum, weight_decay):
 @_kernel(inline="always")
 def _update_outer_deferred(param, x, d, velocity, lr, momentum, weight_decay):
     """:func:`sgd_update_outer` of a :class:`DeferredBatch` x."""
-    batch, last, clock, powers = x.batch, x.last, x.clock, x.powers
-    if _is_dense(batch):
-        _sgd_update_flat(param.ravel(), _gemm(batch.dense, d, True, False).ravel(),
-                         velocity.ravel(), lr, momentum, weight_decay)
+    batch, last, clock, sums, decay = x.batch, x.last, x.clock, x.sums, x.decay
+    if not x.enabled or _is_dense(batch):  # weight decay, or a dense batch: every row
+        _sgd_update_flat(param.ravel(), matmul_tn(batch, d).ravel(), velocity.ravel(), lr,
+                         momentum, weight_decay)
         clock[0] += 1
         last[:] = clock[0]
         return param, velocity
+    # deferring: no weight decay, every untouched row's gradient is 0
     n = d.shape[1]
     touched, col_start, col_rows, col_values = (batch.touched, batch.col_start,
                                                 batch.col_rows, batch.col_values)
@@ -206,15 +207,9 @@ def _update_outer_deferred(param, x, d, velocity, lr, momentum, weight_decay):
         first, end = col_start[t], col_start[t + 1]
         r, a = col_rows[first], col_values[first]
         if end - first == 1:  # one nonzero input: g = a d[r], folded into the update
-            if weight_decay:
-                for j in range(n):
-                    param[i, j], velocity[i, j] = _momentum_rule(
-                        param[i, j], velocity[i, j], a * d[r, j] + param[i, j] * weight_decay,
-                        lr, momentum)
-            else:
-                for j in range(n):
-                    param[i, j], velocity[i, j] = _momentum_rule(
-                        param[i, j], velocity[i, j], a * d[r, j], lr, momentum)
+            for j in range(n):
+                param[i, j], velocity[i, j] = _momentum_rule(
+                    param[i, j], velocity[i, j], a * d[r, j], lr, momentum)
             last[i] = now
             continue
         for j in range(n):
@@ -231,19 +226,13 @@ def _update_outer_deferred(param, x, d, velocity, lr, momentum, weight_decay):
             for j in range(n):
                 g[j] += a * d[r, j]
             k += 1
-        if weight_decay:
-            for j in range(n):
-                param[i, j], velocity[i, j] = _momentum_rule(
-                    param[i, j], velocity[i, j], g[j] + param[i, j] * weight_decay, lr,
-                    momentum)
-        else:
-            for j in range(n):
-                param[i, j], velocity[i, j] = _momentum_rule(
-                    param[i, j], velocity[i, j], g[j], lr, momentum)
+        for j in range(n):
+            param[i, j], velocity[i, j] = _momentum_rule(
+                param[i, j], velocity[i, j], g[j], lr, momentum)
         last[i] = now
     clock[0] = now
-    if now == powers.shape[0] - 1:  # the chunk's last step: nothing stays owed
-        catch_up(param, velocity, (last, clock, powers))
+    if now == sums.shape[0] - 1:  # the chunk's last step: nothing stays owed
+        catch_up(param, velocity, last, clock, sums, decay)
     return param, velocity
 
 
@@ -266,8 +255,8 @@ def _take_overload(X, rows, like):
 
     def take_deferred(X, rows, like):
         batch = _take_batch(X.X, rows, like)
-        _catch_up_batch(X.W1, X.V1, batch, X.last, X.clock, X.powers)
-        return DeferredBatch(batch, X.last, X.clock, X.powers)
+        _catch_up_batch(X.W1, X.V1, batch, X.last, X.clock, X.sums, X.decay)
+        return DeferredBatch(batch, X.last, X.clock, X.sums, X.decay, X.enabled)
 
     return take_deferred
 

@@ -23,7 +23,12 @@ def elastic_fields_into(noise, levels, basis, transposed, parts, out):
     from ``basis`` B (s, k) and ``transposed`` = Bᵀ (k, s) in ``out``'s dtype. Per block
     of :data:`FIELD_BLOCK` images: Z in the (k, 2n, k) layout, then the two products,
     one BLAS call each; the blocks are shared among ``parts`` numba threads (more than
-    one only while BLAS runs on one thread)."""
+    one only while BLAS runs on one thread).
+
+    While BLAS runs on one thread, each block is the same BLAS call whichever thread
+    makes it, so the fields are the same to the bit for any ``parts``; on BLAS's own
+    threads they may differ in their last bits, on CPUs where BLAS splits a product
+    into parts that add in another order (docs/numba.md#which-results-are-bitwise)."""
     m, k, s = noise.shape[0], noise.shape[2], basis.shape[0]
     size = out.itemsize
     n_blocks = (m + FIELD_BLOCK - 1) // FIELD_BLOCK

@@ -8,7 +8,7 @@ run of each tree first. The script prints, per run, the wall seconds, the traini
 seconds of each epoch (from ``--metrics-out``) and the test accuracy, then per tree the
 best and median wall and training seconds. Example::
 
-    python scripts/ab_train.py before=/tmp/before after=. --rounds 3 -- --epochs 6
+    python benchmarks/tools/ab_train.py before=/tmp/before after=. --rounds 3 -- --epochs 6
 """
 
 from __future__ import annotations

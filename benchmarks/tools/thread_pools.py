@@ -12,7 +12,7 @@ Times, in one process, on the Numba backend (float32, MNIST-sized random images)
 
 Example::
 
-    python scripts/thread_pools.py --repeat 5
+    python benchmarks/tools/thread_pools.py --repeat 5
 """
 
 from __future__ import annotations

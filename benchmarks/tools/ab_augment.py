@@ -1,7 +1,7 @@
 """Side-by-side distortion work of source trees, in one process.
 
 Each ``LABEL=TREE`` names a checkout of this repository (a ``git worktree`` of another
-revision, or ``.``), imported as ``simplenn_LABEL`` (see ``ab_throughput.py``). For
+revision, or ``.``), its package copied and imported as ``simplenn_LABEL``. For
 each augmentation kind, the trees take turns distorting every training row once, in
 the chunks ``fit`` uses, through their own ``Augmenter.distort`` on their Numba backend
 (drawing, elastic fields and warp, as ``bench --suite augment``'s "distortion work"),
@@ -10,7 +10,7 @@ prints each tree's best and median seconds, as ratios to the first tree, and whe
 its distorted images equal the first tree's bit for bit. Example::
 
     git worktree add /tmp/before REV
-    python scripts/ab_augment.py before=/tmp/before after=. --rounds 7
+    python benchmarks/tools/ab_augment.py before=/tmp/before after=. --rounds 7
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -27,8 +28,18 @@ from pathlib import Path
 import numpy as np
 
 os.environ.setdefault("SIMPLENN_NUMBA_CACHE", "0")
-sys.path.insert(0, str(Path(__file__).parent))
-from ab_throughput import import_tree  # noqa: E402
+
+
+def import_tree(label: str, tree: Path, copies: Path):
+    """``tree``'s simplenn package, copied under ``copies`` and imported as
+    ``simplenn_<label>``."""
+    if not label.isidentifier():
+        raise SystemExit(f"label {label!r} must be a Python identifier")
+    package = copies / label / f"simplenn_{label}"
+    shutil.copytree(tree / "simplenn", package,
+                    ignore=shutil.ignore_patterns("__pycache__", "_data"))
+    sys.path.insert(0, str(package.parent))
+    return importlib.import_module(package.name)
 
 
 def distort_epoch(augment, ops, kind: str, X, order, batch_size: int, chunk: int):
@@ -57,8 +68,8 @@ def main() -> None:
             label, _, tree = spec.partition("=")
             package = import_tree(label, Path(tree), Path(copies))
             # the tree's own class: its registry's factories import the installed simplenn
-            ops = getattr(importlib.import_module(f"{package.__name__}.backends.numba"),
-                          "NumbaOps")("float32")
+            ops = importlib.import_module(
+                f"{package.__name__}.backends.numba").NumbaOps("float32")
             augment = importlib.import_module(f"{package.__name__}.core.augment")
             chunk = importlib.import_module(
                 f"{package.__name__}.core.training").chunk_samples(args.batch_size)

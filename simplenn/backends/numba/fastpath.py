@@ -1,0 +1,120 @@
+"""The Numba backend's fast path: whole chunks of SGD steps as one compiled loop.
+
+Covers SGD with momentum (not Nesterov's), any weight decay, pixels and floats, every
+batch size. A batch of at most ``SPARSE_MAX_ROWS`` rows is taken as a sparse
+:class:`~.batches.Batch` whose first-layer products walk only its nonzeros, and
+without weight decay the first layer's update skips the rows of all-zero columns,
+deferring their steps (:mod:`.deferred`); larger batches read the training set as
+:class:`~.batches.DenseInputs` and multiply with BLAS. Updates run in place on the
+parameters and velocities the chunk is given (copies, where those are not aligned to
+:data:`ALIGNMENT` bytes), which it returns. The backward pass is
+:func:`simplenn.core.network.make_backprop` over this backend's batch-aware kernels.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any, Callable
+
+import numba
+import numpy as np
+
+from ...core.network import make_backprop
+from ...core.params import Params
+from ...optim import SGD, OptState
+from ..fastpath import FastPath
+from .batches import SPARSE_MAX_ROWS, DenseInputs, ThreadedInputs
+from .blas import one_pool_active
+from .deferred import begin_steps, sgd_update_outer, take_floats32, take_floats64, \
+    take_pixels32, take_pixels64
+from .kernels import (
+    affine, affine_relu, matmul_nt, matmul_tn, relu_backward, sgd_update,
+    softmax_cross_entropy, sum_rows,
+)
+
+_TAKE = {("pixels", "float32"): take_pixels32, ("pixels", "float64"): take_pixels64,
+         ("floats", "float32"): take_floats32, ("floats", "float64"): take_floats64}
+#: The kernels the backward pass runs on: they take x as a sparse or dense batch.
+_BATCH_KERNELS = SimpleNamespace(
+    affine=affine, affine_relu=affine_relu, matmul_tn=matmul_tn, matmul_nt=matmul_nt,
+    relu_backward=relu_backward, softmax_cross_entropy=softmax_cross_entropy,
+    sum_rows=sum_rows)
+#: Byte alignment of the parameters and velocities the compiled steps update: rows whose
+#: vector loads straddle cache lines run the sparse path's row loops slower.
+ALIGNMENT = 64
+
+
+def make_sgd_chunk(take: Callable, backprop: Callable) -> Callable[..., tuple]:
+    """``chunk(W1, b1, W2, b2, V1, v1, V2, v2, X, Y, order, batch_size, lrs, momentum,
+    wd) -> (W1, b1, W2, b2, V1, v1, V2, v2, losses)``: the SGD steps over the rows
+    ``X[order]``, step ``s`` at ``lrs[s]``, in place; ``take(inputs, rows)`` gathers a
+    batch."""
+
+    def chunk(W1, b1, W2, b2, V1, v1, V2, v2, X, Y, order, batch_size, lrs, momentum, wd):
+        n = order.shape[0]
+        n_steps = (n + batch_size - 1) // batch_size
+        inputs = begin_steps(X, W1, V1, lrs[:n_steps], momentum, wd)
+        losses = np.zeros(n_steps, np.float64)
+        for s in range(n_steps):
+            rows = order[s * batch_size:min(n, (s + 1) * batch_size)]
+            x = take(inputs, rows)
+            lr = lrs[s]
+            loss, dl1, db1, dW2, db2 = backprop(Params(W1, b1, W2, b2), x, Y[rows])
+            W1, V1 = sgd_update_outer(W1, x, dl1, V1, lr, momentum, wd)  # dW1 = xᵀ dl1
+            b1, v1 = sgd_update(b1, db1, v1, lr, momentum, 0.0)
+            W2, V2 = sgd_update(W2, dW2, V2, lr, momentum, wd)
+            b2, v2 = sgd_update(b2, db2, v2, lr, momentum, 0.0)
+            losses[s] = loss
+        return W1, b1, W2, b2, V1, v1, V2, v2, losses
+
+    return chunk
+
+
+def copy_at(a: np.ndarray, boundary: int, offset: int = 0) -> np.ndarray:
+    """A C-contiguous copy of ``a`` whose data starts ``offset`` bytes after a multiple
+    of ``boundary`` bytes."""
+    buffer = np.empty(a.nbytes + boundary + offset, np.uint8)
+    start = -buffer.__array_interface__["data"][0] % boundary + offset
+    out = buffer[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
+    np.copyto(out, a)
+    return out
+
+
+def aligned(a: np.ndarray) -> np.ndarray:
+    """``a`` when its data starts at a multiple of :data:`ALIGNMENT` bytes, else a
+    C-contiguous copy that does."""
+    if a.size == 0 or a.__array_interface__["data"][0] % ALIGNMENT == 0:
+        return a
+    return copy_at(a, ALIGNMENT)
+
+
+class SparseSGD(FastPath):
+    """SGD with momentum as one compiled chunk (see the module's docstring)."""
+
+    name = "numba-sgd"
+
+    def covers(self, ops: Any, optimizer: Any, input_kind: str, batch_size: int) -> bool:
+        return type(optimizer) is SGD and not optimizer.nesterov
+
+    def train_steps(self, ops: Any, optimizer: Any, input_kind: str) -> Callable[..., tuple]:
+        chunk = ops.jit(make_sgd_chunk(_TAKE[input_kind, ops.dtype.name],
+                                       ops.jit(make_backprop(_BATCH_KERNELS))))
+        momentum, wd = ops.scalar(optimizer.momentum), ops.scalar(optimizer.weight_decay)
+        dtype = ops.dtype
+
+        def train_steps(params, state, X, Y, order, batch_size, lrs):
+            if batch_size > SPARSE_MAX_ROWS:
+                X = (ThreadedInputs(X, numba.get_num_threads()) if one_pool_active()
+                     else DenseInputs(X))
+            velocities = [slots[0] for slots in state.slots]
+            *arrays, losses = chunk(*map(aligned, (*params, *velocities)), X, Y, order,
+                                    batch_size, lrs.astype(dtype), momentum, wd)
+            return (Params(*arrays[:4]),
+                    OptState(state.step + losses.shape[0], Params(*((v,) for v in arrays[4:]))),
+                    losses)
+
+        train_steps.chunk = chunk  # the compiled dispatcher, for inspection
+        return train_steps
+
+
+SPARSE_SGD = SparseSGD()
