@@ -40,8 +40,7 @@ def check_output_file(path: str | os.PathLike, flag: str) -> Path:
     other non-regular file, in a directory that exists and takes new files."""
     path = Path(path)
     if path.is_dir():
-        raise OutputError(f"{flag} {path} is a directory; give a file name in it, e.g. "
-                          f"{path / ('model.npz' if flag == '--save' else 'metrics.json')}")
+        raise OutputError(f"{flag} {path} is a directory; give the path of a file in it")
     if path.exists() and not path.is_file():
         raise OutputError(f"{flag} {path} is not a regular file; give a file name")
     if not path.parent.is_dir():
