@@ -4,10 +4,11 @@ Times, on one backend (numba by default), in one process: a plain training epoch
 784-``--hidden``-10 at ``--batch-size`` (the second epoch of ``fit``, as
 ``python -m simplenn.bench --suite augment`` takes it); then the parts of distorting
 every training row once, chunk by chunk as ``fit`` cuts an epoch: drawing the noise
-(:func:`simplenn.core.augment.draw_batches`), the fields (``elastic_fields``), taking
-the rows and warping them, inside the backend's ``augmented_training`` context as
-``fit`` runs them; then the warp without fields (what ``affine`` warps). Each is the
-best of ``--repeat`` passes.
+(:func:`simplenn.core.augment.draw_batches`), the fields (``elastic_fields`` of the
+backend's image ops, :func:`simplenn.backends.images.image_ops`), taking the rows and
+warping them, inside the image ops' ``training()`` context as ``fit`` runs them; then
+the warp without fields (what ``affine`` warps). Each is the best of ``--repeat``
+passes.
 Example::
 
     python scripts/augment_breakdown.py --repeat 5
@@ -35,17 +36,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hidden", type=int, default=800)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--samples", type=int, default=60000,
+                        help="the first N training images (default all 60,000)")
     ns = parser.parse_args(argv)
 
     from simplenn.backends import get_backend
+    from simplenn.backends.images import image_ops
     from simplenn.bench.augment import epoch_seconds
     from simplenn.bench.sysinfo import cpu_model
     from simplenn.core import augment
     from simplenn.core.training import chunk_samples
     from simplenn.data.datasets import load_mnist
 
-    train = load_mnist()[0]
+    train = load_mnist()[0][:ns.samples]
     ops = get_backend(ns.backend)
+    images = image_ops(ops)
     if ops.is_device:
         parser.error(f"--backend {ns.backend} computes on a device, whose work these timings "
                      f"would not wait for; use a host backend such as numba or numpy")
@@ -74,15 +79,16 @@ def main(argv: list[str] | None = None) -> int:
                 fn(*args)
         return run
 
-    with ops.augmented_training():
-        fields = [ops.elastic_fields(d.noise, levels, basis) for d in draws]
-        ops.warp(rows[0], draws[0].matrices, fields[0])  # compiles, where it compiles
+    with images.training():
+        fields = [images.elastic_fields(d.noise, levels, basis) for d in draws]
+        images.warp(rows[0], draws[0].matrices, fields[0])  # compiles, where it compiles
         parts = {
             "draw the noise": each(lambda b: augment.draw_batches(
                 "elastic", 0, 1, b, min(n, b + chunk), bs, side), starts),
-            "elastic_fields": each(lambda d: ops.elastic_fields(d.noise, levels, basis), draws),
+            "elastic_fields": each(lambda d: images.elastic_fields(d.noise, levels, basis),
+                                   draws),
             "take the rows": each(lambda b: X[order[b:b + chunk]], starts),
-            "warp with the fields": each(lambda x, d, f: ops.warp(x, d.matrices, f),
+            "warp with the fields": each(lambda x, d, f: images.warp(x, d.matrices, f),
                                          rows, draws, fields),
         }
         total = 0.0
@@ -91,8 +97,8 @@ def main(argv: list[str] | None = None) -> int:
             total += seconds
             print(f"  {name:<32} {seconds:.3f}  ({100 * seconds / plain:.1f}% of the epoch)")
         print(f"  {'elastic distortion, the sum':<32} {total:.3f}  ({100 * total / plain:.1f}%)")
-        affine = best_of(ns.repeat, each(lambda x, d: ops.warp(x, d.matrices, None), rows,
-                                         draws))
+        affine = best_of(ns.repeat, each(lambda x, d: images.warp(x, d.matrices, None),
+                                         rows, draws))
     print(f"the warp without fields (affine's): {affine:.3f}  ({100 * affine / plain:.1f}%)")
     print(f"15% of the plain epoch: {0.15 * plain:.3f}")
     return 0

@@ -1,8 +1,9 @@
 """Numba compile cost, function by function, in this (fresh) process: what
 ``python -m simplenn.train`` compiles (or loads from the cache) before its first epoch,
-float32, read-only uint8 pixels as ``load_mnist`` gives them, then what an augmented run
-adds (inside ``augmented_training()``, as ``fit`` runs it: the chunk loop over floats on
-numba's threads, the elastic fields and the warp).
+float32, read-only uint8 pixels as ``load_mnist`` gives them, SGD on the numba fast
+path's chunks, then what an augmented run adds (inside the image ops' ``training()``
+context, as ``fit`` runs it: the chunk loop over floats on numba's threads, the elastic
+fields and the warp).
 
     find simplenn -name '*.nb[ic]' -delete
     python scripts/numba_compile_time.py                            # cold: compiles, writes the cache
@@ -15,8 +16,10 @@ import time
 import numpy as np
 
 start = time.perf_counter()
-import simplenn  # noqa: E402
-from simplenn.core.augment import distort_images  # noqa: E402
+import simplenn
+from simplenn.backends.images import image_ops
+from simplenn.core.augment import distort_images
+from simplenn.optim import SGD
 
 ops = simplenn.get_backend("numba")
 print(f"import simplenn and numba: {time.perf_counter() - start:.2f} s")
@@ -28,20 +31,23 @@ X.flags.writeable = Y.flags.writeable = False
 floats = X / np.float32(255)
 
 
+optimizer = SGD()  # fit's default
+
+
 def steps(inputs, batch_size):
-    velocities = [np.zeros_like(v) for v in net.params.values()]
-    net.train_steps(inputs, Y, np.arange(8), velocities, batch_size=batch_size, lr=0.0,
-                    momentum=0.0, weight_decay=0.0)
+    state = optimizer.init(net.params)
+    net.train_steps(inputs, Y, np.arange(8), state, optimizer=optimizer, batch_size=batch_size,
+                    lrs=np.zeros(-(-8 // batch_size)))
 
 
 def augmented(fn, *args, **kwargs):
-    with ops.augmented_training():
+    with image_ops(ops).training():
         return fn(*args, **kwargs)
 
 
 total = 0.0
 for name, call in [
-    ("pixels_to_float (evaluation)", lambda: ops.pixels_to_float(X)),
+    ("to_float (evaluation)", lambda: ops.to_float(X)),
     ("forward (evaluation)", lambda: net.predict(X)),
     ("train_steps, pixels, batch 128 (training)", lambda: steps(X, 128)),
     ("loss_and_gradients (not used by training)", lambda: net.loss_and_gradients(X, Y)),

@@ -1,8 +1,9 @@
 """Numba training throughput against where the parameters and velocities start in
 memory: for each byte offset from a page boundary, fresh processes train chunks of
-``train_steps`` (float32 MNIST, lr 0.01, momentum 0.9) on parameter and velocity arrays
-placed at that offset, calling the compiled dispatcher itself (which updates in place,
-wherever the arrays are), and print the best samples/s of each process.
+SGD steps (float32 MNIST, lr 0.01, momentum 0.9) on parameter and velocity arrays
+placed at that offset, calling the numba fast path's compiled chunk itself (which
+updates in place, wherever the arrays are), and print the best samples/s of each
+process.
 
     python scripts/param_alignment.py --hidden 512 --batch-size 8 --offsets 0,16,32,48,64 --processes 3
 """
@@ -20,25 +21,32 @@ import numpy as np
 def measure(hidden: int, batch_size: int, offset: int, samples: int, rounds: int) -> float:
     """Best samples/s over ``rounds`` chunks of ``samples`` samples."""
     import simplenn
-    from simplenn.backends.numba import DenseInputs, copy_at
-    from simplenn.backends.numba.batches import SPARSE_MAX_ROWS
-    from simplenn.core.model import warm_up
+    from simplenn.backends.numba.batches import SPARSE_MAX_ROWS, DenseInputs
+    from simplenn.backends.numba.fastpath import copy_at
+    from simplenn.core.network import training_path
+    from simplenn.core.training import warm_up
+    from simplenn.data.datasets import example_inputs
+    from simplenn.optim import SGD
 
     train, _ = simplenn.load_mnist()
     net = simplenn.TwoLayerNet(784, hidden, 10, backend="numba", seed=0)
-    warm_up(net.ops, batch_size=batch_size)
-    params = [copy_at(net.params[k], 4096, offset) for k in ("W1", "b1", "W2", "b2")]
+    optimizer = SGD(momentum=0.9)
+    warm_up(net.ops, example_inputs(), optimizer=optimizer, batch_size=batch_size)
+    start = net.parameters()
+    params = [copy_at(start[k], 4096, offset) for k in ("W1", "b1", "W2", "b2")]
     velocities = [copy_at(np.zeros_like(p), 4096, offset) for p in params]
-    train_steps = net.functions.train_steps_pixels.dispatcher  # no aligned copies
+    # the compiled chunk itself: no aligned copies
+    chunk = training_path(net.ops, optimizer, "pixels", batch_size).train_steps.chunk
     X, Y, s = train.X, train.y.astype(np.int64), np.float32
-    if batch_size > SPARSE_MAX_ROWS:  # as TrainSteps hands it over
+    if batch_size > SPARSE_MAX_ROWS:  # as the fast path's train_steps hands it over
         X = DenseInputs(X)
+    lrs = np.full(-(-samples // batch_size), 0.01, np.float32)
     rng = np.random.default_rng(0)
     best = 0.0
     for _ in range(rounds):
-        order = rng.permutation(X.shape[0])[:samples].astype(np.int64)
+        order = rng.permutation(train.X.shape[0])[:samples].astype(np.int64)
         start = time.perf_counter()
-        train_steps(*params, *velocities, X, Y, order, batch_size, s(0.01), s(0.9), s(0.0))
+        chunk(*params, *velocities, X, Y, order, batch_size, lrs, s(0.9), s(0.0))
         best = max(best, samples / (time.perf_counter() - start))
     return best
 

@@ -9,13 +9,15 @@ Whole processes, each the best of ``--repeat`` and timed from outside as
 - start-up: a process that imports numba and calls one function from numba's disk
   cache, which any run of numba-compiled code pays before its first step.
 
-In this process, each the best of ``--repeat``, with the numba backend's own kernels
-(784-256-10, float32, batch 128, the bundled MNIST):
+In this process, each the best of ``--repeat``, with the kernels that the numba
+backend's SGD fast path (:mod:`simplenn.backends.numba.fastpath`) runs at batch 128,
+dense batches taken from the training set (784-256-10, float32, the bundled MNIST):
 
 - products: the first layer's matrix products alone, for 6 epochs (each batch's pixels
   as float32, ``x W1`` and ``xᵀ dl1``) and 6 evaluations (the 10,000 test images as
   float32 and ``x W1``);
-- an epoch with every op of a step but the first layer's update, then with it;
+- an epoch with every op of a step but the first layer's update, then with it (each
+  step at its own learning rate, as the fast path's chunk reads them);
 - the first layer's update alone, for 6 epochs of steps on one thread, its arrays in
   cache (``sgd_update`` of W1 and its velocity with a fixed gradient).
 
@@ -83,20 +85,21 @@ def step_epochs(repeat: int) -> dict[str, float]:
     from simplenn.data.datasets import load_mnist
 
     @njit(nogil=True)
-    def epoch(X, Y, order, W1, b1, W2, b2, V1, v1, V2, v2, D, ops):
-        """One epoch of batches: products only (ops 0), every op but the first layer's
-        update (1), every op (2)."""
-        lr, momentum, wd = np.float32(0.01), np.float32(0.9), np.float32(0.0)
+    def epoch(X, Y, order, W1, b1, W2, b2, V1, v1, V2, v2, D, lrs, ops):
+        """One epoch of batches, step ``s`` at ``lrs[s]``: products only (ops 0), every
+        op but the first layer's update (1), every op (2)."""
+        momentum, wd = np.float32(0.9), np.float32(0.0)
         n = order.shape[0]
         for s in range((n + BATCH_SIZE - 1) // BATCH_SIZE):
             rows = order[s * BATCH_SIZE:min(n, (s + 1) * BATCH_SIZE)]
             x = _take_dense(X, rows, _LIKE32)
+            lr = lrs[s]
             if ops == 0:
                 matmul(x, W1)
                 matmul_tn(x, D[:rows.shape[0]])
                 continue
             y1 = affine_relu(x, W1, b1)
-            loss, dl2 = softmax_cross_entropy(affine(y1, W2, b2), Y[rows])
+            _loss, dl2 = softmax_cross_entropy(affine(y1, W2, b2), Y[rows])
             dW2, db2 = matmul_tn(y1, dl2), sum_rows(dl2)
             dl1 = relu_backward(matmul_nt(dl2, W2), y1)
             db1 = sum_rows(dl1)
@@ -127,8 +130,9 @@ def step_epochs(repeat: int) -> dict[str, float]:
     velocities = [np.zeros_like(p) for p in params]
     D = rng.standard_normal((BATCH_SIZE, HIDDEN)).astype(np.float32)
     order = rng.permutation(len(X))
+    lrs = np.full(-(-len(X) // BATCH_SIZE), 0.01, np.float32)
     for ops in (0, 1, 2):  # compile
-        epoch(X, Y, order[:2 * BATCH_SIZE], *params, *velocities, D, ops)
+        epoch(X, Y, order[:2 * BATCH_SIZE], *params, *velocities, D, lrs, ops)
     evaluation(X_test[:8], params[0])
     G = (rng.standard_normal(params[0].shape) * 1e-3).astype(np.float32)
     W1, V1 = params[0].copy(), np.zeros_like(params[0])
@@ -140,7 +144,7 @@ def step_epochs(repeat: int) -> dict[str, float]:
 
     def products() -> None:
         for _ in range(EPOCHS):
-            epoch(X, Y, order, *params, *velocities, D, 0)
+            epoch(X, Y, order, *params, *velocities, D, lrs, 0)
 
     def evaluations() -> None:
         for _ in range(EPOCHS):
@@ -150,8 +154,8 @@ def step_epochs(repeat: int) -> dict[str, float]:
         "products_epochs": best(products),
         "products_evaluations": best(evaluations),
         "epoch_without_first_update": best(
-            lambda: epoch(X, Y, order, *params, *velocities, D, 1)),
-        "epoch": best(lambda: epoch(X, Y, order, *params, *velocities, D, 2)),
+            lambda: epoch(X, Y, order, *params, *velocities, D, lrs, 1)),
+        "epoch": best(lambda: epoch(X, Y, order, *params, *velocities, D, lrs, 2)),
         "update_alone": best(lambda: updates(W1, G, V1, steps)),
     }
 

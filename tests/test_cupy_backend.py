@@ -29,7 +29,7 @@ CLI_ERROR_PREFIX = "python -m simplenn.train: error: backend 'cupy' unavailable:
 def _cupy_importable() -> bool:
     try:
         import cupy  # noqa: F401
-    except Exception:
+    except Exception:  # noqa: BLE001  (a broken CUDA install raises anything)
         return False
     return True
 
@@ -39,8 +39,8 @@ def _run(args: list[str], extra_path: Path | None = None) -> subprocess.Complete
     env.pop("SIMPLENN_BACKEND", None)
     env["PYTHONPATH"] = os.pathsep.join(
         str(p) for p in (extra_path, REPO, env.get("PYTHONPATH")) if p)
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env,
-                          cwd=REPO, timeout=120)
+    return subprocess.run([sys.executable, *args], check=False, capture_output=True, text=True,
+                          env=env, cwd=REPO, timeout=120)
 
 
 @pytest.fixture
@@ -102,8 +102,8 @@ def test_missing_cupy_cli_exits_1_with_one_line(without_cupy: Path) -> None:
 
 
 def test_import_simplenn_never_imports_cupy() -> None:
-    result = _run(["-c", "import sys, simplenn, simplenn.train, simplenn.core.training; "
-                         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'cupy'))"])
+    result = _run(["-c", ("import sys, simplenn, simplenn.train, simplenn.core.training; "
+                          "print(sorted(m for m in sys.modules if m.split('.')[0] == 'cupy'))")])
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
 
@@ -127,20 +127,26 @@ def test_installed_without_device_is_reported_with_the_cuda_error() -> None:
 
 
 def test_backend_module_builds_nothing_at_import() -> None:
-    """Importing the backend and binding the network to it touches no device and builds no
-    kernel (on a machine without a GPU any device call would raise here)."""
+    """Importing the backend and binding the network and its training paths to it touches
+    no device and builds no kernel (on a machine without a GPU any device call would
+    raise here): SGD takes the fast path, whose chunks run through the CUDA-graph
+    wrapper; Adam the generic path."""
     if not _cupy_importable():
         pytest.skip("CuPy is not installed here")
     script = (
         "from simplenn.backends import cupy as cb\n"
         "from simplenn.backends.cupy import cublas\n"
-        "from simplenn.core.network import network_functions\n"
+        "from simplenn.core.network import network_functions, training_path\n"
+        "from simplenn.optim import SGD, Adam\n"
         "assert cb.built_kernel_count() == 0\n"
         "for dtype in ('float32', 'float64'):\n"
-        "    f = network_functions(cb.CupyOps(dtype))\n"
-        "    assert isinstance(f.train_steps_pixels, cb.CudaGraphTrainSteps)\n"
-        "    assert isinstance(f.train_steps_floats, cb.CudaGraphTrainSteps)\n"
-        "    assert not isinstance(f.sgd_step, cb.CudaGraphTrainSteps)\n"
+        "    ops = cb.CupyOps(dtype)\n"
+        "    network_functions(ops)\n"
+        "    for kind in ('pixels', 'floats'):\n"
+        "        path = training_path(ops, SGD(), kind, 128)\n"
+        "        assert path.name == 'cupy-sgd', path.name\n"
+        "        assert isinstance(path.train_steps.chunk, cb.CudaGraphTrainSteps)\n"
+        "        assert training_path(ops, Adam(), kind, 128).name == 'generic'\n"
         "print('KERNELS', cb.built_kernel_count(), cublas._direct_gemm.cache_info().currsize)\n"
     )
     result = _run(["-c", script])
@@ -221,7 +227,10 @@ def _pair(dtype: str):
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_fused_kernels_match_numpy(gpu, dtype) -> None:
-    cupy, cb = gpu
+    from simplenn.backends.cupy.ops import sgd_momentum_kernel
+    from simplenn.optim import SGD
+
+    cupy, _ = gpu
     ops, ref = _pair(dtype)
     rng = np.random.default_rng(2)
     x = rng.standard_normal((37, 50)).astype(dtype)
@@ -238,8 +247,7 @@ def test_fused_kernels_match_numpy(gpu, dtype) -> None:
 
     pixels = rng.integers(0, 256, (37, 784), dtype=np.uint8)
     np.testing.assert_array_equal(
-        ops.to_numpy(ops.pixels_to_float(ops.asarray(pixels, dtype=np.uint8))),
-        ref.pixels_to_float(pixels))
+        ops.to_numpy(ops.to_float(ops.asarray(pixels, dtype=np.uint8))), ref.to_float(pixels))
 
     logits = (rng.standard_normal((300, 10)) * 3).astype(dtype)
     logits[0] = np.where(np.arange(10) % 2, 1e4, -1e4)
@@ -255,22 +263,36 @@ def test_fused_kernels_match_numpy(gpu, dtype) -> None:
     assert_close("cupy", "loss", float(ops.to_numpy(loss)), float(want_loss), dtype)
     assert_close("cupy", "dlogits", ops.to_numpy(dlogits), want_d, dtype)
 
+    # the fast path's fused update against SGD's rule on NumPy (the generic path's)
     s = np.dtype(dtype).type
+    tiny = s(np.finfo(dtype).smallest_normal)
     for wd in (0.0, 1e-3):
+        rule = SGD(momentum=0.9, weight_decay=wd).make_leaf(ref.xp, ref.scalar, ref.dtype, True)
         for device_lr in (False, True):
-            param, grad = rng.standard_normal((50, 23)).astype(dtype), rng.standard_normal((50, 23)).astype(dtype)
+            param, grad = (rng.standard_normal((50, 23)).astype(dtype) for _ in range(2))
             velocity = rng.standard_normal((50, 23)).astype(dtype)
+            # zero gradient and weight, a velocity that becomes subnormal: flushed to 0
+            param[0, :4], grad[0, :4], velocity[0, :4] = 0, 0, tiny / 4
             p, v = ops.asarray(param), ops.asarray(velocity)
-            lr = cupy.asarray(s(0.05)) if device_lr else s(0.05)
-            ops.sgd_update(p, ops.asarray(grad), v, lr, s(0.9), s(wd))
-            ref.sgd_update(param, grad, velocity, s(0.05), s(0.9), s(wd))
+            # a step's learning rate as the chunk reads it: an entry of the device's lrs
+            lr = cupy.full(3, s(0.05))[1] if device_lr else s(0.05)
+            sgd_momentum_kernel()(ops.asarray(grad), lr, s(0.9), s(wd), tiny, p, v)
+            want_p, (want_v,) = rule(param, grad, (velocity,), (s(0.05),))
+            assert (want_v[0, :4] == 0).all()
             # rounded operation by operation like NumPy, so equal to the last bit
-            np.testing.assert_array_equal(ops.to_numpy(p), param)
-            np.testing.assert_array_equal(ops.to_numpy(v), velocity)
+            np.testing.assert_array_equal(ops.to_numpy(p), want_p)
+            np.testing.assert_array_equal(ops.to_numpy(v), want_v)
 
     a, c = ops.asarray(np.array([1, 2, 3, 4])), ops.asarray(np.array([1, 0, 3, 4]))
     count = ops.count_equal(a, c)
     assert type(count) is int and count == 3
+
+
+def _sgd_with_decay():
+    """The optimizer of the CUDA-graph test: momentum and weight decay, on the fast path."""
+    from simplenn.optim import SGD
+
+    return SGD(momentum=0.9, weight_decay=1e-4)
 
 
 def _train(backend: str, data, dtype: str, batch_size: int, epochs: int, seed: int = 3):
@@ -278,7 +300,8 @@ def _train(backend: str, data, dtype: str, batch_size: int, epochs: int, seed: i
 
     net = simplenn.TwoLayerNet(784, 32, 10, backend=backend, dtype=dtype, seed=seed)
     history = simplenn.fit(net, data, epochs=epochs, batch_size=batch_size, lr=0.05,
-                           weight_decay=1e-4, seed=seed, eval_train=False)
+                           optimizer=_sgd_with_decay(), seed=seed, eval_train=False)
+    assert history.training_path == "cupy-sgd", history.training_path
     return [e.train_loss for e in history.epochs], net.parameters(), net
 
 
@@ -287,12 +310,14 @@ def _train(backend: str, data, dtype: str, batch_size: int, epochs: int, seed: i
 def test_cuda_graphs_give_the_eager_run(gpu, mnist, monkeypatch, dtype) -> None:
     """10,000 images at batch 128 are chunks of 4096, 4096 and 1808 samples: over three
     epochs both chunk shapes run eagerly, are captured, then replayed."""
+    from simplenn.core.network import training_path
+
     _, cb = gpu
     train, _ = mnist
     data = (train.X[:10000], train.y[:10000])
     monkeypatch.setenv(cb.GRAPHS_ENV_VAR, "0")
     eager_losses, eager_params, net = _train("cupy", data, dtype, 128, epochs=3)
-    wrapper = net.functions.train_steps_pixels
+    wrapper = training_path(net.ops, _sgd_with_decay(), "pixels", 128).train_steps.chunk
     assert isinstance(wrapper, cb.CudaGraphTrainSteps)
     before = (wrapper.captures, wrapper.replays)
     monkeypatch.setenv(cb.GRAPHS_ENV_VAR, "1")

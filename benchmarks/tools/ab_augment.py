@@ -4,8 +4,10 @@ Each ``LABEL=TREE`` names a checkout of this repository (a ``git worktree`` of a
 revision, or ``.``), its package copied and imported as ``simplenn_LABEL``. For
 each augmentation kind, the trees take turns distorting every training row once, in
 the chunks ``fit`` uses, through their own ``Augmenter.distort`` on their Numba backend
-(drawing, elastic fields and warp, as ``bench --suite augment``'s "distortion work"),
-for ``--rounds`` rounds after a warm-up round, alternating who goes first. The script
+in the context ``fit`` trains an augmented run in (the image ops' ``training()``; older
+trees: the backend's ``augmented_training()``), drawing, elastic fields and warp, as
+``bench --suite augment``'s "distortion work", for ``--rounds`` rounds after a warm-up
+round, alternating who goes first. The script
 prints each tree's best and median seconds, as ratios to the first tree, and whether
 its distorted images equal the first tree's bit for bit. Example::
 
@@ -23,6 +25,7 @@ import statistics
 import sys
 import tempfile
 import time
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -42,16 +45,30 @@ def import_tree(label: str, tree: Path, copies: Path):
     return importlib.import_module(package.name)
 
 
+def training_context(augmenter, ops) -> AbstractContextManager:
+    """The context the tree's ``fit`` runs an augmented epoch in: its image ops'
+    ``training()``, or, in trees from before the image ops, the backend's
+    ``augmented_training()``."""
+    images = getattr(augmenter, "images", None)
+    if images is not None:
+        return images.training()
+    if hasattr(ops, "augmented_training"):
+        return ops.augmented_training()
+    return nullcontext()
+
+
 def distort_epoch(augment, ops, kind: str, X, order, batch_size: int, chunk: int):
     """Seconds to distort every row of ``X`` once with a fresh ``augment.Augmenter``
-    (in the order ``order``, ``chunk`` rows per call), and the distorted rows."""
+    (in the order ``order``, ``chunk`` rows per call) in the tree's training context,
+    and the distorted rows."""
     augmenter = augment.Augmenter(ops, kind, 0, X.shape[1])
     outs = []
-    start = time.perf_counter()
-    for begin in range(0, order.shape[0], chunk):
-        outs.append(augmenter.distort(X, order[begin:begin + chunk], 1, begin, batch_size))
-    ops.synchronize(outs[-1])
-    return time.perf_counter() - start, outs
+    with training_context(augmenter, ops):
+        start = time.perf_counter()
+        for begin in range(0, order.shape[0], chunk):
+            outs.append(augmenter.distort(X, order[begin:begin + chunk], 1, begin, batch_size))
+        ops.synchronize(outs[-1])
+        return time.perf_counter() - start, outs
 
 
 def main() -> None:
@@ -60,6 +77,8 @@ def main() -> None:
     parser.add_argument("--kinds", nargs="+", default=["affine", "elastic"])
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--samples", type=int, default=60000,
+                        help="distort the first N training images (default all 60,000)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as copies:
@@ -76,7 +95,7 @@ def main() -> None:
             trees.append((label, ops, augment, chunk))
         import simplenn
 
-        train, _ = simplenn.load_mnist()
+        train = simplenn.load_mnist()[0][:args.samples]
         X = np.ascontiguousarray(train.X)  # uint8 pixels, what every Numba backend takes
         order = np.random.default_rng(0).permutation(len(train)).astype(np.int64)
         print(f"backend numba, float32, batch {args.batch_size}, {len(train)} rows a turn, "

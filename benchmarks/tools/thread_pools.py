@@ -30,42 +30,44 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=4096)
     parser.add_argument("--hidden", type=int, default=800)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--samples", type=int, default=60000,
+                        help="train on the first N training images (default all 60,000)")
     ns = parser.parse_args(argv)
 
     import numba
 
     from simplenn.backends import get_backend
-    from simplenn.backends.numba import blas, warp
+    from simplenn.backends.images import image_ops
+    from simplenn.backends.numba import blas, images, warp
     from simplenn.bench.augment import epoch_seconds
     from simplenn.bench.sysinfo import cpu_model
     from simplenn.core import augment
     from simplenn.data.datasets import load_mnist
 
-    ops = get_backend("numba", "float32")
+    distortions = image_ops(get_backend("numba", "float32"))
     rng = np.random.default_rng(0)
     X = rng.integers(0, 256, (ns.images, 784), dtype=np.uint8)
     d = augment.draw_batches("elastic", 0, 1, 0, ns.images, 128, 28)
-    fields = ops.elastic_fields(d.noise, augment.elastic_levels(), augment.elastic_basis(28))
+    fields = distortions.elastic_fields(d.noise, augment.elastic_levels(),
+                                        augment.elastic_basis(28))
     a = rng.random((128, 784), dtype=np.float32)
     b = rng.random((784, ns.hidden), dtype=np.float32)
     parallel = warp.warp_into
     serial = numba.njit(warp.warp_into.py_func, parallel=False, nogil=True)
 
     def warp_ms(kernel, before) -> float:
-        warp.warp_into = kernel
-        import simplenn.backends.numba as backend
-        backend.warp_into = kernel
+        images.warp_into = kernel  # what NumbaImageOps.warp calls
         try:
-            ops.warp(X, d.matrices, fields)  # compiles
+            distortions.warp(X, d.matrices, fields)  # compiles
             times = []
             for _ in range(ns.repeat * 6):
                 before()
                 start = time.perf_counter()
-                ops.warp(X, d.matrices, fields)
+                distortions.warp(X, d.matrices, fields)
                 times.append(time.perf_counter() - start)
             return 1e3 * statistics.median(times)
         finally:
-            warp.warp_into = backend.warp_into = parallel
+            images.warp_into = parallel
 
     print(f"{cpu_model()}; numba {numba.__version__}, {numba.get_num_threads()} threads, "
           f"threading layer {numba.threading_layer()}")
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{warp_ms(parallel, lambda: a @ b):6.2f} ms")
     print(f"  one thread, after the product:        {warp_ms(serial, lambda: a @ b):6.2f} ms")
 
-    train = load_mnist()[0]
+    train = load_mnist()[0][:ns.samples]
 
     def epoch(context) -> float:
         with context():
