@@ -258,8 +258,6 @@ def test_a_compiled_closure_is_loaded_from_the_cache_by_a_new_process(nb, tmp_pa
     assert second.stdout.split() == ["1", "0"], second.stdout  # loaded
 
 
-@pytest.mark.xfail(strict=True, reason="warm_up trains on writable labels "
-                   "(np.arange(n) % 3), so read-only labels compile the chunk again")
 def test_warmup_compiles_training_on_read_only_datasets(nb):
     """A warm-up on inputs like the splits' (read-only, as the CLI passes) compiles what
     fit then trains with on read-only images and labels."""

@@ -97,6 +97,8 @@ def build_parser() -> common.ArgumentParser:
             "                         when a CUDA device works, else cpu)\n"
             "  JAX_PLATFORMS          cpu: the jax backend on the CPU even where JAX sees a GPU\n"
             "  SIMPLENN_DATA_DIR      where the downloader caches datasets\n"
+            "  SIMPLENN_SKIP_BACKENDS a,b: backends the benchmark grid and the test suite\n"
+            "                         leave out (python -m simplenn.bench --skip-backends)\n"
             "\n"
             "exit status:\n"
             "  0 done; 1 an error, e.g. bad data, an output that cannot be written (checked\n"

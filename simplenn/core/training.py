@@ -994,6 +994,7 @@ def warm_up(ops: Ops, example: Any = None, *, optimizer: Optimizer | None = None
     ``fit`` does not call). Worth calling when ``ops.needs_warmup``; cheap otherwise."""
     X = np.zeros((8, 784), np.uint8) if example is None else example
     labels = np.arange(X.shape[0]) % 3
+    labels.flags.writeable = X.flags.writeable  # as a dataset's labels are, with its images
     net = TwoLayerNet(X.shape[1], 4, 3, backend=ops, dtype=ops.dtype.name)
     for size in (1, 128) if batch_size is None else (batch_size,):
         fit(net, (X, labels), epochs=1, batch_size=size, optimizer=optimizer or "sgd",

@@ -331,23 +331,3 @@ def _sgd_update_flat(p, g, v, lr, momentum, weight_decay):
     else:
         for i in range(p.size):
             p[i], v[i] = _momentum_rule(p[i], v[i], g[i], lr, momentum)
-
-
-
-@_kernel(inline="always")
-def take_labels(Y, rows):
-    """Labels ``Y[rows]``."""
-    return Y[rows]
-
-
-@_kernel(inline="always")
-def loss_buffer(n):
-    """(n,) float64 zeros for a chunk's losses."""
-    return np.zeros(n, np.float64)
-
-
-@_kernel(inline="always")
-def set_loss(losses, step, loss):
-    """In place: ``losses[step] = loss``; returns ``losses``."""
-    losses[step] = loss
-    return losses
