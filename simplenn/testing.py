@@ -525,7 +525,7 @@ def check_schedule(name: str, dtype: str) -> None:
                 batch_size=batch_size, lrs=lrs)
             ref_losses, ref_params = reference_training(start, X, y, order, batch_size, lrs, 0.5)
             path = net.training_path(optimizer, backend.asarray(X, dtype=np.uint8), batch_size)
-            where = f"{path} path, batch {batch_size}"
+            where = f"{path.name} path, batch {batch_size}"
             assert_close(name, f"per-step losses ({where})", ops.to_numpy(losses), ref_losses,
                          dtype, rtol=trajectory_tolerance(dtype))
             for k, value in net.parameters().items():

@@ -19,8 +19,8 @@ LAYERS = (
     {"simplenn._version", "simplenn.errors", "simplenn._optional", "simplenn._probes"},
     {"simplenn.backends"},
     # a backend's fast paths build on the network's math: imported by name when a run asks
-    {"simplenn.core", "simplenn.optim", "simplenn.backends.numba.fastpath",
-     "simplenn.backends.cupy.fastpath"},
+    {"simplenn.core", "simplenn.optim", "simplenn.backends.numpy_fastpath",
+     "simplenn.backends.numba.fastpath", "simplenn.backends.cupy.fastpath"},
     {"simplenn.data", "simplenn.io"},
     {"simplenn.testing", "simplenn.cli", "simplenn.bench"},
     {"simplenn", "simplenn.train", "simplenn.evaluate", "simplenn.predict",

@@ -1,7 +1,8 @@
 """The door for a backend's fused training chunks.
 
 A backend may offer, for the cases it covers, a whole chunk of training steps fused
-into its own code: Numba's sparse, deferred SGD; CuPy's CUDA graphs. It lists them in
+into its own code: Numba's sparse, deferred SGD; CuPy's CUDA graphs; NumPy's SGD in
+place. It lists them in
 :attr:`~simplenn.backends.Ops.fast_paths` (each a :class:`FastPath`, or the
 ``"module:attribute"`` name of one: a fast path builds on the network's math in
 :mod:`simplenn.core`, a layer above the backends, so it is imported only when a run
@@ -44,6 +45,10 @@ class FastPath:
 
     #: Reported by ``--debug`` and the kit.
     name: str = "fast path"
+    #: Whether a chunk runs as one call (compiled code, or work queued on a device), so
+    #: ``fit`` hands it whole chunks; else a Python loop, which ``fit`` calls one step at
+    #: a time (so that Ctrl-C stops after one minibatch).
+    fused: bool = True
 
     def covers(self, ops: Ops, optimizer: Optimizer, input_kind: str, batch_size: int) -> bool:
         """Whether this path runs ``optimizer`` on inputs of ``input_kind`` (one of

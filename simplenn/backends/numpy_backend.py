@@ -2,7 +2,7 @@
 
 The generic ops of :class:`~simplenn.backends.Ops` run on ``array_api_compat.numpy``;
 the hot ones are overridden here with NumPy's own in-place forms (same numbers, fewer
-temporaries).
+temporaries); SGD updates in place on its fast path (:mod:`.numpy_fastpath`).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ class NumpyOps(Ops):
     name = "numpy"
     xp = xp_numpy
     image_ops = "simplenn.backends.numpy_backend:NumpyImageOps"
+    fast_paths = ("simplenn.backends.numpy_fastpath:NUMPY_SGD",)
 
     # -- moving data -----------------------------------------------------------------
     def asarray(self, a: Any, dtype: Any = None) -> np.ndarray:

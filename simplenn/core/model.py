@@ -16,7 +16,8 @@ from ..optim import Optimizer, OptState
 from . import inputs
 from .inputs import UnscaledPixelsWarning  # noqa: F401  (re-exported)
 from .network import (
-    DEFAULT_HIDDEN, NetworkFunctions, input_kind, network_functions, training_path,
+    DEFAULT_HIDDEN, NetworkFunctions, TrainingPath, input_kind, network_functions,
+    training_path,
 )
 from .params import Params, as_dict, from_mapping, map_params, parameter_shapes
 
@@ -162,11 +163,17 @@ class TwoLayerNet:
         return inputs.to_float(X, self.ops)
 
     # -- computing -------------------------------------------------------------------
-    def training_path(self, optimizer: Optimizer, X: Array, batch_size: int) -> str:
-        """The name of the path :meth:`train_steps` takes for ``optimizer`` on the stored
-        inputs ``X`` at ``batch_size``: ``generic`` or one of the backend's fast paths."""
-        return training_path(self.ops, optimizer, input_kind(self._input_dtype(X)),
-                             batch_size).name
+    def training_path(self, optimizer: Optimizer, X: Array, batch_size: int) -> TrainingPath:
+        """The path :meth:`train_steps` takes for ``optimizer`` on the stored inputs ``X``
+        at ``batch_size``: its ``name`` is ``generic`` or one of the backend's fast
+        paths' (:func:`simplenn.core.network.training_path`)."""
+        key = (optimizer, self._input_dtype(X), batch_size)
+        paths = self.__dict__.setdefault("_paths", {})
+        path = paths.get(key)
+        if path is None:
+            path = paths[key] = training_path(self.ops, optimizer, input_kind(key[1]),
+                                              batch_size)
+        return path
 
     def train_steps(self, X: Array, Y: Array, order: Array, state: OptState, *,
                     optimizer: Optimizer, batch_size: int, lrs: np.ndarray,
@@ -181,10 +188,10 @@ class TwoLayerNet:
         is the optimizer's (:meth:`Optimizer.init`); ``lrs`` a NumPy float64 array with
         one learning rate per step. Returns the new state and each step's loss, a
         float64 array of the backend. The backend's fast path runs the chunk where one
-        covers it (:func:`simplenn.core.network.training_path`).
+        covers it (:meth:`training_path`); a fast path may update the parameters and
+        state it is handed in place.
         """
-        path = training_path(self.ops, optimizer, input_kind(self._input_dtype(X)),
-                             batch_size)
+        path = self.training_path(optimizer, X, batch_size)
         self.params, state, losses = path.train_steps(self.params, state, X, Y, order,
                                                       batch_size, lrs)
         return state, losses

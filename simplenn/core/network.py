@@ -140,11 +140,13 @@ class NetworkFunctions(NamedTuple):
 
 
 class TrainingPath(NamedTuple):
-    """How a run's chunks train: ``name`` (``generic``, or a fast path's) and its
-    ``train_steps``."""
+    """How a run's chunks train: ``name`` (``generic``, or a fast path's), its
+    ``train_steps``, and whether it runs a chunk as one call (``fused``; see
+    :attr:`~simplenn.backends.fastpath.FastPath.fused`)."""
 
     name: str
     train_steps: TrainSteps
+    fused: bool = False
 
 
 _FUNCTIONS: dict[tuple, NetworkFunctions] = {}
@@ -185,7 +187,8 @@ def training_path(ops: Ops, optimizer: Optimizer, input_kind: str,
             found = TrainingPath("generic", make_train_steps(
                 ops, optimizer, network_functions(ops).loss_and_gradients))
         else:
-            found = TrainingPath(path.name, path.train_steps(ops, optimizer, input_kind))
+            found = TrainingPath(path.name, path.train_steps(ops, optimizer, input_kind),
+                                 path.fused)
         _PATHS[key] = found
     return found
 

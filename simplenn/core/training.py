@@ -583,13 +583,13 @@ class _Run:
         self.path = net.training_path(self.optimizer, self.X, config.batch_size)
         # A fused chunk, or work queued on a device, runs a chunk per call; otherwise one
         # step per call, so Ctrl-C stops after one minibatch.
-        whole = self.path != "generic" or self.ops.is_device
+        whole = self.path.fused or self.ops.is_device
         self.call_samples = self.chunk if whole else config.batch_size
         self.augmenter = None if config.augment == "none" else Augmenter(
             self.ops, config.augment, config.seed, net.n_inputs)
         self.losses = np.zeros(self.steps_per_epoch, dtype=np.float64)
         self.loss_limit: float | None = None
-        self.history = History(config=config, backend=self.ops.name, training_path=self.path)
+        self.history = History(config=config, backend=self.ops.name, training_path=self.path.name)
         self.best = _BestEpoch(config.early_stopping)
         self.first_epoch, self.resume_position, self.resume_seconds = 1, 0, 0.0
         if resume is not None:
