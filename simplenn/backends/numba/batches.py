@@ -12,7 +12,7 @@ from numba.extending import overload
 
 from .compile import _kernel
 
-#: A training batch (``take_pixels``, ``take_floats``) is sparse -- its first-layer
+#: A fast-path training batch (``take_pixels32`` and friends) is sparse -- its first-layer
 #: products walk only its nonzeros, and the rows of W1 of its all-zero columns defer
 #: their update -- when it has at most this many rows ... Around 32 rows of float32
 #: MNIST the sparse path and BLAS's dense one train about equally fast at hidden 128
@@ -26,7 +26,7 @@ SPARSE_MAX_DENSITY = 0.5
 #: Arrays of the dtype the inputs become (only their dtype is read).
 _LIKE32, _LIKE64 = np.zeros(0, np.float32), np.zeros(0, np.float64)
 #: Read-only, as compiled code types these globals, so that a call from Python
-#: (``NumbaOps.pixels_to_float``) and one from compiled code share the compiled version.
+#: (``NumbaOps.to_float``) and one from compiled code share the compiled version.
 _LIKE32.flags.writeable = _LIKE64.flags.writeable = False
 
 

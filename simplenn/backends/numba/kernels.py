@@ -304,7 +304,7 @@ def _momentum_rule(w, v, g, lr, momentum):
 @_kernel(inline="always")
 def _flush_subnormal(v):
     """Scalar ``v``, or 0 where ``|v|`` is below the smallest normal number of its dtype:
-    see :meth:`simplenn.backends.Ops.sgd_update`."""
+    see :mod:`simplenn.optim.base`."""
     tiny = _smallest_normal(v)
     return tiny - tiny if abs(v) < tiny else v  # +0, and a NaN stays NaN
 
