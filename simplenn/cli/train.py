@@ -39,7 +39,7 @@ from ..errors import SimplennError
 from ..optim import OPTIMIZERS, SGD, Adam, AdamW, get_optimizer
 from ..optim.sgd import LR_REFERENCE_BATCH, REFERENCE_LR
 
-PROG = "python -m simplenn.train"
+PROG = common.invoked_as("simplenn.train")
 #: The flags of optimizer hyperparameters, by hyperparameter.
 OPTIMIZER_FLAGS = {"momentum": "--momentum", "nesterov": "--nesterov", "beta1": "--beta1",
                    "beta2": "--beta2", "eps": "--eps", "weight_decay": "--weight-decay"}
