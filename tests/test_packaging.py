@@ -26,6 +26,7 @@ COMMANDS = {
     "simplenn.export": "simplenn.cli.export",
     "simplenn.bench": "simplenn.bench.cli",
     "simplenn.bench.report": "simplenn.bench.report",
+    "simplenn.testing": "simplenn.cli.conformance",
 }
 
 
