@@ -799,14 +799,16 @@ def run_checks(name: str, dtypes: tuple[str, ...] = DTYPES, checks: tuple[str, .
 
 def _raised_in_op(name: str, check: str, dtype: str, exc: Exception) -> str:
     """A one-line failure for ``exc``, raised while ``check`` ran: the innermost op of
-    the backend on its way (a public method of an :class:`~simplenn.backends.Ops`), the
-    exception and the line that raised it."""
+    the backend on its way (a public method of its :class:`~simplenn.backends.Ops` or
+    of its image ops), the exception and the line that raised it."""
     from .backends import Ops
+    from .backends.images import ImageOps
 
     op = None
     frames = list(traceback.walk_tb(exc.__traceback__))
     for frame, _ in frames:
-        if isinstance(frame.f_locals.get("self"), Ops) and not frame.f_code.co_name.startswith("_"):
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, (Ops, ImageOps)) and not frame.f_code.co_name.startswith("_"):
             op = frame.f_code.co_name
     where = f"op {op}" if op else f"check {check}"
     at = f" (at {Path(frames[-1][0].f_code.co_filename).name}:{frames[-1][1]})" if frames else ""

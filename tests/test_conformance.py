@@ -7,8 +7,10 @@ import pytest
 
 from simplenn.testing import CHECKS, DTYPES, CheckSkipped, run_check
 
-#: The checks that train networks, several times on every backend: minutes in all.
-SLOW_CHECKS = ("trajectory", "augmentation", "no_host_arrays")
+#: The checks that train networks or compile every update and training path anew, on
+#: every backend: minutes in all, so -m "not slow" leaves them out.
+SLOW_CHECKS = ("optimizers", "schedule", "trajectory", "fast_paths", "augmentation",
+               "no_host_arrays")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -40,9 +40,9 @@ def _worked_example() -> dict:
 
 def test_the_worked_example_passes_the_kit_and_trains_like_numpy(fresh_registry):
     example = _worked_example()
-    results = list(run_checks("dask", ("float64",), ("ops", "gradients", "inputs_unchanged",
-                                                     "subnormal_velocities")))
-    assert [r.status for r in results] == ["passed"] * 4, [r.message for r in results]
+    quick = ("ops", "images", "gradients", "optimizers", "inputs_unchanged")
+    results = list(run_checks("dask", ("float64",), quick))
+    assert [r.status for r in results] == ["passed"] * len(quick), [r.message for r in results]
 
     train = simplenn.load_mnist()[0][:256]
     nets = {}
