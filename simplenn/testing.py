@@ -34,7 +34,11 @@ normwise: an element may differ by ``rtol * max|expected|`` of its tensor.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -733,14 +737,92 @@ def run_check(name: str, check: str, dtype: str) -> None:
     CHECKS[check](name, dtype)
 
 
-def check_backend(name: str, dtypes: tuple[str, ...] = DTYPES) -> list[str]:
-    """Run every check on backend ``name``; raises at the first failure and returns
-    the skipped checks, each with its reason."""
+def check_backend(name: str, dtypes: tuple[str, ...] = DTYPES,
+                  report: Callable[[CheckResult], None] | None = None) -> list[str]:
+    """Run every check on backend ``name``; raises :class:`AssertionError` at the first
+    failure (an exception raised inside an op included, naming the op) and returns the
+    skipped checks, each with its reason. ``report``, if given, is called with a
+    :class:`CheckResult` as each check starts (``status="running"``) and as it ends."""
     skipped = []
+    for result in run_checks(name, dtypes, report=report):
+        if result.status == "failed":
+            raise AssertionError(result.message) from result.error
+        if result.status == "skipped":
+            skipped.append(f"{result.check} ({result.dtype}): {result.message}")
+    return skipped
+
+
+# --------------------------------------------------------------------------------------
+# Running the checks one by one, each reported as it starts and ends.
+# --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CheckResult:
+    """One check of :data:`CHECKS` on a backend in ``dtype``: ``status`` is
+    ``"running"`` (it has started), ``"passed"``, ``"skipped"`` or ``"failed"``;
+    ``message`` the reason of a skip or the failure; ``seconds`` the time it took;
+    ``error`` the exception of a failure."""
+
+    check: str
+    dtype: str
+    status: str
+    seconds: float = 0.0
+    message: str = ""
+    error: BaseException | None = None
+
+
+def run_checks(name: str, dtypes: tuple[str, ...] = DTYPES, checks: tuple[str, ...] | None = None,
+               report: Callable[[CheckResult], None] | None = None) -> Iterator[CheckResult]:
+    """Run ``checks`` (default: all of :data:`CHECKS`) on backend ``name`` in each of
+    ``dtypes``, yielding the :class:`CheckResult` of each as it ends; a failure does
+    not stop the others. An exception other than :class:`AssertionError` raised by a
+    check (an op that raises, say) is a failure whose message names the op."""
     for dtype in dtypes:
-        for check in CHECKS:
+        for check in CHECKS if checks is None else checks:
+            if report is not None:
+                report(CheckResult(check, dtype, "running"))
+            start = time.perf_counter()
             try:
                 run_check(name, check, dtype)
+                status, message, error = "passed", "", None
             except CheckSkipped as exc:
-                skipped.append(f"{check} ({dtype}): {exc}")
-    return skipped
+                status, message, error = "skipped", str(exc), None
+            except AssertionError as exc:
+                status, message, error = "failed", str(exc), exc
+            except Exception as exc:  # noqa: BLE001 -- any error of a plug-in is a failure
+                status, message, error = "failed", _raised_in_op(name, check, dtype, exc), exc
+            result = CheckResult(check, dtype, status, time.perf_counter() - start, message,
+                                 error)
+            if report is not None:
+                report(result)
+            yield result
+
+
+def _raised_in_op(name: str, check: str, dtype: str, exc: Exception) -> str:
+    """A one-line failure for ``exc``, raised while ``check`` ran: the innermost op of
+    the backend on its way (a public method of its :class:`~simplenn.backends.Ops` or
+    of its image ops), the exception and the line that raised it."""
+    from .backends import Ops
+    from .backends.images import ImageOps
+
+    op = None
+    frames = list(traceback.walk_tb(exc.__traceback__))
+    for frame, _ in frames:
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, (Ops, ImageOps)) and not frame.f_code.co_name.startswith("_"):
+            op = frame.f_code.co_name
+    where = f"op {op}" if op else f"check {check}"
+    at = f" (at {Path(frames[-1][0].f_code.co_filename).name}:{frames[-1][1]})" if frames else ""
+    message = (f"backend {name!r}, {check} ({dtype}): {where} raised "
+               f"{type(exc).__name__}: {exc}{at}")
+    if "__dlpack__" in str(exc):
+        message += ("; a namespace whose arrays lack DLPack must override Ops.to_numpy "
+                    "(docs/writing-a-backend.md)")
+    return message
+
+
+if __name__ == "__main__":  # python -m simplenn.testing BACKEND
+    import sys
+
+    from simplenn.cli.conformance import main
+
+    sys.exit(main())

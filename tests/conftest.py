@@ -1,17 +1,31 @@
 """Shared fixtures: one parametrised fixture over every registered backend.
 
 A backend that can't run here (library missing, no CUDA device) becomes a skip that
-carries the registry's reason, never a failure.
+carries the registry's reason, never a failure. So does a backend named in the
+environment variable ``SIMPLENN_SKIP_BACKENDS`` (comma-separated), which leaves a slow
+plug-in out of the test run: ``SIMPLENN_SKIP_BACKENDS=mine python -m pytest``.
 """
 
 from __future__ import annotations
+
+import os
 
 import pytest
 
 from simplenn.backends import backend_names, probe_backend
 
+SKIP_BACKENDS_VARIABLE = "SIMPLENN_SKIP_BACKENDS"
+
+
+def skipped_backends() -> set[str]:
+    """The backend names in ``$SIMPLENN_SKIP_BACKENDS`` (case-insensitive)."""
+    value = os.environ.get(SKIP_BACKENDS_VARIABLE, "")
+    return {name.strip().lower() for name in value.split(",") if name.strip()}
+
 
 def skip_unless_available(name: str) -> None:
+    if name.lower() in skipped_backends():
+        pytest.skip(f"backend {name!r} left out by {SKIP_BACKENDS_VARIABLE}")
     info = probe_backend(name)
     if not info.available:
         pytest.skip(f"backend {name!r} unavailable: {info.reason}")

@@ -34,7 +34,7 @@ PUBLIC_NAMES = (
     "export_onnx",
 )
 COMMAND_MODULES = ("simplenn.train", "simplenn.evaluate", "simplenn.predict", "simplenn.bench",
-                   "simplenn.export")
+                   "simplenn.export", "simplenn.testing")
 
 
 def _module_name(path: Path) -> str:
@@ -46,11 +46,20 @@ def _modules() -> dict[str, Path]:
     return {_module_name(p): p for p in PACKAGE.rglob("*.py")}
 
 
+def _is_main_block(node: ast.stmt) -> bool:
+    return (isinstance(node, ast.If) and isinstance(node.test, ast.Compare)
+            and ast.unparse(node.test) in ("__name__ == '__main__'", "'__main__' == __name__"))
+
+
 def _imports(name: str, path: Path, known: set[str]) -> set[str]:
     """The simplenn modules that module ``name`` imports, anywhere in its body."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    # a module's `if __name__ == "__main__":` block runs only as the program (module
+    # __main__, not this one), so what it imports is no import of this module
+    tree.body = [node for node in tree.body if not _is_main_block(node)]
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):

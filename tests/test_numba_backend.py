@@ -258,6 +258,7 @@ def test_a_compiled_closure_is_loaded_from_the_cache_by_a_new_process(nb, tmp_pa
     assert second.stdout.split() == ["1", "0"], second.stdout  # loaded
 
 
+@pytest.mark.slow
 def test_warmup_compiles_training_on_read_only_datasets(nb):
     """A warm-up on inputs like the splits' (read-only, as the CLI passes) compiles what
     fit then trains with on read-only images and labels."""
@@ -295,6 +296,7 @@ def test_dense_products_are_numpys_to_the_bit(nb, dtype):
         assert got.dtype == want.dtype and np.array_equal(got, want), name
 
 
+@pytest.mark.slow
 def test_scipy_blas_fallback_computes_the_same_products(nb, tmp_path):
     """SIMPLENN_NUMBA_BLAS=scipy binds the kernels' gemm to a shim around Numba's
     np.dot -- the path taken where NumPy's BLAS can't be found -- including for
@@ -352,6 +354,7 @@ def test_warmup_without_gradients_leaves_loss_and_gradients_uncompiled(nb):
     assert not _sgd_path(ops, "pixels", 128).chunk.signatures
 
 
+@pytest.mark.slow
 def test_large_batches_compile_the_dense_path_alone(nb):
     """A chunk of batches of more than SPARSE_MAX_ROWS rows reads the training set as
     DenseInputs: its compiled version holds no sparse batch and no deferred step, so a
@@ -467,6 +470,7 @@ def test_products_on_numba_threads_put_blas_on_one_thread_and_restore_it(nb):
         assert _blas_threads() == 2 and not nb.blas.one_pool_active()
 
 
+@pytest.mark.slow
 def test_training_on_one_pool_of_threads_computes_the_same_numbers(nb):
     """Batches of more than SPARSE_MAX_ROWS rows inside products_on_numba_threads read
     the training set as ThreadedInputs, whose products are cut over numba's threads;

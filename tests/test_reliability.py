@@ -57,7 +57,9 @@ def _run(command: str, *args, memory: int | None = None,
          timeout: float = TIME_LIMIT) -> subprocess.CompletedProcess:
     """``python -m simplenn.COMMAND ARGS``, under an address-space limit of ``memory``
     (set by a small Python that then execs the command: no preexec_fn in a threaded
-    pytest)."""
+    pytest). predict's tests skip without Pillow, which predict checks for first."""
+    if command == "predict":
+        pytest.importorskip("PIL", reason="predict needs Pillow: pip install Pillow")
     cmd = _command(command, *args)
     if memory is not None:
         cmd = [sys.executable, "-c", LIMITED, str(memory), *cmd]

@@ -35,7 +35,7 @@ from .contenders import PEER_NAMES, contender_names
 from .throughput import GRIDS, MNIST_TRAIN_SIZE, SKIP_ENV
 from .workloads import N_CLASSES, N_INPUTS, THROUGHPUT_LR
 
-PROG = "python -m simplenn.bench"
+PROG = common.invoked_as("simplenn.bench")
 DEFAULT_REPEAT = 3
 DEFAULT_PEAK_SIZE = 2048
 #: The suites --suite chooses from; the first is the default.

@@ -19,7 +19,7 @@ from ..cli import common
 from .cli import _int_list
 from .throughput import Cell, format_table, summarize
 
-PROG = "python -m simplenn.bench.report"
+PROG = common.invoked_as("simplenn.bench.report")
 #: The columns of :func:`~simplenn.bench.throughput.format_table` this report keeps.
 COLUMNS = ("hidden", "batch", "backend", "samples/s", "vs numpy")
 _RAW_KEYS = ("name", "is_peer", "hidden", "batch_size", "samples", "seconds")

@@ -1,6 +1,7 @@
-"""What every ``python -m simplenn.*`` command shares: argument types that fail with a
-one-line message (exit 2) and one place that turns library errors into a one-line
-message and exit status 1 (``--debug`` shows the traceback)."""
+"""What every ``python -m simplenn.*`` command shares: its name as the user invoked it,
+``--version``, argument types that fail with a one-line message (exit 2) and one place
+that turns library errors into a one-line message and exit status 1 (``--debug`` shows
+the traceback)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from .._version import __version__
 from ..errors import SimplennError
 
 EXIT_ERROR = 1
@@ -20,8 +22,29 @@ EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a command killed by it
 
 
+#: What ``--version`` prints: the distribution's name and version.
+VERSION_LINE = f"simplenn-backends {__version__}"
+
+
+def invoked_as(module: str) -> str:
+    """The name of command ``module`` (e.g. ``simplenn.train``) as the user invoked it:
+    its console script's name (``simplenn-train``) when this process runs that script,
+    else ``python -m simplenn.train``."""
+    script = module.replace(".", "-")
+    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    for suffix in (".exe", "-script.py"):  # the script launchers on Windows
+        name = name.removesuffix(suffix)
+    return script if name == script else f"python -m {module}"
+
+
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line: ``PROG: error: MESSAGE (see --help)``."""
+    """argparse, but a usage error is one line: ``PROG: error: MESSAGE (see --help)``,
+    and every command has ``--version``."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.add_argument("--version", action="version", version=VERSION_LINE,
+                          help=f"print the version ({VERSION_LINE}) and exit")
 
     def error(self, message: str):  # type: ignore[override]
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")

@@ -15,7 +15,7 @@ from . import common
 from ..core.inputs import to_host
 from ..data.datasets import load_test_split
 
-PROG = "python -m simplenn.evaluate"
+PROG = common.invoked_as("simplenn.evaluate")
 
 
 @dataclass

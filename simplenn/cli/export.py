@@ -13,7 +13,7 @@ from pathlib import Path
 
 from . import common
 
-PROG = "python -m simplenn.export"
+PROG = common.invoked_as("simplenn.export")
 
 
 def build_parser() -> common.ArgumentParser:

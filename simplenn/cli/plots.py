@@ -81,9 +81,21 @@ def training_curves(history: History) -> tuple[Curves, Curves]:
     return ({k: v for k, v in losses.items() if v}, {k: v for k, v in accuracies.items() if v})
 
 
-def plot_training_curves(history: History, path: str | os.PathLike) -> Path:
-    """Losses (left, log scale) and accuracies (right) per epoch, as a PNG: those of
-    :func:`training_curves`, so train, validation and test as the run measured them."""
+def training_curves_title(history: History, n_hidden: int | None = None) -> str:
+    """The title of :func:`plot_training_curves`: the backend, the hidden width (when
+    given), the batch size, the learning rate and its schedule, the optimizer, the
+    augmentation and the seed."""
+    c = history.config
+    hidden = f"hidden {n_hidden}, " if n_hidden is not None else ""
+    augment = "no augmentation" if c.augment == "none" else f"{c.augment} augmentation"
+    return (f"{history.backend} backend, {hidden}batch {c.batch_size}, lr {c.lr:g} "
+            f"({c.lr_schedule}), {c.optimizer.name}, {augment}, seed {c.seed}")
+
+
+def training_curves_figure(history: History, n_hidden: int | None = None) -> Any:
+    """The matplotlib Figure of :func:`plot_training_curves`."""
+    from matplotlib.ticker import MaxNLocator
+
     losses, accuracies = training_curves(history)
     fig = _figure(10, 4)
     loss_ax, acc_ax = fig.subplots(1, 2)
@@ -93,15 +105,22 @@ def plot_training_curves(history: History, path: str | os.PathLike) -> Path:
         if curves:
             ax.legend()
         ax.grid(True, alpha=0.3)
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        # epochs are whole numbers, also when the run has one or two of them
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     loss_ax.set(xlabel="epoch", ylabel="mean cross-entropy", title="loss")
     loss_ax.set_yscale("log")
     acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
-    c = history.config
-    fig.suptitle(f"{history.backend} backend, batch {c.batch_size}, lr {c.lr:g} ({c.lr_schedule}), "
-                 f"{c.optimizer.name}, seed {c.seed}")
+    fig.suptitle(training_curves_title(history, n_hidden))
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
+
+
+def plot_training_curves(history: History, path: str | os.PathLike,
+                         n_hidden: int | None = None) -> Path:
+    """Losses (left, log scale) and accuracies (right) per epoch, as a PNG: those of
+    :func:`training_curves`, so train, validation and test as the run measured them,
+    under :func:`training_curves_title` (``n_hidden``: the network's hidden width)."""
+    return _save(training_curves_figure(history, n_hidden), path)
 
 
 def plot_confusion_matrix(confusion: np.ndarray, path: str | os.PathLike) -> Path:

@@ -18,7 +18,7 @@ import numpy as np
 
 from . import common
 
-PROG = "python -m simplenn.predict"
+PROG = common.invoked_as("simplenn.predict")
 
 
 def build_parser() -> common.ArgumentParser:

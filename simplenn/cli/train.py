@@ -39,7 +39,7 @@ from ..errors import SimplennError
 from ..optim import OPTIMIZERS, SGD, Adam, AdamW, get_optimizer
 from ..optim.sgd import LR_REFERENCE_BATCH, REFERENCE_LR
 
-PROG = "python -m simplenn.train"
+PROG = common.invoked_as("simplenn.train")
 #: The flags of optimizer hyperparameters, by hyperparameter.
 OPTIMIZER_FLAGS = {"momentum": "--momentum", "nesterov": "--nesterov", "beta1": "--beta1",
                    "beta2": "--beta2", "eps": "--eps", "weight_decay": "--weight-decay"}
@@ -628,7 +628,8 @@ def _train_holding(args, lock) -> int:
         written &= _write_output("--metrics-out", args.metrics_out, say, _write_metrics,
                                  args.metrics_out, record)
     if args.plot is not None:
-        written &= _write_output("--plot", args.plot, say, _plot_run, history, train, args)
+        written &= _write_output("--plot", args.plot, say, _plot_run, history, train, args,
+                                 net.n_hidden)
     print(f"test accuracy: {100 * accuracy:.2f}%")
     return 0 if written else common.EXIT_ERROR
 
@@ -689,11 +690,11 @@ def _write_metrics(path: Path, record: dict) -> list[str]:
     return [f"wrote metrics to {path}"]
 
 
-def _plot_run(history, train, args) -> list[str]:
+def _plot_run(history, train, args, n_hidden: int) -> list[str]:
     """The training curves (and with --augment the distorted digits) in --plot DIR."""
     from .plots import TRAINING_CURVES, plot_training_curves
 
-    curves = plot_training_curves(history, args.plot / TRAINING_CURVES)
+    curves = plot_training_curves(history, args.plot / TRAINING_CURVES, n_hidden)
     lines = [f"wrote training curves to {curves}"]
     if args.augment != "none":
         path = _plot_augmentation(train, args, args.plot)
