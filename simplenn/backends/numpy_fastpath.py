@@ -42,23 +42,27 @@ class NumpySGD(FastPath):
             np.copyto(velocity, 0, where=np.abs(velocity) < tiny)
             param -= velocity * lr
 
+        def step(params, velocities, x, y, lr):
+            """One step in place; returns its loss. A function of its own, so that the
+            batch's temporaries are freed before the next batch is taken."""
+            (W1, b1, W2, b2), (V1, v1, V2, v2) = params, velocities
+            loss, dl1, db1, dW2, db2 = backprop(params, x, y)
+            update(W1, matmul_tn(x, dl1), V1, lr, wd)  # dW1 = xᵀ dl1
+            update(b1, db1, v1, lr, 0)
+            update(W2, dW2, V2, lr, wd)
+            update(b2, db2, v2, lr, 0)
+            return loss
+
         def train_steps(params, state, X, Y, order, batch_size, lrs):
-            W1, b1, W2, b2 = params
-            (V1,), (v1,), (V2,), (v2,) = state.slots
+            velocities = [slots[0] for slots in state.slots]
             n = order.shape[0]
             n_steps = (n + batch_size - 1) // batch_size
             losses = np.empty(n_steps)
             rates = lrs.astype(dtype)
             for s in range(n_steps):
                 rows = order[s * batch_size:min(n, (s + 1) * batch_size)]
-                x = to_float(take(X, rows))
-                loss, dl1, db1, dW2, db2 = backprop(params, x, take(Y, rows))
-                lr = rates[s]
-                update(W1, matmul_tn(x, dl1), V1, lr, wd)  # dW1 = xᵀ dl1
-                update(b1, db1, v1, lr, 0)
-                update(W2, dW2, V2, lr, wd)
-                update(b2, db2, v2, lr, 0)
-                losses[s] = loss
+                losses[s] = step(params, velocities, to_float(take(X, rows)), take(Y, rows),
+                                 rates[s])
             return params, OptState(state.step + n_steps, state.slots), losses
 
         return train_steps
