@@ -40,14 +40,21 @@ _GPU = ("cupy", "torch-cuda")
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("simplenn benchmarks")
-    group.addoption("--bench-samples", type=int, default=None, metavar="N",
-                    help=f"training images per timed epoch (default {FULL_SAMPLES}; "
-                         f"{SMOKE_SAMPLES} with --benchmark-disable)")
+    group.addoption(
+        "--bench-samples",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"training images per timed epoch (default {FULL_SAMPLES}; "
+        f"{SMOKE_SAMPLES} with --benchmark-disable)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "bench: a simplenn benchmark (benchmarks/, run with "
-                                       "python -m pytest benchmarks/)")
+    config.addinivalue_line(
+        "markers",
+        "bench: a simplenn benchmark (benchmarks/, run with python -m pytest benchmarks/)",
+    )
     config.addinivalue_line("markers", "gpu: needs a working CUDA device")
 
 
@@ -87,16 +94,24 @@ def _skip_unless_available(name: str) -> None:
         pytest.skip(f"{'peer' if info.is_peer else 'backend'} {name!r} unavailable: {info.reason}")
 
 
-@pytest.fixture(params=[pytest.param(n, marks=[pytest.mark.gpu] if n in _GPU else [])
-                        for n in contender_names()])
+@pytest.fixture(
+    params=[
+        pytest.param(n, marks=[pytest.mark.gpu] if n in _GPU else []) for n in contender_names()
+    ]
+)
 def contender_name(request: pytest.FixtureRequest) -> str:
     """Every simplenn backend and PyTorch peer; skipped with the reason where it can't run."""
     _skip_unless_available(request.param)
     return request.param
 
 
-@pytest.fixture(params=[pytest.param(n, marks=[pytest.mark.gpu] if n in _GPU else [])
-                        for n in contender_names() if n not in PEER_NAMES])
+@pytest.fixture(
+    params=[
+        pytest.param(n, marks=[pytest.mark.gpu] if n in _GPU else [])
+        for n in contender_names()
+        if n not in PEER_NAMES
+    ]
+)
 def backend_name(request: pytest.FixtureRequest) -> str:
     """Every simplenn backend; skipped with the reason where it can't run."""
     _skip_unless_available(request.param)
@@ -127,8 +142,9 @@ def measure(benchmark) -> Callable[..., float]:
             benchmark.pedantic(target, rounds=rounds, iterations=1, warmup_rounds=0)
         best = samples / min(durations)
         median = statistics.median(durations)
-        benchmark.extra_info.update(samples=samples, samples_per_s=best,
-                                    median_samples_per_s=samples / median)
+        benchmark.extra_info.update(
+            samples=samples, samples_per_s=best, median_samples_per_s=samples / median
+        )
         return best
 
     return run

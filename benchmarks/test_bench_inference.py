@@ -17,5 +17,8 @@ def test_inference(measure, benchmark, mnist, contender_name, hidden, batch_size
     n = min(len(test), 1000) if smoke else len(test)
     contender.infer(batch_size, min(n, 2 * batch_size))  # warm-up
     rate = measure(lambda: contender.infer(batch_size, n), n)
-    benchmark.extra_info.update(hidden=hidden, batch_size=batch_size,
-                                gflops_per_s=rate * inference_flops_per_sample(hidden) / 1e9)
+    benchmark.extra_info.update(
+        hidden=hidden,
+        batch_size=batch_size,
+        gflops_per_s=rate * inference_flops_per_sample(hidden) / 1e9,
+    )

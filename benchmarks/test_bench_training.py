@@ -15,16 +15,19 @@ EPOCH_ROUNDS = 3
 
 @pytest.mark.parametrize("hidden", HIDDEN_SIZES)
 @pytest.mark.parametrize("batch_size", BATCH_SIZES)
-def test_train_epoch(measure, benchmark, mnist, contender_name, hidden, batch_size,
-                     epoch_samples):
+def test_train_epoch(measure, benchmark, mnist, contender_name, hidden, batch_size, epoch_samples):
     train, test = mnist
     contender = make_contender(contender_name, hidden, train.X, train.y, test.X)
     # Warm-up: at least one of fit's chunks (compiles, starts BLAS threads, fills caches).
     contender.train_epoch(batch_size, min(epoch_samples, max(2 * batch_size, CHUNK_SAMPLES)))
-    rate = measure(lambda: contender.train_epoch(batch_size, epoch_samples), epoch_samples,
-                   rounds=EPOCH_ROUNDS)
-    benchmark.extra_info.update(hidden=hidden, batch_size=batch_size,
-                                gflops_per_s=rate * training_flops_per_sample(hidden) / 1e9)
+    rate = measure(
+        lambda: contender.train_epoch(batch_size, epoch_samples), epoch_samples, rounds=EPOCH_ROUNDS
+    )
+    benchmark.extra_info.update(
+        hidden=hidden,
+        batch_size=batch_size,
+        gflops_per_s=rate * training_flops_per_sample(hidden) / 1e9,
+    )
 
 
 @pytest.mark.parametrize("hidden", HIDDEN_SIZES)

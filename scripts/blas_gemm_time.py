@@ -41,16 +41,33 @@ def time_one(which: str, m: int, h: int) -> None:
     path, symbol, integer = library(which)
     sgemm = getattr(ctypes.CDLL(path), symbol)
     ptr = ctypes.c_void_p
-    sgemm.argtypes = [ctypes.c_int] * 3 + [integer] * 3 + [ctypes.c_float, ptr, integer, ptr,
-                                                           integer, ctypes.c_float, ptr, integer]
+    sgemm.argtypes = (
+        [ctypes.c_int] * 3
+        + [integer] * 3
+        + [ctypes.c_float, ptr, integer, ptr, integer, ctypes.c_float, ptr, integer]
+    )
     rng = np.random.default_rng(0)
     x = (rng.random((m, 784)) * (rng.random((m, 784)) < 0.19)).astype(np.float32)
     d = rng.standard_normal((m, h)).astype(np.float32)
     out = np.empty((784, h), np.float32)
 
     def call() -> None:  # out = xᵀ d, row-major
-        sgemm(ROW_MAJOR, TRANS, NO_TRANS, 784, h, m, 1.0, x.ctypes.data, 784, d.ctypes.data,
-              h, 0.0, out.ctypes.data, h)
+        sgemm(
+            ROW_MAJOR,
+            TRANS,
+            NO_TRANS,
+            784,
+            h,
+            m,
+            1.0,
+            x.ctypes.data,
+            784,
+            d.ctypes.data,
+            h,
+            0.0,
+            out.ctypes.data,
+            h,
+        )
 
     call()
     assert np.allclose(out, x.T @ d, rtol=1e-4, atol=1e-3)
@@ -59,8 +76,10 @@ def time_one(which: str, m: int, h: int) -> None:
         start = time.perf_counter()
         call()
         times.append(time.perf_counter() - start)
-    print(f"{which:5s} {os.path.basename(path)}: xᵀ dl1 ({m}x784)ᵀ({m}x{h}) best "
-          f"{min(times) * 1e3:.2f} ms, median {statistics.median(times) * 1e3:.2f} ms")
+    print(
+        f"{which:5s} {os.path.basename(path)}: xᵀ dl1 ({m}x784)ᵀ({m}x{h}) best "
+        f"{min(times) * 1e3:.2f} ms, median {statistics.median(times) * 1e3:.2f} ms"
+    )
 
 
 if __name__ == "__main__":

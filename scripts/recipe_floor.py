@@ -54,8 +54,7 @@ total(np.zeros(3, np.float32))
 """
 
 
-def best_process_seconds(argv: list[str], env: dict[str, str], repeat: int,
-                         label: str) -> float:
+def best_process_seconds(argv: list[str], env: dict[str, str], repeat: int, label: str) -> float:
     """The least wall seconds of ``repeat`` runs of ``argv``; exits on a failed run."""
     from simplenn.bench.recipe import _error, run_process
 
@@ -77,8 +76,15 @@ def step_epochs(repeat: int) -> dict[str, float]:
     from simplenn.backends.numba.batches import _LIKE32, _take_dense
     from simplenn.backends.numba.deferred import sgd_update_outer
     from simplenn.backends.numba.kernels import (
-        affine, affine_relu, matmul, matmul_nt, matmul_tn, relu_backward, sgd_update,
-        softmax_cross_entropy, sum_rows,
+        affine,
+        affine_relu,
+        matmul,
+        matmul_nt,
+        matmul_tn,
+        relu_backward,
+        sgd_update,
+        softmax_cross_entropy,
+        sum_rows,
     )
     from simplenn.bench.recipe import BATCH_SIZE, EPOCHS, HIDDEN
     from simplenn.bench.workloads import timed
@@ -91,12 +97,12 @@ def step_epochs(repeat: int) -> dict[str, float]:
         momentum, wd = np.float32(0.9), np.float32(0.0)
         n = order.shape[0]
         for s in range((n + BATCH_SIZE - 1) // BATCH_SIZE):
-            rows = order[s * BATCH_SIZE:min(n, (s + 1) * BATCH_SIZE)]
+            rows = order[s * BATCH_SIZE : min(n, (s + 1) * BATCH_SIZE)]
             x = _take_dense(X, rows, _LIKE32)
             lr = lrs[s]
             if ops == 0:
                 matmul(x, W1)
-                matmul_tn(x, D[:rows.shape[0]])
+                matmul_tn(x, D[: rows.shape[0]])
                 continue
             y1 = affine_relu(x, W1, b1)
             _loss, dl2 = softmax_cross_entropy(affine(y1, W2, b2), Y[rows])
@@ -125,14 +131,16 @@ def step_epochs(repeat: int) -> dict[str, float]:
     X, Y = np.ascontiguousarray(train.X), np.asarray(train.y, np.int64)
     X_test = np.ascontiguousarray(test.X)
     rng = np.random.default_rng(0)
-    params = [(rng.standard_normal(s) * 0.05).astype(np.float32)
-              for s in [(784, HIDDEN), (HIDDEN,), (HIDDEN, 10), (10,)]]
+    params = [
+        (rng.standard_normal(s) * 0.05).astype(np.float32)
+        for s in [(784, HIDDEN), (HIDDEN,), (HIDDEN, 10), (10,)]
+    ]
     velocities = [np.zeros_like(p) for p in params]
     D = rng.standard_normal((BATCH_SIZE, HIDDEN)).astype(np.float32)
     order = rng.permutation(len(X))
     lrs = np.full(-(-len(X) // BATCH_SIZE), 0.01, np.float32)
     for ops in (0, 1, 2):  # compile
-        epoch(X, Y, order[:2 * BATCH_SIZE], *params, *velocities, D, lrs, ops)
+        epoch(X, Y, order[: 2 * BATCH_SIZE], *params, *velocities, D, lrs, ops)
     evaluation(X_test[:8], params[0])
     G = (rng.standard_normal(params[0].shape) * 1e-3).astype(np.float32)
     W1, V1 = params[0].copy(), np.zeros_like(params[0])
@@ -154,7 +162,8 @@ def step_epochs(repeat: int) -> dict[str, float]:
         "products_epochs": best(products),
         "products_evaluations": best(evaluations),
         "epoch_without_first_update": best(
-            lambda: epoch(X, Y, order, *params, *velocities, D, lrs, 1)),
+            lambda: epoch(X, Y, order, *params, *velocities, D, lrs, 1)
+        ),
         "epoch": best(lambda: epoch(X, Y, order, *params, *velocities, D, lrs, 2)),
         "update_alone": best(lambda: updates(W1, G, V1, steps)),
     }
@@ -170,7 +179,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from simplenn.bench import sysinfo
     from simplenn.bench.recipe import (
-        EPOCHS, TORCH, base_env, library_missing, peer_argv, run_process, simplenn_argv,
+        EPOCHS,
+        TORCH,
+        base_env,
+        library_missing,
+        peer_argv,
+        run_process,
+        simplenn_argv,
     )
 
     for module in ("numba", "torch"):
@@ -206,26 +221,37 @@ def main(argv: list[str] | None = None) -> int:
         ("floor", floor),
         (f"on top: the step's other ops, {EPOCHS} epochs", rest),
         (f"on top: the first layer's update, {EPOCHS} epochs", update),
-        (f"the first layer's update alone, one thread, in cache, {EPOCHS} epochs",
-         parts["update_alone"]),
+        (
+            f"the first layer's update alone, one thread, in cache, {EPOCHS} epochs",
+            parts["update_alone"],
+        ),
     ]
     width = max(len(label) for label, _ in rows)
-    print(f"best of {ns.repeat}; load average (1 min) {load_before} before, "
-          f"{sysinfo.load_average()} after")
+    print(
+        f"best of {ns.repeat}; load average (1 min) {load_before} before, "
+        f"{sysinfo.load_average()} after"
+    )
     for label, seconds in rows:
         print(f"{label:<{width}}  {seconds:6.2f} s")
-    print(f"the default command takes {warm / torch:.2f}x the PyTorch script's time, its "
-          f"floor {floor / torch:.2f}x; with the step's other ops and the update "
-          f"{(floor + rest + update) / torch:.2f}x")
+    print(
+        f"the default command takes {warm / torch:.2f}x the PyTorch script's time, its "
+        f"floor {floor / torch:.2f}x; with the step's other ops and the update "
+        f"{(floor + rest + update) / torch:.2f}x"
+    )
     if ns.json is not None:
         from simplenn.io.atomic import atomic_write_bytes
 
-        report = {"date": date, "command": "python scripts/recipe_floor.py " + " ".join(
-                      sys.argv[1:] if argv is None else argv),
-                  "cpu": sysinfo.cpu_model(), "blas": sysinfo.blas_libraries(),
-                  "openblas_env": sysinfo.openblas_env(),
-                  "versions": {k: v for k, v in sysinfo.library_versions().items() if v},
-                  "repeat": ns.repeat, "seconds": {label: round(s, 3) for label, s in rows}}
+        report = {
+            "date": date,
+            "command": "python scripts/recipe_floor.py "
+            + " ".join(sys.argv[1:] if argv is None else argv),
+            "cpu": sysinfo.cpu_model(),
+            "blas": sysinfo.blas_libraries(),
+            "openblas_env": sysinfo.openblas_env(),
+            "versions": {k: v for k, v in sysinfo.library_versions().items() if v},
+            "repeat": ns.repeat,
+            "seconds": {label: round(s, 3) for label, s in rows},
+        }
         atomic_write_bytes(ns.json, (json.dumps(report, indent=2) + "\n").encode())
         print(f"wrote {ns.json}")
     return 0

@@ -9,8 +9,10 @@ backend is selected or probed, and onnx when :func:`export_onnx` runs.
 from __future__ import annotations
 
 from ._version import __version__
-
 from .backends import BackendInfo, Ops, available_backends, get_backend
+from .core.callbacks import CallbackList, CSVLogger, StopOnPlateau, StopTraining
+from .core.model import TwoLayerNet, UnscaledPixelsWarning
+from .core.training import EpochStats, History, TrainConfig, fit
 from .data.datasets import DataSplit, load_idx_dataset, load_mnist
 from .errors import (
     BackendUnavailableError,
@@ -24,16 +26,35 @@ from .errors import (
 from .io.backend_choice import BackendFallbackWarning
 from .io.models import load_model, save_model
 from .io.onnx import export_onnx
-from .core.model import TwoLayerNet, UnscaledPixelsWarning
-from .core.training import EpochStats, History, TrainConfig, fit
-from .core.callbacks import CallbackList, CSVLogger, StopOnPlateau, StopTraining
 
 __all__ = [
-    "BackendFallbackWarning", "BackendInfo", "BackendUnavailableError", "CSVLogger", "CallbackList", "DataError", "DataSplit", "DownloadError",
-    "EpochStats", "History", "ModelFileError", "Ops", "SimplennError", "StopOnPlateau",
-    "StopTraining", "TrainConfig",
-    "TrainingDivergedError", "TwoLayerNet", "UnknownBackendError", "UnscaledPixelsWarning",
+    "BackendFallbackWarning",
+    "BackendInfo",
+    "BackendUnavailableError",
+    "CSVLogger",
+    "CallbackList",
+    "DataError",
+    "DataSplit",
+    "DownloadError",
+    "EpochStats",
+    "History",
+    "ModelFileError",
+    "Ops",
+    "SimplennError",
+    "StopOnPlateau",
+    "StopTraining",
+    "TrainConfig",
+    "TrainingDivergedError",
+    "TwoLayerNet",
+    "UnknownBackendError",
+    "UnscaledPixelsWarning",
     "__version__",
-    "available_backends", "export_onnx", "fit", "get_backend", "load_idx_dataset", "load_mnist",
-    "load_model", "save_model",
+    "available_backends",
+    "export_onnx",
+    "fit",
+    "get_backend",
+    "load_idx_dataset",
+    "load_mnist",
+    "load_model",
+    "save_model",
 ]

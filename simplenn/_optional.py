@@ -27,4 +27,5 @@ def require(module: str, feature: str) -> ModuleType:
     except ImportError as exc:
         raise MissingDependencyError(
             f"{feature} needs {name}, which is not installed ({exc}); install it with "
-            f"pip install {name} (from a simplenn checkout: pip install '.[{extra}]')") from None
+            f"pip install {name} (from a simplenn checkout: pip install '.[{extra}]')"
+        ) from None

@@ -36,6 +36,7 @@ NUMPY_CBLAS_GEMM_NAMES = {
 
 # -- numba: a dispatcher's UUID ---------------------------------------------------------
 
+
 def set_dispatcher_uuid(dispatcher: Any, uuid: str) -> bool:
     """Give the numba ``dispatcher`` (an ``@njit`` function not yet pickled or hashed)
     the UUID ``uuid`` through numba's private ``Dispatcher._set_uuid``; returns whether
@@ -60,6 +61,7 @@ def dispatcher_uuid(value: Any) -> str | None:
 
 
 # -- NumPy: the cblas gemm of its BLAS ----------------------------------------------------
+
 
 def _numpy_extension() -> ctypes.CDLL | None:
     """NumPy's extension module as a shared library (whose symbol lookup includes the

@@ -38,8 +38,8 @@ from .core.callbacks import CallbackList, StopOnPlateau
 from .core.inputs import host_or_as_given
 from .core.model import TwoLayerNet
 from .core.training import fit as _fit
-from .optim import OPTIMIZERS, SGD, Optimizer
 from .io.backend_choice import loading_backend
+from .optim import OPTIMIZERS, SGD, Optimizer
 
 __all__ = ["EXPECTED_FAILED_CHECKS", "SimpleNNClassifier"]
 
@@ -240,32 +240,43 @@ class SimpleNNClassifier(ClassifierMixin, BaseEstimator):
                 raise ValueError(
                     f"warm_start trains the fitted network further, on the classes of the "
                     f"first fit, {self.classes_.tolist()}, but y has {classes.tolist()}; set "
-                    f"warm_start=False to fit a new network")
+                    f"warm_start=False to fit a new network"
+                )
             if (self.net_.n_hidden, self.net_.dtype.name) != (self.hidden, self.dtype):
                 raise ValueError(
                     f"warm_start trains the fitted network further, of hidden="
                     f"{self.net_.n_hidden} and dtype={self.net_.dtype.name!r}, not hidden="
                     f"{self.hidden!r} and dtype={self.dtype!r}; set warm_start=False to fit "
-                    f"a new network")
+                    f"a new network"
+                )
             net, pixels = self.net_, self.pixel_inputs_
         else:
             if len(classes) < 2:
                 raise ValueError(
                     f"{type(self).__name__} needs samples of at least 2 classes; the data "
-                    f"has 1 class: {classes[0]!r}")
+                    f"has 1 class: {classes[0]!r}"
+                )
             pixels = X.dtype == np.uint8
             net = self._new_network(X.shape[1], len(classes))
         validation_fraction = self.validation_fraction
         if validation_fraction is None and self.early_stopping:
             validation_fraction = DEFAULT_EARLY_STOPPING_FRACTION
-        watch = StopOnPlateau("val_loss" if self.early_stopping else "train_loss",
-                              patience=self.n_iter_no_change, tol=self.tol)
+        watch = StopOnPlateau(
+            "val_loss" if self.early_stopping else "train_loss",
+            patience=self.n_iter_no_change,
+            tol=self.tol,
+        )
         history = self._train(
-            net, _network_inputs(X, net, pixels), y_index, epochs=self.epochs,
-            lr_schedule=self.lr_schedule, seed=self.seed,
+            net,
+            _network_inputs(X, net, pixels),
+            y_index,
+            epochs=self.epochs,
+            lr_schedule=self.lr_schedule,
+            seed=self.seed,
             validation_fraction=validation_fraction,
             early_stopping=self.n_iter_no_change if self.early_stopping else None,
-            watch=watch)
+            watch=watch,
+        )
         if not warm:
             self._forget_training()
         self.classes_, self.pixel_inputs_, self.net_ = classes, pixels, net
@@ -289,20 +300,26 @@ class SimpleNNClassifier(ClassifierMixin, BaseEstimator):
         if classes is not None:
             classes = np.unique(host_or_as_given(classes, "classes"))
             if not first and not np.array_equal(classes, self.classes_):
-                raise ValueError(f"classes={classes.tolist()} differs from the classes of the "
-                                 f"first call, {self.classes_.tolist()}")
+                raise ValueError(
+                    f"classes={classes.tolist()} differs from the classes of the "
+                    f"first call, {self.classes_.tolist()}"
+                )
         elif first:
-            raise ValueError("classes must be passed on the first call to partial_fit: "
-                             "every label any call will see, e.g. np.unique(y_all)")
+            raise ValueError(
+                "classes must be passed on the first call to partial_fit: "
+                "every label any call will see, e.g. np.unique(y_all)"
+            )
         else:
             classes = self.classes_
         if first and len(classes) < 2:
-            raise ValueError(f"{type(self).__name__} needs at least 2 classes, not "
-                             f"classes={classes.tolist()}")
+            raise ValueError(
+                f"{type(self).__name__} needs at least 2 classes, not classes={classes.tolist()}"
+            )
         unknown = np.setdiff1d(y, classes)
         if unknown.size:
-            raise ValueError(f"y holds labels not in classes {classes.tolist()}: "
-                             f"{unknown[:5].tolist()}")
+            raise ValueError(
+                f"y holds labels not in classes {classes.tolist()}: {unknown[:5].tolist()}"
+            )
         y_index = np.searchsorted(classes, y)
         if first:
             pixels = X.dtype == np.uint8
@@ -310,9 +327,16 @@ class SimpleNNClassifier(ClassifierMixin, BaseEstimator):
         else:
             net, pixels = self.net_, self.pixel_inputs_
         history = self._train(
-            net, _network_inputs(X, net, pixels), y_index, epochs=1, lr_schedule="constant",
-            seed=self.seed + (0 if first else self.n_iter_), validation_fraction=None,
-            early_stopping=None, watch=None)
+            net,
+            _network_inputs(X, net, pixels),
+            y_index,
+            epochs=1,
+            lr_schedule="constant",
+            seed=self.seed + (0 if first else self.n_iter_),
+            validation_fraction=None,
+            early_stopping=None,
+            watch=None,
+        )
         if first:
             self._forget_training()
         self.classes_, self.pixel_inputs_, self.net_ = classes, pixels, net
@@ -343,7 +367,8 @@ class SimpleNNClassifier(ClassifierMixin, BaseEstimator):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 # scikit-learn reports a bad parameter as a ValueError
                 raise ValueError(  # noqa: TRY004
-                    f"{name} must be True or False, not {getattr(self, name)!r}")
+                    f"{name} must be True or False, not {getattr(self, name)!r}"
+                )
         n = self.n_iter_no_change
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"n_iter_no_change must be a positive integer, not {n!r}")
@@ -352,39 +377,68 @@ class SimpleNNClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"tol must be a finite number >= 0, not {tol!r}")
 
     def _new_network(self, n_features: int, n_classes: int) -> TwoLayerNet:
-        return TwoLayerNet(n_features, self.hidden, n_classes, backend=self.backend,
-                           dtype=self.dtype, seed=self.seed)
+        return TwoLayerNet(
+            n_features,
+            self.hidden,
+            n_classes,
+            backend=self.backend,
+            dtype=self.dtype,
+            seed=self.seed,
+        )
 
-    def _train(self, net: TwoLayerNet, X: np.ndarray, y_index: np.ndarray, *, epochs: int,
-               lr_schedule: str, seed: int, validation_fraction: float | None,
-               early_stopping: int | None, watch: StopOnPlateau | None) -> Any:
+    def _train(
+        self,
+        net: TwoLayerNet,
+        X: np.ndarray,
+        y_index: np.ndarray,
+        *,
+        epochs: int,
+        lr_schedule: str,
+        seed: int,
+        validation_fraction: float | None,
+        early_stopping: int | None,
+        watch: StopOnPlateau | None,
+    ) -> Any:
         """``simplenn.fit`` of ``net`` on the checked data, stopped by ``watch`` (None:
         never early), printing each epoch with ``verbose``."""
         done = getattr(self, "n_iter_", 0) if net is getattr(self, "net_", None) else 0
         return _fit(
-            net, (X, y_index.astype(np.int64)), epochs=epochs, batch_size=self.batch_size,
-            lr=self._lr(), optimizer=self._optimizer(),
-            lr_schedule=lr_schedule, seed=seed, validation_fraction=validation_fraction,
-            early_stopping=early_stopping, augment=self.augment, eval_train=False,
-            progress=False, interruptible=False,
-            on_epoch_end=CallbackList(watch, _Printer(done, watch) if self.verbose else None))
+            net,
+            (X, y_index.astype(np.int64)),
+            epochs=epochs,
+            batch_size=self.batch_size,
+            lr=self._lr(),
+            optimizer=self._optimizer(),
+            lr_schedule=lr_schedule,
+            seed=seed,
+            validation_fraction=validation_fraction,
+            early_stopping=early_stopping,
+            augment=self.augment,
+            eval_train=False,
+            progress=False,
+            interruptible=False,
+            on_epoch_end=CallbackList(watch, _Printer(done, watch) if self.verbose else None),
+        )
 
     def _optimizer(self) -> Optimizer:
         """The optimizer ``solver`` and its hyperparameters name."""
         if self.solver not in OPTIMIZERS:
-            raise ValueError(f"solver must be one of {', '.join(OPTIMIZERS)}, not "
-                             f"{self.solver!r}")
+            raise ValueError(f"solver must be one of {', '.join(OPTIMIZERS)}, not {self.solver!r}")
         if self.solver == "sgd":
             return SGD(momentum=self.momentum, weight_decay=self.weight_decay)
-        return OPTIMIZERS[self.solver](beta1=self.beta_1, beta2=self.beta_2, eps=self.epsilon,
-                                       weight_decay=self.weight_decay)
+        return OPTIMIZERS[self.solver](
+            beta1=self.beta_1, beta2=self.beta_2, eps=self.epsilon, weight_decay=self.weight_decay
+        )
 
     def _lr(self) -> float:
         """``lr``, or the solver's default for this estimator."""
         if self.lr is not None:
             return self.lr
-        return DEFAULT_SGD_LR if self.solver == "sgd" else self._optimizer().default_lr(
-            self.batch_size)
+        return (
+            DEFAULT_SGD_LR
+            if self.solver == "sgd"
+            else self._optimizer().default_lr(self.batch_size)
+        )
 
     def _forget_training(self) -> None:
         """Start the curves anew (a new network)."""
@@ -429,9 +483,13 @@ class SimpleNNClassifier(ClassifierMixin, BaseEstimator):
         state = dict(super().__getstate__())
         net = state.get("net_")
         if isinstance(net, TwoLayerNet):
-            state["net_"] = {"trained_backend": net.backend, "dtype": net.dtype.name,
-                             "sizes": (net.n_inputs, net.n_hidden, net.n_classes),
-                             "seed": net.seed, "parameters": net.parameters()}
+            state["net_"] = {
+                "trained_backend": net.backend,
+                "dtype": net.dtype.name,
+                "sizes": (net.n_inputs, net.n_hidden, net.n_classes),
+                "seed": net.seed,
+                "parameters": net.parameters(),
+            }
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -443,11 +501,15 @@ class SimpleNNClassifier(ClassifierMixin, BaseEstimator):
         if isinstance(net, dict):
             state = dict(state)
             trained = net.get("trained_backend", net.get("backend"))
-            backend = loading_backend(trained, os.environ.get(ENV_VAR, "").strip() or "auto",
-                                      what=f"this {type(self).__name__}",
-                                      choose=f"set ${ENV_VAR}")
-            state["net_"] = rebuilt = TwoLayerNet(*net["sizes"], backend=backend,
-                                                  dtype=net["dtype"], seed=net["seed"])
+            backend = loading_backend(
+                trained,
+                os.environ.get(ENV_VAR, "").strip() or "auto",
+                what=f"this {type(self).__name__}",
+                choose=f"set ${ENV_VAR}",
+            )
+            state["net_"] = rebuilt = TwoLayerNet(
+                *net["sizes"], backend=backend, dtype=net["dtype"], seed=net["seed"]
+            )
             rebuilt.set_parameters(net["parameters"])
         super().__setstate__(state)
 
@@ -462,14 +524,18 @@ class _Printer:
     def __call__(self, stats: Any) -> None:
         line = f"Epoch {self.done + stats.epoch}, loss = {stats.train_loss:.8f}"
         if stats.val_loss is not None:
-            line += (f", validation loss = {stats.val_loss:.8f}, validation accuracy = "
-                     f"{stats.val_accuracy:.4f}")
+            line += (
+                f", validation loss = {stats.val_loss:.8f}, validation accuracy = "
+                f"{stats.val_accuracy:.4f}"
+            )
         print(line)
         watch = self.watch
         if watch is not None and watch.epochs_without_improvement >= watch.patience:
             loss = "Validation" if watch.metric == "val_loss" else "Training"
-            print(f"{loss} loss did not improve more than tol={watch.tol:g} for "
-                  f"{watch.patience} consecutive epochs. Stopping.")
+            print(
+                f"{loss} loss did not improve more than tol={watch.tol:g} for "
+                f"{watch.patience} consecutive epochs. Stopping."
+            )
 
 
 def _network_inputs(X: np.ndarray, net: TwoLayerNet, pixels: bool) -> np.ndarray:

@@ -69,8 +69,14 @@ def trajectory_tolerance(dtype: Any) -> float:
     return _TRAJECTORY_TOLERANCE[np.dtype(dtype)]
 
 
-def assert_close(backend: str, tensor_name: str, actual: Any, expected: Any, dtype: Any,
-                 rtol: float | None = None) -> None:
+def assert_close(
+    backend: str,
+    tensor_name: str,
+    actual: Any,
+    expected: Any,
+    dtype: Any,
+    rtol: float | None = None,
+) -> None:
     """Assert ``|actual - expected| <= rtol * max|expected|`` elementwise.
 
     ``actual`` and ``expected`` are array-likes of equal shape (host NumPy arrays or
@@ -82,13 +88,17 @@ def assert_close(backend: str, tensor_name: str, actual: Any, expected: Any, dty
     a = np.asarray(actual, dtype=np.float64)
     e = np.asarray(expected, dtype=np.float64)
     if a.shape != e.shape:
-        raise AssertionError(f"backend {backend!r}, {tensor_name}: shape {a.shape} differs "
-                             f"from the reference's {e.shape}")
+        raise AssertionError(
+            f"backend {backend!r}, {tensor_name}: shape {a.shape} differs "
+            f"from the reference's {e.shape}"
+        )
     if not np.isfinite(a).all() or not np.isfinite(e).all():
         bad = np.argwhere(~(np.isfinite(a) & np.isfinite(e)))[0]
-        raise AssertionError(f"backend {backend!r}, {tensor_name}: non-finite value at index "
-                             f"{tuple(int(i) for i in bad)} (got {a[tuple(bad)]!r}, "
-                             f"reference {e[tuple(bad)]!r})")
+        raise AssertionError(
+            f"backend {backend!r}, {tensor_name}: non-finite value at index "
+            f"{tuple(int(i) for i in bad)} (got {a[tuple(bad)]!r}, "
+            f"reference {e[tuple(bad)]!r})"
+        )
     if a.size == 0:
         return
     err = np.abs(a - e)
@@ -102,7 +112,8 @@ def assert_close(backend: str, tensor_name: str, actual: Any, expected: Any, dty
         f"backend {backend!r}, {tensor_name} ({np.dtype(dtype).name}): max abs error "
         f"{float(err.max()):.3e} at index {tuple(int(i) for i in where)} "
         f"(got {a[where]!r}, reference {e[where]!r}); max relative error "
-        f"{float(rel.max()):.3e}; allowed {rtol:g} x max|reference| = {rtol * scale:.3e}")
+        f"{float(rel.max()):.3e}; allowed {rtol:g} x max|reference| = {rtol * scale:.3e}"
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -126,9 +137,17 @@ def _ref_softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def reference_update(name: str, hyper: dict[str, Any], param: Any, grad: Any,
-                     slots: tuple, lr: float, step: int, decay: bool, tiny: float,
-                     ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+def reference_update(
+    name: str,
+    hyper: dict[str, Any],
+    param: Any,
+    grad: Any,
+    slots: tuple,
+    lr: float,
+    step: int,
+    decay: bool,
+    tiny: float,
+) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """One update of optimizer ``name`` (``sgd``, ``adam``, ``adamw``) with ``hyper`` of
     one parameter, in float64 NumPy, written from the optimizers' equations: update
     number ``step`` (1, 2, ...) at ``lr``; weight decay when ``decay``; state entries
@@ -148,8 +167,8 @@ def reference_update(name: str, hyper: dict[str, Any], param: Any, grad: Any,
         g = g + wd * p
     m = flush(b1 * _f64(slots[0]) + (1 - b1) * g)
     v = flush(b2 * _f64(slots[1]) + (1 - b2) * g * g)
-    denom = np.sqrt(v) / np.sqrt(1 - b2 ** step) + eps
-    return p - lr / (1 - b1 ** step) * m / denom, (m, v)
+    denom = np.sqrt(v) / np.sqrt(1 - b2**step) + eps
+    return p - lr / (1 - b1**step) * m / denom, (m, v)
 
 
 def _ref_elastic_fields(noise: Any, levels: Any, basis: Any) -> np.ndarray:
@@ -163,7 +182,7 @@ def _ref_warp(x: Any, matrices: Any, fields: Any) -> np.ndarray:
     x = np.asarray(x)
     img = _f64(x) / 255 if x.dtype == np.uint8 else _f64(x)
     m, d = img.shape
-    s = int(round(d ** 0.5))
+    s = int(round(d**0.5))
     h = (s - 1) / 2
     A = _f64(matrices)
     out = np.zeros((m, d))
@@ -211,8 +230,9 @@ def reference_op(op: str, *args: Any) -> Any:
     return _REFERENCE[op](*args)
 
 
-def reference_loss_and_gradients(params: dict[str, Any], x: Any, y: Any
-                                 ) -> tuple[float, dict[str, np.ndarray], np.ndarray]:
+def reference_loss_and_gradients(
+    params: dict[str, Any], x: Any, y: Any
+) -> tuple[float, dict[str, np.ndarray], np.ndarray]:
     """``(loss, gradients, probabilities)`` of the two-layer network, float64 NumPy:
     x (m, d) floats, y (m,) int labels, params ``W1`` (d, h), ``b1``, ``W2`` (h, c), ``b2``."""
     W1, b1, W2, b2 = (_f64(params[k]) for k in ("W1", "b1", "W2", "b2"))
@@ -225,10 +245,9 @@ def reference_loss_and_gradients(params: dict[str, Any], x: Any, y: Any
     return float(loss), grads, _ref_softmax(y1 @ W2 + b2)
 
 
-
-
-def reference_training(params: dict[str, Any], X: Any, Y: Any, order: Any, batch_size: int,
-                       lrs: Any, momentum: float) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def reference_training(
+    params: dict[str, Any], X: Any, Y: Any, order: Any, batch_size: int, lrs: Any, momentum: float
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """``(losses, params)`` after SGD with ``momentum`` over the rows ``X[order]`` (uint8
     pixels or floats), step ``s`` at ``lrs[s]``, float64 NumPy."""
     X = np.asarray(X)
@@ -237,12 +256,21 @@ def reference_training(params: dict[str, Any], X: Any, Y: Any, order: Any, batch
     v = {k: np.zeros_like(a) for k, a in p.items()}
     losses, n = [], len(order)
     for s in range((n + batch_size - 1) // batch_size):
-        rows = np.asarray(order)[s * batch_size:(s + 1) * batch_size]
+        rows = np.asarray(order)[s * batch_size : (s + 1) * batch_size]
         loss, grads, _ = reference_loss_and_gradients(p, x_all[rows], np.asarray(Y)[rows])
         losses.append(loss)
         for k in p:
-            p[k], (v[k],) = reference_update("sgd", {"momentum": momentum, "nesterov": False},
-                                             p[k], grads[k], (v[k],), lrs[s], s + 1, False, 0.0)
+            p[k], (v[k],) = reference_update(
+                "sgd",
+                {"momentum": momentum, "nesterov": False},
+                p[k],
+                grads[k],
+                (v[k],),
+                lrs[s],
+                s + 1,
+                False,
+                0.0,
+            )
     return np.array(losses), p
 
 
@@ -275,9 +303,13 @@ def _op_cases(dtype: str) -> list[tuple[str, tuple]]:
         ("sum_rows", (f(7, 8),)),
         ("softmax", (f(6, 10) * 3,)),
         ("softmax_cross_entropy", (f(6, 10) * 3, rng.integers(0, 10, 6))),
-        ("softmax_cross_entropy", (
-            np.array([[1e4, -1e4, 0.0], [-1e4, -1e4, -1e4], [1e4, 1e4, 1e4]], dtype),
-            np.array([1, 0, 2]))),
+        (
+            "softmax_cross_entropy",
+            (
+                np.array([[1e4, -1e4, 0.0], [-1e4, -1e4, -1e4], [1e4, 1e4, 1e4]], dtype),
+                np.array([1, 0, 2]),
+            ),
+        ),
         ("argmax", (f(6, 10),)),
         ("count_equal", (rng.integers(0, 3, 20), rng.integers(0, 3, 20))),
         ("all_finite", (f(3, 4),)),
@@ -290,17 +322,30 @@ def _image_cases(dtype: str) -> list[tuple[str, tuple]]:
     rng = np.random.default_rng(6)
     side = 6
     image_pixels = rng.integers(0, 256, (3, side * side)).astype(np.uint8)
-    shifts = np.array([[[1, 0, 0.0], [0, 1, 0]],  # identity
-                       [[1, 0, 1.0], [0, 1, -2]],  # whole-pixel shift
-                       [[0.9, -0.3, 7.5], [0.2, 1.1, 0.25]]], dtype)  # partly outside
+    shifts = np.array(
+        [
+            [[1, 0, 0.0], [0, 1, 0]],  # identity
+            [[1, 0, 1.0], [0, 1, -2]],  # whole-pixel shift
+            [[0.9, -0.3, 7.5], [0.2, 1.1, 0.25]],
+        ],
+        dtype,
+    )  # partly outside
     noise = rng.integers(0, 256, (3, 2, 4, 4)).astype(np.uint8)
     basis = np.exp(-0.5 * (np.subtract.outer(np.arange(side), np.arange(4) * 1.5) / 1.5) ** 2)
     return [
-        ("elastic_fields", (noise, np.linspace(-3, 3, 256).astype(dtype),
-                            (basis / 4).astype(dtype))),
+        (
+            "elastic_fields",
+            (noise, np.linspace(-3, 3, 256).astype(dtype), (basis / 4).astype(dtype)),
+        ),
         ("warp", (image_pixels, shifts, None)),
-        ("warp", (rng.standard_normal((3, side * side)).astype(dtype), shifts,
-                  rng.standard_normal((3, 2, side, side)).astype(dtype) * 1.5)),
+        (
+            "warp",
+            (
+                rng.standard_normal((3, side * side)).astype(dtype),
+                shifts,
+                rng.standard_normal((3, 2, side, side)).astype(dtype) * 1.5,
+            ),
+        ),
     ]
 
 
@@ -322,8 +367,9 @@ def _to_backend(ops: Any, a: Any, read_only: bool = False) -> Any:
 def _outputs(ops: Any, out: Any) -> list[np.ndarray]:
     """An op's result(s) as host arrays (several come as a plain tuple)."""
     items = out if type(out) is tuple else (out,)
-    return [np.array(ops.to_numpy(t)) if not isinstance(t, (bool, int)) else np.array(t)
-            for t in items]
+    return [
+        np.array(ops.to_numpy(t)) if not isinstance(t, (bool, int)) else np.array(t) for t in items
+    ]
 
 
 # --------------------------------------------------------------------------------------
@@ -343,12 +389,13 @@ def _check_cases(name: str, dtype: str, target: Any, cases: list[tuple[str, tupl
     ops = _get(name, dtype)
     for i, (op, args) in enumerate(cases):
         got = _outputs(ops, getattr(target, op)(*[_to_backend(ops, a) for a in args]))
-        want = reference_op(op, *[np.asarray(a) if isinstance(a, np.ndarray) else a
-                                  for a in args])
+        want = reference_op(op, *[np.asarray(a) if isinstance(a, np.ndarray) else a for a in args])
         want = list(want) if isinstance(want, tuple) else [want]
         if len(got) != len(want):
-            raise AssertionError(f"backend {name!r}, op {op} (case {i}): {len(got)} results, "
-                                 f"the contract has {len(want)}")
+            raise AssertionError(
+                f"backend {name!r}, op {op} (case {i}): {len(got)} results, "
+                f"the contract has {len(want)}"
+            )
         for k, (g, w) in enumerate(zip(got, want)):
             label = f"op {op} (case {i}) result {k}"
             w = np.asarray(w)
@@ -375,13 +422,20 @@ def check_images(name: str, dtype: str) -> None:
     _check_cases(name, dtype, image_ops(ops), _image_cases(dtype))
 
 
-def _net(name: str, dtype: str, n_inputs: int = 784, n_hidden: int = 64, n_classes: int = 10,
-         seed: int = 3) -> Any:
+def _net(
+    name: str,
+    dtype: str,
+    n_inputs: int = 784,
+    n_hidden: int = 64,
+    n_classes: int = 10,
+    seed: int = 3,
+) -> Any:
     """A seeded net with nonzero biases, equal on every backend."""
     from .core.model import TwoLayerNet
 
-    net = TwoLayerNet(n_inputs, n_hidden, n_classes, backend=_get(name, dtype), dtype=dtype,
-                      seed=seed)
+    net = TwoLayerNet(
+        n_inputs, n_hidden, n_classes, backend=_get(name, dtype), dtype=dtype, seed=seed
+    )
     params = net.parameters()
     rng = np.random.default_rng(seed + 1)
     params["b1"] = rng.normal(0, 0.1, n_hidden)
@@ -409,7 +463,8 @@ def check_gradients(name: str, dtype: str) -> None:
             loss, grads = net.loss_and_gradients(X, y)
             params = {k: v.astype(np.float64) for k, v in net.parameters().items()}
             ref_loss, ref_grads, ref_p = reference_loss_and_gradients(
-                params, np.asarray(X, dtype=np.float64) / (255 if kind == "pixels" else 1), y)
+                params, np.asarray(X, dtype=np.float64) / (255 if kind == "pixels" else 1), y
+            )
             where = f"batch {m} of {kind}"
             assert_close(name, f"loss ({where})", loss, ref_loss, dtype)
             assert_close(name, f"probabilities ({where})", net.predict_proba(X), ref_p, dtype)
@@ -436,13 +491,19 @@ def check_finite_differences(name: str, dtype: str) -> None:
                 net.set_parameters(shifted)
                 numeric[idx] += sign * net.loss_and_gradients(X, y)[0] / (2 * eps)
         net.set_parameters(params)
-        assert_close(name, f"d{k} against central differences", grads[k], numeric, "float64",
-                     rtol=1e-6)
+        assert_close(
+            name, f"d{k} against central differences", grads[k], numeric, "float64", rtol=1e-6
+        )
 
 
 #: The optimizers (and hyperparameters) the ``optimizers`` check runs.
-OPTIMIZER_CASES = (("sgd", {}), ("sgd", {"nesterov": True, "weight_decay": 0.01}),
-                   ("adam", {}), ("adam", {"weight_decay": 0.01}), ("adamw", {}))
+OPTIMIZER_CASES = (
+    ("sgd", {}),
+    ("sgd", {"nesterov": True, "weight_decay": 0.01}),
+    ("adam", {}),
+    ("adam", {"weight_decay": 0.01}),
+    ("adamw", {}),
+)
 
 
 def check_optimizers(name: str, dtype: str) -> None:
@@ -462,23 +523,37 @@ def check_optimizers(name: str, dtype: str) -> None:
         leaves = [ops.jit(opt.make_leaf(ops.xp, ops.scalar, ops.dtype, d)) for d in (True, False)]
         update = ops.jit(make_update(*leaves))
         params = [rng.standard_normal(s).astype(dtype) for s in shapes]
-        slots = [tuple((tiny * rng.choice([1.5, 1.9, 2.5, 3.0, 1e20], s)
-                        * rng.choice([-1.0, 1.0], s)).astype(dtype)
-                       if slot != "v" else (tiny * rng.choice([0.5, 1e20], s)).astype(dtype)
-                       for slot in opt.slot_names) for s in shapes]
+        slots = [
+            tuple(
+                (
+                    tiny * rng.choice([1.5, 1.9, 2.5, 3.0, 1e20], s) * rng.choice([-1.0, 1.0], s)
+                ).astype(dtype)
+                if slot != "v"
+                else (tiny * rng.choice([0.5, 1e20], s)).astype(dtype)
+                for slot in opt.slot_names
+            )
+            for s in shapes
+        ]
         ref_p = [p.astype(np.float64) for p in params]
         ref_s = [tuple(a.astype(np.float64) for a in t) for t in slots]
         p_ops = Params(*(ops.asarray(p) for p in params))
         s_ops = Params(*(tuple(ops.asarray(a) for a in t) for t in slots))
         for step, lr in enumerate((0.05, 0.02, 0.01), start=1):
-            grads = [(rng.standard_normal(s) * (rng.random(s) < 0.5)).astype(dtype)
-                     for s in shapes]
+            grads = [(rng.standard_normal(s) * (rng.random(s) < 0.5)).astype(dtype) for s in shapes]
             c = tuple(ops.scalar(v) for v in opt.step_scalars(lr, step))
             p_ops, s_ops = update(p_ops, Params(*(ops.asarray(g) for g in grads)), s_ops, c)
             for i in range(4):
-                ref_p[i], ref_s[i] = reference_update(opt.name, opt.hyperparameters(), ref_p[i],
-                                                      grads[i], ref_s[i], lr, step, DECAYED[i],
-                                                      tiny)
+                ref_p[i], ref_s[i] = reference_update(
+                    opt.name,
+                    opt.hyperparameters(),
+                    ref_p[i],
+                    grads[i],
+                    ref_s[i],
+                    lr,
+                    step,
+                    DECAYED[i],
+                    tiny,
+                )
             where = f"{opt.describe()}, update {step}"
             for i, k in enumerate(Params._fields):
                 assert_close(name, f"{k} ({where})", ops.to_numpy(p_ops[i]), ref_p[i], dtype)
@@ -490,7 +565,8 @@ def check_optimizers(name: str, dtype: str) -> None:
                         raise AssertionError(
                             f"backend {name!r}, {k}.{slot} ({where}): entry {j} is "
                             f"{got.ravel()[j]!r}, the reference {want.ravel()[j]!r} (0 below "
-                            f"the smallest normal number {tiny!r})")
+                            f"the smallest normal number {tiny!r})"
+                        )
                     assert_close(name, f"{k}.{slot} ({where})", got, want, dtype)
 
 
@@ -523,22 +599,39 @@ def check_schedule(name: str, dtype: str) -> None:
             n_steps = -(-60 // batch_size)
             lrs = 0.05 * (1 + np.cos(np.linspace(0, 3, n_steps))) * (np.arange(n_steps) % 3 != 1)
             state, losses = net.train_steps(
-                backend.asarray(X, dtype=np.uint8), backend.asarray(y, dtype=np.int64),
+                backend.asarray(X, dtype=np.uint8),
+                backend.asarray(y, dtype=np.int64),
                 backend.asarray(order, dtype=np.int64),
-                optimizer.init(net.params, backend.xp.zeros_like), optimizer=optimizer,
-                batch_size=batch_size, lrs=lrs)
+                optimizer.init(net.params, backend.xp.zeros_like),
+                optimizer=optimizer,
+                batch_size=batch_size,
+                lrs=lrs,
+            )
             ref_losses, ref_params = reference_training(start, X, y, order, batch_size, lrs, 0.5)
             path = net.training_path(optimizer, backend.asarray(X, dtype=np.uint8), batch_size)
             where = f"{path.name} path, batch {batch_size}"
-            assert_close(name, f"per-step losses ({where})", ops.to_numpy(losses), ref_losses,
-                         dtype, rtol=trajectory_tolerance(dtype))
+            assert_close(
+                name,
+                f"per-step losses ({where})",
+                ops.to_numpy(losses),
+                ref_losses,
+                dtype,
+                rtol=trajectory_tolerance(dtype),
+            )
             for k, value in net.parameters().items():
-                assert_close(name, f"{k} after the chunk ({where})", value, ref_params[k], dtype,
-                             rtol=trajectory_tolerance(dtype))
+                assert_close(
+                    name,
+                    f"{k} after the chunk ({where})",
+                    value,
+                    ref_params[k],
+                    dtype,
+                    rtol=trajectory_tolerance(dtype),
+                )
 
 
-def _trained(ops: Any, dtype: str, batch_size: int, kind: str = "pixels", n: int = 2000,
-             epochs: int = 2) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def _trained(
+    ops: Any, dtype: str, batch_size: int, kind: str = "pixels", n: int = 2000, epochs: int = 2
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """``epochs`` epochs of :func:`simplenn.fit` on ``n`` MNIST images (uint8 pixels or
     floats): (per-step losses, final parameters)."""
     from .core.model import TwoLayerNet
@@ -558,9 +651,16 @@ def _trained(ops: Any, dtype: str, batch_size: int, kind: str = "pixels", n: int
         X = X / np.float64(255)
     # lr 0.005: at batch 1 a larger one makes the run so chaotic that last-bit
     # differences grow past the tolerance.
-    fit(net, (X, y), epochs=epochs, batch_size=batch_size, lr=0.005,
-        optimizer=SGD(weight_decay=1e-4 if batch_size > 1 else 0.0), seed=8,
-        interruptible=False)
+    fit(
+        net,
+        (X, y),
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=0.005,
+        optimizer=SGD(weight_decay=1e-4 if batch_size > 1 else 0.0),
+        seed=8,
+        interruptible=False,
+    )
     return np.array(step_losses), net.parameters()
 
 
@@ -569,8 +669,10 @@ def _compare_runs(name: str, dtype: str, where: str, run: tuple, ref: tuple) -> 
     ref_steps, ref_params = ref
     rtol = trajectory_tolerance(dtype)
     if steps.shape != ref_steps.shape:
-        raise AssertionError(f"backend {name!r}, {where}: {steps.shape[0]} step losses, the "
-                             f"reference run has {ref_steps.shape[0]}")
+        raise AssertionError(
+            f"backend {name!r}, {where}: {steps.shape[0]} step losses, the "
+            f"reference run has {ref_steps.shape[0]}"
+        )
     assert_close(name, f"per-step losses ({where})", steps, ref_steps, dtype, rtol=rtol)
     for k in ref_params:
         assert_close(name, f"final {k} ({where})", params[k], ref_params[k], dtype, rtol=rtol)
@@ -582,9 +684,13 @@ def check_trajectory(name: str, dtype: str) -> None:
     if name == "numpy":
         raise CheckSkipped("numpy is the backend trajectories are compared with")
     for batch_size in TRAJECTORY_BATCHES[dtype]:
-        _compare_runs(name, dtype, f"batch {batch_size}",
-                      _trained(_get(name, dtype), dtype, batch_size),
-                      _trained(_get("numpy", dtype), dtype, batch_size))
+        _compare_runs(
+            name,
+            dtype,
+            f"batch {batch_size}",
+            _trained(_get(name, dtype), dtype, batch_size),
+            _trained(_get("numpy", dtype), dtype, batch_size),
+        )
 
 
 #: Batch sizes of the ``fast_paths`` check, per dtype (see :data:`TRAJECTORY_BATCHES`).
@@ -606,10 +712,13 @@ def check_fast_paths(name: str, dtype: str) -> None:
             if training_path(ops, SGD(), kind, batch_size).name == "generic":
                 continue
             n, epochs = (4096, 1) if batch_size == 2048 else (600, 1)
-            _compare_runs(name, dtype, f"fast path against the generic path, batch "
-                          f"{batch_size}, {kind}",
-                          _trained(ops, dtype, batch_size, kind, n, epochs),
-                          _trained(_generic(ops), dtype, batch_size, kind, n, epochs))
+            _compare_runs(
+                name,
+                dtype,
+                f"fast path against the generic path, batch {batch_size}, {kind}",
+                _trained(ops, dtype, batch_size, kind, n, epochs),
+                _trained(_generic(ops), dtype, batch_size, kind, n, epochs),
+            )
 
 
 def check_augmentation(name: str, dtype: str) -> None:
@@ -627,28 +736,56 @@ def check_augmentation(name: str, dtype: str) -> None:
     rows = np.array([5, 17, 101, 250, 3, 77])
     for kind in ("affine", "elastic"):
         augmenter = Augmenter(ops, kind, seed=11, n_inputs=784)
-        got = ops.to_numpy(augmenter.distort(ops.asarray(X, dtype=np.uint8),
-                                             ops.asarray(rows, dtype=np.int64), epoch=2,
-                                             begin=8, batch_size=4))
+        got = ops.to_numpy(
+            augmenter.distort(
+                ops.asarray(X, dtype=np.uint8),
+                ops.asarray(rows, dtype=np.int64),
+                epoch=2,
+                begin=8,
+                batch_size=4,
+            )
+        )
         d = draw_batches(kind, 11, 2, 8, 8 + rows.shape[0], 4, 28)
-        fields = None if d.noise is None else _ref_elastic_fields(
-            d.noise, elastic_levels(), elastic_basis(28))
-        assert_close(name, f"{kind} distortion of 6 digits", got,
-                     _ref_warp(X[rows], d.matrices, fields), dtype)
+        fields = (
+            None
+            if d.noise is None
+            else _ref_elastic_fields(d.noise, elastic_levels(), elastic_basis(28))
+        )
+        assert_close(
+            name,
+            f"{kind} distortion of 6 digits",
+            got,
+            _ref_warp(X[rows], d.matrices, fields),
+            dtype,
+        )
     if name == "numpy":
         return
 
     def trained(backend: str, batch_size: int) -> dict[str, np.ndarray]:
         net = TwoLayerNet(784, 16, 10, backend=_get(backend, dtype), dtype=dtype, seed=7)
-        fit(net, (X, y), epochs=1, batch_size=batch_size, lr=0.01, augment="elastic", seed=8,
-            interruptible=False)
+        fit(
+            net,
+            (X, y),
+            epochs=1,
+            batch_size=batch_size,
+            lr=0.01,
+            augment="elastic",
+            seed=8,
+            interruptible=False,
+        )
         return net.parameters()
 
     for batch_size in (32, 64):  # a backend may train small and large batches apart
         params, ref_params = trained(name, batch_size), trained("numpy", batch_size)
         for k in ref_params:
-            assert_close(name, f"final {k} (an epoch of elastic training, batch {batch_size})",
-                         params[k], ref_params[k], dtype, rtol=trajectory_tolerance(dtype))
+            assert_close(
+                name,
+                f"final {k} (an epoch of elastic training, batch {batch_size})",
+                params[k],
+                ref_params[k],
+                dtype,
+                rtol=trajectory_tolerance(dtype),
+            )
 
 
 def check_no_host_arrays(name: str, dtype: str) -> None:
@@ -669,9 +806,12 @@ def check_no_host_arrays(name: str, dtype: str) -> None:
         def call(*args: Any, **kwargs: Any) -> Any:
             for i, a in enumerate(args):
                 if isinstance(a, np.ndarray):
-                    raise AssertionError(f"backend {name!r}: op {op} was handed a host NumPy "
-                                         f"array as argument {i} (shape {a.shape}, {a.dtype})")
+                    raise AssertionError(
+                        f"backend {name!r}: op {op} was handed a host NumPy "
+                        f"array as argument {i} (shape {a.shape}, {a.dtype})"
+                    )
             return fn(*args, **kwargs)
+
         return call
 
     for op in OP_NAMES:
@@ -694,25 +834,34 @@ def check_inputs_unchanged(name: str, dtype: str) -> None:
     ops = _get(name, dtype)
     images = image_ops(ops)
     cases = [(ops, op, args) for op, args in _op_cases(dtype)] + [
-        (images, op, args) for op, args in _image_cases(dtype)]
+        (images, op, args) for op, args in _image_cases(dtype)
+    ]
     for i, (target, op, args) in enumerate(cases):
         given = [_to_backend(ops, a, read_only=True) for a in args]
-        before = [np.array(ops.to_numpy(a)) if not isinstance(a, (int, float, np.generic))
-                  and a is not None else a for a in given]
+        before = [
+            np.array(ops.to_numpy(a))
+            if not isinstance(a, (int, float, np.generic)) and a is not None
+            else a
+            for a in given
+        ]
         try:
             getattr(target, op)(*given)
         except ValueError as exc:
             if "read-only" in str(exc):
-                raise AssertionError(f"backend {name!r}: op {op} (case {i}) writes to an "
-                                     f"argument it must only read ({exc})") from None
+                raise AssertionError(
+                    f"backend {name!r}: op {op} (case {i}) writes to an "
+                    f"argument it must only read ({exc})"
+                ) from None
             raise
         for k, (a, b) in enumerate(zip(given, before)):
             if b is None or isinstance(b, (int, float, np.generic)):
                 continue
             after = np.array(ops.to_numpy(a))
             if not np.array_equal(after, b, equal_nan=True):
-                raise AssertionError(f"backend {name!r}: op {op} (case {i}) changed its "
-                                     f"argument {k}, which the contract says it only reads")
+                raise AssertionError(
+                    f"backend {name!r}: op {op} (case {i}) changed its "
+                    f"argument {k}, which the contract says it only reads"
+                )
 
 
 CHECKS: dict[str, Callable[[str, str], None]] = {
@@ -737,8 +886,9 @@ def run_check(name: str, check: str, dtype: str) -> None:
     CHECKS[check](name, dtype)
 
 
-def check_backend(name: str, dtypes: tuple[str, ...] = DTYPES,
-                  report: Callable[[CheckResult], None] | None = None) -> list[str]:
+def check_backend(
+    name: str, dtypes: tuple[str, ...] = DTYPES, report: Callable[[CheckResult], None] | None = None
+) -> list[str]:
     """Run every check on backend ``name``; raises :class:`AssertionError` at the first
     failure (an exception raised inside an op included, naming the op) and returns the
     skipped checks, each with its reason. ``report``, if given, is called with a
@@ -770,8 +920,12 @@ class CheckResult:
     error: BaseException | None = None
 
 
-def run_checks(name: str, dtypes: tuple[str, ...] = DTYPES, checks: tuple[str, ...] | None = None,
-               report: Callable[[CheckResult], None] | None = None) -> Iterator[CheckResult]:
+def run_checks(
+    name: str,
+    dtypes: tuple[str, ...] = DTYPES,
+    checks: tuple[str, ...] | None = None,
+    report: Callable[[CheckResult], None] | None = None,
+) -> Iterator[CheckResult]:
     """Run ``checks`` (default: all of :data:`CHECKS`) on backend ``name`` in each of
     ``dtypes``, yielding the :class:`CheckResult` of each as it ends; a failure does
     not stop the others. An exception other than :class:`AssertionError` raised by a
@@ -790,8 +944,7 @@ def run_checks(name: str, dtypes: tuple[str, ...] = DTYPES, checks: tuple[str, .
                 status, message, error = "failed", str(exc), exc
             except Exception as exc:  # noqa: BLE001 -- any error of a plug-in is a failure
                 status, message, error = "failed", _raised_in_op(name, check, dtype, exc), exc
-            result = CheckResult(check, dtype, status, time.perf_counter() - start, message,
-                                 error)
+            result = CheckResult(check, dtype, status, time.perf_counter() - start, message, error)
             if report is not None:
                 report(result)
             yield result
@@ -812,11 +965,12 @@ def _raised_in_op(name: str, check: str, dtype: str, exc: Exception) -> str:
             op = frame.f_code.co_name
     where = f"op {op}" if op else f"check {check}"
     at = f" (at {Path(frames[-1][0].f_code.co_filename).name}:{frames[-1][1]})" if frames else ""
-    message = (f"backend {name!r}, {check} ({dtype}): {where} raised "
-               f"{type(exc).__name__}: {exc}{at}")
+    message = f"backend {name!r}, {check} ({dtype}): {where} raised {type(exc).__name__}: {exc}{at}"
     if "__dlpack__" in str(exc):
-        message += ("; a namespace whose arrays lack DLPack must override Ops.to_numpy "
-                    "(docs/writing-a-backend.md)")
+        message += (
+            "; a namespace whose arrays lack DLPack must override Ops.to_numpy "
+            "(docs/writing-a-backend.md)"
+        )
     return message
 
 

@@ -78,8 +78,9 @@ def mnist_subset_dir(tmp_path_factory):
     def make(n_train: int, n_test: int):
         if (n_train, n_test) not in made:
             d = tmp_path_factory.mktemp(f"mnist-{n_train}-{n_test}")
-            for prefix, split, n in zip(("train", "t10k"), simplenn.load_mnist(),
-                                        (n_train, n_test)):
+            for prefix, split, n in zip(
+                ("train", "t10k"), simplenn.load_mnist(), (n_train, n_test)
+            ):
                 write_idx(d / f"{prefix}-images-idx3-ubyte", split.X[:n].reshape(n, 28, 28))
                 write_idx(d / f"{prefix}-labels-idx1-ubyte", split.y[:n].astype(np.uint8))
             made[n_train, n_test] = d

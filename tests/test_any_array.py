@@ -97,10 +97,17 @@ def test_a_torch_tensor_that_needs_gradients_is_a_one_line_error(data):
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("thing, named", [
-    ({"a": 1}, "dict"), ("pixels", "str"), (None, "NoneType"), ({1, 2}, "set"),
-    (3.5, "float"), (object(), "object"),
-])
+@pytest.mark.parametrize(
+    "thing, named",
+    [
+        ({"a": 1}, "dict"),
+        ("pixels", "str"),
+        (None, "NoneType"),
+        ({1, 2}, "set"),
+        (3.5, "float"),
+        (object(), "object"),
+    ],
+)
 def test_what_is_not_an_array_is_a_one_line_type_error(data, thing, named):
     X, y = data[0]["uint8"][:4], data[1][:4]
     net = simplenn.TwoLayerNet(784, 8, seed=0)
@@ -156,11 +163,13 @@ def test_import_simplenn_imports_no_array_library():
     import subprocess
     import sys
 
-    code = ("import sys, simplenn\n"
-            "heavy = [m for m in ('torch', 'jax', 'cupy', 'array_api_strict') "
-            "if m in sys.modules]\n"
-            "assert not heavy, heavy\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
-                            timeout=120)
+    code = (
+        "import sys, simplenn\n"
+        "heavy = [m for m in ('torch', 'jax', 'cupy', 'array_api_strict') "
+        "if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120
+    )
     assert result.returncode == 0, result.stderr
-

@@ -14,7 +14,11 @@ import pytest
 import simplenn
 from simplenn.backends.numpy_backend import NumpyImageOps, NumpyOps
 from simplenn.core.augment import (
-    AUGMENTATIONS, Augmenter, distort_images, draw_batches, elastic_basis, elastic_levels,
+    AUGMENTATIONS,
+    distort_images,
+    draw_batches,
+    elastic_basis,
+    elastic_levels,
     gaussian_filter_matrix,
 )
 from simplenn.core.training import TrainingInterrupted
@@ -38,18 +42,19 @@ def _net(ops=None):
 @pytest.mark.parametrize("kind", ["affine", "elastic"])
 def test_draws_depend_on_seed_epoch_and_batch_not_on_the_cut(kind):
     whole = draw_batches(kind, 3, 2, 0, 700, 100, 28)
-    parts = [draw_batches(kind, 3, 2, b, e, 100, 28) for b, e in ((0, 300), (300, 400),
-                                                                  (400, 700))]
+    parts = [draw_batches(kind, 3, 2, b, e, 100, 28) for b, e in ((0, 300), (300, 400), (400, 700))]
     for field in ("matrices", "noise"):
         if getattr(whole, field) is None:
             continue
-        np.testing.assert_array_equal(np.concatenate([getattr(p, field) for p in parts]),
-                                      getattr(whole, field))
-    assert not np.array_equal(draw_batches(kind, 3, 3, 0, 100, 100, 28).matrices[:, :, 2]
-                              if kind == "affine" else draw_batches(kind, 3, 3, 0, 100, 100,
-                                                                    28).noise,
-                              whole.matrices[:100, :, 2] if kind == "affine"
-                              else whole.noise[:100])
+        np.testing.assert_array_equal(
+            np.concatenate([getattr(p, field) for p in parts]), getattr(whole, field)
+        )
+    assert not np.array_equal(
+        draw_batches(kind, 3, 3, 0, 100, 100, 28).matrices[:, :, 2]
+        if kind == "affine"
+        else draw_batches(kind, 3, 3, 0, 100, 100, 28).noise,
+        whole.matrices[:100, :, 2] if kind == "affine" else whole.noise[:100],
+    )
 
 
 def test_elastic_fields_have_simards_scale():
@@ -82,19 +87,23 @@ def test_elastic_fields_have_the_distribution_of_simards_smoothed_uniform_noise(
     G = gaussian_filter_matrix(28)
     simard = 34.0 * G @ (rng.integers(0, 256, (3000, 28, 28)) / 127.5 - 1) @ G
     d = draw_batches("elastic", 1, 1, 0, 1500, 1500, 28)
-    ours = NumpyImageOps(NumpyOps("float64")).elastic_fields(
-        d.noise, elastic_levels(), elastic_basis(28)).reshape(3000, 28, 28)
-    np.testing.assert_allclose(ours.var(axis=0).mean(axis=1), simard.var(axis=0).mean(axis=1),
-                               rtol=0.05)
+    ours = (
+        NumpyImageOps(NumpyOps("float64"))
+        .elastic_fields(d.noise, elastic_levels(), elastic_basis(28))
+        .reshape(3000, 28, 28)
+    )
+    np.testing.assert_allclose(
+        ours.var(axis=0).mean(axis=1), simard.var(axis=0).mean(axis=1), rtol=0.05
+    )
 
     def corr(f, lag):
-        a, b = f[:, 8:20, 8:20], f[:, 8:20, 8 + lag:20 + lag]
+        a, b = f[:, 8:20, 8:20], f[:, 8:20, 8 + lag : 20 + lag]
         return float((a * b).mean() / np.sqrt((a * a).mean() * (b * b).mean()))
 
     for lag in (1, 3, 6):
         assert corr(ours, lag) == pytest.approx(corr(simard, lag), abs=0.02), lag
     centre = [f[:, 8:20, 8:20].ravel() for f in (ours, simard)]
-    kurtosis = [float((c ** 4).mean() / (c ** 2).mean() ** 2 - 3) for c in centre]
+    kurtosis = [float((c**4).mean() / (c**2).mean() ** 2 - 3) for c in centre]
     assert kurtosis[0] == pytest.approx(kurtosis[1], abs=0.1)
     beyond = [float((np.abs(c) > 3).mean()) for c in centre]
     assert beyond[0] == pytest.approx(beyond[1], rel=0.1)
@@ -174,8 +183,12 @@ def test_ctrl_c_mid_epoch_and_resume_is_bitwise_with_augmentation(small, tmp_pat
 
     path = tmp_path / "c.npz"
     with pytest.raises(TrainingInterrupted) as info:
-        simplenn.fit(_net(InterruptingOps("float32")), *small, **SETTINGS,
-                     on_checkpoint=lambda s: save_checkpoint(path, s))
+        simplenn.fit(
+            _net(InterruptingOps("float32")),
+            *small,
+            **SETTINGS,
+            on_checkpoint=lambda s: save_checkpoint(path, s),
+        )
     assert (info.value.state.epochs_done, info.value.state.position) == (1, 1700)
     resumed = _net()
     simplenn.fit(resumed, *small, **SETTINGS, resume=load_checkpoint(path).state)
@@ -199,15 +212,22 @@ def test_bad_augmentations_are_refused_with_the_fix(small):
     with pytest.raises(ValueError, match="square images.*10 features.*augment='none'"):
         simplenn.fit(net, (X, y), epochs=1, augment="affine")
     with pytest.raises(ValueError, match="at least 2 x 2 pixels.*1 features"):
-        simplenn.fit(simplenn.TwoLayerNet(1, 4, 3, seed=0), (X[:, :1], y), epochs=1,
-                     augment="elastic")
+        simplenn.fit(
+            simplenn.TwoLayerNet(1, 4, 3, seed=0), (X[:, :1], y), epochs=1, augment="elastic"
+        )
 
 
 # -- the command ------------------------------------------------------------------------
 
+
 def _train(*args, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "simplenn.train", *args], capture_output=True,
-                          text=True, cwd=cwd, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "simplenn.train", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=600,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -219,9 +239,22 @@ def data_dir(mnist_subset_dir):
 def test_cli_augment_metrics_and_plot(data_dir, tmp_path):
     pytest.importorskip("matplotlib")
     metrics = tmp_path / "m.json"
-    result = _train("--data-dir", str(data_dir), "--backend", "numpy", "--epochs", "1",
-                    "--hidden", "16", "--augment", "affine", "--metrics-out", str(metrics),
-                    "--plot", str(tmp_path / "plots"))
+    result = _train(
+        "--data-dir",
+        str(data_dir),
+        "--backend",
+        "numpy",
+        "--epochs",
+        "1",
+        "--hidden",
+        "16",
+        "--augment",
+        "affine",
+        "--metrics-out",
+        str(metrics),
+        "--plot",
+        str(tmp_path / "plots"),
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(metrics.read_text())["config"]["augment"] == "affine"
     assert (tmp_path / "plots" / "augmentation.png").stat().st_size > 5000
@@ -230,8 +263,21 @@ def test_cli_augment_metrics_and_plot(data_dir, tmp_path):
 
 def test_cli_preset_sets_its_flags_and_given_flags_win(data_dir, tmp_path):
     metrics = tmp_path / "m.json"
-    result = _train("--data-dir", str(data_dir), "--backend", "numpy", "--preset", "best",
-                    "--epochs", "1", "--hidden", "12", "--metrics-out", str(metrics), "--quiet")
+    result = _train(
+        "--data-dir",
+        str(data_dir),
+        "--backend",
+        "numpy",
+        "--preset",
+        "best",
+        "--epochs",
+        "1",
+        "--hidden",
+        "12",
+        "--metrics-out",
+        str(metrics),
+        "--quiet",
+    )
     assert result.returncode == 0, result.stderr
     config = json.loads(metrics.read_text())["config"]
     assert (config["epochs"], config["hidden"]) == (1, 12)  # given flags override the preset

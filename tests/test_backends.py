@@ -21,9 +21,11 @@ from simplenn.errors import BackendUnavailableError, UnknownBackendError
 
 
 def test_import_simplenn_imports_neither_numba_nor_cupy():
-    code = ("import sys, simplenn; simplenn.TwoLayerNet(8, 4, 3); "
-            "bad = [m for m in sys.modules if m.split('.')[0] in ('numba', 'cupy', 'llvmlite')]; "
-            "print(bad); sys.exit(1 if bad else 0)")
+    code = (
+        "import sys, simplenn; simplenn.TwoLayerNet(8, 4, 3); "
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('numba', 'cupy', 'llvmlite')]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, f"import simplenn imported {result.stdout.strip()}"
 
@@ -94,10 +96,12 @@ def test_an_unavailable_backend_named_explicitly_raises_and_never_falls_back():
 
 
 def test_missing_numba_names_what_to_install_in_a_subprocess():
-    code = ("import sys; sys.modules['numba'] = None\n"
-            "import simplenn\n"
-            "try:\n    simplenn.get_backend('numba')\n"
-            "except simplenn.BackendUnavailableError as e:\n    print(e)\n")
+    code = (
+        "import sys; sys.modules['numba'] = None\n"
+        "import simplenn\n"
+        "try:\n    simplenn.get_backend('numba')\n"
+        "except simplenn.BackendUnavailableError as e:\n    print(e)\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "pip install numba" in out.stdout, out.stdout + out.stderr
     assert "simplenn[" not in out.stdout  # that name on the package index is another project
@@ -108,6 +112,16 @@ def test_ops_is_at_most_twenty_pure_array_operations():
 
     public = {n for n in dir(Ops) if not n.startswith("_") and callable(getattr(Ops, n))}
     assert public == set(OP_NAMES) and len(OP_NAMES) <= 20
-    forbidden = ("sgd", "update", "velocity", "momentum", "optim", "W1", "warp", "elastic",
-                 "augment", "steps")
+    forbidden = (
+        "sgd",
+        "update",
+        "velocity",
+        "momentum",
+        "optim",
+        "W1",
+        "warp",
+        "elastic",
+        "augment",
+        "steps",
+    )
     assert not [n for n in OP_NAMES if any(word in n for word in forbidden)]

@@ -19,20 +19,39 @@ from simplenn.bench import sysinfo, throughput
 from simplenn.bench.contenders import Availability
 from simplenn.core.training import CHUNK_SAMPLES
 
-TINY = ["--backends", "numpy", "--batch-sizes", "16,64", "--hidden", "8", "--samples", "256",
-        "--repeat", "1", "--peak-size", "256"]
+TINY = [
+    "--backends",
+    "numpy",
+    "--batch-sizes",
+    "16,64",
+    "--hidden",
+    "8",
+    "--samples",
+    "256",
+    "--repeat",
+    "1",
+    "--peak-size",
+    "256",
+]
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run_cli(*args: str, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
+    }
     env.update(env_extra or {})
     for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
         if k not in (env_extra or {}):
             env.pop(k, None)
-    return subprocess.run([sys.executable, "-m", "simplenn.bench", *args], capture_output=True,
-                          text=True, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "simplenn.bench", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
 
 
 def test_tiny_grid_prints_table_and_writes_json_and_plot(tmp_path, capsys):
@@ -56,13 +75,16 @@ def test_tiny_grid_prints_table_and_writes_json_and_plot(tmp_path, capsys):
 
     report = json.loads(out_json.read_text())
     assert [(r["name"], r["hidden"], r["batch_size"]) for r in report["results"]] == [
-        ("numpy", 8, 16), ("numpy", 8, 64)]
+        ("numpy", 8, 16),
+        ("numpy", 8, 64),
+    ]
     for r in report["results"]:
         assert r["samples"] == 256 and len(r["seconds"]) == 1 and r["samples_per_s"] > 0
         assert r["samples_per_s"] == pytest.approx(256 / r["seconds"][0])
         assert r["speedup_vs_numpy"] == pytest.approx(1.0)
         assert r["percent_of_peak"] == pytest.approx(
-            100 * r["samples_per_s"] * r["flops_per_sample"] / report["peak"]["flops_per_s"])
+            100 * r["samples_per_s"] * r["flops_per_sample"] / report["peak"]["flops_per_s"]
+        )
     assert report["peak"]["flops_per_s"] > 0
     assert report["versions"]["simplenn"] == simplenn.__version__
     if have_matplotlib:
@@ -71,8 +93,11 @@ def test_tiny_grid_prints_table_and_writes_json_and_plot(tmp_path, capsys):
 
 def _rows(out: str) -> list[list[str]]:
     """The fields of the table rows (not the head) in ``out``."""
-    return [[f.strip() for f in line.strip().strip("|").split("|")] for line in out.splitlines()
-            if line.startswith("|") and not line.startswith(("| hidden", "|---"))]
+    return [
+        [f.strip() for f in line.strip().strip("|").split("|")]
+        for line in out.splitlines()
+        if line.startswith("|") and not line.startswith(("| hidden", "|---"))
+    ]
 
 
 class _FakeGrid:
@@ -87,9 +112,17 @@ class _FakeGrid:
         raw = []
         for hidden in hidden_sizes:
             for bs in batch_sizes:
-                group = [{"name": n, "is_peer": n in throughput.PEER_NAMES, "hidden": hidden,
-                          "batch_size": bs, "samples": samples,
-                          "seconds": [self.seconds] * repeat} for n in names]
+                group = [
+                    {
+                        "name": n,
+                        "is_peer": n in throughput.PEER_NAMES,
+                        "hidden": hidden,
+                        "batch_size": bs,
+                        "samples": samples,
+                        "seconds": [self.seconds] * repeat,
+                    }
+                    for n in names
+                ]
                 on_cells(group)
                 out = self.capsys.readouterr().out
                 print(out, end="")  # keep it for the test's own readouterr
@@ -104,10 +137,21 @@ def fake_grid(capsys, monkeypatch):
     1 GFLOP/s and the grid faked (:class:`_FakeGrid`)."""
     grid = _FakeGrid(capsys)
     monkeypatch.setattr(throughput, "run_grid", grid)
-    monkeypatch.setattr(throughput, "probe_contender",
-                        lambda name: Availability(name, True, None, name in throughput.PEER_NAMES))
-    monkeypatch.setattr(sysinfo, "measure_sgemm_peak", lambda n=2048, repeat=5: {
-        "n": n, "repeat": repeat, "best_seconds": 1.0, "flops_per_s": 1e9})
+    monkeypatch.setattr(
+        throughput,
+        "probe_contender",
+        lambda name: Availability(name, True, None, name in throughput.PEER_NAMES),
+    )
+    monkeypatch.setattr(
+        sysinfo,
+        "measure_sgemm_peak",
+        lambda n=2048, repeat=5: {
+            "n": n,
+            "repeat": repeat,
+            "best_seconds": 1.0,
+            "flops_per_s": 1e9,
+        },
+    )
     monkeypatch.setattr(sysinfo, "gpu_names", lambda: [])
     monkeypatch.delenv(throughput.SKIP_ENV, raising=False)
     return grid
@@ -117,8 +161,12 @@ def test_default_is_the_quick_grid_and_says_how_to_run_the_full_one(fake_grid, c
     assert bench.main([]) == 0
     quick, full = throughput.GRIDS["quick"], throughput.GRIDS["full"]
     names, hidden, batch_sizes, samples, repeat = fake_grid.calls[-1]
-    assert (hidden, batch_sizes, samples, repeat) == (quick.hidden, quick.batch_sizes,
-                                                      quick.samples, quick.repeat)
+    assert (hidden, batch_sizes, samples, repeat) == (
+        quick.hidden,
+        quick.batch_sizes,
+        quick.samples,
+        quick.repeat,
+    )
     assert names == list(throughput.contender_names())
     last = capsys.readouterr().out.rstrip().splitlines()[-1]
     assert last.startswith("this was the quick grid;")
@@ -134,7 +182,7 @@ def test_default_is_the_quick_grid_and_says_how_to_run_the_full_one(fake_grid, c
 def test_each_cell_is_printed_as_it_is_measured(fake_grid, capsys):
     assert bench.main(["--backends", "numpy,numba", "--batch-sizes", "8,64", "--hidden", "16"]) == 0
     first, second = fake_grid.printed
-    second = second[len(first):]  # what came after the first cell
+    second = second[len(first) :]  # what came after the first cell
     assert "| hidden | batch | backend" in first  # the table's head, before any cell
     assert [r[:3] for r in _rows(first)] == [["16", "8", "numpy"], ["16", "8", "numba"]]
     assert [r[:3] for r in _rows(second)] == [["16", "64", "numpy"], ["16", "64", "numba"]]
@@ -201,19 +249,39 @@ def test_plot_without_matplotlib_says_how_to_install(tmp_path, capsys, monkeypat
     assert not (tmp_path / "p.png").exists()
 
 
-@pytest.mark.parametrize("argv", [
-    ["--batch-sizes", "0"], ["--batch-sizes", "8,x"], ["--hidden", ""], ["--hidden", "-4"],
-    ["--backends", "tensorflow"], ["--repeat", "0"], ["--samples", "60001"],
-    ["--plot", "throughput.jpg"], ["--json", "no/such/dir/out.json"], ["--frobnicate"],
-    ["--backends", "numpy@/tmp"], ["--grid", "huge"], ["--skip-backends", "tensorflow"],
-    ["--skip-backends", ""], ["--skip-backends", "numba", "--backends", "numpy"],
-    ["--unset-openblas-env"], ["--processes", "2"],
-    ["--suite", "bogus"], ["--suite"], ["--suite", "gpu", "--hidden", "8"],
-    ["--suite", "gpu", "--plot", "p.png"], ["--suite", "gpu", "--backends", "numpy"],
-    ["--suite", "gpu", "--grid", "full"], ["--suite", "gpu", "--skip-backends", "numba"],
-    ["--suite", "gpu", "--out-dir", "no/such/dir"], ["--out-dir", "."],
-    ["--suite", "augment", "--grid", "quick"], ["--suite", "augment", "--skip-backends", "numba"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--batch-sizes", "0"],
+        ["--batch-sizes", "8,x"],
+        ["--hidden", ""],
+        ["--hidden", "-4"],
+        ["--backends", "tensorflow"],
+        ["--repeat", "0"],
+        ["--samples", "60001"],
+        ["--plot", "throughput.jpg"],
+        ["--json", "no/such/dir/out.json"],
+        ["--frobnicate"],
+        ["--backends", "numpy@/tmp"],
+        ["--grid", "huge"],
+        ["--skip-backends", "tensorflow"],
+        ["--skip-backends", ""],
+        ["--skip-backends", "numba", "--backends", "numpy"],
+        ["--unset-openblas-env"],
+        ["--processes", "2"],
+        ["--suite", "bogus"],
+        ["--suite"],
+        ["--suite", "gpu", "--hidden", "8"],
+        ["--suite", "gpu", "--plot", "p.png"],
+        ["--suite", "gpu", "--backends", "numpy"],
+        ["--suite", "gpu", "--grid", "full"],
+        ["--suite", "gpu", "--skip-backends", "numba"],
+        ["--suite", "gpu", "--out-dir", "no/such/dir"],
+        ["--out-dir", "."],
+        ["--suite", "augment", "--grid", "quick"],
+        ["--suite", "augment", "--skip-backends", "numba"],
+    ],
+)
 def test_bad_flags_exit_2_with_one_line(argv, capsys):
     with pytest.raises(SystemExit) as info:
         bench.main(argv)
@@ -224,8 +292,11 @@ def test_bad_flags_exit_2_with_one_line(argv, capsys):
 
 
 def test_named_backend_that_cannot_run_is_an_error(capsys, monkeypatch):
-    monkeypatch.setattr(throughput, "probe_contender",
-                        lambda name: Availability(name, False, "pretend it is missing"))
+    monkeypatch.setattr(
+        throughput,
+        "probe_contender",
+        lambda name: Availability(name, False, "pretend it is missing"),
+    )
     assert bench.main(["--backends", "numba"]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
@@ -260,9 +331,15 @@ def test_bad_suite_names_the_valid_ones(capsys):
 
 def test_help_documents_the_suites_and_the_output_directory():
     text = bench.build_parser().format_help()
-    for flag in ("--suite {throughput,gpu,recipe,augment}", "--out-dir DIR", "benchmark.json",
-                 "benchmark.md", "--grid {quick,full}", "--skip-backends LIST",
-                 throughput.SKIP_ENV):
+    for flag in (
+        "--suite {throughput,gpu,recipe,augment}",
+        "--out-dir DIR",
+        "benchmark.json",
+        "benchmark.md",
+        "--grid {quick,full}",
+        "--skip-backends LIST",
+        throughput.SKIP_ENV,
+    ):
         assert flag in text
 
 
@@ -270,13 +347,27 @@ def test_gpu_suite_skips_what_cannot_run_and_writes_its_files(tmp_path):
     """The suite as scripts/gpu_run.sh runs it, shrunk: without a GPU (CI, this machine)
     it says why cupy is skipped, times numba and exits 0."""
     out_json = tmp_path / "copy.json"
-    done = _run_cli("--suite", "gpu", "--samples", "1024", "--repeat", "1", "--batch-sizes", "512",
-                    "--out-dir", str(tmp_path), "--json", str(out_json))
+    done = _run_cli(
+        "--suite",
+        "gpu",
+        "--samples",
+        "1024",
+        "--repeat",
+        "1",
+        "--batch-sizes",
+        "512",
+        "--out-dir",
+        str(tmp_path),
+        "--json",
+        str(out_json),
+    )
     assert done.returncode == 0, done.stderr
     cupy, numba = probe_backend("cupy"), probe_backend("numba")
     if not cupy.available:
-        assert f"skipped: cupy (CUDA graphs on and off, batch 512): {cupy.reason}" in \
-            done.stdout.splitlines()
+        assert (
+            f"skipped: cupy (CUDA graphs on and off, batch 512): {cupy.reason}"
+            in done.stdout.splitlines()
+        )
     report = json.loads((tmp_path / gpu_suite.JSON_NAME).read_text())
     assert json.loads(out_json.read_text())["rows"] == report["rows"]
     assert report["samples"] == 1024 and report["epochs_timed"] == 1
@@ -297,18 +388,33 @@ def test_gpu_suite_reports_a_failed_configuration_and_goes_on(tmp_path, capsys, 
     """With numba the one contender (a GPU, where there is one, left out), its failed
     configuration is reported and the suite ends with exit status 1."""
     numba = dataclasses.replace(probe_backend("numba"), available=True, reason=None)
-    monkeypatch.setattr(gpu_suite, "probe_backend", lambda name: numba if name == "numba"
-                        else dataclasses.replace(probe_backend(name), available=False,
-                                                 reason="left out by this test"))
-    monkeypatch.setattr(gpu_suite, "probe_contender",
-                        lambda name: Availability(name, False, "left out by this test"))
+    monkeypatch.setattr(
+        gpu_suite,
+        "probe_backend",
+        lambda name: (
+            numba
+            if name == "numba"
+            else dataclasses.replace(
+                probe_backend(name), available=False, reason="left out by this test"
+            )
+        ),
+    )
+    monkeypatch.setattr(
+        gpu_suite,
+        "probe_contender",
+        lambda name: Availability(name, False, "left out by this test"),
+    )
 
     def broken(*args, **kwargs):
         raise RuntimeError("pretend the kernel failed")
 
     monkeypatch.setattr(gpu_suite, "fit_timed_epochs", broken)
-    assert bench.main(["--suite", "gpu", "--samples", "64", "--repeat", "1",
-                       "--out-dir", str(tmp_path)]) == 1
+    assert (
+        bench.main(
+            ["--suite", "gpu", "--samples", "64", "--repeat", "1", "--out-dir", str(tmp_path)]
+        )
+        == 1
+    )
     captured = capsys.readouterr()
     assert "FAILED: numba batch 512, fit: RuntimeError: pretend the kernel failed" in captured.err
     assert "1 configuration(s) failed" in captured.err.splitlines()[-1]
@@ -332,8 +438,9 @@ def test_event_timed_chunk_loop_trains_through_train_steps(monkeypatch):
         def synchronize(self):
             pass
 
-    fake = types.SimpleNamespace(cuda=types.SimpleNamespace(
-        Event=Event, get_elapsed_time=lambda a, b: (b.t - a.t) * 1e3))
+    fake = types.SimpleNamespace(
+        cuda=types.SimpleNamespace(Event=Event, get_elapsed_time=lambda a, b: (b.t - a.t) * 1e3)
+    )
     monkeypatch.setitem(sys.modules, "cupy", fake)
     calls = []
     original = simplenn.TwoLayerNet.train_steps
@@ -377,7 +484,8 @@ def test_recipe_parses_what_train_and_the_peers_print():
     assert out.train_seconds == pytest.approx(5.12 + 5.39)
     assert out.backend == "numba"
     sklearn_out = recipe.parse_train_output(
-        "trained 6 epochs in 41.50s (final loss 0.0300)\ntest accuracy: 97.90%\n")
+        "trained 6 epochs in 41.50s (final loss 0.0300)\ntest accuracy: 97.90%\n"
+    )
     assert (sklearn_out.accuracy, sklearn_out.train_seconds) == (pytest.approx(0.979), 41.5)
     assert sklearn_out.compile_seconds is None and sklearn_out.backend is None
     nothing = recipe.parse_train_output("Traceback (most recent call last):\n")
@@ -413,15 +521,24 @@ def test_recipe_suite_prints_the_table_and_writes_json(tmp_path, capsys, monkeyp
     monkeypatch.setattr(recipe, "library_missing", lambda module: False)
     monkeypatch.setenv("SIMPLENN_NUMBA_CACHE", "0")  # the user's setting must not leak
     calls = []
-    monkeypatch.setattr(recipe, "run_process", _fake_processes(
-        calls, {"cold": [70.0, 60.0], "warm": [20.0, 25.0], "torch": [40.0], "sklearn": [80.0]}))
+    monkeypatch.setattr(
+        recipe,
+        "run_process",
+        _fake_processes(
+            calls, {"cold": [70.0, 60.0], "warm": [20.0, 25.0], "torch": [40.0], "sklearn": [80.0]}
+        ),
+    )
     out_json = tmp_path / "recipe.json"
     assert bench.main(["--suite", "recipe", "--repeat", "2", "--json", str(out_json)]) == 0
     out = capsys.readouterr().out
     assert "| run | wall s | vs simplenn | compile s |" in out
-    rows = {line.split("|")[1].strip(): line for line in out.splitlines()
-            if line.startswith("| simplenn") or line.startswith("| PyTorch")
-            or line.startswith("| scikit")}
+    rows = {
+        line.split("|")[1].strip(): line
+        for line in out.splitlines()
+        if line.startswith("| simplenn")
+        or line.startswith("| PyTorch")
+        or line.startswith("| scikit")
+    }
     assert "| 60.0 | 3.00x | 30.0 |" in rows["simplenn numba, cold cache"]
     assert "| 20.0 | 1.00x | 0.5 |" in rows["simplenn numba, warm cache"]
     assert "| 40.0 | 2.00x | - |" in rows["PyTorch script (torch_recipe)"]
@@ -439,8 +556,13 @@ def test_recipe_suite_prints_the_table_and_writes_json(tmp_path, capsys, monkeyp
 
     report = json.loads(out_json.read_text())
     assert report["suite"] == "recipe" and report["repeat"] == 2 and report["cpu"]
-    assert report["cold_warm"] == {"cold_seconds": 60.0, "warm_seconds": 20.0, "ratio": 3.0,
-                                   "cold_compile_seconds": 30.0, "warm_compile_seconds": 0.5}
+    assert report["cold_warm"] == {
+        "cold_seconds": 60.0,
+        "warm_seconds": 20.0,
+        "ratio": 3.0,
+        "cold_compile_seconds": 30.0,
+        "warm_compile_seconds": 0.5,
+    }
     assert report["cache_files_after_cold_run"] == [1, 1]
     by = {r["name"]: r for r in report["rows"]}
     assert by["simplenn-cold"]["wall_seconds"] == [70.0, 60.0]
@@ -455,14 +577,17 @@ def test_recipe_skips_missing_libraries_with_one_line(capsys, monkeypatch):
     monkeypatch.setattr(recipe, "run_process", _fake_processes(calls))
     assert recipe.run_suite(repeat=1, json_path=None, command="c") == 0
     out = capsys.readouterr().out
-    assert ("skipped: scikit-learn MLPClassifier (sklearn_recipe): scikit-learn is not "
-            "installed; pip install scikit-learn") in out.splitlines()
+    assert (
+        "skipped: scikit-learn MLPClassifier (sklearn_recipe): scikit-learn is not "
+        "installed; pip install scikit-learn"
+    ) in out.splitlines()
     assert f"skipped: simplenn numba, cold cache: {recipe.NUMBA_MISSING}" in out.splitlines()
     assert "| simplenn (default backend) | 60.0 | 1.00x |" in out  # compiles: an empty cache
     assert "| scikit" not in out and "cold/warm" not in out
-    assert [argv[1:] for argv, _ in calls] == [["-m", "simplenn.train"],
-                                               ["-c", "from simplenn.bench.recipe import "
-                                                      "torch_recipe; torch_recipe()"]]
+    assert [argv[1:] for argv, _ in calls] == [
+        ["-m", "simplenn.train"],
+        ["-c", "from simplenn.bench.recipe import torch_recipe; torch_recipe()"],
+    ]
 
 
 def test_recipe_reports_a_failed_process_and_goes_on(tmp_path, capsys, monkeypatch):
@@ -473,14 +598,24 @@ def test_recipe_reports_a_failed_process_and_goes_on(tmp_path, capsys, monkeypat
     assert rows["torch"]["output_tail"] == ["Traceback ...", "RuntimeError: boom"]
     assert "best_wall_seconds" not in rows["torch"]
     captured = capsys.readouterr()
-    assert "FAILED: PyTorch script (torch_recipe): exit status 1: RuntimeError: boom" in \
-        captured.out.splitlines()
+    assert (
+        "FAILED: PyTorch script (torch_recipe): exit status 1: RuntimeError: boom"
+        in captured.out.splitlines()
+    )
     assert "| scikit-learn MLPClassifier (sklearn_recipe) | 80.0 | 4.00x |" in captured.out
     assert "PyTorch script (torch_recipe) failed" in captured.err
 
 
-@pytest.mark.parametrize("argv", [["--hidden", "8"], ["--out-dir", "."], ["--samples", "100"],
-                                  ["--batch-sizes", "8"], ["--backends", "numpy"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--hidden", "8"],
+        ["--out-dir", "."],
+        ["--samples", "100"],
+        ["--batch-sizes", "8"],
+        ["--backends", "numpy"],
+    ],
+)
 def test_recipe_rejects_the_grids_flags(argv, capsys):
     with pytest.raises(SystemExit) as info:
         bench.main(["--suite", "recipe", *argv])
@@ -510,9 +645,24 @@ def test_recipe_peer_trains_on_512_images(fn, module):
 
 def test_augment_suite_times_each_augmentation_and_writes_json(tmp_path, capsys):
     path = tmp_path / "augment.json"
-    code = bench.main(["--suite", "augment", "--backends", "numpy", "--hidden", "8",
-                       "--batch-sizes", "250", "--samples", "1000", "--repeat", "1",
-                       "--json", str(path)])
+    code = bench.main(
+        [
+            "--suite",
+            "augment",
+            "--backends",
+            "numpy",
+            "--hidden",
+            "8",
+            "--batch-sizes",
+            "250",
+            "--samples",
+            "1000",
+            "--repeat",
+            "1",
+            "--json",
+            str(path),
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert "best epoch (s)" in out and "distortion work (s)" in out
@@ -523,8 +673,15 @@ def test_augment_suite_times_each_augmentation_and_writes_json(tmp_path, capsys)
     assert all(r["distortion_seconds"] > 0 for r in report["rows"][1:])
 
 
-@pytest.mark.parametrize("argv", [["--hidden", "128,512"], ["--backends", "numpy,numba"],
-                                  ["--peak-size", "64"], ["--backends", "torch-cpu"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--hidden", "128,512"],
+        ["--backends", "numpy,numba"],
+        ["--peak-size", "64"],
+        ["--backends", "torch-cpu"],
+    ],
+)
 def test_augment_suite_rejects_what_it_does_not_take(argv, capsys):
     with pytest.raises(SystemExit) as info:
         bench.main(["--suite", "augment", *argv])

@@ -25,7 +25,8 @@ GRACE_SECONDS = 5.0
 
 pytestmark = pytest.mark.skipif(
     psutil is None and not Path("/proc/self/stat").exists(),
-    reason="needs psutil or /proc to read the process table")
+    reason="needs psutil or /proc to read the process table",
+)
 
 
 def _table() -> dict[int, tuple[int, str, str]]:
@@ -35,8 +36,11 @@ def _table() -> dict[int, tuple[int, str, str]]:
     if psutil is not None:
         for p in psutil.process_iter(["ppid", "create_time", "cmdline", "status"]):
             if p.info["status"] != psutil.STATUS_ZOMBIE:
-                table[p.pid] = (p.info["ppid"], str(p.info["create_time"]),
-                                " ".join(p.info["cmdline"] or []))
+                table[p.pid] = (
+                    p.info["ppid"],
+                    str(p.info["create_time"]),
+                    " ".join(p.info["cmdline"] or []),
+                )
         return table
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -46,7 +50,7 @@ def _table() -> dict[int, tuple[int, str, str]]:
             cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:  # exited meanwhile
             continue
-        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
         if fields[0] != "Z":
             table[int(entry)] = (int(fields[1]), fields[19], cmdline)
     return table
@@ -65,15 +69,19 @@ def _descendants(pid: int) -> dict[int, tuple[str, str]]:
     return found
 
 
-def _survivors_of_sigkill(argv: list[str], ready: Callable[[list[str]], bool],
-                          settle: float = 1.0) -> tuple[dict[int, str], dict[int, str]]:
+def _survivors_of_sigkill(
+    argv: list[str], ready: Callable[[list[str]], bool], settle: float = 1.0
+) -> tuple[dict[int, str], dict[int, str]]:
     """Start ``argv``, wait until ``ready`` holds for its descendants' command lines (and
     ``settle`` seconds more), SIGKILL it and wait up to :data:`GRACE_SECONDS`. Returns
     the descendants it had, and those still running, pid -> command line."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
-    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
+    }
+    proc = subprocess.Popen(
+        argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     seen: dict[int, tuple[str, str]] = {}
     try:
         deadline = time.monotonic() + 120
@@ -93,8 +101,11 @@ def _survivors_of_sigkill(argv: list[str], ready: Callable[[list[str]], bool],
     deadline = time.monotonic() + GRACE_SECONDS
     while True:
         table = _table()
-        left = {pid: cmdline for pid, (start, cmdline) in seen.items()
-                if pid in table and table[pid][1] == start}
+        left = {
+            pid: cmdline
+            for pid, (start, cmdline) in seen.items()
+            if pid in table and table[pid][1] == start
+        }
         if not left or time.monotonic() > deadline:
             break
         time.sleep(0.1)
@@ -105,23 +116,45 @@ def _survivors_of_sigkill(argv: list[str], ready: Callable[[list[str]], bool],
 
 def test_sigkilled_bench_leaves_no_worker():
     seen, left = _survivors_of_sigkill(
-        [sys.executable, "-m", "simplenn.bench", "--backends", "numpy", "--hidden", "8",
-         "--batch-sizes", "1", "--samples", "60000", "--repeat", "50", "--peak-size", "64"],
-        lambda cmdlines: any("multiprocessing.spawn" in c for c in cmdlines), settle=2.0)
+        [
+            sys.executable,
+            "-m",
+            "simplenn.bench",
+            "--backends",
+            "numpy",
+            "--hidden",
+            "8",
+            "--batch-sizes",
+            "1",
+            "--samples",
+            "60000",
+            "--repeat",
+            "50",
+            "--peak-size",
+            "64",
+        ],
+        lambda cmdlines: any("multiprocessing.spawn" in c for c in cmdlines),
+        settle=2.0,
+    )
     assert any("multiprocessing.spawn" in c for c in seen.values())
     assert not left, f"still running {GRACE_SECONDS} s after the bench was killed: {left}"
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"),
-                    reason="the kernel ends a foreign child with its parent on Linux only")
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux"),
+    reason="the kernel ends a foreign child with its parent on Linux only",
+)
 def test_recipe_child_dies_with_the_bench():
     """``--suite recipe`` times programs that are not the bench's (python -m
     simplenn.train, the peer scripts): they die with it too."""
     child = "import time; time.sleep(300)"
-    parent = ("import os, sys; from simplenn.bench.recipe import run_process; "
-              f"run_process([sys.executable, '-c', {child!r}], dict(os.environ))")
-    seen, left = _survivors_of_sigkill([sys.executable, "-c", parent],
-                                       lambda cmdlines: any(child in c for c in cmdlines))
+    parent = (
+        "import os, sys; from simplenn.bench.recipe import run_process; "
+        f"run_process([sys.executable, '-c', {child!r}], dict(os.environ))"
+    )
+    seen, left = _survivors_of_sigkill(
+        [sys.executable, "-c", parent], lambda cmdlines: any(child in c for c in cmdlines)
+    )
     assert any(child in c for c in seen.values())
     assert not left, f"still running {GRACE_SECONDS} s after its parent was killed: {left}"
 
@@ -130,8 +163,24 @@ def test_sigkilled_ab_tool_leaves_no_worker():
     """Killed while a worker trains (an epoch at hidden 2048, batch 1, takes far longer
     than the grace period), and while the other waits for its turn."""
     seen, left = _survivors_of_sigkill(
-        [sys.executable, "benchmarks/tools/ab_trees.py", "--old", ".", "--new", ".",
-         "--backends", "numpy", "--hidden", "2048", "--batch-sizes", "1", "--repeat", "50"],
-        lambda cmdlines: sum("--worker" in c for c in cmdlines) == 2, settle=3.0)
+        [
+            sys.executable,
+            "benchmarks/tools/ab_trees.py",
+            "--old",
+            ".",
+            "--new",
+            ".",
+            "--backends",
+            "numpy",
+            "--hidden",
+            "2048",
+            "--batch-sizes",
+            "1",
+            "--repeat",
+            "50",
+        ],
+        lambda cmdlines: sum("--worker" in c for c in cmdlines) == 2,
+        settle=3.0,
+    )
     assert sum("--worker" in c for c in seen.values()) == 2
     assert not left, f"still running {GRACE_SECONDS} s after the tool was killed: {left}"

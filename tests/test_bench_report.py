@@ -36,8 +36,16 @@ def test_every_width_by_default():
     assert widths == {"128", "512"}
 
 
-@pytest.mark.parametrize("content", [None, "not json", "[]", '{"results": []}',
-                                     '{"results": [{"name": "numpy"}], "peak": {"flops_per_s": 1}}'])
+@pytest.mark.parametrize(
+    "content",
+    [
+        None,
+        "not json",
+        "[]",
+        '{"results": []}',
+        '{"results": [{"name": "numpy"}], "peak": {"flops_per_s": 1}}',
+    ],
+)
 def test_missing_or_malformed_file(tmp_path, capsys, content):
     path = tmp_path / "benchmark.json"
     if content is not None:
@@ -54,9 +62,13 @@ def test_width_without_results(capsys):
 
 
 def test_runs_as_a_module():
-    done = subprocess.run([sys.executable, "-m", "simplenn.bench.report", str(FIVE_LIBRARIES),
-                           "--hidden", "512"], capture_output=True, text=True, cwd=ROOT,
-                          timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "simplenn.bench.report", str(FIVE_LIBRARIES), "--hidden", "512"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("| hidden | batch | backend")
 

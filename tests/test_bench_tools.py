@@ -13,14 +13,24 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = "benchmarks/tools/ab_trees.py"
-TINY = ["--backends", "numpy", "--hidden", "8", "--batch-sizes", "64", "--samples", "256",
-        "--repeat", "1"]
+TINY = [
+    "--backends",
+    "numpy",
+    "--hidden",
+    "8",
+    "--batch-sizes",
+    "64",
+    "--samples",
+    "256",
+    "--repeat",
+    "1",
+]
 
 #: A tree whose core was rewritten: it keeps only the public API the tool may use
 #: (load_mnist, TwoLayerNet, fit returning a History of epochs with their seconds), and
 #: its fit takes none of the keywords lr, momentum, lr_schedule, eval_train, progress.
 #: Each epoch reports 1 microsecond per sample: 1,000,000 samples/s.
-STUB_TREE = '''
+STUB_TREE = """
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -62,33 +72,45 @@ def fit(net, train, test=None, *, epochs=6, batch_size=128, optimizer=None, seed
     X, y = train
     assert epochs == 1 and X.shape[0] == y.shape[0]
     return History([EpochStats(seconds=X.shape[0] * 1e-6, train_loss=2.0)])
-'''
+"""
 
 
 def _tool(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, TOOL, *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300, check=False)
+    return subprocess.run(
+        [sys.executable, TOOL, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
 
 def test_two_trees_and_a_control_side_by_side(tmp_path):
     out_json = tmp_path / "ab.json"
     done = _tool("--old", str(ROOT), "--new", ".", "--control", *TINY, "--json", str(out_json))
     assert done.returncode == 0, done.stderr
-    assert "| backend | hidden | batch | old samples/s | new samples/s | new/old | copy/new |" \
+    assert (
+        "| backend | hidden | batch | old samples/s | new samples/s | new/old | copy/new |"
         in done.stdout
+    )
     assert "hidden 8 batch 64 numpy: old " in done.stdout  # the cell, as it was measured
-    assert re.search(r"numpy: copy/new \(best\) spans [0-9.]+ to [0-9.]+ over the grid",
-                     done.stdout)
+    assert re.search(
+        r"numpy: copy/new \(best\) spans [0-9.]+ to [0-9.]+ over the grid", done.stdout
+    )
     report = json.loads(out_json.read_text())
     trees = {t["label"]: t for t in report["trees"]}
     assert list(trees) == ["old", "new", "copy"]
-    assert trees["old"]["simplenn"] == trees["new"]["simplenn"] == str(ROOT / "simplenn" /
-                                                                       "__init__.py")
+    assert (
+        trees["old"]["simplenn"]
+        == trees["new"]["simplenn"]
+        == str(ROOT / "simplenn" / "__init__.py")
+    )
     copy = Path(trees["copy"]["simplenn"])
     assert ROOT not in copy.parents and not copy.exists()  # a copy, removed at the end
-    assert [(r["tree"], r["hidden"], r["batch_size"], len(r["seconds"]))
-            for r in report["results"]] == [("old", 8, 64, 1), ("new", 8, 64, 1),
-                                            ("copy", 8, 64, 1)]
+    assert [
+        (r["tree"], r["hidden"], r["batch_size"], len(r["seconds"])) for r in report["results"]
+    ] == [("old", 8, 64, 1), ("new", 8, 64, 1), ("copy", 8, 64, 1)]
     (row,) = report["summary"]
     old, new = report["results"][0]["seconds"][0], report["results"][1]["seconds"][0]
     assert row["new_old"] == pytest.approx(old / new)
@@ -103,8 +125,7 @@ def test_a_tree_with_only_the_public_api(tmp_path):
     (stub / "simplenn").mkdir(parents=True)
     (stub / "simplenn" / "__init__.py").write_text(STUB_TREE)
     out_json = tmp_path / "ab.json"
-    done = _tool("--old", ".", "--new", str(stub), *TINY, "--repeat", "2", "--json",
-                 str(out_json))
+    done = _tool("--old", ".", "--new", str(stub), *TINY, "--repeat", "2", "--json", str(out_json))
     assert done.returncode == 0, done.stderr
     assert "new 1,000,000 / 1,000,000" in done.stdout
     assert "copy/new" not in done.stdout
@@ -114,14 +135,17 @@ def test_a_tree_with_only_the_public_api(tmp_path):
     assert "against_band" not in report["summary"][0]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--old", "/nonexistent", "--new", "."], "'/nonexistent' does not exist"),
-    (["--old", "benchmarks", "--new", "."], "has no simplenn/__init__.py"),
-    (["--old", "."], "--new"),
-    (["--old", ".", "--new", ".", "--hidden", "0"], "positive integers"),
-    (["--old", ".", "--new", ".", "--samples", "60001"], "at most 60000"),
-    (["--old", ".", "--new", ".", "--json", "no/such/dir/ab.json"], "does not exist"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--old", "/nonexistent", "--new", "."], "'/nonexistent' does not exist"),
+        (["--old", "benchmarks", "--new", "."], "has no simplenn/__init__.py"),
+        (["--old", "."], "--new"),
+        (["--old", ".", "--new", ".", "--hidden", "0"], "positive integers"),
+        (["--old", ".", "--new", ".", "--samples", "60001"], "at most 60000"),
+        (["--old", ".", "--new", ".", "--json", "no/such/dir/ab.json"], "does not exist"),
+    ],
+)
 def test_bad_input_is_one_line(args, message):
     done = _tool(*args)
     assert done.returncode == 2
@@ -138,14 +162,19 @@ def test_a_failing_worker_is_reported_with_its_traceback():
 
 
 def _cited() -> str:
-    return "\n".join(p.read_text(encoding="utf-8")
-                     for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
+    return "\n".join(
+        p.read_text(encoding="utf-8")
+        for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    )
 
 
 def test_scripts_holds_only_what_the_docs_cite():
     cited = _cited()
-    uncited = [p.name for p in sorted((ROOT / "scripts").iterdir())
-               if p.is_file() and f"scripts/{p.name}" not in cited]
+    uncited = [
+        p.name
+        for p in sorted((ROOT / "scripts").iterdir())
+        if p.is_file() and f"scripts/{p.name}" not in cited
+    ]
     assert not uncited, f"scripts/ files that neither README.md nor docs/ cite: {uncited}"
 
 

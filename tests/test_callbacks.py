@@ -50,8 +50,14 @@ def test_stop_training_ends_the_run_after_that_epoch(noise, stop):
 
 @pytest.mark.parametrize("value", [None, True, 0, "stop", StopOnPlateau])
 def test_other_return_values_only_watch(noise, value):
-    history = simplenn.fit(_net(), noise, epochs=3, batch_size=32, interruptible=False,
-                           on_epoch_end=lambda stats: value)
+    history = simplenn.fit(
+        _net(),
+        noise,
+        epochs=3,
+        batch_size=32,
+        interruptible=False,
+        on_epoch_end=lambda stats: value,
+    )
     assert len(history.epochs) == 3 and not history.stopped_by_callback
 
 
@@ -67,8 +73,16 @@ def test_a_stop_keeps_the_best_epoch_and_the_checkpoint_and_the_test_set(noise):
         return StopTraining if stats.epoch == 6 else None
 
     net = _net()
-    history = simplenn.fit(net, noise, noise, validation_fraction=0.2, early_stopping=50,
-                           on_epoch_end=stop_at_6, on_checkpoint=checkpoint, **SETTINGS)
+    history = simplenn.fit(
+        net,
+        noise,
+        noise,
+        validation_fraction=0.2,
+        early_stopping=50,
+        on_epoch_end=stop_at_6,
+        on_checkpoint=checkpoint,
+        **SETTINGS,
+    )
     assert len(history.epochs) == 6 and history.stopped_by_callback
     assert sorted(states) == [1, 2, 3, 4, 5, 6]
     best = history.best_epoch
@@ -81,15 +95,24 @@ def test_a_stop_keeps_the_best_epoch_and_the_checkpoint_and_the_test_set(noise):
 def test_csv_logger_writes_a_header_and_a_row_per_epoch_as_it_ends(noise, tmp_path):
     path = tmp_path / "log.csv"
     logger = CSVLogger(path)
-    assert path.read_text().splitlines() == [",".join(f.name for f in
-                                                      dataclasses.fields(EpochStats))]
+    assert path.read_text().splitlines() == [
+        ",".join(f.name for f in dataclasses.fields(EpochStats))
+    ]
     rows_seen = []
 
     def count_rows(stats):
         rows_seen.append(len(path.read_text().splitlines()) - 1)
 
-    history = simplenn.fit(_net(), noise, noise, epochs=3, batch_size=32, eval_train=True,
-                           interruptible=False, on_epoch_end=CallbackList(logger, count_rows))
+    history = simplenn.fit(
+        _net(),
+        noise,
+        noise,
+        epochs=3,
+        batch_size=32,
+        eval_train=True,
+        interruptible=False,
+        on_epoch_end=CallbackList(logger, count_rows),
+    )
     assert rows_seen == [1, 2, 3]
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
@@ -142,15 +165,17 @@ def test_stop_on_plateau_refuses_what_it_cannot_watch(noise):
         with pytest.raises(ValueError):
             StopOnPlateau(**bad)
     with pytest.raises(ValueError, match="val_loss.*does not measure"):
-        simplenn.fit(_net(), noise, epochs=1, interruptible=False,
-                     on_epoch_end=StopOnPlateau("val_loss"))
+        simplenn.fit(
+            _net(), noise, epochs=1, interruptible=False, on_epoch_end=StopOnPlateau("val_loss")
+        )
 
 
 def test_callback_list_calls_every_callback_and_returns_the_first_stop():
     calls = []
     first, second = StopTraining("a"), StopTraining("b")
-    callbacks = CallbackList(lambda s: calls.append(1), None, lambda s: first,
-                             lambda s: calls.append(2) or second)
+    callbacks = CallbackList(
+        lambda s: calls.append(1), None, lambda s: first, lambda s: calls.append(2) or second
+    )
     assert callbacks(_stats()) is first and calls == [1, 2]
     assert CallbackList(lambda s: None)(_stats()) is None
     with pytest.raises(TypeError, match="callable"):
@@ -162,8 +187,24 @@ def test_train_log_csv(tmp_path, capsys):
 
     data = _tiny_data(tmp_path)
     path = tmp_path / "log.csv"
-    assert main(["--backend", "numpy", "--data-dir", str(data), "--epochs", "2", "--hidden",
-                 "16", "--quiet", "--log-csv", str(path)]) == 0
+    assert (
+        main(
+            [
+                "--backend",
+                "numpy",
+                "--data-dir",
+                str(data),
+                "--epochs",
+                "2",
+                "--hidden",
+                "16",
+                "--quiet",
+                "--log-csv",
+                str(path),
+            ]
+        )
+        == 0
+    )
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     assert [row["epoch"] for row in rows] == ["1", "2"]
@@ -187,7 +228,8 @@ def _tiny_data(tmp_path):
     d = tmp_path / "data"
     d.mkdir()
     for split, n in (("train", 200), ("t10k", 50)):
-        write_idx(d / f"{split}-images-idx3-ubyte", rng.integers(0, 256, (n, 8, 8)).astype(
-            np.uint8))
+        write_idx(
+            d / f"{split}-images-idx3-ubyte", rng.integers(0, 256, (n, 8, 8)).astype(np.uint8)
+        )
         write_idx(d / f"{split}-labels-idx1-ubyte", rng.integers(0, 10, n).astype(np.uint8))
     return d

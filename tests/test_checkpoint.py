@@ -17,10 +17,10 @@ import pytest
 
 import simplenn
 from simplenn.backends.numpy_backend import NumpyOps
-from simplenn.io.checkpoints import checkpoint_path, load_checkpoint, save_checkpoint
-from simplenn.errors import ModelFileError, TrainingDivergedError
-from simplenn.io.models import read_model_archive, read_model_file, save_model, write_model_file
 from simplenn.core.training import TrainConfig, TrainingInterrupted
+from simplenn.errors import ModelFileError, TrainingDivergedError
+from simplenn.io.checkpoints import checkpoint_path, load_checkpoint, save_checkpoint
+from simplenn.io.models import read_model_archive, read_model_file, save_model, write_model_file
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,8 +43,9 @@ def _net(ops=None):
 def _assert_same_run(a: simplenn.TwoLayerNet, b: simplenn.TwoLayerNet, ha, hb) -> None:
     for k, v in a.parameters().items():
         np.testing.assert_array_equal(b.parameters()[k], v, err_msg=k)
-    assert [(e.epoch, e.lr, e.train_loss, e.train_accuracy, e.test_accuracy) for e in ha.epochs] == \
-           [(e.epoch, e.lr, e.train_loss, e.train_accuracy, e.test_accuracy) for e in hb.epochs]
+    assert [
+        (e.epoch, e.lr, e.train_loss, e.train_accuracy, e.test_accuracy) for e in ha.epochs
+    ] == [(e.epoch, e.lr, e.train_loss, e.train_accuracy, e.test_accuracy) for e in hb.epochs]
 
 
 @pytest.fixture(scope="module")
@@ -100,8 +101,9 @@ def test_ctrl_c_mid_epoch_finishes_the_step_and_resume_is_bitwise(small, referen
     ops = _interrupting_ops(after_calls=61 + 45)
     path = tmp_path / "c.npz"
     with pytest.raises(TrainingInterrupted) as info:
-        simplenn.fit(_net(ops), *small, **SETTINGS,
-                     on_checkpoint=lambda s: save_checkpoint(path, s))
+        simplenn.fit(
+            _net(ops), *small, **SETTINGS, on_checkpoint=lambda s: save_checkpoint(path, s)
+        )
     state = info.value.state
     assert info.value.saved and (state.epochs_done, state.position) == (1, 45 * 100)
     assert isinstance(info.value, KeyboardInterrupt)
@@ -124,8 +126,12 @@ def test_resume_refuses_other_settings(small, tmp_path):
     with pytest.raises(ValueError, match=r"lr=0.05 \(state: 0.1\)"):
         simplenn.fit(_net(), small[0], **{**SETTINGS, "epochs": 2, "lr": 0.05}, resume=states[0])
     with pytest.raises(ValueError, match="6000 samples, this training set has 5999"):
-        simplenn.fit(_net(), (small[0][0][:5999], small[0][1][:5999]), **{**SETTINGS, "epochs": 2},
-                     resume=states[0])
+        simplenn.fit(
+            _net(),
+            (small[0][0][:5999], small[0][1][:5999]),
+            **{**SETTINGS, "epochs": 2},
+            resume=states[0],
+        )
 
 
 def test_divergence_never_overwrites_the_last_good_checkpoint(small, tmp_path):
@@ -139,8 +145,12 @@ def test_divergence_never_overwrites_the_last_good_checkpoint(small, tmp_path):
 
     path = tmp_path / "c.npz"
     with pytest.raises(TrainingDivergedError, match="epoch 2, step 11"):
-        simplenn.fit(_net(DivergingOps("float32")), *small, **SETTINGS,
-                     on_checkpoint=lambda s: save_checkpoint(path, s))
+        simplenn.fit(
+            _net(DivergingOps("float32")),
+            *small,
+            **SETTINGS,
+            on_checkpoint=lambda s: save_checkpoint(path, s),
+        )
     assert load_checkpoint(path).state.epochs_done == 1
 
 
@@ -170,8 +180,9 @@ def test_checkpoint_is_a_model_file(small, tmp_path):
         np.testing.assert_array_equal(params[k], v)
 
 
-def test_a_version_1_checkpoint_from_before_validation_sets_still_resumes(small, reference,
-                                                                          tmp_path):
+def test_a_version_1_checkpoint_from_before_validation_sets_still_resumes(
+    small, reference, tmp_path
+):
     states = []
     simplenn.fit(_net(), *small, **SETTINGS, on_checkpoint=states.append)
     params, meta, extra = read_model_archive(save_checkpoint(tmp_path / "new.npz", states[0]))
@@ -184,10 +195,17 @@ def test_a_version_1_checkpoint_from_before_validation_sets_still_resumes(small,
     for epoch in info["history"]:
         for key in ("val_loss", "val_accuracy", "test_loss"):
             del epoch[key]
-    old = write_model_file(tmp_path / "old.npz", params, backend=meta["backend"],
-                           metadata={"checkpoint": info}, extra_arrays=extra)
+    old = write_model_file(
+        tmp_path / "old.npz",
+        params,
+        backend=meta["backend"],
+        metadata={"checkpoint": info},
+        extra_arrays=extra,
+    )
     state = load_checkpoint(old).state
-    assert state.n_validation == 0 and state.best_epoch is None and state.history[0].test_loss is None
+    assert (
+        state.n_validation == 0 and state.best_epoch is None and state.history[0].test_loss is None
+    )
     resumed = _net()
     history = simplenn.fit(resumed, *small, **SETTINGS, resume=state)
     _assert_same_run(reference[0], resumed, reference[1], history)
@@ -207,9 +225,13 @@ SAVE_LOOP = textwrap.dedent("""
 
 
 def _env() -> dict:
-    return {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-            "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
-            "PYTHONUNBUFFERED": "1"}
+    return {
+        **os.environ,
+        "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        "OPENBLAS_NUM_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
 
 
 def test_sigkill_during_save_loop_leaves_a_loadable_model(tmp_path):
@@ -220,8 +242,12 @@ def test_sigkill_during_save_loop_leaves_a_loadable_model(tmp_path):
     expected = [net.parameters()["W1"] for net in nets.values()]
     rnd = random.Random(0)
     for _ in range(5):
-        child = subprocess.Popen([sys.executable, "-c", SAVE_LOOP, str(path)], env=_env(),
-                                 stdout=subprocess.PIPE, text=True)
+        child = subprocess.Popen(
+            [sys.executable, "-c", SAVE_LOOP, str(path)],
+            env=_env(),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert child.stdout.readline().strip() == "ready"
         time.sleep(rnd.uniform(0.05, 0.4))
         child.kill()
@@ -239,16 +265,34 @@ def data_dir(mnist_subset_dir):
 
 
 def _train_cmd(data_dir, *args) -> list[str]:
-    return [sys.executable, "-m", "simplenn.train", "--backend", "numpy", "--data-dir",
-            str(data_dir), "--hidden", "16", "--batch-size", "50", *map(str, args)]
+    return [
+        sys.executable,
+        "-m",
+        "simplenn.train",
+        "--backend",
+        "numpy",
+        "--data-dir",
+        str(data_dir),
+        "--hidden",
+        "16",
+        "--batch-size",
+        "50",
+        *map(str, args),
+    ]
 
 
 def test_cli_ctrl_c_saves_exits_130_and_resume_equals_unbroken_run(data_dir, tmp_path):
     epochs = 60
     ck = tmp_path / "ck"
-    child = subprocess.Popen(_train_cmd(data_dir, "--epochs", epochs, "--checkpoint-dir", ck,
-                                        "--save", tmp_path / "resumed.npz"),
-                             env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        _train_cmd(
+            data_dir, "--epochs", epochs, "--checkpoint-dir", ck, "--save", tmp_path / "resumed.npz"
+        ),
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     for line in child.stdout:
         if line.startswith("epoch  1/"):
             break
@@ -261,14 +305,33 @@ def test_cli_ctrl_c_saves_exits_130_and_resume_equals_unbroken_run(data_dir, tmp
     assert 1 <= state.epochs_done < epochs
 
     # resume with only the checkpoint dir: the settings come from the checkpoint
-    resumed = subprocess.run([sys.executable, "-m", "simplenn.train", "--checkpoint-dir", ck,
-                              "--resume", "--backend", "numpy", "--quiet",
-                              "--save", tmp_path / "resumed.npz"],
-                             env=_env(), capture_output=True, text=True, timeout=120)
+    resumed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "simplenn.train",
+            "--checkpoint-dir",
+            ck,
+            "--resume",
+            "--backend",
+            "numpy",
+            "--quiet",
+            "--save",
+            tmp_path / "resumed.npz",
+        ],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert resumed.returncode == 0, resumed.stderr
-    unbroken = subprocess.run(_train_cmd(data_dir, "--epochs", epochs, "--quiet", "--save",
-                                         tmp_path / "unbroken.npz"),
-                              env=_env(), capture_output=True, text=True, timeout=120)
+    unbroken = subprocess.run(
+        _train_cmd(data_dir, "--epochs", epochs, "--quiet", "--save", tmp_path / "unbroken.npz"),
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert unbroken.returncode == 0, unbroken.stderr
     assert resumed.stdout == unbroken.stdout  # the same final test accuracy line
     a, _ = read_model_file(tmp_path / "resumed.npz")
@@ -278,8 +341,13 @@ def test_cli_ctrl_c_saves_exits_130_and_resume_equals_unbroken_run(data_dir, tmp
 
 
 def test_cli_ctrl_c_without_checkpoint_dir_says_nothing_was_saved(data_dir):
-    child = subprocess.Popen(_train_cmd(data_dir, "--epochs", 500), env=_env(),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        _train_cmd(data_dir, "--epochs", 500),
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     for line in child.stdout:
         if line.startswith("epoch  1/"):
             break
@@ -290,20 +358,33 @@ def test_cli_ctrl_c_without_checkpoint_dir_says_nothing_was_saved(data_dir):
 
 
 def _run(*cmd) -> subprocess.CompletedProcess:
-    return subprocess.run(list(map(str, cmd)), env=_env(), capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        list(map(str, cmd)), env=_env(), capture_output=True, text=True, timeout=120
+    )
 
 
 def test_cli_resume_checks(data_dir, tmp_path):
     ck = tmp_path / "ck"
-    missing = _run(*_train_cmd(data_dir, "--epochs", 1, "--quiet", "--checkpoint-dir", ck, "--resume"))
+    missing = _run(
+        *_train_cmd(data_dir, "--epochs", 1, "--quiet", "--checkpoint-dir", ck, "--resume")
+    )
     assert missing.returncode == 1 and "does not exist" in missing.stderr
-    assert _run(*_train_cmd(data_dir, "--epochs", 1, "--quiet", "--checkpoint-dir", ck)).returncode == 0
+    assert (
+        _run(*_train_cmd(data_dir, "--epochs", 1, "--quiet", "--checkpoint-dir", ck)).returncode
+        == 0
+    )
     again = _run(*_train_cmd(data_dir, "--epochs", 1, "--quiet", "--checkpoint-dir", ck))
     assert again.returncode == 1 and "already holds a checkpoint" in again.stderr
-    other = _run(*_train_cmd(data_dir, "--epochs", 2, "--lr", 0.05, "--quiet", "--checkpoint-dir",
-                             ck, "--resume"))
+    other = _run(
+        *_train_cmd(
+            data_dir, "--epochs", 2, "--lr", 0.05, "--quiet", "--checkpoint-dir", ck, "--resume"
+        )
+    )
     assert other.returncode == 1
     assert len(other.stderr.strip().splitlines()) == 1
-    assert "--epochs 2 (checkpoint: 1)" in other.stderr and f"--lr 0.05 (checkpoint: {TrainConfig(batch_size=50).lr})" in other.stderr
+    assert (
+        "--epochs 2 (checkpoint: 1)" in other.stderr
+        and f"--lr 0.05 (checkpoint: {TrainConfig(batch_size=50).lr})" in other.stderr
+    )
     no_dir = _run(sys.executable, "-m", "simplenn.train", "--resume")
     assert no_dir.returncode == 2 and "--checkpoint-dir" in no_dir.stderr

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import simplenn
-from simplenn.data.idx import write_idx
 from simplenn.cli.train import main
+from simplenn.data.idx import write_idx
 
 
 @pytest.fixture
@@ -37,15 +37,31 @@ def data_dir(tmp_path):
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "simplenn.train", *args],
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "simplenn.train", *args], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_trains_on_a_data_dir_saves_the_model_and_writes_metrics(data_dir, tmp_path, capsys):
     model, metrics = tmp_path / "model.npz", tmp_path / "metrics.json"
-    code = main(["--backend", "numpy", "--data-dir", str(data_dir), "--epochs", "3",
-                 "--hidden", "32", "--batch-size", "16", "--save", str(model),
-                 "--metrics-out", str(metrics)])
+    code = main(
+        [
+            "--backend",
+            "numpy",
+            "--data-dir",
+            str(data_dir),
+            "--epochs",
+            "3",
+            "--hidden",
+            "32",
+            "--batch-size",
+            "16",
+            "--save",
+            str(model),
+            "--metrics-out",
+            str(metrics),
+        ]
+    )
     out = capsys.readouterr().out.strip().splitlines()
     assert code == 0
     assert out[-1].startswith("test accuracy: ") and out[-1].endswith("%")
@@ -61,8 +77,22 @@ def test_trains_on_a_data_dir_saves_the_model_and_writes_metrics(data_dir, tmp_p
 
 
 def test_quiet_prints_only_the_final_accuracy(data_dir, capsys):
-    assert main(["--backend", "numpy", "--data-dir", str(data_dir), "--epochs", "1",
-                 "--hidden", "8", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "--backend",
+                "numpy",
+                "--data-dir",
+                str(data_dir),
+                "--epochs",
+                "1",
+                "--hidden",
+                "8",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     assert captured.out.strip().splitlines()[0].startswith("test accuracy: ")
     assert len(captured.out.strip().splitlines()) == 1
@@ -77,22 +107,25 @@ def test_list_backends_names_each_backend_and_why_not(capsys):
             assert info.reason in out
 
 
-@pytest.mark.parametrize("args, phrase", [
-    (["--epochs", "0"], "--epochs"),
-    (["--batch-size", "-4"], "--batch-size"),
-    (["--hidden", "zero"], "--hidden"),
-    (["--lr", "nan"], "--lr"),
-    (["--lr", "0"], "--lr"),
-    (["--lr", "-0.1"], "--lr"),
-    (["--lr", "inf"], "--lr"),
-    (["--momentum", "1.5"], "--momentum"),
-    (["--weight-decay", "-1"], "--weight-decay"),
-    (["--seed", "-1"], "--seed"),
-    (["--dtype", "float16"], "--dtype"),
-    (["--backend", "tpu"], "--backend"),
-    (["--data-dir", "/nonexistent/dir"], "does not exist"),
-    (["--save", "/nonexistent/dir/model.npz"], "does not exist"),
-])
+@pytest.mark.parametrize(
+    "args, phrase",
+    [
+        (["--epochs", "0"], "--epochs"),
+        (["--batch-size", "-4"], "--batch-size"),
+        (["--hidden", "zero"], "--hidden"),
+        (["--lr", "nan"], "--lr"),
+        (["--lr", "0"], "--lr"),
+        (["--lr", "-0.1"], "--lr"),
+        (["--lr", "inf"], "--lr"),
+        (["--momentum", "1.5"], "--momentum"),
+        (["--weight-decay", "-1"], "--weight-decay"),
+        (["--seed", "-1"], "--seed"),
+        (["--dtype", "float16"], "--dtype"),
+        (["--backend", "tpu"], "--backend"),
+        (["--data-dir", "/nonexistent/dir"], "does not exist"),
+        (["--save", "/nonexistent/dir/model.npz"], "does not exist"),
+    ],
+)
 def test_bad_arguments_exit_2_with_one_line(args, phrase, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(args)

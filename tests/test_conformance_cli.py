@@ -39,11 +39,11 @@ def test_check_backend_reports_each_check_as_it_starts_and_ends():
     seen = []
     skipped = check_backend("numpy", ("float64",), report=seen.append)
     assert [(r.check, r.status == "running") for r in seen] == [
-        (c, running) for c in CHECKS for running in (True, False)]
+        (c, running) for c in CHECKS for running in (True, False)
+    ]
     ended = seen[1::2]
     assert {r.status for r in ended} <= {"passed", "skipped"}
-    assert skipped == [f"{r.check} (float64): {r.message}" for r in ended
-                       if r.status == "skipped"]
+    assert skipped == [f"{r.check} (float64): {r.message}" for r in ended if r.status == "skipped"]
     assert all(r.seconds >= 0 for r in ended)
 
 
@@ -51,14 +51,18 @@ def test_an_exception_inside_an_op_is_a_failure_naming_the_op(broken_backend):
     with pytest.raises(AssertionError) as failure:
         check_backend(broken_backend, ("float64",))
     message = str(failure.value)
-    assert message.startswith("backend 'broken', ops (float64): op matmul raised ValueError: "
-                              "no products today (at test_conformance_cli.py:"), message
+    assert message.startswith(
+        "backend 'broken', ops (float64): op matmul raised ValueError: "
+        "no products today (at test_conformance_cli.py:"
+    ), message
     assert isinstance(failure.value.__cause__, ValueError)
 
 
 def test_the_command_prints_each_check_and_a_summary(capsys):
-    assert conformance.main(["numpy", "--dtype", "float64", "--check", "ops",
-                             "--check", "trajectory"]) == 0
+    assert (
+        conformance.main(["numpy", "--dtype", "float64", "--check", "ops", "--check", "trajectory"])
+        == 0
+    )
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("the conformance kit on backend numpy")
     assert lines[1].startswith("ops (float64) ... passed in ")
@@ -72,10 +76,12 @@ def test_the_command_runs_every_check_and_exits_1_on_a_failure(broken_backend, c
     out, err = capsys.readouterr()
     assert "Traceback" not in out + err
     failed = [line for line in out.splitlines() if " ... failed in " in line]
-    assert failed and all("op matmul raised ValueError: no products today" in line
-                          for line in failed), out
-    assert re.fullmatch(rf"\d+ passed, \d+ skipped, {len(failed)} failed in [0-9.]+ s",
-                        out.splitlines()[-1]), out
+    assert failed and all(
+        "op matmul raised ValueError: no products today" in line for line in failed
+    ), out
+    assert re.fullmatch(
+        rf"\d+ passed, \d+ skipped, {len(failed)} failed in [0-9.]+ s", out.splitlines()[-1]
+    ), out
 
 
 def test_the_command_refuses_auto_unknown_and_unavailable_backends(capsys, monkeypatch):
@@ -97,9 +103,13 @@ def test_the_command_refuses_auto_unknown_and_unavailable_backends(capsys, monke
 
 
 def test_python_m_simplenn_testing_runs_the_kit():
-    out = subprocess.run([sys.executable, "-m", "simplenn.testing", "numpy", "--check", "ops",
-                          "--dtype", "float32"], capture_output=True, text=True, timeout=300,
-                         check=False)
+    out = subprocess.run(
+        [sys.executable, "-m", "simplenn.testing", "numpy", "--check", "ops", "--dtype", "float32"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
     assert "ops (float32) ... passed in " in out.stdout
     assert out.stderr == "", out.stderr
@@ -117,9 +127,14 @@ def test_skip_backends_variable_skips_the_named_backends(monkeypatch, require_ba
 def test_skip_backends_variable_leaves_a_backend_out_of_the_kit_in_the_test_run():
     env = {**os.environ, "SIMPLENN_SKIP_BACKENDS": "numpy"}
     test = "tests/test_conformance.py::test_backend_conforms[numpy-ops-float64]"
-    out = subprocess.run([sys.executable, "-m", "pytest", test, "-q", "-rs",
-                          "-p", "no:cacheprovider"], capture_output=True, text=True,
-                         timeout=300, env=env, cwd=Path(__file__).resolve().parents[1],
-                         check=False)
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", test, "-q", "-rs", "-p", "no:cacheprovider"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=Path(__file__).resolve().parents[1],
+        check=False,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "1 skipped" in out.stdout and "left out by SIMPLENN_SKIP_BACKENDS" in out.stdout

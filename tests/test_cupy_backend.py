@@ -38,9 +38,17 @@ def _run(args: list[str], extra_path: Path | None = None) -> subprocess.Complete
     env = dict(os.environ)
     env.pop("SIMPLENN_BACKEND", None)
     env["PYTHONPATH"] = os.pathsep.join(
-        str(p) for p in (extra_path, REPO, env.get("PYTHONPATH")) if p)
-    return subprocess.run([sys.executable, *args], check=False, capture_output=True, text=True,
-                          env=env, cwd=REPO, timeout=120)
+        str(p) for p in (extra_path, REPO, env.get("PYTHONPATH")) if p
+    )
+    return subprocess.run(
+        [sys.executable, *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=120,
+    )
 
 
 @pytest.fixture
@@ -72,8 +80,11 @@ def test_missing_cupy_python_api(without_cupy: Path) -> None:
     chosen = [line for line in lines if line.startswith("CHOSEN ")]
     assert chosen in (["CHOSEN numba"], ["CHOSEN numpy"])
     # auto skips cupy quietly: an INFO line with the reason, no warning
-    assert any(line.startswith("INFO backend auto: chose") and "cupy skipped: CuPy is not "
-               "installed" in line for line in lines), result.stdout
+    assert any(
+        line.startswith("INFO backend auto: chose")
+        and "cupy skipped: CuPy is not installed" in line
+        for line in lines
+    ), result.stdout
     assert not any(line.startswith(("WARNING", "ERROR")) for line in lines), result.stdout
     error = [line for line in lines if line.startswith("RAISED ")]
     assert len(error) == 1
@@ -102,8 +113,15 @@ def test_missing_cupy_cli_exits_1_with_one_line(without_cupy: Path) -> None:
 
 
 def test_import_simplenn_never_imports_cupy() -> None:
-    result = _run(["-c", ("import sys, simplenn, simplenn.train, simplenn.core.training; "
-                          "print(sorted(m for m in sys.modules if m.split('.')[0] == 'cupy'))")])
+    result = _run(
+        [
+            "-c",
+            (
+                "import sys, simplenn, simplenn.train, simplenn.core.training; "
+                "print(sorted(m for m in sys.modules if m.split('.')[0] == 'cupy'))"
+            ),
+        ]
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
 
@@ -120,10 +138,13 @@ def test_installed_without_device_is_reported_with_the_cuda_error() -> None:
     assert result.returncode == 1
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
-    assert lines[0].startswith(CLI_ERROR_PREFIX + f"CuPy {info.version} is installed but CUDA "
-                               "reports cudaError")
-    assert lines[0].endswith("use --backend auto instead (backend='auto' in Python picks the "
-                             "best backend that runs here; --list-backends shows them all)")
+    assert lines[0].startswith(
+        CLI_ERROR_PREFIX + f"CuPy {info.version} is installed but CUDA reports cudaError"
+    )
+    assert lines[0].endswith(
+        "use --backend auto instead (backend='auto' in Python picks the "
+        "best backend that runs here; --list-backends shows them all)"
+    )
 
 
 def test_backend_module_builds_nothing_at_import() -> None:
@@ -159,8 +180,7 @@ def _stubbed_cublas_module(monkeypatch) -> types.ModuleType:
     (so the pure-Python parts are testable where CuPy is not installed)."""
     monkeypatch.setitem(sys.modules, "cupy", types.ModuleType("cupy"))
     path = REPO / "simplenn" / "backends" / "cupy" / "cublas.py"
-    spec = importlib.util.spec_from_file_location("simplenn.backends.cupy._cublas_stubbed",
-                                                  path)
+    spec = importlib.util.spec_from_file_location("simplenn.backends.cupy._cublas_stubbed", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -169,18 +189,20 @@ def _stubbed_cublas_module(monkeypatch) -> types.ModuleType:
 def _column_major_gemm(transa, transb, M, N, K, A, lda, B, ldb, ldc, out_size):
     """BLAS ``C = op(A) op(B)`` on flat column-major buffers, as cuBLAS reads and writes
     them; every leading dimension and extent is checked against the buffer it indexes."""
+
     def matrix(flat, trans, rows, cols, ld):
         stored_rows, stored_cols = (cols, rows) if trans else (rows, cols)
         assert ld >= max(1, stored_rows) and ld * (stored_cols - 1) + stored_rows <= flat.size
         stored = np.lib.stride_tricks.as_strided(
-            flat, shape=(stored_rows, stored_cols), strides=(flat.itemsize, ld * flat.itemsize))
+            flat, shape=(stored_rows, stored_cols), strides=(flat.itemsize, ld * flat.itemsize)
+        )
         return stored.T if trans else stored
 
     C = matrix(A, transa, M, K, lda) @ matrix(B, transb, K, N, ldb)
     out = np.full(out_size, np.nan)
     assert ldc >= M and ldc * (N - 1) + M <= out_size
     for j in range(N):
-        out[j * ldc:j * ldc + M] = C[:, j]
+        out[j * ldc : j * ldc + M] = C[:, j]
     return out
 
 
@@ -198,8 +220,9 @@ def test_gemm_arguments_compute_row_major_products(monkeypatch, m, n, k) -> None
     for (trans_a, trans_b), (a, b) in cases.items():
         expected = (a.T if trans_a else a) @ (b.T if trans_b else b)
         opa, opb, M, N, K, lda, ldb, ldc = gemm_arguments(trans_a, trans_b, m, n, k)
-        flat = _column_major_gemm(opa == 1, opb == 1, M, N, K, b.ravel(), lda, a.ravel(), ldb,
-                                  ldc, m * n)
+        flat = _column_major_gemm(
+            opa == 1, opb == 1, M, N, K, b.ravel(), lda, a.ravel(), ldb, ldc, m * n
+        )
         np.testing.assert_allclose(flat.reshape(m, n), expected, rtol=1e-12, atol=1e-12)
 
 
@@ -236,18 +259,24 @@ def test_fused_kernels_match_numpy(gpu, dtype) -> None:
     x = rng.standard_normal((37, 50)).astype(dtype)
     W = rng.standard_normal((50, 23)).astype(dtype)
     b = rng.standard_normal(23).astype(dtype)
-    assert_close("cupy", "affine_relu",
-                 ops.to_numpy(ops.affine_relu(ops.asarray(x), ops.asarray(W), ops.asarray(b))),
-                 ref.affine_relu(x, W, b), dtype)
+    assert_close(
+        "cupy",
+        "affine_relu",
+        ops.to_numpy(ops.affine_relu(ops.asarray(x), ops.asarray(W), ops.asarray(b))),
+        ref.affine_relu(x, W, b),
+        dtype,
+    )
 
     dy, y = rng.standard_normal((37, 23)).astype(dtype), rng.standard_normal((37, 23)).astype(dtype)
     y[0, :5] = 0
     np.testing.assert_array_equal(
-        ops.to_numpy(ops.relu_backward(ops.asarray(dy), ops.asarray(y))), ref.relu_backward(dy, y))
+        ops.to_numpy(ops.relu_backward(ops.asarray(dy), ops.asarray(y))), ref.relu_backward(dy, y)
+    )
 
     pixels = rng.integers(0, 256, (37, 784), dtype=np.uint8)
     np.testing.assert_array_equal(
-        ops.to_numpy(ops.to_float(ops.asarray(pixels, dtype=np.uint8))), ref.to_float(pixels))
+        ops.to_numpy(ops.to_float(ops.asarray(pixels, dtype=np.uint8))), ref.to_float(pixels)
+    )
 
     logits = (rng.standard_normal((300, 10)) * 3).astype(dtype)
     logits[0] = np.where(np.arange(10) % 2, 1e4, -1e4)
@@ -299,8 +328,16 @@ def _train(backend: str, data, dtype: str, batch_size: int, epochs: int, seed: i
     import simplenn
 
     net = simplenn.TwoLayerNet(784, 32, 10, backend=backend, dtype=dtype, seed=seed)
-    history = simplenn.fit(net, data, epochs=epochs, batch_size=batch_size, lr=0.05,
-                           optimizer=_sgd_with_decay(), seed=seed, eval_train=False)
+    history = simplenn.fit(
+        net,
+        data,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=0.05,
+        optimizer=_sgd_with_decay(),
+        seed=seed,
+        eval_train=False,
+    )
     assert history.training_path == "cupy-sgd", history.training_path
     return [e.train_loss for e in history.epochs], net.parameters(), net
 

@@ -18,8 +18,8 @@ from simplenn.data.datasets import (
     load_mnist,
     load_test_split,
 )
-from simplenn.errors import DataError
 from simplenn.data.idx import write_idx
+from simplenn.errors import DataError
 
 TRAIN_IMG, TRAIN_LBL = STANDARD_FILES["train"]
 TEST_IMG, TEST_LBL = STANDARD_FILES["test"]
@@ -77,8 +77,11 @@ def test_bundled_files_match_checksums():
 
 def test_wrong_checksum_raises(tmp_path):
     make_dataset(tmp_path, gz=True)
-    with pytest.raises(DataError, match=r"sha256 mismatch for .*train-images-idx3-ubyte\.gz: expected 0{64}, "
-                                        r"got [0-9a-f]{64} \(the file is damaged or not the standard one\)"):
+    with pytest.raises(
+        DataError,
+        match=r"sha256 mismatch for .*train-images-idx3-ubyte\.gz: expected 0{64}, "
+        r"got [0-9a-f]{64} \(the file is damaged or not the standard one\)",
+    ):
         load_idx_dataset(tmp_path, checksums={TRAIN_IMG: "0" * 64})
 
 
@@ -152,18 +155,24 @@ def test_mismatched_counts(tmp_path):
         load_idx_dataset(tmp_path)
 
 
-@pytest.mark.parametrize("images", [
-    np.zeros((6, 3, 2), np.int16),
-    np.zeros((6, 6), np.uint8),
-    np.zeros((6, 3, 2, 1), np.uint8),
-], ids=["int16", "2-D", "4-D"])
+@pytest.mark.parametrize(
+    "images",
+    [
+        np.zeros((6, 3, 2), np.int16),
+        np.zeros((6, 6), np.uint8),
+        np.zeros((6, 3, 2, 1), np.uint8),
+    ],
+    ids=["int16", "2-D", "4-D"],
+)
 def test_wrong_image_dtype_or_ndim(tmp_path, images):
     make_dataset(tmp_path, overrides={TRAIN_IMG: images})
     with pytest.raises(DataError, match=f"{TRAIN_IMG}: expected 3-D uint8 images"):
         load_idx_dataset(tmp_path)
 
 
-@pytest.mark.parametrize("labels", [np.zeros(6, np.int32), np.zeros((6, 1), np.uint8)], ids=["int32", "2-D"])
+@pytest.mark.parametrize(
+    "labels", [np.zeros(6, np.int32), np.zeros((6, 1), np.uint8)], ids=["int32", "2-D"]
+)
 def test_wrong_label_dtype_or_ndim(tmp_path, labels):
     make_dataset(tmp_path, overrides={TEST_LBL: labels})
     with pytest.raises(DataError, match=f"{TEST_LBL}: expected 1-D uint8 labels"):
@@ -270,4 +279,7 @@ def test_bundled_test_split_alone():
 
 def test_datasplit_repr_is_short():
     train, _ = load_mnist()
-    assert repr(train[:1000]) == "DataSplit(name='train', n=1000, X=uint8(1000, 784), image_shape=(28, 28))"
+    assert (
+        repr(train[:1000])
+        == "DataSplit(name='train', n=1000, X=uint8(1000, 784), image_shape=(28, 28))"
+    )

@@ -13,8 +13,8 @@ import pytest
 
 from simplenn.data.datasets import MNIST_SHA256, STANDARD_FILES, load_idx_dataset
 from simplenn.data.download import MIRRORS, default_cache_dir, download_mnist, fetch_file
-from simplenn.errors import DownloadError
 from simplenn.data.idx import encode_idx
+from simplenn.errors import DownloadError
 
 NAME = "tiny-images-idx3-ubyte"
 RAW = encode_idx(np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4))
@@ -119,13 +119,16 @@ def test_mirror_without_trailing_slash(server, tmp_path):
     assert _fetch([f"{server.base}/a"], tmp_path).read_bytes() == GZ
 
 
-@pytest.mark.parametrize("mode,body,reason", [
-    ("404", b"", "HTTP 404"),
-    ("ok", OTHER_GZ, "sha256 mismatch"),
-    ("ok", GZ[:-20], "truncated gzip"),
-    ("ok", b"not gzip at all", "not a valid gzip file"),
-    ("truncate", GZ, "truncated response"),
-])
+@pytest.mark.parametrize(
+    "mode,body,reason",
+    [
+        ("404", b"", "HTTP 404"),
+        ("ok", OTHER_GZ, "sha256 mismatch"),
+        ("ok", GZ[:-20], "truncated gzip"),
+        ("ok", b"not gzip at all", "not a valid gzip file"),
+        ("truncate", GZ, "truncated response"),
+    ],
+)
 def test_bad_first_mirror_then_good(server, tmp_path, mode, body, reason):
     bad = server.serve("bad", f"{NAME}.gz", mode, body)
     with pytest.raises(DownloadError, match=reason):
@@ -151,7 +154,13 @@ def test_all_mirrors_fail(server, tmp_path, refused_mirror):
     msg = str(info.value)
     for mirror in mirrors:
         assert f"{mirror}{NAME}.gz" in msg
-    for reason in ("HTTP 404", "sha256 mismatch", "truncated response", "truncated gzip", "connection failed"):
+    for reason in (
+        "HTTP 404",
+        "sha256 mismatch",
+        "truncated response",
+        "truncated gzip",
+        "connection failed",
+    ):
         assert reason in msg
     assert "simplenn.load_mnist()" in msg
     assert list(tmp_path.iterdir()) == [], "a partial or temporary file was left behind"
@@ -160,7 +169,9 @@ def test_all_mirrors_fail(server, tmp_path, refused_mirror):
 def test_timeout_moves_on(server, tmp_path):
     slow = server.serve("slow", f"{NAME}.gz", "hang")
     good = server.serve("good", f"{NAME}.gz", "ok", GZ)
-    path = fetch_file(NAME, SHA, mirrors=[slow, good], dest_dir=tmp_path, timeout=0.3, progress=False)
+    path = fetch_file(
+        NAME, SHA, mirrors=[slow, good], dest_dir=tmp_path, timeout=0.3, progress=False
+    )
     assert path.read_bytes() == GZ
 
 

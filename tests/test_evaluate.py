@@ -13,8 +13,8 @@ import pytest
 
 import simplenn
 from simplenn import _optional
-from simplenn.errors import SimplennError
 from simplenn.cli.evaluate import Evaluation, evaluate, format_report
+from simplenn.errors import SimplennError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,8 +51,9 @@ def test_metrics_by_hand():
 
 def test_most_confident_errors_are_sorted():
     probs = np.array([[0.9, 0.1, 0], [0.2, 0.8, 0], [0.4, 0.6, 0], [0.1, 0.9, 0]])
-    ev = Evaluation(probs, probs.argmax(1), np.array([0, 0, 0, 1]),
-                    np.zeros((3, 3), dtype=np.int64))
+    ev = Evaluation(
+        probs, probs.argmax(1), np.array([0, 0, 0, 1]), np.zeros((3, 3), dtype=np.int64)
+    )
     assert list(ev.most_confident_errors(5)) == [1, 2]
     assert list(ev.most_confident_errors(1)) == [1]
 
@@ -63,17 +64,27 @@ def trained(tmp_path_factory, mnist_subset_dir):
     the bundled test images, so the command's numbers can be checked)."""
     train, test = simplenn.load_mnist()
     net = simplenn.TwoLayerNet(784, 32, 10, backend="numpy", seed=0)
-    simplenn.fit(net, (train.X[:10000], train.y[:10000]), epochs=1, eval_train=False,
-                 interruptible=False)
+    simplenn.fit(
+        net, (train.X[:10000], train.y[:10000]), epochs=1, eval_train=False, interruptible=False
+    )
     model = simplenn.save_model(net, tmp_path_factory.mktemp("eval") / "model.npz")
     return net, model, mnist_subset_dir(100, 500), (test.X[:500], test.y[:500])
 
 
 def _run(module: str, *args) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-            "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", module, *map(str, args)], env=env,
-                          capture_output=True, text=True, timeout=120)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        "OPENBLAS_NUM_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", module, *map(str, args)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_cli_report_matches_the_model(trained):
@@ -84,7 +95,7 @@ def test_cli_report_matches_the_model(trained):
     assert f"test accuracy: {100 * correct / 500:.2f}% ({correct}/500)" in r.stdout
     lines = r.stdout.splitlines()
     start = lines.index("confusion matrix (rows: true label, columns: predicted label)") + 2
-    matrix = np.array([[int(v) for v in line.split()[1:]] for line in lines[start:start + 10]])
+    matrix = np.array([[int(v) for v in line.split()[1:]] for line in lines[start : start + 10]])
     expected = np.zeros((10, 10), dtype=int)
     np.add.at(expected, (y, net.predict(X)), 1)
     np.testing.assert_array_equal(matrix, expected)
@@ -116,8 +127,20 @@ def test_cli_plots(trained, tmp_path):
 def test_train_plot_writes_training_curves(trained, tmp_path):
     pytest.importorskip("matplotlib", reason="--plot needs matplotlib: pip install matplotlib")
     _, _, data, _ = trained
-    r = _run("simplenn.train", "--backend", "numpy", "--data-dir", data, "--hidden", "8",
-             "--epochs", "2", "--quiet", "--plot", tmp_path / "plots")
+    r = _run(
+        "simplenn.train",
+        "--backend",
+        "numpy",
+        "--data-dir",
+        data,
+        "--hidden",
+        "8",
+        "--epochs",
+        "2",
+        "--quiet",
+        "--plot",
+        tmp_path / "plots",
+    )
     assert r.returncode == 0, r.stderr
     assert _is_png(tmp_path / "plots" / "training_curves.png")
 
@@ -126,8 +149,9 @@ def test_cli_errors_are_one_line(trained, tmp_path):
     _, model, data, _ = trained
     missing = _run("simplenn.evaluate", tmp_path / "absent.npz")
     assert missing.returncode == 1
-    assert missing.stderr.strip() == (f"python -m simplenn.evaluate: error: model file "
-                                      f"{tmp_path / 'absent.npz'} does not exist")
+    assert missing.stderr.strip() == (
+        f"python -m simplenn.evaluate: error: model file {tmp_path / 'absent.npz'} does not exist"
+    )
     not_a_dir = tmp_path / "file"
     not_a_dir.write_text("x")
     r = _run("simplenn.evaluate", model, "--data-dir", data, "--plot", not_a_dir)

@@ -13,12 +13,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import simplenn
-from simplenn.io.checkpoints import load_checkpoint, save_checkpoint
 from simplenn.errors import ModelFileError
+from simplenn.io.checkpoints import load_checkpoint, save_checkpoint
 from simplenn.io.models import read_model_file, save_model
 
-FUZZ = settings(max_examples=300, deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 def _tiny_net() -> simplenn.TwoLayerNet:
@@ -35,8 +38,14 @@ def _checkpoint_bytes() -> bytes:
     states = []
     rng = np.random.default_rng(0)
     X, y = rng.integers(0, 256, (40, 4), dtype=np.uint8), rng.integers(0, 2, 40)
-    simplenn.fit(_tiny_net(), (X, y), epochs=2, batch_size=16, on_checkpoint=states.append,
-                 interruptible=False)
+    simplenn.fit(
+        _tiny_net(),
+        (X, y),
+        epochs=2,
+        batch_size=16,
+        on_checkpoint=states.append,
+        interruptible=False,
+    )
     with tempfile.TemporaryDirectory() as d:
         return save_checkpoint(Path(d) / "c.npz", states[0]).read_bytes()
 
@@ -71,7 +80,7 @@ def mutated(draw, original: bytes) -> bytes:
         elif kind == "insert":
             data[pos:pos] = draw(st.binary(min_size=1, max_size=16))
         elif kind == "delete":
-            del data[pos:pos + draw(st.integers(1, 16))]
+            del data[pos : pos + draw(st.integers(1, 16))]
     return bytes(data)
 
 
@@ -85,7 +94,9 @@ def test_fuzz_mutated_valid_files(kind, data):
 
 @pytest.mark.parametrize("kind", sorted(LOADERS))
 @FUZZ
-@given(data=st.one_of(st.binary(max_size=512), st.binary(max_size=64).map(lambda b: b"PK\x03\x04" + b)))
+@given(
+    data=st.one_of(st.binary(max_size=512), st.binary(max_size=64).map(lambda b: b"PK\x03\x04" + b))
+)
 def test_fuzz_arbitrary_bytes(kind, data):
     _load(LOADERS[kind][0], data)
 

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simplenn.errors import DataError
 from simplenn.data.idx import encode_idx, parse_idx, read_idx, write_idx
+from simplenn.errors import DataError
 
 DTYPES = [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64]
 
@@ -80,7 +80,11 @@ DAMAGE = [
     ("dims-truncated", _header(0x08, (2, 3))[:9], "header truncated"),
     ("payload-truncated", VALID[:-2], "truncated: expected 6 bytes of data, found 4"),
     ("trailing", VALID + b"\x00\x01", "trailing bytes"),
-    ("int16-odd", _header(0x0B, (3,)) + b"\x00" * 5, "truncated: expected 6 bytes of data, found 5"),
+    (
+        "int16-odd",
+        _header(0x0B, (3,)) + b"\x00" * 5,
+        "truncated: expected 6 bytes of data, found 5",
+    ),
     ("empty", b"", "empty"),
 ]
 
@@ -185,7 +189,7 @@ def test_fuzz_mutated_valid_files(code, dims, draw):
         data += draw.draw(st.binary(min_size=1, max_size=16))
     else:
         i = draw.draw(st.integers(0, len(dims) - 1))
-        data[4 + 4 * i: 8 + 4 * i] = struct.pack(">I", draw.draw(st.integers(0, 2**32 - 1)))
+        data[4 + 4 * i : 8 + 4 * i] = struct.pack(">I", draw.draw(st.integers(0, 2**32 - 1)))
     _check_parse(bytes(data))
 
 

@@ -19,22 +19,52 @@ LAYERS = (
     {"simplenn._version", "simplenn.errors", "simplenn._optional", "simplenn._probes"},
     {"simplenn.backends"},
     # a backend's fast paths build on the network's math: imported by name when a run asks
-    {"simplenn.core", "simplenn.optim", "simplenn.backends.numpy_fastpath",
-     "simplenn.backends.numba.fastpath", "simplenn.backends.cupy.fastpath"},
+    {
+        "simplenn.core",
+        "simplenn.optim",
+        "simplenn.backends.numpy_fastpath",
+        "simplenn.backends.numba.fastpath",
+        "simplenn.backends.cupy.fastpath",
+    },
     {"simplenn.data", "simplenn.io"},
     {"simplenn.testing", "simplenn.cli", "simplenn.bench"},
-    {"simplenn", "simplenn.train", "simplenn.evaluate", "simplenn.predict",
-     "simplenn.export", "simplenn.sklearn"},
+    {
+        "simplenn",
+        "simplenn.train",
+        "simplenn.evaluate",
+        "simplenn.predict",
+        "simplenn.export",
+        "simplenn.sklearn",
+    },
 )
 
 PUBLIC_NAMES = (
-    "TwoLayerNet", "fit", "TrainConfig", "History", "EpochStats", "load_mnist",
-    "load_idx_dataset", "DataSplit", "save_model", "load_model", "get_backend",
-    "available_backends", "BackendInfo", "Ops", "SimplennError", "__version__",
+    "TwoLayerNet",
+    "fit",
+    "TrainConfig",
+    "History",
+    "EpochStats",
+    "load_mnist",
+    "load_idx_dataset",
+    "DataSplit",
+    "save_model",
+    "load_model",
+    "get_backend",
+    "available_backends",
+    "BackendInfo",
+    "Ops",
+    "SimplennError",
+    "__version__",
     "export_onnx",
 )
-COMMAND_MODULES = ("simplenn.train", "simplenn.evaluate", "simplenn.predict", "simplenn.bench",
-                   "simplenn.export", "simplenn.testing")
+COMMAND_MODULES = (
+    "simplenn.train",
+    "simplenn.evaluate",
+    "simplenn.predict",
+    "simplenn.bench",
+    "simplenn.export",
+    "simplenn.testing",
+)
 
 
 def _module_name(path: Path) -> str:
@@ -47,8 +77,11 @@ def _modules() -> dict[str, Path]:
 
 
 def _is_main_block(node: ast.stmt) -> bool:
-    return (isinstance(node, ast.If) and isinstance(node.test, ast.Compare)
-            and ast.unparse(node.test) in ("__name__ == '__main__'", "'__main__' == __name__"))
+    return (
+        isinstance(node, ast.If)
+        and isinstance(node.test, ast.Compare)
+        and ast.unparse(node.test) in ("__name__ == '__main__'", "'__main__' == __name__")
+    )
 
 
 def _imports(name: str, path: Path, known: set[str]) -> set[str]:
@@ -66,11 +99,12 @@ def _imports(name: str, path: Path, known: set[str]) -> set[str]:
             base = node.module or ""
             if node.level:
                 anchor = package.split(".")
-                anchor = anchor[:len(anchor) - (node.level - 1)]
+                anchor = anchor[: len(anchor) - (node.level - 1)]
                 base = ".".join(anchor + ([base] if base else []))
             # ``from pkg import sub`` imports the submodule pkg.sub when there is one
-            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base
-                       for a in node.names]
+            targets = [
+                f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names
+            ]
         else:
             continue
         found.update(t for t in targets if t in known and t != name)
@@ -102,15 +136,19 @@ def test_public_names_import():
 
 @pytest.mark.parametrize("module", COMMAND_MODULES)
 def test_commands_run_as_modules(module):
-    out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True,
-                         text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0 and "usage:" in out.stdout, out.stderr
 
 
 def test_no_layer_imports_a_layer_above_it():
-    upward = [f"{a} (layer {_layer(a)}) imports {b} (layer {_layer(b)})"
-              for a, targets in sorted(_graph().items()) for b in sorted(targets)
-              if _layer(b) > _layer(a)]
+    upward = [
+        f"{a} (layer {_layer(a)}) imports {b} (layer {_layer(b)})"
+        for a, targets in sorted(_graph().items())
+        for b in sorted(targets)
+        if _layer(b) > _layer(a)
+    ]
     assert not upward, "\n".join(upward)
 
 
@@ -123,7 +161,7 @@ def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             if nxt not in state and (cycle := visit(nxt)):
                 return cycle
         path.pop()

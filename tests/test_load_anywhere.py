@@ -23,8 +23,14 @@ NO_NUMBA = "import sys\nsys.modules['numba'] = None\n"
 def _run(code: str, **env: str) -> subprocess.CompletedProcess:
     import os
 
-    return subprocess.run([sys.executable, "-c", NO_NUMBA + code], capture_output=True,
-                          text=True, timeout=300, check=False, env={**os.environ, **env})
+    return subprocess.run(
+        [sys.executable, "-c", NO_NUMBA + code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, **env},
+    )
 
 
 def _fallback_lines(stderr: str) -> list[str]:
@@ -57,7 +63,8 @@ def test_a_pickled_numba_estimator_loads_and_predicts_without_numba(require_back
         f"expected = np.load({str(tmp_path / 'expected.npy')!r})\n"
         "np.testing.assert_allclose(clf.predict_proba(X), expected, rtol=1e-5, atol=1e-6)\n"
         "assert (clf.predict(X) == clf.classes_[expected.argmax(axis=1)]).all()\n"
-        "print(clf.net_.backend)\n")
+        "print(clf.net_.backend)\n"
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() != "numba"
     lines = _fallback_lines(result.stderr)
@@ -81,7 +88,8 @@ def test_a_numba_model_file_loads_without_numba(require_backend, tmp_path):
         f"np.testing.assert_allclose(net.predict_proba(X), "
         f"np.load({str(tmp_path / 'expected.npy')!r}), rtol=1e-6)\n"
         "assert net.metadata['backend'] == 'numba'\n"
-        "print(net.backend)\n")
+        "print(net.backend)\n"
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() != "numba" and len(_fallback_lines(result.stderr)) == 1
 
@@ -94,8 +102,10 @@ def test_simplenn_backend_chooses_where_a_pickle_loads(tmp_path):
     X, y = rng.standard_normal((40, 3)), rng.integers(0, 2, 40)
     path = tmp_path / "clf.pkl"
     path.write_bytes(pickle.dumps(SimpleNNClassifier(hidden=4, epochs=1).fit(X, y)))
-    result = _run(f"import pickle\nprint(pickle.loads(open({str(path)!r}, 'rb').read())"
-                  f".net_.backend)\n", SIMPLENN_BACKEND="strict")
+    result = _run(
+        f"import pickle\nprint(pickle.loads(open({str(path)!r}, 'rb').read()).net_.backend)\n",
+        SIMPLENN_BACKEND="strict",
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "strict" and not _fallback_lines(result.stderr)
 

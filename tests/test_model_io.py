@@ -82,34 +82,57 @@ def _damaged_cases(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     put("text", b"W1,b1\n1,2\n", "not a simplenn model")
     put("truncated-half", data[: len(data) // 2], "damaged or truncated")
     put("truncated-end", data[:-10], "damaged or truncated")
-    cases["missing-array"] = (_archive(tmp_path / "missing.npz", meta,
-                                       **{k: v for k, v in params.items() if k != "W2"}),
-                              "missing the arrays W2")
-    cases["wrong-shape"] = (_archive(tmp_path / "shape.npz", meta, **{**params, "b1": np.zeros(9, np.float32)}),
-                            "b1 has shape (9,), expected (8,)")
-    cases["wrong-dtype"] = (_archive(tmp_path / "dtype.npz", meta, **{**params, "W2": params["W2"].astype(np.int32)}),
-                            "W2 has dtype int32, expected float32")
-    cases["object-array"] = (_archive(tmp_path / "object.npz", meta,
-                                      **{**params, "b2": np.array([Booby()] * 10, dtype=object)}),
-                             "refuses to unpickle")
-    cases["object-metadata"] = (_archive(tmp_path / "objmeta.npz", None, metadata=np.array(Booby(), dtype=object),
-                                         **params), "refuses to unpickle")
-    cases["newer-version"] = (_archive(tmp_path / "newer.npz", {**meta, "format_version": FORMAT_VERSION + 1},
-                                       **params), "newer than this simplenn reads")
+    cases["missing-array"] = (
+        _archive(tmp_path / "missing.npz", meta, **{k: v for k, v in params.items() if k != "W2"}),
+        "missing the arrays W2",
+    )
+    cases["wrong-shape"] = (
+        _archive(tmp_path / "shape.npz", meta, **{**params, "b1": np.zeros(9, np.float32)}),
+        "b1 has shape (9,), expected (8,)",
+    )
+    cases["wrong-dtype"] = (
+        _archive(tmp_path / "dtype.npz", meta, **{**params, "W2": params["W2"].astype(np.int32)}),
+        "W2 has dtype int32, expected float32",
+    )
+    cases["object-array"] = (
+        _archive(
+            tmp_path / "object.npz",
+            meta,
+            **{**params, "b2": np.array([Booby()] * 10, dtype=object)},
+        ),
+        "refuses to unpickle",
+    )
+    cases["object-metadata"] = (
+        _archive(
+            tmp_path / "objmeta.npz", None, metadata=np.array(Booby(), dtype=object), **params
+        ),
+        "refuses to unpickle",
+    )
+    cases["newer-version"] = (
+        _archive(tmp_path / "newer.npz", {**meta, "format_version": FORMAT_VERSION + 1}, **params),
+        "newer than this simplenn reads",
+    )
     cases["no-metadata"] = (_archive(tmp_path / "nometa.npz", None, **params), "no metadata")
-    cases["bad-metadata"] = (_archive(tmp_path / "badmeta.npz", None, metadata=np.array("{not json"), **params),
-                             "unreadable metadata")
-    cases["bad-size"] = (_archive(tmp_path / "badsize.npz", {**meta, "n_hidden": "8"}, **params),
-                         "invalid n_hidden")
-    cases["nan"] = (_archive(tmp_path / "nan.npz", meta, **{**params, "b1": np.full(8, np.nan, np.float32)}),
-                    "b1 holds NaN")
+    cases["bad-metadata"] = (
+        _archive(tmp_path / "badmeta.npz", None, metadata=np.array("{not json"), **params),
+        "unreadable metadata",
+    )
+    cases["bad-size"] = (
+        _archive(tmp_path / "badsize.npz", {**meta, "n_hidden": "8"}, **params),
+        "invalid n_hidden",
+    )
+    cases["nan"] = (
+        _archive(tmp_path / "nan.npz", meta, **{**params, "b1": np.full(8, np.nan, np.float32)}),
+        "b1 holds NaN",
+    )
     with zipfile.ZipFile(tmp_path / "notnpy.npz", "w") as zf:
         zf.writestr("README.txt", "hello")
     cases["not-npy-member"] = (tmp_path / "notnpy.npz", "not a .npy array")
     # a forged header claiming a huge array must be refused before any allocation
     buf = io.BytesIO()
-    np.lib.format.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False,
-                                               "shape": (10**6, 10**6)})
+    np.lib.format.write_array_header_1_0(
+        buf, {"descr": "<f4", "fortran_order": False, "shape": (10**6, 10**6)}
+    )
     with zipfile.ZipFile(tmp_path / "huge.npz", "w") as zf:
         zf.writestr("W1.npy", buf.getvalue())
     cases["forged-huge"] = (tmp_path / "huge.npz", "claims")
@@ -118,10 +141,26 @@ def _damaged_cases(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     return cases
 
 
-CASE_NAMES = ["empty", "text", "truncated-half", "truncated-end", "missing-array", "wrong-shape",
-              "wrong-dtype", "object-array", "object-metadata", "newer-version", "no-metadata",
-              "bad-metadata", "bad-size", "nan", "not-npy-member", "forged-huge", "directory",
-              "missing-file"]
+CASE_NAMES = [
+    "empty",
+    "text",
+    "truncated-half",
+    "truncated-end",
+    "missing-array",
+    "wrong-shape",
+    "wrong-dtype",
+    "object-array",
+    "object-metadata",
+    "newer-version",
+    "no-metadata",
+    "bad-metadata",
+    "bad-size",
+    "nan",
+    "not-npy-member",
+    "forged-huge",
+    "directory",
+    "missing-file",
+]
 
 
 @pytest.mark.parametrize("case", CASE_NAMES)
@@ -141,7 +180,9 @@ def _env() -> dict:
 
 
 @pytest.mark.parametrize("command", ["evaluate", "predict"])
-@pytest.mark.parametrize("case", ["text", "truncated-half", "object-array", "newer-version", "wrong-shape"])
+@pytest.mark.parametrize(
+    "case", ["text", "truncated-half", "object-array", "newer-version", "wrong-shape"]
+)
 def test_commands_refuse_damaged_models_with_one_line(tmp_path, command, case):
     if command == "predict":
         pytest.importorskip("PIL", reason="predict needs Pillow (pip install Pillow)")
@@ -149,16 +190,24 @@ def test_commands_refuse_damaged_models_with_one_line(tmp_path, command, case):
     image = tmp_path / "digit.png"
     image.write_bytes(b"")  # never read: the model is checked first
     args = [str(path)] + ([str(image)] if command == "predict" else [])
-    r = subprocess.run([sys.executable, "-m", f"simplenn.{command}", *args], env=_env(),
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", f"simplenn.{command}", *args],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 1
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and phrase in lines[0] and str(path) in lines[0]
     assert lines[0].startswith(f"python -m simplenn.{command}: error: ")
 
 
-@pytest.mark.parametrize("method", [zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA, zipfile.ZIP_DEFLATED],
-                         ids=["bzip2", "lzma", "deflate"])
+@pytest.mark.parametrize(
+    "method",
+    [zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA, zipfile.ZIP_DEFLATED],
+    ids=["bzip2", "lzma", "deflate"],
+)
 def test_damaged_compressed_member_is_a_model_file_error(tmp_path, method):
     """A member compressed with bzip2 / LZMA / deflate whose data is damaged (found by
     the fuzz test: bz2 raises OSError "Invalid data stream")."""

@@ -38,7 +38,9 @@ def test_gradients_match_central_finite_differences_tensor_by_tensor():
         net.set_parameters(params)
         rel = np.abs(grads[name] - numeric).max() / max(np.abs(numeric).max(), 1e-12)
         if not rel < 1e-6:
-            failures.append(f"{name}: max relative error {rel:.3e} (analytic vs finite differences)")
+            failures.append(
+                f"{name}: max relative error {rel:.3e} (analytic vs finite differences)"
+            )
     assert not failures, "; ".join(failures)
 
 
@@ -96,26 +98,36 @@ def test_predict_and_probabilities_agree():
     assert net.accuracy(X, y) == pytest.approx(np.mean(p.argmax(axis=1) == y))
 
 
-@pytest.mark.parametrize("X, y, match", [
-    (np.zeros((3, 5)), [0, 1, 2], r"shape \(n, 6\)"),
-    (np.zeros(6), [0], r"shape \(n, 6\)"),
-    (np.zeros((3, 6), dtype=bool), [0, 1, 2], "uint8 pixels"),
-    (np.full((3, 6), np.nan), [0, 1, 2], "NaN"),
-    (np.zeros((3, 6)), [0, 1], r"shape \(3,\)"),
-    (np.zeros((3, 6)), [0.0, 1.0, 2.0], "integer"),
-    (np.zeros((3, 6)), [0, 3, 1], r"y\[1\] = 3 is outside 0..2"),
-    (np.zeros((3, 6)), [0, -1, 1], "outside"),
-    (np.zeros((0, 6)), [], "empty"),
-])
+@pytest.mark.parametrize(
+    "X, y, match",
+    [
+        (np.zeros((3, 5)), [0, 1, 2], r"shape \(n, 6\)"),
+        (np.zeros(6), [0], r"shape \(n, 6\)"),
+        (np.zeros((3, 6), dtype=bool), [0, 1, 2], "uint8 pixels"),
+        (np.full((3, 6), np.nan), [0, 1, 2], "NaN"),
+        (np.zeros((3, 6)), [0, 1], r"shape \(3,\)"),
+        (np.zeros((3, 6)), [0.0, 1.0, 2.0], "integer"),
+        (np.zeros((3, 6)), [0, 3, 1], r"y\[1\] = 3 is outside 0..2"),
+        (np.zeros((3, 6)), [0, -1, 1], "outside"),
+        (np.zeros((0, 6)), [], "empty"),
+    ],
+)
 def test_bad_inputs_raise_clear_errors(X, y, match):
     net = TwoLayerNet(6, 4, 3)
     with pytest.raises(ValueError, match=match):
         net.loss_and_gradients(X, np.asarray(y))
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"n_hidden": 0}, {"n_inputs": -1}, {"n_classes": 1}, {"n_hidden": 2.5}, {"dtype": "int32"},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"n_hidden": 0},
+        {"n_inputs": -1},
+        {"n_classes": 1},
+        {"n_hidden": 2.5},
+        {"dtype": "int32"},
+    ],
+)
 def test_bad_sizes_and_dtypes_are_refused(kwargs):
     with pytest.raises(ValueError):
         TwoLayerNet(**{"n_inputs": 6, "n_hidden": 4, "n_classes": 3, **kwargs})

@@ -27,16 +27,27 @@ REPO = Path(__file__).resolve().parents[1]
 def _run(code: str, env_extra: dict[str, str], extra_path: Path | None = None):
     env = dict(os.environ, **env_extra)
     env.pop("SIMPLENN_BACKEND", None)
-    env["PYTHONPATH"] = os.pathsep.join(str(p) for p in (extra_path, REPO, env.get("PYTHONPATH"))
-                                        if p)
-    return subprocess.run([sys.executable, "-c", code], check=False, capture_output=True,
-                          text=True, env=env, cwd=REPO, timeout=300)
+    env["PYTHONPATH"] = os.pathsep.join(
+        str(p) for p in (extra_path, REPO, env.get("PYTHONPATH")) if p
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=300,
+    )
 
 
 def test_missing_numba_cli_names_what_to_install(tmp_path):
     (tmp_path / "sitecustomize.py").write_text("import sys\nsys.modules['numba'] = None\n")
-    out = _run("from simplenn.cli.train import main; raise SystemExit(main(['--backend', 'numba']))",
-               {}, extra_path=tmp_path)
+    out = _run(
+        "from simplenn.cli.train import main; raise SystemExit(main(['--backend', 'numba']))",
+        {},
+        extra_path=tmp_path,
+    )
     assert out.returncode != 0
     assert "pip install numba" in out.stderr, out.stdout + out.stderr
     assert "pip install '.[numba]'" in out.stderr, out.stdout + out.stderr
@@ -68,24 +79,40 @@ def test_every_op_the_network_uses_is_a_dispatcher(nb):
 
     for dtype in ("float32", "float64"):
         ops = nb.NumbaOps(dtype)
-        for op in ("affine", "affine_relu", "matmul", "matmul_tn", "matmul_nt",
-                   "relu_backward", "sum_rows", "softmax_cross_entropy", "take", "to_float"):
+        for op in (
+            "affine",
+            "affine_relu",
+            "matmul",
+            "matmul_tn",
+            "matmul_nt",
+            "relu_backward",
+            "sum_rows",
+            "softmax_cross_entropy",
+            "take",
+            "to_float",
+        ):
             assert isinstance(getattr(ops, op), CPUDispatcher), f"{dtype} {op}"
         pixels = ops.to_float(np.full((1, 2), 255, np.uint8))
         assert pixels.dtype == np.dtype(dtype) and (pixels == 1).all()
         assert isinstance(_sgd_path(ops, "pixels", 1).chunk, CPUDispatcher), dtype
     # what the fast path's chunk calls
-    for kernel in (nb.kernels.sgd_update, nb.deferred.sgd_update_outer,
-                   nb.deferred.begin_steps, nb.deferred.take_pixels32,
-                   nb.deferred.take_pixels64, nb.deferred.take_floats32,
-                   nb.deferred.take_floats64):
+    for kernel in (
+        nb.kernels.sgd_update,
+        nb.deferred.sgd_update_outer,
+        nb.deferred.begin_steps,
+        nb.deferred.take_pixels32,
+        nb.deferred.take_pixels64,
+        nb.deferred.take_floats32,
+        nb.deferred.take_floats64,
+    ):
         assert isinstance(kernel, CPUDispatcher), kernel
 
 
 def _take_floats(nb, X, rows):
     """``take_floats32`` or ``take_floats64``, by the dtype of X."""
-    return (nb.deferred.take_floats32 if X.dtype == np.float32
-            else nb.deferred.take_floats64)(X, rows)
+    return (nb.deferred.take_floats32 if X.dtype == np.float32 else nb.deferred.take_floats64)(
+        X, rows
+    )
 
 
 def _batch(nb, x):
@@ -103,8 +130,7 @@ def test_a_batch_is_sparse_by_row_count_and_density(nb):
     pixels = (rng.random((3, 50)) < 0.2).astype(np.uint8) * 255
     batch = nb.deferred.take_pixels32(pixels, np.array([2, 0], dtype=np.int64))
     assert not nb.batches._is_dense(batch)
-    assert np.array_equal(nb.batches.batch_to_dense(batch),
-                          pixels[[2, 0]].astype(np.float32) / 255)
+    assert np.array_equal(nb.batches.batch_to_dense(batch), pixels[[2, 0]].astype(np.float32) / 255)
 
 
 @pytest.mark.parametrize("m", [1, 2, 9])
@@ -146,7 +172,8 @@ def test_sparse_and_blas_paths_compute_the_same_products(nb, dtype):
 
 @pytest.mark.parametrize("momentum, weight_decay", [(0.0, 0.0), (0.9, 0.0), (0.9, 0.01)])
 def test_folded_first_layer_update_equals_update_with_the_formed_gradient(
-        nb, momentum, weight_decay):
+    nb, momentum, weight_decay
+):
     """sgd_update_outer's sparse path in a chunk (no xᵀ d formed; without weight decay
     untouched rows deferred) against sgd_update with the gradient formed, each step at
     its own learning rate; one sample per step makes each gradient entry a single
@@ -164,13 +191,13 @@ def test_folded_first_layer_update_equals_update_with_the_formed_gradient(
     for s in range(3):
         batch = nb.deferred.take_floats64(inputs, np.array([s]))
         assert not nb.batches._is_dense(batch.batch)
-        W_out, V_out = nb.deferred.sgd_update_outer(W, batch, D[s:s + 1], V, lrs[s], momentum,
-                                                    weight_decay)
+        W_out, V_out = nb.deferred.sgd_update_outer(
+            W, batch, D[s : s + 1], V, lrs[s], momentum, weight_decay
+        )
         assert W_out is W and V_out is V  # in place, as the contract allows
         if weight_decay:  # nothing owed after any step
             assert (inputs.last == s + 1).all()
-        nb.kernels.sgd_update(W2, X[s:s + 1].T @ D[s:s + 1], V2, lrs[s], momentum,
-                              weight_decay)
+        nb.kernels.sgd_update(W2, X[s : s + 1].T @ D[s : s + 1], V2, lrs[s], momentum, weight_decay)
     assert (inputs.last == 3).all()  # the chunk's last step applied every owed step
     if momentum and not weight_decay:  # deferred steps in closed form: equal to rounding
         np.testing.assert_allclose(W, W2, rtol=1e-13, atol=1e-15)
@@ -191,7 +218,8 @@ def test_deferred_steps_are_applied_in_closed_form(nb):
     powers = 0.9 ** np.arange(41)
     np.testing.assert_allclose(inputs.decay, powers, rtol=1e-13)
     np.testing.assert_allclose(  # sums[s] = Σ_{t>s} lrs[t - 1] 0.9^(t - s)
-        inputs.sums, [np.dot(lrs[s:], powers[1:41 - s]) for s in range(41)], rtol=1e-13)
+        inputs.sums, [np.dot(lrs[s:], powers[1 : 41 - s]) for s in range(41)], rtol=1e-13
+    )
     for s in range(40):  # all-zero batches: every row defers
         zero = nb.deferred.take_floats64(inputs, np.array([s]))
         assert not nb.batches._is_dense(zero.batch) and zero.batch.touched.shape == (0,)
@@ -215,8 +243,9 @@ def test_deferred_steps_zero_a_velocity_that_ends_below_the_smallest_normal(nb):
     W2, V2 = W.copy(), V.copy()
     inputs = nb.deferred.begin_steps(np.zeros((6, 3)), W, V, np.full(6, 0.1), 0.5, 0.0)
     for s in range(6):  # all-zero batches: every row defers to the last step
-        nb.deferred.sgd_update_outer(W, nb.deferred.take_floats64(inputs, np.array([s])),
-                                     np.ones((1, 2)), V, 0.1, 0.5, 0.0)
+        nb.deferred.sgd_update_outer(
+            W, nb.deferred.take_floats64(inputs, np.array([s])), np.ones((1, 2)), V, 0.1, 0.5, 0.0
+        )
         nb.kernels.sgd_update(W2, np.zeros_like(W2), V2, 0.1, 0.5, 0.0)
     assert (V2[:2] == 0).all() and (V[:2] == 0).all(), V
     np.testing.assert_allclose(V, V2, rtol=1e-12)
@@ -224,8 +253,7 @@ def test_deferred_steps_zero_a_velocity_that_ends_below_the_smallest_normal(nb):
 
 
 def test_cache_flag_follows_the_environment_variable(nb):
-    out = _run("import simplenn.backends.numba as nb; print(nb.CACHE)",
-               {nb.CACHE_ENV_VAR: "0"})
+    out = _run("import simplenn.backends.numba as nb; print(nb.CACHE)", {nb.CACHE_ENV_VAR: "0"})
     assert out.stdout.strip() == "False", out.stderr
 
 
@@ -234,7 +262,8 @@ def test_a_compiled_closure_is_loaded_from_the_cache_by_a_new_process(nb, tmp_pa
     (numba issue #6264) and pickle the kernels by value with the helpers they call;
     every dispatcher here gets a stable UUID instead, so the second process
     finds the closure in the cache instead of compiling it again."""
-    (tmp_path / "closure_mod.py").write_text(textwrap.dedent("""
+    (tmp_path / "closure_mod.py").write_text(
+        textwrap.dedent("""
         def make(ops):
             affine_relu = ops.affine_relu  # calls matmul, which calls helpers
 
@@ -242,7 +271,8 @@ def test_a_compiled_closure_is_loaded_from_the_cache_by_a_new_process(nb, tmp_pa
                 return affine_relu(x, W, b).sum()
 
             return total
-    """))
+    """)
+    )
     code = textwrap.dedent("""
         import numpy as np, closure_mod
         from simplenn.backends.numba import NumbaOps
@@ -283,8 +313,11 @@ def _dense_products(dtype: str):
 
     rng = np.random.default_rng(5)
     a, b, c = (rng.standard_normal(s).astype(dtype) for s in ((300, 70), (70, 20), (300, 20)))
-    return [("matmul", nb.matmul(a, b), a @ b), ("matmul_tn", nb.matmul_tn(a, c), a.T @ c),
-            ("matmul_nt", nb.matmul_nt(c, b), c @ b.T)]
+    return [
+        ("matmul", nb.matmul(a, b), a @ b),
+        ("matmul_tn", nb.matmul_tn(a, c), a.T @ c),
+        ("matmul_nt", nb.matmul_nt(c, b), c @ b.T),
+    ]
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -323,17 +356,24 @@ def test_scipy_blas_fallback_computes_the_same_products(nb, tmp_path):
 
 def test_scipy_fallback_without_scipy_names_the_fix(nb, tmp_path):
     (tmp_path / "sitecustomize.py").write_text("import sys\nsys.modules['scipy'] = None\n")
-    out = _run("from simplenn.backends import get_backend; get_backend('numba')",
-               {"SIMPLENN_NUMBA_BLAS": "scipy"}, extra_path=tmp_path)
+    out = _run(
+        "from simplenn.backends import get_backend; get_backend('numba')",
+        {"SIMPLENN_NUMBA_BLAS": "scipy"},
+        extra_path=tmp_path,
+    )
     assert out.returncode != 0
-    assert ("SIMPLENN_NUMBA_BLAS=scipy asks for Numba's np.dot, which needs SciPy, which is "
-            "not installed; install it with pip install scipy, or unset SIMPLENN_NUMBA_BLAS"
-            in out.stderr), out.stderr
+    assert (
+        "SIMPLENN_NUMBA_BLAS=scipy asks for Numba's np.dot, which needs SciPy, which is "
+        "not installed; install it with pip install scipy, or unset SIMPLENN_NUMBA_BLAS"
+        in out.stderr
+    ), out.stderr
 
 
 def test_unknown_blas_setting_names_the_choices(nb):
-    out = _run("from simplenn.backends import get_backend; get_backend('numba')",
-               {"SIMPLENN_NUMBA_BLAS": "mkl"})
+    out = _run(
+        "from simplenn.backends import get_backend; get_backend('numba')",
+        {"SIMPLENN_NUMBA_BLAS": "mkl"},
+    )
     assert out.returncode != 0
     assert "SIMPLENN_NUMBA_BLAS='mkl' is not understood" in out.stderr
     assert "BackendUnavailableError" in out.stderr
@@ -385,8 +425,10 @@ def test_dense_chunks_train_as_numpy_does(nb, batch_size):
     rng = np.random.default_rng(3)
     X = ((rng.random((50, 64)) < 0.2) * rng.integers(1, 256, (50, 64))).astype(np.uint8)
     y = rng.integers(0, 10, 50)
-    nets = {name: simplenn.TwoLayerNet(64, 16, 10, backend=name, dtype="float64", seed=1)
-            for name in ("numba", "numpy")}
+    nets = {
+        name: simplenn.TwoLayerNet(64, 16, 10, backend=name, dtype="float64", seed=1)
+        for name in ("numba", "numpy")
+    }
     for net in nets.values():
         simplenn.fit(net, (X, y), epochs=2, batch_size=batch_size, lr=0.1)
     got, want = nets["numba"].parameters(), nets["numpy"].parameters()
@@ -430,6 +472,7 @@ def test_train_steps_update_parameters_in_aligned_arrays(nb):
 
 # -- one pool of threads: BLAS on one thread, products over numba's ----------------------
 
+
 @pytest.mark.parametrize("shape", [(128, 784, 800), (784, 128, 800), (40, 33, 17), (3, 5, 1000)])
 @pytest.mark.parametrize("trans_a, trans_b", [(False, False), (True, False), (False, True)])
 def test_products_cut_over_numba_threads_are_blas_products(nb, shape, trans_a, trans_b):
@@ -450,8 +493,7 @@ def _blas_threads() -> int:
     from threadpoolctl import threadpool_info
 
     info = threadpool_info()
-    found = [i["num_threads"] for i in info
-             if i["user_api"] == "blas" and "numpy" in i["filepath"]]
+    found = [i["num_threads"] for i in info if i["user_api"] == "blas" and "numpy" in i["filepath"]]
     assert len(found) == 1, info
     return found[0]
 
@@ -496,8 +538,14 @@ def test_training_on_one_pool_of_threads_computes_the_same_numbers(nb):
     inputs = {sig[8].instance_class for sig in _sgd_path(ops, "pixels", 100).chunk.signatures}
     assert nb.batches.ThreadedInputs in inputs
     for k in ("W1", "b1", "W2", "b2"):
-        assert_close("numba", f"{k} trained on one pool", nets[1][k], nets[0][k], "float32",
-                     rtol=trajectory_tolerance("float32"))
+        assert_close(
+            "numba",
+            f"{k} trained on one pool",
+            nets[1][k],
+            nets[0][k],
+            "float32",
+            rtol=trajectory_tolerance("float32"),
+        )
     d = draw_batches("elastic", 0, 1, 0, 300, 100, 28)
     images = image_ops(nb.NumbaOps("float32"))
     alone = images.elastic_fields(d.noise, elastic_levels(), elastic_basis(28))
@@ -522,12 +570,20 @@ def test_elastic_fields_on_one_pool_are_the_same_on_any_number_of_threads(nb, dt
     with nb.blas.products_on_numba_threads() as moved:
         if not moved:
             pytest.skip(f"no BLAS thread count to set here: {nb.BLAS}")
-        fields = [nb.warp.elastic_fields_into(d.noise, levels, basis,
-                                              np.ascontiguousarray(basis.T), parts,
-                                              np.empty((s, 2 * m * s), dtype))
-                  for parts in (1, 2, 3, 5)]
+        fields = [
+            nb.warp.elastic_fields_into(
+                d.noise,
+                levels,
+                basis,
+                np.ascontiguousarray(basis.T),
+                parts,
+                np.empty((s, 2 * m * s), dtype),
+            )
+            for parts in (1, 2, 3, 5)
+        ]
     for parts, got in zip((2, 3, 5), fields[1:]):
         np.testing.assert_array_equal(got, fields[0], err_msg=f"{parts} parts")
     want = image_ops(NumpyOps(dtype)).elastic_fields(d.noise, levels, basis)
-    assert_close("numba", "elastic fields", fields[0].reshape(s, m, 2, s).transpose(1, 2, 0, 3),
-                 want, dtype)
+    assert_close(
+        "numba", "elastic fields", fields[0].reshape(s, m, 2, s).transpose(1, 2, 0, 3), want, dtype
+    )

@@ -26,8 +26,9 @@ def ort():
     """onnxruntime (and onnx), or a skip saying how to install them."""
     pytest.importorskip("onnx", reason="ONNX export needs onnx: pip install onnx onnxruntime")
     return pytest.importorskip(
-        "onnxruntime", reason="running exported models needs onnxruntime: "
-                              "pip install onnx onnxruntime")
+        "onnxruntime",
+        reason="running exported models needs onnxruntime: pip install onnx onnxruntime",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +38,14 @@ def trained(tmp_path_factory):
     train, test = simplenn.load_mnist()
     net = simplenn.TwoLayerNet(784, 32, 10, backend="numpy", seed=0)
     states = []
-    simplenn.fit(net, (train.X[:10000], train.y[:10000]), epochs=1, eval_train=False,
-                 interruptible=False, on_checkpoint=states.append)
+    simplenn.fit(
+        net,
+        (train.X[:10000], train.y[:10000]),
+        epochs=1,
+        eval_train=False,
+        interruptible=False,
+        on_checkpoint=states.append,
+    )
     d = tmp_path_factory.mktemp("onnx")
     model = simplenn.save_model(net, d / "model.npz")
     checkpoint = save_checkpoint(d / "checkpoint.npz", states[-1])
@@ -67,7 +74,9 @@ def test_uint8_export_matches_the_network_on_all_test_images(trained, ort, tmp_p
     (inp,) = session.get_inputs()
     assert (inp.name, inp.type, inp.shape[1]) == ("pixels", "tensor(uint8)", 784)
     assert [(o.name, o.type) for o in session.get_outputs()] == [
-        ("probabilities", "tensor(float)"), ("label", "tensor(int64)")]
+        ("probabilities", "tensor(float)"),
+        ("label", "tensor(int64)"),
+    ]
     probabilities, label = _run(session, X)
     assert probabilities.shape == (10000, 10) and probabilities.dtype == np.float32
     assert label.shape == (10000,) and label.dtype == np.int64
@@ -90,10 +99,13 @@ def test_float_inputs_take_float32_features_as_they_are(trained, ort, tmp_path):
     path = simplenn.export_onnx(net, tmp_path / "float.onnx", inputs="float")
     session = _session(ort, path)
     assert (session.get_inputs()[0].name, session.get_inputs()[0].type) == (
-        "features", "tensor(float)")
+        "features",
+        "tensor(float)",
+    )
     probabilities, label = _run(session, features)
-    assert_close("onnxruntime", "probabilities", probabilities, net.predict_proba(features),
-                 "float32")
+    assert_close(
+        "onnxruntime", "probabilities", probabilities, net.predict_proba(features), "float32"
+    )
     np.testing.assert_array_equal(label, net.predict(features))
     with pytest.raises(Exception, match="(?i)type"):
         session.run(None, {"features": X})
@@ -140,11 +152,14 @@ def test_missing_onnx_names_what_to_install(trained, tmp_path, monkeypatch):
 
 
 def test_import_simplenn_does_not_import_onnx():
-    code = ("import sys, simplenn; simplenn.export_onnx; "
-            "bad = [m for m in sys.modules if m.split('.')[0] in ('onnx', 'onnxruntime')]; "
-            "print(bad); sys.exit(1 if bad else 0)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            cwd=ROOT, timeout=120)
+    code = (
+        "import sys, simplenn; simplenn.export_onnx; "
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('onnx', 'onnxruntime')]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
     assert result.returncode == 0, f"import simplenn imported {result.stdout.strip()}"
 
 
@@ -152,14 +167,20 @@ def test_cli_exports_a_model_and_prints_one_line(trained, ort, tmp_path):
     net, model, _, X = trained
     out = tmp_path / "net.onnx"
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    r = subprocess.run([sys.executable, "-m", "simplenn.export", str(model), str(out)],
-                       capture_output=True, text=True, env=env, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "simplenn.export", str(model), str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith(f"wrote {out}: ") and len(r.stdout.splitlines()) == 1
     assert r.stderr == ""
     probabilities, label = _run(_session(ort, out), X[:500])
-    assert_close("onnxruntime", "probabilities", probabilities, net.predict_proba(X[:500]),
-                 "float32")
+    assert_close(
+        "onnxruntime", "probabilities", probabilities, net.predict_proba(X[:500]), "float32"
+    )
     np.testing.assert_array_equal(label, net.predict(X[:500]))
 
 
@@ -174,12 +195,18 @@ def test_cli_float_inputs_and_checkpoints(trained, ort, tmp_path, capsys):
     assert_close("onnxruntime", "probabilities", probabilities, expected, "float32")
 
 
-@pytest.mark.parametrize("argv, message", [
-    ([], "the following arguments are required: MODEL.npz, OUT.onnx"),
-    (["model.npz"], "the following arguments are required: OUT.onnx"),
-    (["model.npz", "out.onnx", "--inputs", "int8"], "argument --inputs: invalid choice: 'int8'"),
-    (["model.npz", "out.onnx", "--opset", "9"], "unrecognized arguments: --opset 9"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        ([], "the following arguments are required: MODEL.npz, OUT.onnx"),
+        (["model.npz"], "the following arguments are required: OUT.onnx"),
+        (
+            ["model.npz", "out.onnx", "--inputs", "int8"],
+            "argument --inputs: invalid choice: 'int8'",
+        ),
+        (["model.npz", "out.onnx", "--opset", "9"], "unrecognized arguments: --opset 9"),
+    ],
+)
 def test_cli_bad_arguments_exit_2_with_one_line(argv, message, capsys):
     with pytest.raises(SystemExit) as info:
         main(argv)
@@ -201,5 +228,7 @@ def test_cli_missing_or_bad_model_exits_1_with_one_line(trained, tmp_path, capsy
     assert err.startswith(f"{PROG}: error: model file {damaged} ") and err.count("\n") == 1
     assert main([str(model), str(tmp_path / "absent" / "out.onnx")]) == 1
     err = capsys.readouterr().err
-    assert err.startswith(f"{PROG}: error: cannot write the ONNX model to ") and err.count("\n") == 1
+    assert (
+        err.startswith(f"{PROG}: error: cannot write the ONNX model to ") and err.count("\n") == 1
+    )
     assert not (tmp_path / "out.onnx").exists()

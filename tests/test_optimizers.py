@@ -15,20 +15,30 @@ from simplenn.core.training import TrainConfig
 from simplenn.io.checkpoints import load_checkpoint, save_checkpoint
 from simplenn.optim import OPTIMIZERS, SGD, Adam, AdamW, get_optimizer
 
-OPTIMIZERS_TO_CHECK = [SGD(), SGD(momentum=0.5, nesterov=True, weight_decay=0.01), Adam(),
-                       Adam(beta1=0.8, beta2=0.99, eps=1e-6, weight_decay=0.01),
-                       AdamW(weight_decay=0.05)]
+OPTIMIZERS_TO_CHECK = [
+    SGD(),
+    SGD(momentum=0.5, nesterov=True, weight_decay=0.01),
+    Adam(),
+    Adam(beta1=0.8, beta2=0.99, eps=1e-6, weight_decay=0.01),
+    AdamW(weight_decay=0.05),
+]
 
 
 def _torch_optimizer(torch, opt, weights, biases, lr):
     """``torch.optim``'s twin of ``opt``, weight decay on the weights only."""
     groups = [{"params": weights}, {"params": biases, "weight_decay": 0.0}]
     if opt.name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=opt.momentum, nesterov=opt.nesterov,
-                               weight_decay=opt.weight_decay)
+        return torch.optim.SGD(
+            groups,
+            lr=lr,
+            momentum=opt.momentum,
+            nesterov=opt.nesterov,
+            weight_decay=opt.weight_decay,
+        )
     cls = torch.optim.AdamW if opt.name == "adamw" else torch.optim.Adam
-    return cls(groups, lr=lr, betas=(opt.beta1, opt.beta2), eps=opt.eps,
-               weight_decay=opt.weight_decay)
+    return cls(
+        groups, lr=lr, betas=(opt.beta1, opt.beta2), eps=opt.eps, weight_decay=opt.weight_decay
+    )
 
 
 @pytest.mark.parametrize("opt", OPTIMIZERS_TO_CHECK, ids=lambda o: o.describe())
@@ -40,8 +50,9 @@ def test_each_optimizer_matches_torch_optim_on_the_same_gradients(opt):
     params, state = start, opt.init(start)
     tensors = [torch.tensor(p, requires_grad=True) for p in start]
     lrs = [0.1, 0.05, 0.02, 0.08, 0.01]
-    torch_opt = _torch_optimizer(torch, opt, [tensors[0], tensors[2]],
-                                 [tensors[1], tensors[3]], lrs[0])
+    torch_opt = _torch_optimizer(
+        torch, opt, [tensors[0], tensors[2]], [tensors[1], tensors[3]], lrs[0]
+    )
     for lr in lrs:
         grads = Params(*(rng.standard_normal(s) for s in shapes))
         params, state = opt.update(grads, state, params, lr)
@@ -52,8 +63,9 @@ def test_each_optimizer_matches_torch_optim_on_the_same_gradients(opt):
         torch_opt.step()
     assert state.step == len(lrs)
     for name, ours, theirs in zip(Params._fields, params, tensors):
-        np.testing.assert_allclose(ours, theirs.detach().numpy(), rtol=1e-12, atol=1e-14,
-                                   err_msg=name)
+        np.testing.assert_allclose(
+            ours, theirs.detach().numpy(), rtol=1e-12, atol=1e-14, err_msg=name
+        )
 
 
 def test_update_returns_new_arrays_and_leaves_its_arguments():
@@ -89,7 +101,8 @@ def test_a_checkpoint_resumes_bitwise_with_every_optimizer(small, tmp_path, back
     assert state.config.optimizer == opt
     assert state.optimizer_steps == 1000 // 50
     assert sorted(state.optimizer_state) == sorted(
-        f"{k}.{slot}" for k in Params._fields for slot in opt.slot_names)
+        f"{k}.{slot}" for k in Params._fields for slot in opt.slot_names
+    )
     resumed = simplenn.TwoLayerNet(784, 16, backend=backend, seed=1)
     simplenn.fit(resumed, *small, **settings, resume=state)
     for k, v in unbroken.parameters().items():
@@ -102,12 +115,14 @@ def test_fit_hands_every_step_the_schedules_learning_rate(small):
     class Recording(simplenn.TwoLayerNet):
         def train_steps(self, X, Y, order, state, *, optimizer, batch_size, lrs):
             seen.extend(lrs.tolist())
-            return super().train_steps(X, Y, order, state, optimizer=optimizer,
-                                       batch_size=batch_size, lrs=lrs)
+            return super().train_steps(
+                X, Y, order, state, optimizer=optimizer, batch_size=batch_size, lrs=lrs
+            )
 
     net = Recording(784, 8, backend="numpy")
-    simplenn.fit(net, small[0], epochs=2, batch_size=64, lr=0.1, warmup_steps=5,
-                 interruptible=False)
+    simplenn.fit(
+        net, small[0], epochs=2, batch_size=64, lr=0.1, warmup_steps=5, interruptible=False
+    )
     steps = 2 * -(-1000 // 64)
     assert seen == [Schedule(0.1, "cosine", steps, 5).lr_at(t) for t in range(steps)]
     assert seen[:5] == pytest.approx([0.02, 0.04, 0.06, 0.08, 0.1])
@@ -118,20 +133,24 @@ def test_the_schedule_after_warmup():
     s = Schedule(1.0, "linear", total=10, warmup=2)
     assert [s.lr_at(t) for t in range(4)] == [0.5, 1.0, 1.0, 0.875]
     assert Schedule(1.0, "cosine", 4).lrs(0, 4).tolist() == pytest.approx(
-        [1.0, 0.8535533905932737, 0.5, 0.14644660940672627])
+        [1.0, 0.8535533905932737, 0.5, 0.14644660940672627]
+    )
 
 
-@pytest.mark.parametrize("name, hyper, match", [
-    ("rmsprop", {}, "unknown optimizer 'rmsprop'"),
-    ("sgd", {"beta1": 0.9}, "has no hyperparameter 'beta1'"),
-    ("sgd", {"momentum": 1.0}, r"momentum must be in \[0, 1\)"),
-    ("sgd", {"momentum": 0.0, "nesterov": True}, "nesterov needs a momentum"),
-    ("adam", {"beta1": -0.1}, r"beta1 must be in \[0, 1\)"),
-    ("adam", {"beta2": 1.0}, r"beta2 must be in \[0, 1\)"),
-    ("adamw", {"eps": 0.0}, "eps must be > 0"),
-    ("adam", {"weight_decay": -1e-3}, "weight_decay must be >= 0"),
-    ("adam", {"eps": float("nan")}, "eps must be a finite number"),
-])
+@pytest.mark.parametrize(
+    "name, hyper, match",
+    [
+        ("rmsprop", {}, "unknown optimizer 'rmsprop'"),
+        ("sgd", {"beta1": 0.9}, "has no hyperparameter 'beta1'"),
+        ("sgd", {"momentum": 1.0}, r"momentum must be in \[0, 1\)"),
+        ("sgd", {"momentum": 0.0, "nesterov": True}, "nesterov needs a momentum"),
+        ("adam", {"beta1": -0.1}, r"beta1 must be in \[0, 1\)"),
+        ("adam", {"beta2": 1.0}, r"beta2 must be in \[0, 1\)"),
+        ("adamw", {"eps": 0.0}, "eps must be > 0"),
+        ("adam", {"weight_decay": -1e-3}, "weight_decay must be >= 0"),
+        ("adam", {"eps": float("nan")}, "eps must be a finite number"),
+    ],
+)
 def test_bad_optimizers_are_refused(name, hyper, match):
     with pytest.raises(ValueError, match=match):
         get_optimizer(name, **hyper)

@@ -45,11 +45,13 @@ def test_every_command_prints_its_version(command, capsys):
 
 
 def test_the_program_name_is_the_script_run_or_python_m(monkeypatch):
-    for argv0, expected in (("/venv/bin/simplenn-train", "simplenn-train"),
-                            ("simplenn-train.exe", "simplenn-train"),
-                            ("/src/simplenn/train.py", "python -m simplenn.train"),
-                            ("/venv/bin/simplenn-evaluate", "python -m simplenn.train"),
-                            ("", "python -m simplenn.train")):
+    for argv0, expected in (
+        ("/venv/bin/simplenn-train", "simplenn-train"),
+        ("simplenn-train.exe", "simplenn-train"),
+        ("/src/simplenn/train.py", "python -m simplenn.train"),
+        ("/venv/bin/simplenn-evaluate", "python -m simplenn.train"),
+        ("", "python -m simplenn.train"),
+    ):
         monkeypatch.setattr(sys, "argv", [argv0])
         assert common.invoked_as("simplenn.train") == expected, argv0
     monkeypatch.setattr(sys, "argv", ["/venv/bin/simplenn-bench"])
@@ -58,21 +60,30 @@ def test_the_program_name_is_the_script_run_or_python_m(monkeypatch):
 
 def test_errors_name_the_program_as_it_was_invoked():
     bad = ["--epochs", "0"]
-    as_module = subprocess.run([sys.executable, "-m", "simplenn.train", *bad],
-                               capture_output=True, text=True, timeout=120, check=False)
+    as_module = subprocess.run(
+        [sys.executable, "-m", "simplenn.train", *bad],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert as_module.returncode == 2
     assert as_module.stderr.startswith("python -m simplenn.train: error: argument --epochs")
     script = Path(sys.executable).parent / "simplenn-train"
     if not script.exists():
         pytest.skip(f"the console script {script} is not installed (pip install .)")
-    as_script = subprocess.run([str(script), *bad], capture_output=True, text=True,
-                               timeout=120, check=False)
+    as_script = subprocess.run(
+        [str(script), *bad], capture_output=True, text=True, timeout=120, check=False
+    )
     assert as_script.returncode == 2
-    assert as_script.stderr.startswith("simplenn-train: error: argument --epochs"), \
-        as_script.stderr
-    missing = subprocess.run([str(Path(sys.executable).parent / "simplenn-evaluate"),
-                              "no-such-model.npz"], capture_output=True, text=True,
-                             timeout=120, check=False)
+    assert as_script.stderr.startswith("simplenn-train: error: argument --epochs"), as_script.stderr
+    missing = subprocess.run(
+        [str(Path(sys.executable).parent / "simplenn-evaluate"), "no-such-model.npz"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert missing.returncode == 1
     assert missing.stderr.startswith("simplenn-evaluate: error: "), missing.stderr
 
@@ -97,19 +108,40 @@ def test_pyproject_declares_the_licenses_classifiers_and_py_typed():
 def test_the_wheel_carries_the_license_files_and_py_typed(tmp_path):
     setuptools = pytest.importorskip("setuptools", reason="setuptools is not installed")
     if int(setuptools.__version__.split(".")[0]) < 77:
-        pytest.skip(f"setuptools {setuptools.__version__} is older than 77, which builds "
-                    f"the license expression (the test extra installs it)")
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
-                            "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
-                           capture_output=True, text=True, timeout=600, check=False)
+        pytest.skip(
+            f"setuptools {setuptools.__version__} is older than 77, which builds "
+            f"the license expression (the test extra installs it)"
+        )
+    built = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert built.returncode == 0, built.stderr
     (wheel,) = tmp_path.glob("simplenn_backends-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
         info = next(n.split("/")[0] for n in names if n.endswith(".dist-info/METADATA"))
         metadata = archive.read(f"{info}/METADATA").decode()
-    assert {f"{info}/licenses/LICENSE", f"{info}/licenses/NOTICE", "simplenn/py.typed",
-            "simplenn/data/mnist/train-images-idx3-ubyte.gz"} <= names
+    assert {
+        f"{info}/licenses/LICENSE",
+        f"{info}/licenses/NOTICE",
+        "simplenn/py.typed",
+        "simplenn/data/mnist/train-images-idx3-ubyte.gz",
+    } <= names
     assert re.search(r"^License-Expression: MIT AND CC-BY-SA-3\.0$", metadata, re.MULTILINE)
     assert re.findall(r"^License-File: (.*)$", metadata, re.MULTILINE) == ["LICENSE", "NOTICE"]
     assert "Classifier: Typing :: Typed" in metadata

@@ -14,8 +14,15 @@ from simplenn.cli.plots import training_curves_figure, training_curves_title
 
 def _history(epochs: int, augment: str, train_split, test_split):
     net = simplenn.TwoLayerNet(784, 12, 10, backend="numpy", seed=0)
-    history = simplenn.fit(net, train_split, test_split, epochs=epochs, batch_size=64,
-                           augment=augment, interruptible=False)
+    history = simplenn.fit(
+        net,
+        train_split,
+        test_split,
+        epochs=epochs,
+        batch_size=64,
+        augment=augment,
+        interruptible=False,
+    )
     return net, history
 
 
@@ -25,8 +32,9 @@ def splits():
     return train[:256], test[:128]
 
 
-@pytest.mark.parametrize(("augment", "words"), [("none", "no augmentation"),
-                                                 ("elastic", "elastic augmentation")])
+@pytest.mark.parametrize(
+    ("augment", "words"), [("none", "no augmentation"), ("elastic", "elastic augmentation")]
+)
 def test_the_title_names_the_hidden_width_and_the_augmentation(splits, augment, words):
     net, history = _history(1, augment, *splits)
     title = training_curves_title(history, net.n_hidden)
@@ -58,7 +66,22 @@ def test_train_plot_titles_the_network_it_trained(mnist_subset_dir, tmp_path, mo
         return path
 
     monkeypatch.setattr(plots, "plot_training_curves", capture)
-    assert train_cli.main(["--backend", "numpy", "--hidden", "24", "--epochs", "1",
-                           "--data-dir", str(mnist_subset_dir(512, 128)), "--quiet",
-                           "--plot", str(tmp_path)]) == 0
+    assert (
+        train_cli.main(
+            [
+                "--backend",
+                "numpy",
+                "--hidden",
+                "24",
+                "--epochs",
+                "1",
+                "--data-dir",
+                str(mnist_subset_dir(512, 128)),
+                "--quiet",
+                "--plot",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     assert len(titles) == 1 and "hidden 24," in titles[0], titles

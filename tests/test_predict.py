@@ -41,7 +41,9 @@ def model_path(tmp_path_factory, mnist_small):
     return simplenn.save_model(net, tmp_path_factory.mktemp("model") / "model.npz")
 
 
-def _render(row: np.ndarray, path: Path, size=(112, 140), offset=(30, 20), canvas=(200, 220)) -> Path:
+def _render(
+    row: np.ndarray, path: Path, size=(112, 140), offset=(30, 20), canvas=(200, 220)
+) -> Path:
     """An MNIST row as a photo-like picture: dark ink on white, scaled up, off-centre."""
     digit = Image.fromarray(255 - row.reshape(28, 28)).resize(size, Image.Resampling.BILINEAR)
     page = Image.new("L", canvas, 255)
@@ -51,10 +53,19 @@ def _render(row: np.ndarray, path: Path, size=(112, 140), offset=(30, 20), canva
 
 
 def _run(*args) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-            "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "simplenn.predict", *map(str, args)], env=env,
-                          capture_output=True, text=True, timeout=120)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        "OPENBLAS_NUM_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "simplenn.predict", *map(str, args)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_preprocessing_an_mnist_digit_gives_it_back(mnist_small):
@@ -63,8 +74,11 @@ def test_preprocessing_an_mnist_digit_gives_it_back(mnist_small):
     for row in mnist_small[1].X[:100]:
         original = row.reshape(28, 28).astype(float)
         again = to_mnist(original).reshape(28, 28).astype(float)
-        best = max(np.corrcoef(np.roll(again, (dy, dx), axis=(0, 1)).ravel(), original.ravel())[0, 1]
-                   for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+        best = max(
+            np.corrcoef(np.roll(again, (dy, dx), axis=(0, 1)).ravel(), original.ravel())[0, 1]
+            for dy in (-1, 0, 1)
+            for dx in (-1, 0, 1)
+        )
         assert best > 0.95
 
 
@@ -96,8 +110,12 @@ def test_renders_of_test_digits_are_classified(tmp_path, model_path, mnist_small
     test = mnist_small[1]
     net = simplenn.load_model(model_path)
     rows = test.X[:60]
-    files = [_render(row, tmp_path / f"d{i}.{'png' if i % 2 else 'jpg'}",
-                     offset=(20 + i % 9, 10 + i % 7)) for i, row in enumerate(rows)]
+    files = [
+        _render(
+            row, tmp_path / f"d{i}.{'png' if i % 2 else 'jpg'}", offset=(20 + i % 9, 10 + i % 7)
+        )
+        for i, row in enumerate(rows)
+    ]
     predicted = net.predict(np.stack([load_digit(f) for f in files]))
     assert (predicted == test.y[:60]).mean() >= 0.9
     # and on par with the model on the original digits
@@ -112,15 +130,24 @@ def _drawing(path: Path, draw, mode="RGB", background="white") -> Path:
 
 
 def test_cli_synthetic_drawings_and_bad_files(tmp_path, model_path):
-    one = _drawing(tmp_path / "one.png", lambda d: d.line([(100, 30), (100, 170)], fill="black", width=14))
-    zero = _drawing(tmp_path / "zero.jpg",
-                    lambda d: d.ellipse([55, 30, 145, 170], outline="black", width=14))
-    zero_alpha = _drawing(tmp_path / "zero-transparent.png",
-                          lambda d: d.ellipse([55, 30, 145, 170], outline=(0, 0, 0, 255), width=14),
-                          mode="RGBA", background=(0, 0, 0, 0))
-    chalk_one = _drawing(tmp_path / "chalk-one.png",  # white on black
-                         lambda d: d.line([(100, 30), (100, 170)], fill=230, width=14),
-                         mode="L", background=20)
+    one = _drawing(
+        tmp_path / "one.png", lambda d: d.line([(100, 30), (100, 170)], fill="black", width=14)
+    )
+    zero = _drawing(
+        tmp_path / "zero.jpg", lambda d: d.ellipse([55, 30, 145, 170], outline="black", width=14)
+    )
+    zero_alpha = _drawing(
+        tmp_path / "zero-transparent.png",
+        lambda d: d.ellipse([55, 30, 145, 170], outline=(0, 0, 0, 255), width=14),
+        mode="RGBA",
+        background=(0, 0, 0, 0),
+    )
+    chalk_one = _drawing(
+        tmp_path / "chalk-one.png",  # white on black
+        lambda d: d.line([(100, 30), (100, 170)], fill=230, width=14),
+        mode="L",
+        background=20,
+    )
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")
     text = tmp_path / "notes.png"
@@ -153,8 +180,10 @@ def test_cli_json(tmp_path, model_path, mnist_small):
     assert results[0]["file"] == str(good) and results[0]["digit"] == int(mnist_small[1].y[0])
     assert len(results[0]["probabilities"]) == 10
     assert abs(sum(results[0]["probabilities"]) - 1) < 1e-4
-    assert results[0]["probability"] == max(results[0]["probabilities"]) or \
-        abs(results[0]["probability"] - max(results[0]["probabilities"])) < 1e-6
+    assert (
+        results[0]["probability"] == max(results[0]["probabilities"])
+        or abs(results[0]["probability"] - max(results[0]["probabilities"])) < 1e-6
+    )
     assert results[1]["file"] == str(bad) and "error" in results[1] and "digit" not in results[1]
     ok = _run(model_path, good, "--json")
     assert ok.returncode == 0 and len(json.loads(ok.stdout)) == 1
@@ -162,6 +191,8 @@ def test_cli_json(tmp_path, model_path, mnist_small):
 
 def test_missing_pillow_is_one_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "PIL", None)
-    with pytest.raises(SimplennError,
-                       match=r"pip install Pillow \(from a simplenn checkout: pip install '\.\[image\]'\)"):
+    with pytest.raises(
+        SimplennError,
+        match=r"pip install Pillow \(from a simplenn checkout: pip install '\.\[image\]'\)",
+    ):
         _optional.require("PIL", "python -m simplenn.predict")

@@ -52,6 +52,7 @@ def _train(ops, threaded_pool=None) -> dict[str, np.ndarray]:
 
 # -- numba: a dispatcher's UUID ---------------------------------------------------------
 
+
 def test_numba_dispatchers_take_the_uuid_that_pickles_them(nb):
     """Loud: compiled closures are cached by the UUIDs of the dispatchers they
     capture, which numba pickles them by; set_dispatcher_uuid sets that UUID through
@@ -60,9 +61,11 @@ def test_numba_dispatchers_take_the_uuid_that_pickles_them(nb):
 
     dispatcher = numba.njit(lambda x: x + 1)
     wanted = f"simplenn-probe-test-{uuid.uuid4().hex}"
-    fix = (f"numba {numba.__version__} changed a dispatcher's private _set_uuid/_uuid: "
-           "update simplenn._probes.set_dispatcher_uuid and dispatcher_uuid, or compiled "
-           "closures are compiled again in every process")
+    fix = (
+        f"numba {numba.__version__} changed a dispatcher's private _set_uuid/_uuid: "
+        "update simplenn._probes.set_dispatcher_uuid and dispatcher_uuid, or compiled "
+        "closures are compiled again in every process"
+    )
     assert _probes.set_dispatcher_uuid(dispatcher, wanted), fix
     assert _probes.dispatcher_uuid(dispatcher) == wanted, fix
     assert wanted.encode() in pickle.dumps(dispatcher), fix
@@ -110,6 +113,7 @@ def test_without_numbas_uuid_kernels_and_closures_compute_the_same(nb, monkeypat
 
 # -- NumPy: the cblas gemm of its BLAS ----------------------------------------------------
 
+
 def _numpy_blas_name() -> str | None:
     """The BLAS NumPy was built with, as its build configuration names it."""
     try:
@@ -124,24 +128,27 @@ def test_numpys_wheel_exports_the_ilp64_cblas_gemm_the_kernels_call():
     Numba backend's kernels call; numpy_cblas_gemm finds them, and they multiply."""
     blas = _numpy_blas_name()
     if blas != "scipy-openblas":
-        pytest.skip(f"NumPy {np.__version__} is built with {blas or 'an unnamed BLAS'}, "
-                    "not the scipy-openblas of NumPy's wheels")
+        pytest.skip(
+            f"NumPy {np.__version__} is built with {blas or 'an unnamed BLAS'}, "
+            "not the scipy-openblas of NumPy's wheels"
+        )
     found = _probes.numpy_cblas_gemm()
     assert found is not None, (
         f"NumPy {np.__version__} no longer exports any of "
         f"{_probes.NUMPY_CBLAS_GEMM_NAMES} through its extension module: update "
         "simplenn._probes.numpy_cblas_gemm, or the numba backend multiplies with "
-        "Numba's np.dot (SciPy's BLAS)")
+        "Numba's np.dot (SciPy's BLAS)"
+    )
     rng = np.random.default_rng(0)
     for dtype, ctype in (("float32", ctypes.c_float), ("float64", ctypes.c_double)):
         address, name = found[dtype]
         a, b = rng.standard_normal((3, 4)).astype(dtype), rng.standard_normal((4, 2)).astype(dtype)
         c = np.zeros((3, 2), dtype)
         i32, i64, ptr = ctypes.c_int32, ctypes.c_int64, ctypes.c_void_p
-        gemm = ctypes.CFUNCTYPE(None, i32, i32, i32, i64, i64, i64, ctype, ptr, i64, ptr,
-                                i64, ctype, ptr, i64)(address)
-        gemm(101, 111, 111, 3, 2, 4, 1.0, a.ctypes.data, 4, b.ctypes.data, 2, 0.0,
-             c.ctypes.data, 2)
+        gemm = ctypes.CFUNCTYPE(
+            None, i32, i32, i32, i64, i64, i64, ctype, ptr, i64, ptr, i64, ctype, ptr, i64
+        )(address)
+        gemm(101, 111, 111, 3, 2, 4, 1.0, a.ctypes.data, 4, b.ctypes.data, 2, 0.0, c.ctypes.data, 2)
         np.testing.assert_allclose(c, a @ b, rtol=1e-5, err_msg=name)
 
 
@@ -161,22 +168,38 @@ def test_without_numpys_cblas_the_kernels_multiply_with_numbas_dot(nb, tmp_path)
         print(nb.BLAS)
         np.savez({str(out)!r}, **_train(nb.NumbaOps("float32")))
     """)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p),
+    )
     env.pop("SIMPLENN_BACKEND", None)
     env.pop("SIMPLENN_NUMBA_BLAS", None)
-    run = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True,
-                         text=True, env=env, cwd=REPO, timeout=600)
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith("Numba's np.dot (SciPy's BLAS)"), run.stdout
     want = _train(nb.NumbaOps("float32"))
     with np.load(out) as got:
         for name in want:
-            assert_close("numba", f"{name} (np.dot fallback)", got[name], want[name],
-                         "float32", rtol=trajectory_tolerance("float32"))
+            assert_close(
+                "numba",
+                f"{name} (np.dot fallback)",
+                got[name],
+                want[name],
+                "float32",
+                rtol=trajectory_tolerance("float32"),
+            )
 
 
 # -- thread control: threadpoolctl ----------------------------------------------------------
+
 
 def test_one_pool_builds_its_threadpoolctl_controller_once(nb, monkeypatch):
     """A controller inspects every library loaded in the process when it is built:
@@ -202,8 +225,7 @@ def test_one_pool_builds_its_threadpoolctl_controller_once(nb, monkeypatch):
         nb.blas._blas_controller.cache_clear()
 
 
-def test_without_thread_control_the_pool_is_declined_and_training_is_unchanged(
-        nb, monkeypatch):
+def test_without_thread_control_the_pool_is_declined_and_training_is_unchanged(nb, monkeypatch):
     """The fallback where threadpoolctl is missing or finds no BLAS:
     products_on_numba_threads yields False and changes nothing, so training inside
     it computes the very numbers of training outside it."""
@@ -229,9 +251,26 @@ def test_without_threadpoolctl_the_controller_is_none(nb, monkeypatch):
 # -- the fence ----------------------------------------------------------------------------
 
 #: Other libraries, as simplenn imports them.
-_LIBRARIES = {"numpy", "numba", "llvmlite", "scipy", "torch", "jax", "jaxlib", "cupy",
-              "cupy_backends", "sklearn", "onnx", "onnxruntime", "threadpoolctl",
-              "array_api_compat", "array_api_strict", "matplotlib", "PIL", "tqdm"}
+_LIBRARIES = {
+    "numpy",
+    "numba",
+    "llvmlite",
+    "scipy",
+    "torch",
+    "jax",
+    "jaxlib",
+    "cupy",
+    "cupy_backends",
+    "sklearn",
+    "onnx",
+    "onnxruntime",
+    "threadpoolctl",
+    "array_api_compat",
+    "array_api_strict",
+    "matplotlib",
+    "PIL",
+    "tqdm",
+}
 
 
 def _private(name: str) -> bool:
@@ -258,8 +297,9 @@ def _private_uses(path: Path) -> list[str]:
                 names = [a.name for a in node.names]
                 aliases.update(a.asname or a.name for a in node.names)
                 if any(map(_private, parts)) or any(map(_private, names)):
-                    found.append(f"{path}:{node.lineno}: from {node.module} import "
-                                 f"{', '.join(names)}")
+                    found.append(
+                        f"{path}:{node.lineno}: from {node.module} import {', '.join(names)}"
+                    )
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and _private(node.attr):
             root = node.value
@@ -267,25 +307,37 @@ def _private_uses(path: Path) -> list[str]:
                 root = root.value
             if isinstance(root, ast.Name) and root.id in aliases:
                 found.append(f"{path}:{node.lineno}: {ast.unparse(node)}")
-        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-              and node.func.id in ("getattr", "hasattr", "setattr") and len(node.args) > 1
-              and isinstance(node.args[1], ast.Constant)
-              and isinstance(node.args[1].value, str) and _private(node.args[1].value)):
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ("getattr", "hasattr", "setattr")
+            and len(node.args) > 1
+            and isinstance(node.args[1], ast.Constant)
+            and isinstance(node.args[1].value, str)
+            and _private(node.args[1].value)
+        ):
             found.append(f"{path}:{node.lineno}: {ast.unparse(node)}")
     return found
 
 
 def test_no_module_outside_the_fence_reaches_a_private_name_of_another_library():
     fence = REPO / "simplenn" / "_probes.py"
-    found = [use for path in sorted((REPO / "simplenn").rglob("*.py")) if path != fence
-             for use in _private_uses(path)]
-    assert not found, ("private details of other libraries belong in simplenn/_probes.py, "
-                       "behind a probe with a public fallback:\n" + "\n".join(found))
+    found = [
+        use
+        for path in sorted((REPO / "simplenn").rglob("*.py"))
+        if path != fence
+        for use in _private_uses(path)
+    ]
+    assert not found, (
+        "private details of other libraries belong in simplenn/_probes.py, "
+        "behind a probe with a public fallback:\n" + "\n".join(found)
+    )
 
 
 def test_the_fence_finds_what_it_looks_for(tmp_path):
     sample = tmp_path / "sample.py"
-    sample.write_text(textwrap.dedent("""
+    sample.write_text(
+        textwrap.dedent("""
         import numpy as np
         from numba.core import dispatcher
         from numpy._core import _multiarray_umath
@@ -293,7 +345,11 @@ def test_the_fence_finds_what_it_looks_for(tmp_path):
         y = dispatcher.Dispatcher._set_uuid
         z = getattr(np, "_private", None)
         fine = np.linalg.norm, getattr(np, "__version__"), object()._whatever
-    """))
+    """)
+    )
     assert [use.split(": ", 1)[1] for use in _private_uses(sample)] == [
-        "from numpy._core import _multiarray_umath", "np.linalg._umath_linalg",
-        "dispatcher.Dispatcher._set_uuid", "getattr(np, '_private', None)"]
+        "from numpy._core import _multiarray_umath",
+        "np.linalg._umath_linalg",
+        "dispatcher.Dispatcher._set_uuid",
+        "getattr(np, '_private', None)",
+    ]

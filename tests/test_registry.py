@@ -39,8 +39,9 @@ def fresh_registry(monkeypatch):
 
 def _fake_entry_points(monkeypatch, *points: tuple[str, str]) -> None:
     eps = [importlib.metadata.EntryPoint(name, value, ENTRY_POINT_GROUP) for name, value in points]
-    monkeypatch.setattr(importlib.metadata, "entry_points",
-                        lambda group=None: [e for e in eps if e.group == group])
+    monkeypatch.setattr(
+        importlib.metadata, "entry_points", lambda group=None: [e for e in eps if e.group == group]
+    )
 
 
 class DoubleNumpyOps(NumpyOps):
@@ -64,8 +65,13 @@ def test_one_register_call_makes_a_backend(fresh_registry):
 def test_auto_follows_priorities(fresh_registry):
     register("best", DoubleNumpyOps, priority=1000)
     assert resolve_backend_name("auto") == "best"
-    register("best", DoubleNumpyOps, probe=lambda: Availability(False, "no such device"),
-             priority=1000, replace=True)
+    register(
+        "best",
+        DoubleNumpyOps,
+        probe=lambda: Availability(False, "no such device"),
+        priority=1000,
+        replace=True,
+    )
     assert resolve_backend_name("auto") != "best"
 
 
@@ -101,8 +107,9 @@ def test_entry_points_register_lazily_and_show_everywhere(fresh_registry, monkey
 
 
 def test_a_broken_entry_point_is_listed_with_its_error(fresh_registry, monkeypatch):
-    _fake_entry_points(monkeypatch, ("broken", "no_such_plugin_module:register"),
-                       ("silent", "builtins:print"))
+    _fake_entry_points(
+        monkeypatch, ("broken", "no_such_plugin_module:register"), ("silent", "builtins:print")
+    )
     infos = {i.name: i for i in available_backends()}
     assert not infos["broken"].available and "No module named" in infos["broken"].reason
     assert not infos["silent"].available and "did not register" in infos["silent"].reason
@@ -113,24 +120,33 @@ def test_a_broken_entry_point_is_listed_with_its_error(fresh_registry, monkeypat
 
 
 def test_importing_simplenn_loads_no_entry_point_and_no_optional_library():
-    code = ("import sys, simplenn; simplenn.TwoLayerNet(8, 4, 3); "
-            "from simplenn.backends import registry; "
-            "bad = [m for m in sys.modules if m.split('.')[0] in "
-            "('numba', 'cupy', 'llvmlite', 'array_api_strict', 'torch', 'jax', "
-            "'simplenn_f64acc')]; "
-            "print(bad, registry._entry_points_loaded); "
-            "sys.exit(1 if bad or registry._entry_points_loaded else 0)")
+    code = (
+        "import sys, simplenn; simplenn.TwoLayerNet(8, 4, 3); "
+        "from simplenn.backends import registry; "
+        "bad = [m for m in sys.modules if m.split('.')[0] in "
+        "('numba', 'cupy', 'llvmlite', 'array_api_strict', 'torch', 'jax', "
+        "'simplenn_f64acc')]; "
+        "print(bad, registry._entry_points_loaded); "
+        "sys.exit(1 if bad or registry._entry_points_loaded else 0)"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_the_cli_takes_any_registered_backend():
-    listed = subprocess.run([sys.executable, "-m", "simplenn.train", "--list-backends"],
-                            capture_output=True, text=True, check=True).stdout
+    listed = subprocess.run(
+        [sys.executable, "-m", "simplenn.train", "--list-backends"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     for name in backend_names():
         assert any(line.startswith(name) for line in listed.splitlines()), listed
-    bad = subprocess.run([sys.executable, "-m", "simplenn.train", "--backend", "nope"],
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "simplenn.train", "--backend", "nope"],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2 and "unknown backend 'nope'" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) <= 2  # usage line + the error
 
@@ -152,32 +168,39 @@ def test_torch_and_jax_come_through_simplenns_own_entry_points():
     assert {"torch", "jax"} <= set(backend_names())
 
 
-@pytest.mark.parametrize("library, name, hint", [
-    ("torch", "torch", "pip install torch"), ("jax", "jax", "pip install jax")])
+@pytest.mark.parametrize(
+    "library, name, hint",
+    [("torch", "torch", "pip install torch"), ("jax", "jax", "pip install jax")],
+)
 def test_a_missing_array_library_is_one_line_with_a_hint_that_works(library, name, hint):
-    code = (f"import sys; sys.modules[{library!r}] = None\n"
-            "import simplenn\n"
-            "try:\n"
-            f"    simplenn.get_backend({name!r})\n"
-            "except simplenn.BackendUnavailableError as e:\n"
-            "    print(e)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.strip()
+    code = (
+        f"import sys; sys.modules[{library!r}] = None\n"
+        "import simplenn\n"
+        "try:\n"
+        f"    simplenn.get_backend({name!r})\n"
+        "except simplenn.BackendUnavailableError as e:\n"
+        "    print(e)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert len(out.splitlines()) == 1, out
     assert hint in out and f"pip install '.[{name}]'" in out and "simplenn[" not in out, out
 
 
-@pytest.mark.parametrize("setting, reason", [
-    ("tpu", "is not understood; use cpu or cuda"), ("cuda", "sees no usable CUDA device")])
+@pytest.mark.parametrize(
+    "setting, reason",
+    [("tpu", "is not understood; use cpu or cuda"), ("cuda", "sees no usable CUDA device")],
+)
 def test_the_torch_device_setting_is_checked(require_backend, setting, reason):
     require_backend("torch")
     import torch
 
     if setting == "cuda" and torch.cuda.is_available():
         pytest.skip("a CUDA device works here")
-    code = ("from simplenn.backends import probe_backend\n"
-            "print(probe_backend('torch').reason)\n")
+    code = "from simplenn.backends import probe_backend\nprint(probe_backend('torch').reason)\n"
     env = {**__import__("os").environ, "SIMPLENN_TORCH_DEVICE": setting}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, env=env).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    ).stdout
     assert reason in out, out

@@ -44,17 +44,23 @@ pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 def _env(**extra: str) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "SIMPLENN_BACKEND"}
-    return {**env, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-            "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
-            **extra}
+    return {
+        **env,
+        "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        "OPENBLAS_NUM_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONUNBUFFERED": "1",
+        **extra,
+    }
 
 
 def _command(command: str, *args) -> list[str]:
     return [sys.executable, "-m", f"simplenn.{command}", *map(str, args)]
 
 
-def _run(command: str, *args, memory: int | None = None,
-         timeout: float = TIME_LIMIT) -> subprocess.CompletedProcess:
+def _run(
+    command: str, *args, memory: int | None = None, timeout: float = TIME_LIMIT
+) -> subprocess.CompletedProcess:
     """``python -m simplenn.COMMAND ARGS``, under an address-space limit of ``memory``
     (set by a small Python that then execs the command: no preexec_fn in a threaded
     pytest). predict's tests skip without Pillow, which predict checks for first."""
@@ -63,8 +69,9 @@ def _run(command: str, *args, memory: int | None = None,
     cmd = _command(command, *args)
     if memory is not None:
         cmd = [sys.executable, "-c", LIMITED, str(memory), *cmd]
-    return subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=timeout,
-                          check=False)
+    return subprocess.run(
+        cmd, env=_env(), capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 LIMITED = """
@@ -130,8 +137,9 @@ def _train(data_dir, *args) -> list[str]:
 
 
 def _popen(cmd: list[str]) -> subprocess.Popen:
-    return subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    return subprocess.Popen(
+        cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def _wait_for_epoch(child: subprocess.Popen) -> None:
@@ -152,16 +160,21 @@ def _zeros_deflate(n: int, chunk: int = 1 << 20, prefix: bytes = b"") -> bytes:
     """A raw deflate stream of ``prefix`` and ``n`` zero bytes: one compressed chunk of
     zeros, repeated."""
     full, rest = divmod(n, chunk)
-    return (_deflated(prefix) + _deflated(bytes(chunk)) * full + _deflated(bytes(rest))
-            + zlib.compressobj(9, zlib.DEFLATED, -15).flush())
+    return (
+        _deflated(prefix)
+        + _deflated(bytes(chunk)) * full
+        + _deflated(bytes(rest))
+        + zlib.compressobj(9, zlib.DEFLATED, -15).flush()
+    )
 
 
 def _npy_header(shape: tuple[int, ...], descr: str = "|u1") -> bytes:
     import io
 
     buffer = io.BytesIO()
-    np.lib.format.write_array_header_1_0(buffer, {"descr": descr, "fortran_order": False,
-                                                  "shape": shape})
+    np.lib.format.write_array_header_1_0(
+        buffer, {"descr": descr, "fortran_order": False, "shape": shape}
+    )
     return buffer.getvalue()
 
 
@@ -170,13 +183,50 @@ def _write_zip(path: Path, members: list[tuple[str, int, bytes, int, int]]) -> P
     out, directory = bytearray(), bytearray()
     for name, method, data, crc, size in members:
         offset, encoded = len(out), name.encode()
-        out += struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, 0, method, 0, 0, crc, len(data),
-                           size, len(encoded), 0) + encoded + data
-        directory += struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 20, 20, 0, method, 0, 0, crc,
-                                 len(data), size, len(encoded), 0, 0, 0, 0, 0,
-                                 offset) + encoded
-    out += directory + struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, len(members),
-                                   len(members), len(directory), len(out), 0)
+        out += (
+            struct.pack(
+                "<4s5H3L2H",
+                b"PK\x03\x04",
+                20,
+                0,
+                method,
+                0,
+                0,
+                crc,
+                len(data),
+                size,
+                len(encoded),
+                0,
+            )
+            + encoded
+            + data
+        )
+        directory += (
+            struct.pack(
+                "<4s6H3L5H2L",
+                b"PK\x01\x02",
+                20,
+                20,
+                0,
+                method,
+                0,
+                0,
+                crc,
+                len(data),
+                size,
+                len(encoded),
+                0,
+                0,
+                0,
+                0,
+                0,
+                offset,
+            )
+            + encoded
+        )
+    out += directory + struct.pack(
+        "<4s4H2LH", b"PK\x05\x06", 0, 0, len(members), len(members), len(directory), len(out), 0
+    )
     path.write_bytes(bytes(out))
     return path
 
@@ -194,17 +244,21 @@ def _bomb_member(name: str, n: int) -> tuple[str, int, bytes, int, int]:
 
 
 # -- 1. one run per checkpoint directory ------------------------------------------------------
-def test_a_second_run_on_a_locked_directory_is_refused_and_sigkill_frees_it(data_dir,
-                                                                             tmp_path):
+def test_a_second_run_on_a_locked_directory_is_refused_and_sigkill_frees_it(data_dir, tmp_path):
     ck = tmp_path / "ck"
-    holder = _popen(_train(data_dir, "--backend", "numpy", "--epochs", 100000,
-                           "--checkpoint-dir", ck))
+    holder = _popen(
+        _train(data_dir, "--backend", "numpy", "--epochs", 100000, "--checkpoint-dir", ck)
+    )
     try:
         _wait_for_epoch(holder)
         for args in ((), ("--resume",)):  # another run, or a resume of this one
             start = time.monotonic()
-            second = _run("train", *_train_args(data_dir, "--backend", "numpy", "--epochs", 3,
-                                                "--checkpoint-dir", ck, *args))
+            second = _run(
+                "train",
+                *_train_args(
+                    data_dir, "--backend", "numpy", "--epochs", 3, "--checkpoint-dir", ck, *args
+                ),
+            )
             _refused(second, "train", str(ck), f"PID {holder.pid}", "in use by another run")
             assert time.monotonic() - start < 30
         holder.kill()  # SIGKILL: no chance to unlock, the OS does
@@ -227,8 +281,9 @@ def test_a_second_run_on_a_locked_directory_is_refused_and_sigkill_frees_it(data
 
 def test_a_run_that_lost_its_lock_writes_nothing(data_dir, tmp_path):
     ck = tmp_path / "ck"
-    child = _popen(_train(data_dir, "--backend", "numpy", "--epochs", 100000,
-                          "--checkpoint-dir", ck))
+    child = _popen(
+        _train(data_dir, "--backend", "numpy", "--epochs", 100000, "--checkpoint-dir", ck)
+    )
     try:
         _wait_for_epoch(child)
         (ck / "run.lock").unlink()  # the lock file removed: another run could lock a new one
@@ -244,8 +299,11 @@ def test_directory_lock_names_the_holder_and_checks_its_file(tmp_path):
     first = DirectoryLock(tmp_path, "--checkpoint-dir")
     with first:
         assert first.held
-        with pytest.raises(DirectoryLockedError, match=rf"in use by another run \(PID "
-                                                       rf"{os.getpid()}\)"):
+        with pytest.raises(
+            DirectoryLockedError,
+            match=rf"in use by another run \(PID "
+            rf"{os.getpid()}\)",
+        ):
             DirectoryLock(tmp_path).acquire()
         (tmp_path / "run.lock").unlink()
         assert not first.held
@@ -259,8 +317,9 @@ def test_directory_lock_names_the_holder_and_checks_its_file(tmp_path):
 def test_the_printed_resume_hint_of_a_numpy_run_continues_it_bitwise(data_dir, tmp_path):
     ck = tmp_path / "ck"
     epochs = 40
-    child = _popen(_train(data_dir, "--backend", "numpy", "--epochs", epochs,
-                          "--checkpoint-dir", ck))
+    child = _popen(
+        _train(data_dir, "--backend", "numpy", "--epochs", epochs, "--checkpoint-dir", ck)
+    )
     _wait_for_epoch(child)
     child.send_signal(signal.SIGINT)
     _, err = child.communicate(timeout=60)
@@ -268,15 +327,33 @@ def test_the_printed_resume_hint_of_a_numpy_run_continues_it_bitwise(data_dir, t
     hint = err.strip().splitlines()[-1].split("resume with: ", 1)[1]
     assert load_checkpoint(ck / "checkpoint.npz").state.epochs_done < epochs
     # the hint as printed, with the environment's default backend anything but numpy
-    resumed = subprocess.run([sys.executable, *shlex.split(hint)[1:], "--quiet"],
-                             env=_env(), capture_output=True, text=True, timeout=120,
-                             check=False)
+    resumed = subprocess.run(
+        [sys.executable, *shlex.split(hint)[1:], "--quiet"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert "warning" not in resumed.stderr
-    unbroken = subprocess.run(_train(data_dir, "--backend", "numpy", "--epochs", epochs,
-                                     "--quiet", "--save", tmp_path / "unbroken.npz"),
-                              env=_env(), capture_output=True, text=True, timeout=120,
-                              check=False)
+    unbroken = subprocess.run(
+        _train(
+            data_dir,
+            "--backend",
+            "numpy",
+            "--epochs",
+            epochs,
+            "--quiet",
+            "--save",
+            tmp_path / "unbroken.npz",
+        ),
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert unbroken.returncode == 0, unbroken.stderr
     assert resumed.stdout == unbroken.stdout
     ckpt = load_checkpoint(ck / "checkpoint.npz")
@@ -286,17 +363,18 @@ def test_the_printed_resume_hint_of_a_numpy_run_continues_it_bitwise(data_dir, t
         np.testing.assert_array_equal(ckpt.state.parameters[k], v, err_msg=k)
 
 
-def test_resuming_on_another_backend_says_it_is_not_bitwise_and_goes_on(data_dir, tmp_path,
-                                                                        require_backend):
+def test_resuming_on_another_backend_says_it_is_not_bitwise_and_goes_on(
+    data_dir, tmp_path, require_backend
+):
     require_backend("strict")
     ck = tmp_path / "ck"
-    child = _popen(_train(data_dir, "--backend", "numpy", "--epochs", 30, "--checkpoint-dir",
-                          ck))
+    child = _popen(_train(data_dir, "--backend", "numpy", "--epochs", 30, "--checkpoint-dir", ck))
     _wait_for_epoch(child)
     child.send_signal(signal.SIGINT)
     child.communicate(timeout=60)
-    other = _run("train", "--checkpoint-dir", ck, "--resume", "--backend", "strict", "--quiet",
-                 timeout=300)
+    other = _run(
+        "train", "--checkpoint-dir", ck, "--resume", "--backend", "strict", "--quiet", timeout=300
+    )
     assert other.returncode == 0, other.stderr
     warning = [line for line in other.stderr.splitlines() if "warning" in line]
     assert len(warning) == 1
@@ -307,8 +385,7 @@ def test_resuming_on_another_backend_says_it_is_not_bitwise_and_goes_on(data_dir
 # -- 3. bounded readers -----------------------------------------------------------------------
 @pytest.mark.parametrize("command", ["predict", "evaluate"])
 def test_a_compressed_junk_member_is_refused_before_it_is_inflated(tmp_path, model, command):
-    bomb = _write_zip(tmp_path / "bomb.npz", _members(model) + [_bomb_member("junk.npy",
-                                                                            1 << 31)])
+    bomb = _write_zip(tmp_path / "bomb.npz", _members(model) + [_bomb_member("junk.npy", 1 << 31)])
     assert bomb.stat().st_size < 4 << 20
     args = [bomb] + ([tmp_path / "digit.png"] if command == "predict" else [])
     start = time.monotonic()
@@ -336,8 +413,9 @@ def test_duplicate_members_are_refused(tmp_path, model):
 
 
 def test_a_checkpoint_array_in_a_plain_model_file_is_refused(tmp_path, model):
-    extra = _write_zip(tmp_path / "extra.npz", _members(model) + [_bomb_member(
-        "epoch_losses.npy", 1 << 20)])
+    extra = _write_zip(
+        tmp_path / "extra.npz", _members(model) + [_bomb_member("epoch_losses.npy", 1 << 20)]
+    )
     with pytest.raises(ModelFileError, match="only a checkpoint has"):
         read_model_file(extra)
 
@@ -371,8 +449,11 @@ def _padded_gzip(path: Path, data: bytes, zeros: int) -> Path:
     """A gzip file of ``data`` followed by ``zeros`` zero bytes (cheap to write)."""
     crc = zlib.crc32(bytes(zeros), zlib.crc32(data)) if zeros <= 1 << 20 else 0
     body = _zeros_deflate(zeros, prefix=data)
-    path.write_bytes(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff" + body
-                     + struct.pack("<2L", crc, (len(data) + zeros) & 0xFFFFFFFF))
+    path.write_bytes(
+        b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff"
+        + body
+        + struct.pack("<2L", crc, (len(data) + zeros) & 0xFFFFFFFF)
+    )
     return path
 
 
@@ -390,8 +471,9 @@ def test_a_gzip_idx_padded_with_zeros_stops_at_the_declared_size(tmp_path, data_
     _refused(result, "evaluate", "t10k-images-idx3-ubyte.gz", "trailing bytes after the data")
 
 
-def test_idx_readers_refuse_pipes_and_count_trailing_bytes_without_reading_them(tmp_path,
-                                                                                time_limit):
+def test_idx_readers_refuse_pipes_and_count_trailing_bytes_without_reading_them(
+    tmp_path, time_limit
+):
     fifo = tmp_path / "pipe.idx"
     os.mkfifo(fifo)
     with time_limit(10), pytest.raises(DataError, match="not a regular file \\(a named pipe\\)"):
@@ -402,7 +484,7 @@ def test_idx_readers_refuse_pipes_and_count_trailing_bytes_without_reading_them(
         f.truncate(8 + 6 + (1 << 30))  # a 1-D header is 8 bytes
     with pytest.raises(DataError, match=f"{1 << 30} trailing bytes after the data"):
         read_idx(sparse)
-    data = (tmp_path / "b.idx")
+    data = tmp_path / "b.idx"
     write_idx(data, np.arange(6, dtype=np.uint8))
     _padded_gzip(tmp_path / "b.idx.gz", data.read_bytes(), 4 * TRAILING_SLACK)
     with pytest.raises(DataError, match=f"more than {TRAILING_SLACK} trailing bytes"):
@@ -417,8 +499,11 @@ def test_idx_readers_refuse_pipes_and_count_trailing_bytes_without_reading_them(
         read_idx(tmp_path / "c.idx.gz")
 
 
-@pytest.mark.parametrize("method", [zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA],
-                         ids=["deflate", "bzip2", "lzma"])
+@pytest.mark.parametrize(
+    "method",
+    [zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA],
+    ids=["deflate", "bzip2", "lzma"],
+)
 def test_compressed_models_still_read(tmp_path, model, method):
     packed = tmp_path / "packed.npz"
     with zipfile.ZipFile(model) as src, zipfile.ZipFile(packed, "w", compression=method) as dst:
@@ -450,16 +535,24 @@ def _digit_png(path: Path) -> Path:
 
 def _huge_png(path: Path, side: int) -> Path:
     """A black ``side`` x ``side`` 8-bit PNG, written without compressing it for real."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">L", len(data)) + kind + data
-                + struct.pack(">L", zlib.crc32(kind + data)))
+        return (
+            struct.pack(">L", len(data)) + kind + data + struct.pack(">L", zlib.crc32(kind + data))
+        )
 
     n = side * (side + 1)  # each row: a filter byte and the pixels, all zero
-    stream = (b"\x78\xda" + _zeros_deflate(n, 100 * (side + 1))
-              + struct.pack(">L", ((n % 65521) << 16) | 1))
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">2L5B", side, side, 8,
-                                                                          0, 0, 0, 0))
-                     + chunk(b"IDAT", stream) + chunk(b"IEND", b""))
+    stream = (
+        b"\x78\xda"
+        + _zeros_deflate(n, 100 * (side + 1))
+        + struct.pack(">L", ((n % 65521) << 16) | 1)
+    )
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">2L5B", side, side, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", stream)
+        + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -481,11 +574,16 @@ def test_one_bad_image_never_ends_the_batch(tmp_path, model, Image):
     errors = result.stderr.strip().splitlines()
     assert len(errors) == 3 and "Traceback" not in result.stderr
     assert "Warning" not in result.stderr  # Pillow's DecompressionBombWarning
-    for path, phrase in ((images[0], "NaN or infinite"), (huge, "12000x12000"),
-                         (images[3], "NaN or infinite")):
+    for path, phrase in (
+        (images[0], "NaN or infinite"),
+        (huge, "12000x12000"),
+        (images[3], "NaN or infinite"),
+    ):
         assert phrase in answers[str(path)]["error"]
-        assert any(line.startswith(f"python -m simplenn.predict: error: {path}: ")
-                   and phrase in line for line in errors)
+        assert any(
+            line.startswith(f"python -m simplenn.predict: error: {path}: ") and phrase in line
+            for line in errors
+        )
 
 
 def test_float_images_in_0_1_are_read_as_such(tmp_path, model, Image):
@@ -495,8 +593,9 @@ def test_float_images_in_0_1_are_read_as_such(tmp_path, model, Image):
     digit = train.X[0].reshape(28, 28)
     Image.fromarray(digit).save(tmp_path / "digit.png")
     Image.fromarray(digit.astype(np.float32) / 255, mode="F").save(tmp_path / "digit.tif")
-    np.testing.assert_allclose(load_grayscale(tmp_path / "digit.tif"),
-                               load_grayscale(tmp_path / "digit.png"), atol=1e-3)
+    np.testing.assert_allclose(
+        load_grayscale(tmp_path / "digit.tif"), load_grayscale(tmp_path / "digit.png"), atol=1e-3
+    )
     result = _run("predict", model, tmp_path / "digit.png", tmp_path / "digit.tif")
     assert result.returncode == 0, result.stderr
     (_, png), (_, tif) = (line.rsplit(": ", 1) for line in result.stdout.splitlines())
@@ -520,7 +619,7 @@ def test_an_unreadable_image_says_permission_denied(tmp_path, monkeypatch, Image
 def test_images_are_checked_for_size_before_decoding(tmp_path, Image, time_limit):
     from simplenn.data.preprocess import MAX_PIXELS, ImageError, load_grayscale
 
-    side = int(MAX_PIXELS ** 0.5) + 100
+    side = int(MAX_PIXELS**0.5) + 100
     with pytest.raises(ImageError, match="more than the") as info:
         load_grayscale(_huge_png(tmp_path / "big.png", side))
     assert f"{side}x{side}" in str(info.value)
@@ -557,16 +656,18 @@ def test_an_unwritable_output_fails_before_training(data_dir, unwritable_dir, fl
     if flag == "--plot":
         pytest.importorskip("matplotlib", reason="--plot needs matplotlib")
     target = unwritable_dir / ("out" if flag in ("--save", "--metrics-out") else "")
-    result = _run("train", *_train_args(data_dir, "--backend", "numpy", "--epochs", 1000,
-                                        flag, target))
+    result = _run(
+        "train", *_train_args(data_dir, "--backend", "numpy", "--epochs", 1000, flag, target)
+    )
     _refused(result, "train", flag, "cannot")
     assert "epoch" not in result.stdout
 
 
 @pytest.mark.parametrize("flag", ["--save", "--metrics-out"])
 def test_an_output_onto_a_directory_fails_before_training(data_dir, tmp_path, flag):
-    result = _run("train", *_train_args(data_dir, "--backend", "numpy", "--epochs", 1000, flag,
-                                        tmp_path))
+    result = _run(
+        "train", *_train_args(data_dir, "--backend", "numpy", "--epochs", 1000, flag, tmp_path)
+    )
     _refused(result, "train", flag, "is a directory")
     assert "epoch" not in result.stdout
 
@@ -574,13 +675,26 @@ def test_an_output_onto_a_directory_fails_before_training(data_dir, tmp_path, fl
 def test_save_onto_the_checkpoint_is_refused(data_dir, tmp_path):
     ck = tmp_path / "ck"
     ck.mkdir()
-    result = _run("train", *_train_args(data_dir, "--backend", "numpy", "--epochs", 1000,
-                                        "--checkpoint-dir", ck, "--save", ck / "checkpoint.npz"))
+    result = _run(
+        "train",
+        *_train_args(
+            data_dir,
+            "--backend",
+            "numpy",
+            "--epochs",
+            1000,
+            "--checkpoint-dir",
+            ck,
+            "--save",
+            ck / "checkpoint.npz",
+        ),
+    )
     _refused(result, "train", "--save", "the checkpoint of --checkpoint-dir")
 
 
-def test_a_full_disk_at_the_end_keeps_the_model_and_says_where(data_dir, tmp_path, monkeypatch,
-                                                               capsys):
+def test_a_full_disk_at_the_end_keeps_the_model_and_says_where(
+    data_dir, tmp_path, monkeypatch, capsys
+):
     from simplenn.cli import train
     from simplenn.io import models
 
@@ -594,9 +708,23 @@ def test_a_full_disk_at_the_end_keeps_the_model_and_says_where(data_dir, tmp_pat
 
     monkeypatch.setattr(models, "atomic_write_bytes", full_disk)
     monkeypatch.setattr("simplenn.io.atomic.atomic_write_bytes", full_disk)
-    status = train.main(["--data-dir", str(data_dir), "--backend", "numpy", "--hidden", "8",
-                         "--epochs", "1", "--quiet", "--save", str(target),
-                         "--metrics-out", str(metrics)])
+    status = train.main(
+        [
+            "--data-dir",
+            str(data_dir),
+            "--backend",
+            "numpy",
+            "--hidden",
+            "8",
+            "--epochs",
+            "1",
+            "--quiet",
+            "--save",
+            str(target),
+            "--metrics-out",
+            str(metrics),
+        ]
+    )
     out, err = capsys.readouterr()
     assert status == 1
     assert out.startswith("test accuracy: ")
@@ -615,8 +743,16 @@ def test_an_absurd_hidden_size_says_the_memory_it_needs(data_dir):
         result = _run("train", "--hidden", 10**9, "--backend", "numpy", memory=memory)
         _refused(result, "train", "--hidden 1000000000", "GiB of memory")
     # parameters that fit the limit, a network that does not: a MemoryError, on one line
-    result = _run("train", "--data-dir", data_dir, "--hidden", 200_000, "--backend", "numpy",
-                  memory=MEMORY_LIMIT)
+    result = _run(
+        "train",
+        "--data-dir",
+        data_dir,
+        "--hidden",
+        200_000,
+        "--backend",
+        "numpy",
+        memory=MEMORY_LIMIT,
+    )
     _refused(result, "train", "out of memory")
 
 
@@ -627,9 +763,11 @@ def test_memory_errors_are_one_line(capsys):
         raise MemoryError("Unable to allocate 3 TiB for an array")
 
     assert common.run_command("prog", exhausted, debug=False) == 1
-    assert capsys.readouterr().err == ("prog: error: out of memory (Unable to allocate 3 TiB "
-                                       "for an array); free memory or ask for less (a smaller "
-                                       "model, batch or image)\n")
+    assert capsys.readouterr().err == (
+        "prog: error: out of memory (Unable to allocate 3 TiB "
+        "for an array); free memory or ask for less (a smaller "
+        "model, batch or image)\n"
+    )
     with pytest.raises(MemoryError):
         common.run_command("prog", exhausted, debug=True)
 
@@ -681,8 +819,12 @@ def test_temp_files_of_killed_writes_do_not_pile_up(tmp_path):
     path = tmp_path / "checkpoint.npz"
     left_behind = 0
     for delay in (0.2, 0.3, 0.4):
-        child = subprocess.Popen([sys.executable, "-c", WRITE_LOOP, str(path)], env=_env(),
-                                 stdout=subprocess.PIPE, text=True)
+        child = subprocess.Popen(
+            [sys.executable, "-c", WRITE_LOOP, str(path)],
+            env=_env(),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert child.stdout.readline().strip() == "ready"
         time.sleep(delay)
         child.kill()
@@ -706,13 +848,13 @@ def test_a_single_class_or_unseen_test_labels_warn_once(mnist):
     assert len(caught) == 1
     keep = train.y[:500] < 8
     with pytest.warns(LabelWarning, match="never shows \\(8, 9\\)") as caught:
-        simplenn.fit(net, (train.X[:500][keep], train.y[:500][keep]),
-                     (test.X[:200], test.y[:200]), epochs=1)
+        simplenn.fit(
+            net, (train.X[:500][keep], train.y[:500][keep]), (test.X[:200], test.y[:200]), epochs=1
+        )
     assert len(caught) == 1
     with warnings.catch_warnings():
         warnings.simplefilter("error", LabelWarning)
-        simplenn.fit(net, (train.X[:500], train.y[:500]), (test.X[:200], test.y[:200]),
-                     epochs=1)
+        simplenn.fit(net, (train.X[:500], train.y[:500]), (test.X[:200], test.y[:200]), epochs=1)
 
 
 def test_train_prints_a_label_warning_as_one_line(tmp_path, mnist):
@@ -724,9 +866,13 @@ def test_train_prints_a_label_warning_as_one_line(tmp_path, mnist):
     write_idx(d / "train-labels-idx1-ubyte", train.y[ones][:300].astype(np.uint8))
     write_idx(d / "t10k-images-idx3-ubyte", test.X[:100].reshape(-1, 28, 28))
     write_idx(d / "t10k-labels-idx1-ubyte", test.y[:100].astype(np.uint8))
-    result = _run("train", "--data-dir", d, "--backend", "numpy", "--hidden", 8, "--epochs", 1,
-                  "--quiet")
+    result = _run(
+        "train", "--data-dir", d, "--backend", "numpy", "--hidden", 8, "--epochs", 1, "--quiet"
+    )
     assert result.returncode == 0, result.stderr
-    assert result.stderr.strip().splitlines() == [(
-        "python -m simplenn.train: warning: the training set holds a single class (label 1): "
-        "the network can only learn to answer 1 for every image")]
+    assert result.stderr.strip().splitlines() == [
+        (
+            "python -m simplenn.train: warning: the training set holds a single class (label 1): "
+            "the network can only learn to answer 1 for every image"
+        )
+    ]

@@ -57,10 +57,12 @@ def test_float_pixels_in_0_255_warn_in_fit_predict_and_accuracy(small):
     X, y = small
     floats = X.astype(np.float32)
     net = simplenn.TwoLayerNet(784, 8, seed=0)
-    for call in (lambda: net.predict(floats), lambda: net.accuracy(floats, y),
-                 lambda: net.loss_and_gradients(floats, y),
-                 lambda: simplenn.fit(net, (floats, y), epochs=1, eval_train=False,
-                                      interruptible=False)):
+    for call in (
+        lambda: net.predict(floats),
+        lambda: net.accuracy(floats, y),
+        lambda: net.loss_and_gradients(floats, y),
+        lambda: simplenn.fit(net, (floats, y), epochs=1, eval_train=False, interruptible=False),
+    ):
         with pytest.warns(UnscaledPixelsWarning, match=r"X / 255.*uint8") as record:
             call()
         assert record[0].filename == __file__  # points at the caller's line
@@ -75,14 +77,17 @@ def test_accuracy_warns_once(small):
     assert [w.category for w in record] == [UnscaledPixelsWarning]
 
 
-@pytest.mark.parametrize("make", [
-    lambda X: X / 255,                                  # scaled
-    lambda X: (X > 127).astype(np.float32),             # binary 0/1
-    lambda X: X - 128.0,                                # negative values
-    lambda X: X + 0.5,                                  # not whole numbers
-    lambda X: X * 2.0,                                  # beyond 255
-    lambda X: np.random.default_rng(0).standard_normal(X.shape),  # generic tabular data
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda X: X / 255,  # scaled
+        lambda X: (X > 127).astype(np.float32),  # binary 0/1
+        lambda X: X - 128.0,  # negative values
+        lambda X: X + 0.5,  # not whole numbers
+        lambda X: X * 2.0,  # beyond 255
+        lambda X: np.random.default_rng(0).standard_normal(X.shape),  # generic tabular data
+    ],
+)
 def test_other_float_data_does_not_warn(small, make):
     X, _ = small
     net = simplenn.TwoLayerNet(784, 8, seed=0)
@@ -92,10 +97,15 @@ def test_other_float_data_does_not_warn(small, make):
 # ---------------------------------------------------------------- integer pixels, images
 
 
-@pytest.mark.parametrize("convert", [
-    lambda X: X.astype(np.int64), lambda X: X.astype(np.uint16), lambda X: X.astype(np.int32),
-    lambda X: X.tolist(),
-])
+@pytest.mark.parametrize(
+    "convert",
+    [
+        lambda X: X.astype(np.int64),
+        lambda X: X.astype(np.uint16),
+        lambda X: X.astype(np.int32),
+        lambda X: X.tolist(),
+    ],
+)
 def test_integer_pixels_of_any_dtype_are_uint8_pixels(small, convert):
     X, y = small
     net = simplenn.TwoLayerNet(784, 8, seed=0)
@@ -118,8 +128,11 @@ def test_integers_outside_0_255_are_a_one_line_error(low, high):
     X = np.zeros((4, 784), np.int64)
     X[0, 0], X[1, 0] = low, high
     net = simplenn.TwoLayerNet(784, 8, seed=0)
-    with pytest.raises(ValueError, match=rf"pixels in 0\.\.255.*int64 values from {low} to "
-                                         rf"{high}.*floats") as info:
+    with pytest.raises(
+        ValueError,
+        match=rf"pixels in 0\.\.255.*int64 values from {low} to "
+        rf"{high}.*floats",
+    ) as info:
         net.predict(X)
     assert "\n" not in str(info.value)
 
@@ -131,13 +144,18 @@ def test_images_are_flattened(small, shape):
     images = X[:32].reshape(32, *shape)
     np.testing.assert_array_equal(net.predict(images), net.predict(X[:32]))
     assert net.accuracy(images, y[:32]) == net.accuracy(X[:32], y[:32])
-    simplenn.fit(net, (X.reshape(-1, *shape), y), epochs=1, eval_train=False,
-                 interruptible=False)
+    simplenn.fit(net, (X.reshape(-1, *shape), y), epochs=1, eval_train=False, interruptible=False)
 
 
-@pytest.mark.parametrize("shape, hint", [
-    ((5, 27, 28), ""), ((5, 700), ""), ((784,), "X.reshape(1, -1)"), ((28, 28), "X.reshape(1, -1)"),
-])
+@pytest.mark.parametrize(
+    "shape, hint",
+    [
+        ((5, 27, 28), ""),
+        ((5, 700), ""),
+        ((784,), "X.reshape(1, -1)"),
+        ((28, 28), "X.reshape(1, -1)"),
+    ],
+)
 def test_other_shapes_say_what_is_expected_and_what_was_given(shape, hint):
     net = simplenn.TwoLayerNet(784, 8, seed=0)
     with pytest.raises(ValueError) as info:
@@ -214,9 +232,13 @@ def test_existing_dir_tells_a_file_from_a_missing_path(tmp_path):
     assert common.existing_dir(str(tmp_path)) == tmp_path
 
 
-@pytest.mark.parametrize("command, args", [
-    ("evaluate", ["model.npz"]), ("train", []),
-])
+@pytest.mark.parametrize(
+    "command, args",
+    [
+        ("evaluate", ["model.npz"]),
+        ("train", []),
+    ],
+)
 def test_data_dir_naming_a_file_says_so(tmp_path, capsys, command, args):
     import importlib
 
@@ -245,9 +267,16 @@ def test_no_install_hint_names_the_unrelated_simplenn():
     wrong = re.compile(r"pip install +['\"]?simplenn(\[|\b(?!-))")
     places = [ROOT / "README.md", ROOT / ".ci" / "run"]
     for folder in ("simplenn", "docs", "examples", "scripts"):
-        places += [p for p in (ROOT / folder).rglob("*")
-                   if p.is_file() and p.suffix in (".py", ".md", ".toml", ".txt", ".sh", ".cfg")]
-    hits = [f"{p.relative_to(ROOT)}:{i}" for p in places if p.exists()
-            for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
-            if wrong.search(line)]
+        places += [
+            p
+            for p in (ROOT / folder).rglob("*")
+            if p.is_file() and p.suffix in (".py", ".md", ".toml", ".txt", ".sh", ".cfg")
+        ]
+    hits = [
+        f"{p.relative_to(ROOT)}:{i}"
+        for p in places
+        if p.exists()
+        for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+        if wrong.search(line)
+    ]
     assert not hits, hits

@@ -23,13 +23,18 @@ import simplenn
 from simplenn.backends import probe_backend, resolve_backend_name
 from simplenn.backends.numpy_backend import NumpyOps
 from simplenn.cli import train as train_cli
-from simplenn.optim import SGD, Adam
-from simplenn.core.training import (TrainConfig, TrainingInterrupted, _signals_stop, default_lr,
-                                    smaller_lr)
+from simplenn.core.training import (
+    TrainConfig,
+    TrainingInterrupted,
+    _signals_stop,
+    default_lr,
+    smaller_lr,
+)
 from simplenn.data.datasets import load_dataset
 from simplenn.data.idx import write_idx
 from simplenn.errors import TrainingDivergedError
 from simplenn.io.checkpoints import checkpoint_path, load_checkpoint
+from simplenn.optim import SGD, Adam
 
 ROOT = Path(__file__).resolve().parents[1]
 PROG = "python -m simplenn.train"
@@ -63,23 +68,44 @@ def _net(ops="numpy", n_inputs=64):
 
 
 def _env(**extra) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-           "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **extra}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        "OPENBLAS_NUM_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONUNBUFFERED": "1",
+        **extra,
+    }
     env.pop("SIMPLENN_BACKEND", None)
     return env
 
 
 def run_cli(*args, **env) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "simplenn.train", *map(str, args)],
-                          env=_env(**env), capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "simplenn.train", *map(str, args)],
+        env=_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def _quick(data_dir, *args) -> list[str]:
-    return ["--backend", "numpy", "--data-dir", str(data_dir), "--hidden", "16",
-            "--batch-size", "32", *map(str, args)]
+    return [
+        "--backend",
+        "numpy",
+        "--data-dir",
+        str(data_dir),
+        "--hidden",
+        "16",
+        "--batch-size",
+        "32",
+        *map(str, args),
+    ]
 
 
 # -- training accuracy only on request -------------------------------------------------
+
 
 def test_fit_measures_the_training_accuracy_only_when_asked(tiny):
     train, test = tiny
@@ -96,8 +122,10 @@ def test_the_cli_measures_the_training_accuracy_only_with_eval_train(data_dir, t
     assert " train " not in line and " test " in line
     assert json.loads(metrics.read_text())["epochs"][0]["train_accuracy"] is None
 
-    assert train_cli.main(_quick(data_dir, "--epochs", 1, "--eval-train",
-                                 "--metrics-out", metrics)) == 0
+    assert (
+        train_cli.main(_quick(data_dir, "--epochs", 1, "--eval-train", "--metrics-out", metrics))
+        == 0
+    )
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("epoch "))
     assert " train " in line
     assert 0 <= json.loads(metrics.read_text())["epochs"][0]["train_accuracy"] <= 1
@@ -113,8 +141,10 @@ def test_help_documents_eval_train_and_the_default_lr_rule(capsys):
 
 # -- the default learning rate follows the batch size ----------------------------------
 
-@pytest.mark.parametrize("batch_size, lr", [(1, 0.2 / 128), (8, 0.0125), (64, 0.1),
-                                            (128, 0.2), (1000, 0.2)])
+
+@pytest.mark.parametrize(
+    "batch_size, lr", [(1, 0.2 / 128), (8, 0.0125), (64, 0.1), (128, 0.2), (1000, 0.2)]
+)
 def test_the_default_lr_is_0_2_per_128_samples_up_to_batch_128(batch_size, lr):
     assert default_lr(batch_size) == pytest.approx(lr, rel=1e-15)
     assert TrainConfig(batch_size=batch_size).lr == pytest.approx(lr, rel=1e-15)
@@ -128,8 +158,7 @@ def test_fit_resolves_the_default_lr_from_the_batch_size(tiny):
 
 def test_a_checkpoint_holds_the_default_lr_as_a_number(data_dir, tmp_path):
     ck = tmp_path / "ck"
-    assert train_cli.main(_quick(data_dir, "--epochs", 1, "--quiet",
-                                 "--checkpoint-dir", ck)) == 0
+    assert train_cli.main(_quick(data_dir, "--epochs", 1, "--quiet", "--checkpoint-dir", ck)) == 0
     assert load_checkpoint(checkpoint_path(ck)).state.config.lr == 0.05
 
 
@@ -141,14 +170,16 @@ def _backend_for_accuracy() -> str:
 @pytest.mark.parametrize("batch_size", [1, 8])
 def test_one_epoch_at_a_small_batch_reaches_97_percent(batch_size):
     """At the default lr 0.2 one epoch at batch 8 ended at 53%, at batch 1 at 13%."""
-    result = run_cli("--backend", _backend_for_accuracy(), "--batch-size", batch_size,
-                     "--epochs", 1, "--quiet")
+    result = run_cli(
+        "--backend", _backend_for_accuracy(), "--batch-size", batch_size, "--epochs", 1, "--quiet"
+    )
     assert result.returncode == 0, result.stderr
     accuracy = float(result.stdout.split()[-1].rstrip("%"))
     assert accuracy >= 97.0
 
 
 # -- divergence without a NaN -----------------------------------------------------------
+
 
 def _loss_ops(factor: float, steps: range) -> NumpyOps:
     """NumPy ops whose loss is multiplied by ``factor`` in the ``steps`` (counted from 1)
@@ -165,11 +196,17 @@ def _loss_ops(factor: float, steps: range) -> NumpyOps:
     return LossOps("float32")
 
 
-@pytest.mark.parametrize("factor, what", [
-    (np.nan, r"the loss is nan"),
-    (1e6, r"the loss rose to [0-9.e+]+ and stayed above 2\d\.?\d* \(10 times the starting "
-          r"loss\), up to [0-9.e+]+"),
-])
+@pytest.mark.parametrize(
+    "factor, what",
+    [
+        (np.nan, r"the loss is nan"),
+        (
+            1e6,
+            r"the loss rose to [0-9.e+]+ and stayed above 2\d\.?\d* \(10 times the starting "
+            r"loss\), up to [0-9.e+]+",
+        ),
+    ],
+)
 def test_a_diverging_run_names_epoch_and_step_restores_and_suggests_an_lr(tiny, factor, what):
     net = _net(_loss_ops(factor, range(7, 10**6)))
     before = net.parameters()
@@ -186,8 +223,11 @@ def test_a_diverging_run_names_epoch_and_step_restores_and_suggests_an_lr(tiny, 
 def test_a_finite_explosion_of_the_loss_is_caught_on_real_data(mnist):
     train, _ = mnist
     net = simplenn.TwoLayerNet(784, 32, backend="numpy", seed=0)
-    with pytest.raises(TrainingDivergedError, match=r"epoch 1, step 2 of 47: the loss rose "
-                                                    r"to [0-9.e+]+ and stayed above"):
+    with pytest.raises(
+        TrainingDivergedError,
+        match=r"epoch 1, step 2 of 47: the loss rose "
+        r"to [0-9.e+]+ and stayed above",
+    ):
         simplenn.fit(net, train[:6000], epochs=1, lr=1e6)
 
 
@@ -201,9 +241,16 @@ def test_healthy_runs_never_count_as_diverged(tiny):
         simplenn.fit(_net(), tiny[0], epochs=3, batch_size=8, lr=lr)
 
 
-@pytest.mark.parametrize("lr, batch_size, suggestion", [
-    (0.3, 128, 0.03), (1e6, 128, 0.2), (1e6, 8, 0.0125), (0.4, 32, 0.04), (0.02, 1, 0.0015625),
-])
+@pytest.mark.parametrize(
+    "lr, batch_size, suggestion",
+    [
+        (0.3, 128, 0.03),
+        (1e6, 128, 0.2),
+        (1e6, 8, 0.0125),
+        (0.4, 32, 0.04),
+        (0.02, 1, 0.0015625),
+    ],
+)
 def test_the_suggested_lr_is_a_tenth_at_most_the_default(lr, batch_size, suggestion):
     assert smaller_lr(lr, batch_size) == pytest.approx(suggestion)
 
@@ -219,6 +266,7 @@ def test_the_cli_reports_an_exploding_loss_in_one_line(data_dir):
 
 
 # -- SIGTERM ---------------------------------------------------------------------------
+
 
 def _signalling_ops(signum: int, after_calls: int) -> NumpyOps:
     class SignallingOps(NumpyOps):
@@ -241,8 +289,13 @@ def test_sigterm_stops_fit_after_the_step_like_ctrl_c(tiny):
     states = []
     try:
         with pytest.raises(TrainingInterrupted) as info:
-            simplenn.fit(_net(_signalling_ops(signal.SIGTERM, 5)), tiny[0], epochs=2,
-                         batch_size=32, on_checkpoint=states.append)
+            simplenn.fit(
+                _net(_signalling_ops(signal.SIGTERM, 5)),
+                tiny[0],
+                epochs=2,
+                batch_size=32,
+                on_checkpoint=states.append,
+            )
         assert signal.getsignal(signal.SIGTERM) is unhandled
     finally:
         signal.signal(signal.SIGTERM, before)
@@ -262,9 +315,13 @@ def test_a_second_sigint_stops_at_once():
 
 def _start_training(data_dir, *args) -> subprocess.Popen:
     """A CLI run of many epochs, returned once its first epoch is reported."""
-    child = subprocess.Popen([sys.executable, "-m", "simplenn.train",
-                              *_quick(data_dir, "--epochs", 100000, *args)],
-                             env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "simplenn.train", *_quick(data_dir, "--epochs", 100000, *args)],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     for line in child.stdout:
         if line.startswith("epoch  1/"):
             break
@@ -294,6 +351,7 @@ def test_cli_sigterm_without_checkpoint_dir_says_nothing_was_saved(data_dir):
 
 # -- --seed -----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("value", ["-1", "1.5", "seven"])
 def test_a_bad_seed_is_a_one_line_usage_error(value, capsys):
     with pytest.raises(SystemExit) as info:
@@ -309,14 +367,16 @@ def test_any_seed_numpy_takes_is_accepted():
 
 # -- --metrics-out reproduces the run ---------------------------------------------------
 
+
 def _sha256(split) -> str:
     return hashlib.sha256(split.X.tobytes() + split.y.tobytes()).hexdigest()
 
 
 def test_the_metrics_file_says_how_to_reproduce_the_run(data_dir, tmp_path, tiny):
     metrics = tmp_path / "m.json"
-    args = _quick(data_dir, "--epochs", 1, "--dtype", "float64", "--quiet",
-                  "--metrics-out", metrics)
+    args = _quick(
+        data_dir, "--epochs", 1, "--dtype", "float64", "--quiet", "--metrics-out", metrics
+    )
     start = datetime.now(timezone.utc).replace(microsecond=0)
     assert train_cli.main(args) == 0
     record = json.loads(metrics.read_text())
@@ -327,11 +387,16 @@ def test_the_metrics_file_says_how_to_reproduce_the_run(data_dir, tmp_path, tiny
     finished = datetime.fromisoformat(record["finished_utc"])
     assert finished.utcoffset() == timedelta(0)
     assert start <= finished <= datetime.now(timezone.utc)
-    assert record["data"] == {"source": str(data_dir), "data_dir": str(data_dir.resolve()),
-                              "train_sha256": _sha256(tiny[0]), "test_sha256": _sha256(tiny[1])}
+    assert record["data"] == {
+        "source": str(data_dir),
+        "data_dir": str(data_dir.resolve()),
+        "train_sha256": _sha256(tiny[0]),
+        "test_sha256": _sha256(tiny[1]),
+    }
 
 
 # -- the line about auto's choice --------------------------------------------------------
+
 
 def test_auto_says_in_one_short_line_which_backend_it_chose(data_dir):
     args = ["--data-dir", data_dir, "--hidden", "8", "--epochs", "1"]
@@ -348,11 +413,13 @@ def test_auto_says_in_one_short_line_which_backend_it_chose(data_dir):
 
 # -- plots with a validation set ---------------------------------------------------------
 
+
 def test_the_curves_of_a_run_with_a_validation_set(tiny):
     from simplenn.cli.plots import training_curves
 
-    history = simplenn.fit(_net(), *tiny, epochs=3, batch_size=32, validation_fraction=0.2,
-                           early_stopping=2)
+    history = simplenn.fit(
+        _net(), *tiny, epochs=3, batch_size=32, validation_fraction=0.2, early_stopping=2
+    )
     losses, accuracies = training_curves(history)
     assert sorted(losses) == ["test (final)", "train", "validation"]
     assert sorted(accuracies) == ["test (final)", "validation"]
@@ -373,8 +440,9 @@ def test_plot_draws_the_validation_curves(data_dir, tmp_path):
     pytest.importorskip("matplotlib")
     Image = pytest.importorskip("PIL.Image")
 
-    result = run_cli(*_quick(data_dir, "--epochs", 2, "--val-split", 0.2, "--quiet",
-                             "--plot", tmp_path))
+    result = run_cli(
+        *_quick(data_dir, "--epochs", 2, "--val-split", 0.2, "--quiet", "--plot", tmp_path)
+    )
     assert result.returncode == 0, result.stderr
     with Image.open(tmp_path / "training_curves.png") as image:
         assert image.size == (1000, 400)
@@ -382,8 +450,8 @@ def test_plot_draws_the_validation_curves(data_dir, tmp_path):
 
 # -- the warm-up compiles the inputs the run uses ----------------------------------------
 
-def test_the_cli_warms_up_on_inputs_like_its_data_with_its_settings(data_dir, tiny,
-                                                                    monkeypatch):
+
+def test_the_cli_warms_up_on_inputs_like_its_data_with_its_settings(data_dir, tiny, monkeypatch):
     train, _ = tiny
     calls = []
 
@@ -400,7 +468,26 @@ def test_the_cli_warms_up_on_inputs_like_its_data_with_its_settings(data_dir, ti
     # the warm-up's inputs are of the kind load_dataset's splits hold
     assert (dtype, writeable, width) == (train.X.dtype, train.X.flags.writeable, 784)
     assert kw == {"optimizer": SGD(), "batch_size": 32, "augment": "none", "gradients": False}
-    assert train_cli.main(_quick(data_dir, "--epochs", 1, "--quiet", "--augment", "affine",
-                                 "--batch-size", 50, "--optimizer", "adam")) == 0
-    assert calls.pop()[3] == {"optimizer": Adam(), "batch_size": 50, "augment": "affine",
-                              "gradients": False}
+    assert (
+        train_cli.main(
+            _quick(
+                data_dir,
+                "--epochs",
+                1,
+                "--quiet",
+                "--augment",
+                "affine",
+                "--batch-size",
+                50,
+                "--optimizer",
+                "adam",
+            )
+        )
+        == 0
+    )
+    assert calls.pop()[3] == {
+        "optimizer": Adam(),
+        "batch_size": 50,
+        "augment": "affine",
+        "gradients": False,
+    }

@@ -9,8 +9,10 @@ import pytest
 
 pytest.importorskip("sklearn", reason="scikit-learn is not installed (the test extra has it)")
 distributed = pytest.importorskip(
-    "distributed", reason="dask[distributed] is not installed (the test extra has it: "
-                          "pip install '.[test]' from the checkout)")
+    "distributed",
+    reason="dask[distributed] is not installed (the test extra has it: "
+    "pip install '.[test]' from the checkout)",
+)
 
 import joblib
 from sklearn.datasets import load_digits
@@ -29,9 +31,16 @@ def _search() -> GridSearchCV:
 
 def test_grid_search_on_a_local_dask_cluster(tmp_path):
     cache = tmp_path / "numba-cache"
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None, env={"NUMBA_CACHE_DIR": str(cache)},
-                                  ) as cluster, distributed.Client(cluster) as client:
+    with (
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            env={"NUMBA_CACHE_DIR": str(cache)},
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
         environments = client.run(lambda: __import__("os").environ.get("NUMBA_CACHE_DIR"))
         addresses = set(client.scheduler_info()["workers"])
         with distributed.get_task_stream(client) as tasks, joblib.parallel_backend("dask"):
@@ -44,7 +53,8 @@ def test_grid_search_on_a_local_dask_cluster(tmp_path):
 
     here, X, y = _search()
     here.set_params(n_jobs=1).fit(X, y)
-    np.testing.assert_array_equal(search.cv_results_["mean_test_score"],
-                                  here.cv_results_["mean_test_score"])
+    np.testing.assert_array_equal(
+        search.cv_results_["mean_test_score"], here.cv_results_["mean_test_score"]
+    )
     assert search.best_params_ == here.best_params_
     np.testing.assert_array_equal(search.predict(X), here.predict(X))

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 pytest.importorskip("sklearn", reason="simplenn.sklearn needs scikit-learn")
-skl2onnx = pytest.importorskip("skl2onnx", reason="skl2onnx is not installed: "
-                                                  "pip install skl2onnx (or '.[onnx]')")
+skl2onnx = pytest.importorskip(
+    "skl2onnx", reason="skl2onnx is not installed: pip install skl2onnx (or '.[onnx]')"
+)
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
 
 from sklearn.datasets import load_iris
@@ -29,8 +30,7 @@ NAMES = np.array(["setosa", "versicolor", "virginica"])
 
 
 def _run(model, X):
-    session = ort.InferenceSession(model.SerializeToString(),
-                                   providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     outputs = {o.name: i for i, o in enumerate(session.get_outputs())}
     results = session.run(None, {session.get_inputs()[0].name: X})
     return session, results[outputs["label"]], results[outputs["probabilities"]]
@@ -40,8 +40,9 @@ def _run(model, X):
 def test_skl2onnx_converts_a_pipeline_with_classes_and_probabilities(labels):
     X, y = load_iris(return_X_y=True)
     y = {"ints": y, "strings": NAMES[y], "unsorted ints": np.array([7, -3, 42])[y]}[labels]
-    pipeline = Pipeline([("scale", StandardScaler()),
-                         ("net", SimpleNNClassifier(hidden=16, epochs=20))]).fit(X, y)
+    pipeline = Pipeline(
+        [("scale", StandardScaler()), ("net", SimpleNNClassifier(hidden=16, epochs=20))]
+    ).fit(X, y)
     model = skl2onnx.to_onnx(pipeline, X[:1])
     _, label, probabilities = _run(model, X)
     np.testing.assert_array_equal(label, pipeline.predict(X))
@@ -62,8 +63,9 @@ def test_skl2onnx_converts_an_estimator_fitted_on_pixels(mnist):
 
 def test_export_onnx_writes_a_pipeline_with_the_input_features(tmp_path):
     X, y = load_iris(return_X_y=True)
-    pipeline = Pipeline([("scale", StandardScaler()),
-                         ("net", SimpleNNClassifier(hidden=8, epochs=10))]).fit(X, NAMES[y])
+    pipeline = Pipeline(
+        [("scale", StandardScaler()), ("net", SimpleNNClassifier(hidden=8, epochs=10))]
+    ).fit(X, NAMES[y])
     path = simplenn.export_onnx(pipeline, tmp_path / "pipeline.onnx")
     import onnx
 
@@ -96,10 +98,13 @@ def test_without_skl2onnx_export_says_what_to_install(tmp_path, monkeypatch):
 
 
 def test_the_estimator_does_not_import_skl2onnx():
-    code = ("import sys\n"
-            "from simplenn.sklearn import SimpleNNClassifier\n"
-            "SimpleNNClassifier(epochs=1).fit([[0.0], [1.0]], [0, 1]).predict([[0.5]])\n"
-            "assert 'skl2onnx' not in sys.modules\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=120, check=False)
+    code = (
+        "import sys\n"
+        "from simplenn.sklearn import SimpleNNClassifier\n"
+        "SimpleNNClassifier(epochs=1).fit([[0.0], [1.0]], [0, 1]).predict([[0.5]])\n"
+        "assert 'skl2onnx' not in sys.modules\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
     assert result.returncode == 0, result.stderr

@@ -11,8 +11,10 @@ import sys
 import numpy as np
 import pytest
 
-pytest.importorskip("sklearn", reason="simplenn.sklearn needs scikit-learn: "
-                                      "pip install scikit-learn (or '.[sklearn]')")
+pytest.importorskip(
+    "sklearn",
+    reason="simplenn.sklearn needs scikit-learn: pip install scikit-learn (or '.[sklearn]')",
+)
 
 from sklearn.base import clone
 from sklearn.datasets import load_digits, load_iris
@@ -28,8 +30,9 @@ from simplenn.sklearn import EXPECTED_FAILED_CHECKS, SimpleNNClassifier
 pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 
-@parametrize_with_checks([SimpleNNClassifier()],
-                         expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS)
+@parametrize_with_checks(
+    [SimpleNNClassifier()], expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS
+)
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
 
@@ -43,12 +46,28 @@ def test_expected_failed_checks_are_few_and_explained():
 def test_defaults_and_params_round_trip():
     clf = SimpleNNClassifier()
     assert clf.get_params() == {
-        "hidden": 100, "epochs": 50, "batch_size": 32, "solver": "sgd", "lr": None,
-        "momentum": 0.9, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-8,
-        "weight_decay": 1e-4, "lr_schedule": "cosine", "seed": 0, "backend": None,
-        "dtype": "float32", "validation_fraction": None, "early_stopping": False,
-        "n_iter_no_change": 10, "tol": 1e-4, "augment": "none", "warm_start": False,
-        "verbose": False}
+        "hidden": 100,
+        "epochs": 50,
+        "batch_size": 32,
+        "solver": "sgd",
+        "lr": None,
+        "momentum": 0.9,
+        "beta_1": 0.9,
+        "beta_2": 0.999,
+        "epsilon": 1e-8,
+        "weight_decay": 1e-4,
+        "lr_schedule": "cosine",
+        "seed": 0,
+        "backend": None,
+        "dtype": "float32",
+        "validation_fraction": None,
+        "early_stopping": False,
+        "n_iter_no_change": 10,
+        "tol": 1e-4,
+        "augment": "none",
+        "warm_start": False,
+        "verbose": False,
+    }
     other = clone(clf).set_params(hidden=7, lr=0.3)
     assert (other.hidden, other.lr, clf.hidden) == (7, 0.3, 100)
 
@@ -94,10 +113,19 @@ def test_one_class_is_refused(iris):
 
 def test_bad_parameters_are_refused_in_fit(iris):
     X, y = iris
-    for params in ({"hidden": 0}, {"epochs": 0}, {"lr": -1.0}, {"lr_schedule": "step"},
-                   {"validation_fraction": 1.5}, {"early_stopping": 3}, {"seed": -1},
-                   {"augment": "rotate"}, {"n_iter_no_change": 0}, {"tol": -1.0},
-                   {"warm_start": "yes"}):
+    for params in (
+        {"hidden": 0},
+        {"epochs": 0},
+        {"lr": -1.0},
+        {"lr_schedule": "step"},
+        {"validation_fraction": 1.5},
+        {"early_stopping": 3},
+        {"seed": -1},
+        {"augment": "rotate"},
+        {"n_iter_no_change": 0},
+        {"tol": -1.0},
+        {"warm_start": "yes"},
+    ):
         clf = SimpleNNClassifier(**params)
         with pytest.raises(ValueError):
             clf.fit(X, y)
@@ -105,8 +133,9 @@ def test_bad_parameters_are_refused_in_fit(iris):
 
 def test_pipeline_on_digits():
     X, y = load_digits(return_X_y=True)
-    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.25, random_state=0,
-                                                        stratify=y)
+    X_train, X_test, y_train, y_test = train_test_split(
+        X, y, test_size=0.25, random_state=0, stratify=y
+    )
     model = Pipeline([("scale", StandardScaler()), ("net", SimpleNNClassifier())])
     model.fit(X_train, y_train)
     assert model.score(X_test, y_test) > 0.93
@@ -122,8 +151,9 @@ def test_cross_val_score(iris):
 def test_grid_search_on_mnist(mnist):
     train, test = mnist
     X, y = train.X[:2000], train.y[:2000]
-    search = GridSearchCV(SimpleNNClassifier(epochs=3, batch_size=64),
-                          {"hidden": [32, 64], "lr": [0.05, 0.2]}, cv=2)
+    search = GridSearchCV(
+        SimpleNNClassifier(epochs=3, batch_size=64), {"hidden": [32, 64], "lr": [0.05, 0.2]}, cv=2
+    )
     search.fit(X, y)
     assert len(search.cv_results_["params"]) == 4
     assert search.best_params_["hidden"] in (32, 64) and search.best_params_["lr"] in (0.05, 0.2)
@@ -139,8 +169,16 @@ def test_uint8_pixels_train_like_simplenn_fit(mnist):
     X, y = train.X[:600], train.y[:600]
     clf = SimpleNNClassifier(hidden=32, epochs=2, batch_size=64, lr=0.1, seed=3).fit(X, y)
     net = simplenn.TwoLayerNet(784, 32, 10, seed=3)
-    simplenn.fit(net, (X, y), epochs=2, batch_size=64, lr=0.1,
-                 optimizer=SGD(weight_decay=1e-4), seed=3, eval_train=False)
+    simplenn.fit(
+        net,
+        (X, y),
+        epochs=2,
+        batch_size=64,
+        lr=0.1,
+        optimizer=SGD(weight_decay=1e-4),
+        seed=3,
+        eval_train=False,
+    )
     for name, value in net.parameters().items():
         np.testing.assert_array_equal(clf.net_.parameters()[name], value)
     assert clf.pixel_inputs_
@@ -152,11 +190,21 @@ def test_uint8_pixels_train_like_simplenn_fit(mnist):
 def test_augment_distorts_training_images_like_simplenn_fit(mnist):
     train, _ = mnist
     X, y = train.X[:300], train.y[:300]
-    clf = SimpleNNClassifier(hidden=16, epochs=1, batch_size=64, lr=0.1, seed=2,
-                             augment="elastic").fit(X, y)
+    clf = SimpleNNClassifier(
+        hidden=16, epochs=1, batch_size=64, lr=0.1, seed=2, augment="elastic"
+    ).fit(X, y)
     net = simplenn.TwoLayerNet(784, 16, 10, seed=2)
-    simplenn.fit(net, (X, y), epochs=1, batch_size=64, lr=0.1,
-                 optimizer=SGD(weight_decay=1e-4), seed=2, augment="elastic", eval_train=False)
+    simplenn.fit(
+        net,
+        (X, y),
+        epochs=1,
+        batch_size=64,
+        lr=0.1,
+        optimizer=SGD(weight_decay=1e-4),
+        seed=2,
+        augment="elastic",
+        eval_train=False,
+    )
     plain = SimpleNNClassifier(hidden=16, epochs=1, batch_size=64, lr=0.1, seed=2).fit(X, y)
     for name, value in net.parameters().items():
         np.testing.assert_array_equal(clf.net_.parameters()[name], value)
@@ -187,6 +235,7 @@ def test_pickle_keeps_predictions_and_leaves_the_estimator_alone(iris):
 
 # -- validation_fraction and early_stopping ----------------------------------------------
 
+
 def test_no_validation_by_default(iris):
     X, y = iris
     clf = SimpleNNClassifier(epochs=3).fit(X, y)
@@ -216,9 +265,16 @@ def test_early_stopping_is_simplenn_fit_with_it(noise, fraction):
     ``simplenn.fit``'s with patience n_iter_no_change: the same epochs, the same stop
     and the best epoch's parameters."""
     X, y = noise
-    clf = SimpleNNClassifier(hidden=64, epochs=60, lr=0.1, early_stopping=True,
-                             n_iter_no_change=3, tol=0.0, validation_fraction=fraction,
-                             seed=2).fit(X, y)
+    clf = SimpleNNClassifier(
+        hidden=64,
+        epochs=60,
+        lr=0.1,
+        early_stopping=True,
+        n_iter_no_change=3,
+        tol=0.0,
+        validation_fraction=fraction,
+        seed=2,
+    ).fit(X, y)
     history = clf.history_
     assert history.stopped_early and clf.n_iter_ < 60
     assert history.best_epoch == clf.n_iter_ - 3
@@ -226,10 +282,17 @@ def test_early_stopping_is_simplenn_fit_with_it(noise, fraction):
 
     net = simplenn.TwoLayerNet(8, 64, 2, seed=2)
     expected = simplenn.fit(
-        net, (X.astype(np.float32), y), epochs=60, batch_size=32, lr=0.1,
-        optimizer=SGD(weight_decay=1e-4), seed=2,
+        net,
+        (X.astype(np.float32), y),
+        epochs=60,
+        batch_size=32,
+        lr=0.1,
+        optimizer=SGD(weight_decay=1e-4),
+        seed=2,
         validation_fraction=0.1 if fraction is None else fraction,
-        early_stopping=3, eval_train=False)
+        early_stopping=3,
+        eval_train=False,
+    )
     assert [e.val_loss for e in history.epochs] == [e.val_loss for e in expected.epochs]
     assert expected.best_epoch == history.best_epoch
     for name, value in net.parameters().items():
@@ -238,25 +301,32 @@ def test_early_stopping_is_simplenn_fit_with_it(noise, fraction):
 
 # -- import isolation --------------------------------------------------------------------
 
+
 def test_import_simplenn_does_not_import_sklearn():
-    code = ("import sys, simplenn\n"
-            "loaded = sorted(m for m in sys.modules if m.split('.')[0] == 'sklearn')\n"
-            "assert not loaded, loaded\n"
-            "assert 'simplenn.sklearn' not in sys.modules\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=120)
+    code = (
+        "import sys, simplenn\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] == 'sklearn')\n"
+        "assert not loaded, loaded\n"
+        "assert 'simplenn.sklearn' not in sys.modules\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
 
 
 def test_without_sklearn_the_module_says_how_to_install_it():
-    code = ("import sys\n"
-            "sys.modules['sklearn'] = None\n"
-            "try:\n"
-            "    import simplenn.sklearn\n"
-            "except ImportError as exc:\n"
-            "    print(exc)\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=120)
+    code = (
+        "import sys\n"
+        "sys.modules['sklearn'] = None\n"
+        "try:\n"
+        "    import simplenn.sklearn\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert "pip install scikit-learn" in result.stdout
 
@@ -267,8 +337,9 @@ def test_each_solver_trains_its_optimizer(iris, solver):
     clf = SimpleNNClassifier(hidden=16, epochs=1, solver=solver, backend="numpy").fit(X, y)
     assert clf.history_.config.optimizer.name == solver
     assert clf.history_.config.lr == (0.05 if solver == "sgd" else 0.003)
-    clf = SimpleNNClassifier(hidden=16, epochs=30, solver=solver, lr=0.01 if solver != "sgd"
-                             else None, backend="numpy").fit(X, y)
+    clf = SimpleNNClassifier(
+        hidden=16, epochs=30, solver=solver, lr=0.01 if solver != "sgd" else None, backend="numpy"
+    ).fit(X, y)
     assert clf.score(X, y) > 0.9
 
 

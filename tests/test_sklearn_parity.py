@@ -6,8 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("sklearn", reason="simplenn.sklearn needs scikit-learn: "
-                                      "pip install scikit-learn (or '.[sklearn]')")
+pytest.importorskip(
+    "sklearn",
+    reason="simplenn.sklearn needs scikit-learn: pip install scikit-learn (or '.[sklearn]')",
+)
 
 from sklearn.datasets import load_iris
 from sklearn.preprocessing import StandardScaler
@@ -33,6 +35,7 @@ def noise():
 
 # -- partial_fit ---------------------------------------------------------------------------
 
+
 def test_partial_fit_needs_classes_on_the_first_call(iris):
     X, y = iris
     with pytest.raises(ValueError, match="classes must be passed on the first call"):
@@ -46,8 +49,7 @@ def test_partial_fit_trains_one_epoch_a_call_and_learns(iris):
     clf = SimpleNNClassifier(hidden=16)
     for call in range(30):
         rows = rng.choice(len(X), 50, replace=False)
-        clf.partial_fit(X[rows], names[rows],
-                        classes=np.unique(names) if call == 0 else None)
+        clf.partial_fit(X[rows], names[rows], classes=np.unique(names) if call == 0 else None)
         assert clf.n_iter_ == call + 1 and len(clf.loss_curve_) == call + 1
     assert list(clf.classes_) == ["setosa", "versicolor", "virginica"]
     assert clf.score(X, names) > 0.85
@@ -78,6 +80,7 @@ def test_partial_fit_continues_a_fitted_estimator(iris):
 
 # -- warm_start ----------------------------------------------------------------------------
 
+
 def test_warm_start_trains_the_fitted_network_further(iris):
     X, y = iris
     clf = SimpleNNClassifier(hidden=8, epochs=4, warm_start=True).fit(X, y)
@@ -105,6 +108,7 @@ def test_warm_start_refuses_other_classes_or_another_network(iris):
 
 # -- the curves ----------------------------------------------------------------------------
 
+
 def test_loss_curve_and_best_loss_without_validation(iris):
     X, y = iris
     clf = SimpleNNClassifier(hidden=8, epochs=6).fit(X, y)
@@ -124,13 +128,15 @@ def test_validation_scores_are_the_validation_accuracies(iris):
 
 # -- n_iter_no_change and tol --------------------------------------------------------------
 
+
 @pytest.mark.parametrize("early_stopping", [False, True])
 def test_a_large_tol_stops_after_n_iter_no_change_epochs(noise, early_stopping):
     """No epoch improves the watched loss by more than tol=10: the run stops once
     n_iter_no_change epochs after the first have not."""
     X, y = noise
-    clf = SimpleNNClassifier(hidden=8, epochs=30, n_iter_no_change=4, tol=10.0,
-                             early_stopping=early_stopping).fit(X, y)
+    clf = SimpleNNClassifier(
+        hidden=8, epochs=30, n_iter_no_change=4, tol=10.0, early_stopping=early_stopping
+    ).fit(X, y)
     assert clf.n_iter_ == 5 and clf.history_.stopped_by_callback
 
 
@@ -138,8 +144,9 @@ def test_training_loss_plateau_stops_early_like_mlpclassifier(noise):
     """tol=0 on the training loss: training ends once it has not fallen for
     n_iter_no_change epochs, with the epochs before that in loss_curve_."""
     X, y = noise
-    clf = SimpleNNClassifier(hidden=4, epochs=200, lr=0.5, lr_schedule="constant",
-                             n_iter_no_change=2, tol=0.0).fit(X, y)
+    clf = SimpleNNClassifier(
+        hidden=4, epochs=200, lr=0.5, lr_schedule="constant", n_iter_no_change=2, tol=0.0
+    ).fit(X, y)
     curve = clf.loss_curve_
     assert clf.n_iter_ < 200 and clf.history_.stopped_by_callback
     assert min(curve[-2:]) >= min(curve[:-2])
@@ -147,8 +154,9 @@ def test_training_loss_plateau_stops_early_like_mlpclassifier(noise):
 
 def test_early_stopping_with_tol_keeps_the_best_epoch(noise):
     X, y = noise
-    clf = SimpleNNClassifier(hidden=64, epochs=60, lr=0.1, early_stopping=True,
-                             n_iter_no_change=3, tol=0.01, seed=2).fit(X, y)
+    clf = SimpleNNClassifier(
+        hidden=64, epochs=60, lr=0.1, early_stopping=True, n_iter_no_change=3, tol=0.01, seed=2
+    ).fit(X, y)
     history = clf.history_
     losses = [e.val_loss for e in history.epochs]
     assert clf.n_iter_ < 60 and history.best_epoch == 1 + int(np.argmin(losses))
@@ -156,15 +164,19 @@ def test_early_stopping_with_tol_keeps_the_best_epoch(noise):
 
 # -- verbose -------------------------------------------------------------------------------
 
+
 def test_verbose_prints_every_epoch_and_why_it_stopped(noise, capsys):
     X, y = noise
     SimpleNNClassifier(hidden=8, epochs=3).fit(X, y)
     assert capsys.readouterr().out == ""
-    clf = SimpleNNClassifier(hidden=8, epochs=30, n_iter_no_change=2, tol=10.0,
-                             verbose=True).fit(X, y)
+    clf = SimpleNNClassifier(hidden=8, epochs=30, n_iter_no_change=2, tol=10.0, verbose=True).fit(
+        X, y
+    )
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(",")[0] for line in lines[:-1]] == [
-        f"Epoch {i}" for i in range(1, clf.n_iter_ + 1)]
+        f"Epoch {i}" for i in range(1, clf.n_iter_ + 1)
+    ]
     assert "loss = " in lines[0]
-    assert lines[-1] == ("Training loss did not improve more than tol=10 for 2 consecutive "
-                         "epochs. Stopping.")
+    assert lines[-1] == (
+        "Training loss did not improve more than tol=10 for 2 consecutive epochs. Stopping."
+    )

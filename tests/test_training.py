@@ -65,11 +65,18 @@ def test_a_diverging_run_names_the_epoch_and_step_and_restores_the_network(subse
         np.testing.assert_array_equal(before[k], after[k])
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"epochs": 0}, "epochs"), ({"batch_size": -3}, "batch_size"), ({"lr": 0.0}, "lr"),
-    ({"lr": float("nan")}, "lr"), ({"optimizer": "rmsprop"}, "unknown optimizer"),
-    ({"warmup_steps": -1}, "warmup_steps"), ({"lr_schedule": "exp"}, "lr_schedule"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"epochs": 0}, "epochs"),
+        ({"batch_size": -3}, "batch_size"),
+        ({"lr": 0.0}, "lr"),
+        ({"lr": float("nan")}, "lr"),
+        ({"optimizer": "rmsprop"}, "unknown optimizer"),
+        ({"warmup_steps": -1}, "warmup_steps"),
+        ({"lr_schedule": "exp"}, "lr_schedule"),
+    ],
+)
 def test_bad_settings_are_refused(subset, kwargs, match):
     with pytest.raises(ValueError, match=match):
         fit(TwoLayerNet(784, 8), subset[0], **kwargs)

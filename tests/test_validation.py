@@ -24,8 +24,15 @@ pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 #: On 600 training images this run's validation loss improves, worsens, improves again
 #: and then worsens for two epochs, so early stopping ends it long before epoch 12.
-STOPPING = dict(epochs=12, batch_size=20, lr=0.2, lr_schedule="constant",
-                validation_fraction=0.25, early_stopping=2, seed=3)
+STOPPING = dict(
+    epochs=12,
+    batch_size=20,
+    lr=0.2,
+    lr_schedule="constant",
+    validation_fraction=0.25,
+    early_stopping=2,
+    seed=3,
+)
 TIMING = ("seconds", "samples_per_second", "eval_seconds")
 
 
@@ -81,8 +88,17 @@ def test_stratified_split_holds_out_the_rounded_up_share_and_leaves_one_to_train
 def test_validation_fraction_records_val_stats_and_tests_once_at_the_end(small):
     (X, y), test = small
     net, states = _net(), []
-    history = simplenn.fit(net, (X, y), test, epochs=3, batch_size=50, lr=0.1,
-                           validation_fraction=0.2, seed=2, on_checkpoint=states.append)
+    history = simplenn.fit(
+        net,
+        (X, y),
+        test,
+        epochs=3,
+        batch_size=50,
+        lr=0.1,
+        validation_fraction=0.2,
+        seed=2,
+        on_checkpoint=states.append,
+    )
     rows = states[-1].validation_indices
     assert states[-1].n_train == 480 and states[-1].n_validation == rows.shape[0] == 120
     assert np.array_equal(rows, stratified_split(y, 0.2, seed=2)[1])
@@ -109,8 +125,9 @@ def test_an_explicit_validation_set_trains_like_the_same_rows_held_out(small):
     keep, held = stratified_split(y, 0.25, seed=3)
     a, b = _net(), _net()
     ha = simplenn.fit(a, (X, y), test, epochs=2, batch_size=20, validation_fraction=0.25, seed=3)
-    hb = simplenn.fit(b, (X[keep], y[keep]), test, epochs=2, batch_size=20,
-                      validation=(X[held], y[held]), seed=3)
+    hb = simplenn.fit(
+        b, (X[keep], y[keep]), test, epochs=2, batch_size=20, validation=(X[held], y[held]), seed=3
+    )
     for k, v in a.parameters().items():
         np.testing.assert_array_equal(b.parameters()[k], v, err_msg=k)
     assert _without_timing(ha)["epochs"] == _without_timing(hb)["epochs"]
@@ -148,30 +165,36 @@ def test_early_stopping_stops_and_restores_the_best_epoch(small, stopped):
 
 def test_early_stopping_restores_the_best_epoch_when_every_epoch_ran(small):
     net, states = _net(), []
-    history = simplenn.fit(net, *small, **{**STOPPING, "early_stopping": 20},
-                           on_checkpoint=states.append)
+    history = simplenn.fit(
+        net, *small, **{**STOPPING, "early_stopping": 20}, on_checkpoint=states.append
+    )
     assert len(history.epochs) == 12 and not history.stopped_early
     for k, v in states[history.best_epoch - 1].parameters.items():
         np.testing.assert_array_equal(net.parameters()[k], v, err_msg=k)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"validation_fraction": 0.2, "validation": "train"}, "not both"),
-    ({"early_stopping": 3}, "early_stopping needs a validation set"),
-    ({"validation_fraction": 0.0}, r"validation_fraction must be a number in \(0, 1\)"),
-    ({"validation_fraction": 1.0}, "validation_fraction must be"),
-    ({"validation_fraction": math.nan}, "validation_fraction must be"),
-    ({"validation_fraction": True}, "validation_fraction must be"),
-    ({"validation_fraction": "0.2"}, "validation_fraction must be"),
-    ({"validation_fraction": 0.2, "early_stopping": 0}, "early_stopping must be a positive"),
-    ({"validation_fraction": 0.2, "early_stopping": 2.5}, "early_stopping must be a positive"),
-    ({"validation_fraction": 0.2, "early_stopping": True}, "early_stopping must be a positive"),
-    ({"validation": "empty"}, "the validation set is empty"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"validation_fraction": 0.2, "validation": "train"}, "not both"),
+        ({"early_stopping": 3}, "early_stopping needs a validation set"),
+        ({"validation_fraction": 0.0}, r"validation_fraction must be a number in \(0, 1\)"),
+        ({"validation_fraction": 1.0}, "validation_fraction must be"),
+        ({"validation_fraction": math.nan}, "validation_fraction must be"),
+        ({"validation_fraction": True}, "validation_fraction must be"),
+        ({"validation_fraction": "0.2"}, "validation_fraction must be"),
+        ({"validation_fraction": 0.2, "early_stopping": 0}, "early_stopping must be a positive"),
+        ({"validation_fraction": 0.2, "early_stopping": 2.5}, "early_stopping must be a positive"),
+        ({"validation_fraction": 0.2, "early_stopping": True}, "early_stopping must be a positive"),
+        ({"validation": "empty"}, "the validation set is empty"),
+    ],
+)
 def test_bad_validation_settings_are_refused_in_one_line(small, kwargs, match):
     replace = {"train": small[0], "empty": (small[0][0][:0], small[0][1][:0])}
-    kwargs = {k: replace.get(v, v) if isinstance(v, str) and k == "validation" else v
-              for k, v in kwargs.items()}
+    kwargs = {
+        k: replace.get(v, v) if isinstance(v, str) and k == "validation" else v
+        for k, v in kwargs.items()
+    }
     with pytest.raises(ValueError, match=match) as info:
         simplenn.fit(_net(), small[0], epochs=1, **kwargs)
     assert "\n" not in str(info.value)
@@ -184,10 +207,12 @@ class _Stop(Exception):
 
 def _stopping_after(epoch: int, path):
     """An on_checkpoint that saves each state to ``path`` and stops the run after ``epoch``."""
+
     def checkpoint(state):
         save_checkpoint(path, state)
         if state.epochs_done == epoch:
             raise _Stop
+
     return checkpoint
 
 
@@ -195,8 +220,10 @@ def _assert_same_run(net, history, ref_net, ref_history) -> None:
     for k, v in ref_net.parameters().items():
         np.testing.assert_array_equal(net.parameters()[k], v, err_msg=k)
     assert _without_timing(history) == _without_timing(ref_history)
-    assert (history.test_loss, history.test_accuracy) == (ref_history.test_loss,
-                                                          ref_history.test_accuracy)
+    assert (history.test_loss, history.test_accuracy) == (
+        ref_history.test_loss,
+        ref_history.test_accuracy,
+    )
 
 
 @pytest.mark.parametrize("epoch", [1, 2, 3, 4, 5])
@@ -207,8 +234,11 @@ def test_resume_after_an_epoch_equals_the_unbroken_run_bitwise(small, stopped, t
         simplenn.fit(_net(), *small, **STOPPING, on_checkpoint=_stopping_after(epoch, path))
     state = load_checkpoint(path).state
     ref = ref_states[epoch - 1]
-    assert (state.best_epoch, state.best_val_loss, state.epochs_without_improvement) == \
-           (ref.best_epoch, ref.best_val_loss, ref.epochs_without_improvement)
+    assert (state.best_epoch, state.best_val_loss, state.epochs_without_improvement) == (
+        ref.best_epoch,
+        ref.best_val_loss,
+        ref.epochs_without_improvement,
+    )
     assert np.array_equal(state.validation_indices, ref.validation_indices)
     for k, v in ref.best_parameters.items():
         np.testing.assert_array_equal(state.best_parameters[k], v, err_msg=k)
@@ -230,8 +260,12 @@ def test_resume_mid_epoch_equals_the_unbroken_run_bitwise(small, stopped, tmp_pa
 
     path = tmp_path / "c.npz"
     with pytest.raises(TrainingInterrupted) as info:
-        simplenn.fit(_net(InterruptingOps("float32")), *small, **STOPPING,
-                     on_checkpoint=lambda s: save_checkpoint(path, s))
+        simplenn.fit(
+            _net(InterruptingOps("float32")),
+            *small,
+            **STOPPING,
+            on_checkpoint=lambda s: save_checkpoint(path, s),
+        )
     state = load_checkpoint(path).state
     assert state.epochs_done == 1 and state.position > 0 and state.best_epoch == 1
     assert info.value.state.position == state.position
@@ -247,8 +281,14 @@ def test_resume_refuses_another_validation_setting(small, stopped):
     (X, y), test = small
     keep, held = stratified_split(y, 0.25, seed=3)
     with pytest.raises(ValueError, match="settings differ"):
-        simplenn.fit(_net(), (X[keep], y[keep]), test, **{**STOPPING, "validation_fraction": None},
-                     validation=(X[held], y[held]), resume=state)
+        simplenn.fit(
+            _net(),
+            (X[keep], y[keep]),
+            test,
+            **{**STOPPING, "validation_fraction": None},
+            validation=(X[held], y[held]),
+            resume=state,
+        )
 
 
 def test_resuming_a_run_that_stopped_early_only_restores_and_tests(small, stopped):
@@ -258,17 +298,28 @@ def test_resuming_a_run_that_stopped_early_only_restores_and_tests(small, stoppe
     _assert_same_run(net, history, ref_net, ref_history)
 
 
-@pytest.mark.parametrize("change, match", [
-    (lambda info, extra: info.update(best_epoch=9), "inconsistent validation bookkeeping"),
-    (lambda info, extra: info.update(best_val_loss=None), "inconsistent validation bookkeeping"),
-    (lambda info, extra: extra.pop("validation_indices"), "validation_indices must be present"),
-    (lambda info, extra: extra.pop("best_W2"), "best_W2 is missing"),
-])
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (lambda info, extra: info.update(best_epoch=9), "inconsistent validation bookkeeping"),
+        (
+            lambda info, extra: info.update(best_val_loss=None),
+            "inconsistent validation bookkeeping",
+        ),
+        (lambda info, extra: extra.pop("validation_indices"), "validation_indices must be present"),
+        (lambda info, extra: extra.pop("best_W2"), "best_W2 is missing"),
+    ],
+)
 def test_a_checkpoint_with_damaged_validation_state_is_refused(stopped, tmp_path, change, match):
     params, meta, extra = read_model_archive(save_checkpoint(tmp_path / "c.npz", stopped[2][2]))
     change(meta["checkpoint"], extra)
-    path = write_model_file(tmp_path / "bad.npz", params, backend="numpy",
-                            metadata={"checkpoint": meta["checkpoint"]}, extra_arrays=extra)
+    path = write_model_file(
+        tmp_path / "bad.npz",
+        params,
+        backend="numpy",
+        metadata={"checkpoint": meta["checkpoint"]},
+        extra_arrays=extra,
+    )
     with pytest.raises(ModelFileError, match=match):
         load_checkpoint(path)
 
@@ -281,15 +332,32 @@ def data_dir(mnist_subset_dir):
 
 
 def _cli(data_dir, *args) -> list[str]:
-    return ["--backend", "numpy", "--data-dir", str(data_dir), "--hidden", "16", "--seed", "3",
-            "--batch-size", "20", "--lr", "0.2", "--lr-schedule", "constant", "--epochs", "12",
-            *map(str, args)]
+    return [
+        "--backend",
+        "numpy",
+        "--data-dir",
+        str(data_dir),
+        "--hidden",
+        "16",
+        "--seed",
+        "3",
+        "--batch-size",
+        "20",
+        "--lr",
+        "0.2",
+        "--lr-schedule",
+        "constant",
+        "--epochs",
+        "12",
+        *map(str, args),
+    ]
 
 
 def test_cli_val_split_and_early_stop(data_dir, tmp_path, capsys):
     metrics = tmp_path / "m.json"
-    assert main(_cli(data_dir, "--val-split", 0.25, "--early-stop", 2,
-                     "--metrics-out", metrics)) == 0
+    assert (
+        main(_cli(data_dir, "--val-split", 0.25, "--early-stop", 2, "--metrics-out", metrics)) == 0
+    )
     out = capsys.readouterr().out.strip().splitlines()
     epochs = [line for line in out if line.startswith("epoch ")]
     record = json.loads(metrics.read_text())
@@ -305,15 +373,18 @@ def test_cli_val_split_and_early_stop(data_dir, tmp_path, capsys):
     assert record["final_test_accuracy"] == pytest.approx(accuracy, abs=5e-5)
 
 
-@pytest.mark.parametrize("args, phrase", [
-    (["--val-split", "0"], "--val-split"),
-    (["--val-split", "1"], "--val-split"),
-    (["--val-split", "half"], "--val-split"),
-    (["--val-split", "nan"], "--val-split"),
-    (["--early-stop", "0"], "--early-stop"),
-    (["--early-stop", "1.5"], "--early-stop"),
-    (["--early-stop", "3"], "needs --val-split"),
-])
+@pytest.mark.parametrize(
+    "args, phrase",
+    [
+        (["--val-split", "0"], "--val-split"),
+        (["--val-split", "1"], "--val-split"),
+        (["--val-split", "half"], "--val-split"),
+        (["--val-split", "nan"], "--val-split"),
+        (["--early-stop", "0"], "--early-stop"),
+        (["--early-stop", "1.5"], "--early-stop"),
+        (["--early-stop", "3"], "needs --val-split"),
+    ],
+)
 def test_cli_bad_validation_flags_exit_2_with_one_line(args, phrase, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(args)
@@ -329,8 +400,9 @@ def test_cli_help_documents_the_validation_flags(capsys):
     assert "--val-split F" in out and "--early-stop N" in out
 
 
-def test_cli_resume_with_validation_equals_the_unbroken_run(data_dir, tmp_path, monkeypatch,
-                                                            capsys):
+def test_cli_resume_with_validation_equals_the_unbroken_run(
+    data_dir, tmp_path, monkeypatch, capsys
+):
     flags = ("--val-split", 0.25, "--early-stop", 2, "--quiet")
     ck = tmp_path / "ck"
     save = checkpoints.save_checkpoint
@@ -345,12 +417,39 @@ def test_cli_resume_with_validation_equals_the_unbroken_run(data_dir, tmp_path, 
     monkeypatch.undo()
     assert load_checkpoint(checkpoint_path(ck)).state.epochs_done == 2
     capsys.readouterr()
-    assert main(["--checkpoint-dir", str(ck), "--resume", "--backend", "numpy", "--quiet",
-                 "--early-stop", "2", "--save", str(tmp_path / "resumed.npz"),
-                 "--metrics-out", str(tmp_path / "resumed.json")]) == 0
+    assert (
+        main(
+            [
+                "--checkpoint-dir",
+                str(ck),
+                "--resume",
+                "--backend",
+                "numpy",
+                "--quiet",
+                "--early-stop",
+                "2",
+                "--save",
+                str(tmp_path / "resumed.npz"),
+                "--metrics-out",
+                str(tmp_path / "resumed.json"),
+            ]
+        )
+        == 0
+    )
     resumed_out = capsys.readouterr().out
-    assert main(_cli(data_dir, *flags, "--save", tmp_path / "unbroken.npz",
-                     "--metrics-out", tmp_path / "unbroken.json")) == 0
+    assert (
+        main(
+            _cli(
+                data_dir,
+                *flags,
+                "--save",
+                tmp_path / "unbroken.npz",
+                "--metrics-out",
+                tmp_path / "unbroken.json",
+            )
+        )
+        == 0
+    )
     assert capsys.readouterr().out == resumed_out
     a, _ = read_model_file(tmp_path / "resumed.npz")
     b, _ = read_model_file(tmp_path / "unbroken.npz")
@@ -367,8 +466,10 @@ def test_cli_resume_with_validation_equals_the_unbroken_run(data_dir, tmp_path, 
 
 def test_cli_resume_refuses_another_early_stop(data_dir, tmp_path, capsys):
     ck = tmp_path / "ck"
-    assert main(_cli(data_dir, "--epochs", 1, "--val-split", 0.25, "--quiet",
-                     "--checkpoint-dir", ck)) == 0
+    assert (
+        main(_cli(data_dir, "--epochs", 1, "--val-split", 0.25, "--quiet", "--checkpoint-dir", ck))
+        == 0
+    )
     capsys.readouterr()
     assert main(["--checkpoint-dir", str(ck), "--resume", "--early-stop", "2", "--quiet"]) == 1
     err = capsys.readouterr().err.strip().splitlines()

@@ -14,8 +14,10 @@ import simplenn
 from simplenn.backends import probe_backend, registry
 from simplenn.testing import check_backend, run_checks
 
-pytest.importorskip("dask.array", reason="dask is not installed (the test extra has it: "
-                                         "pip install '.[test]' from the checkout)")
+pytest.importorskip(
+    "dask.array",
+    reason="dask is not installed (the test extra has it: pip install '.[test]' from the checkout)",
+)
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "writing-a-backend.md"
 

@@ -39,8 +39,9 @@ def import_tree(label: str, tree: Path, copies: Path):
     if not label.isidentifier():
         raise SystemExit(f"label {label!r} must be a Python identifier")
     package = copies / label / f"simplenn_{label}"
-    shutil.copytree(tree / "simplenn", package,
-                    ignore=shutil.ignore_patterns("__pycache__", "_data"))
+    shutil.copytree(
+        tree / "simplenn", package, ignore=shutil.ignore_patterns("__pycache__", "_data")
+    )
     sys.path.insert(0, str(package.parent))
     return importlib.import_module(package.name)
 
@@ -66,7 +67,7 @@ def distort_epoch(augment, ops, kind: str, X, order, batch_size: int, chunk: int
     with training_context(augmenter, ops):
         start = time.perf_counter()
         for begin in range(0, order.shape[0], chunk):
-            outs.append(augmenter.distort(X, order[begin:begin + chunk], 1, begin, batch_size))
+            outs.append(augmenter.distort(X, order[begin : begin + chunk], 1, begin, batch_size))
         ops.synchronize(outs[-1])
         return time.perf_counter() - start, outs
 
@@ -77,8 +78,12 @@ def main() -> None:
     parser.add_argument("--kinds", nargs="+", default=["affine", "elastic"])
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--samples", type=int, default=60000,
-                        help="distort the first N training images (default all 60,000)")
+    parser.add_argument(
+        "--samples",
+        type=int,
+        default=60000,
+        help="distort the first N training images (default all 60,000)",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as copies:
@@ -87,27 +92,30 @@ def main() -> None:
             label, _, tree = spec.partition("=")
             package = import_tree(label, Path(tree), Path(copies))
             # the tree's own class: its registry's factories import the installed simplenn
-            ops = importlib.import_module(
-                f"{package.__name__}.backends.numba").NumbaOps("float32")
+            ops = importlib.import_module(f"{package.__name__}.backends.numba").NumbaOps("float32")
             augment = importlib.import_module(f"{package.__name__}.core.augment")
-            chunk = importlib.import_module(
-                f"{package.__name__}.core.training").chunk_samples(args.batch_size)
+            chunk = importlib.import_module(f"{package.__name__}.core.training").chunk_samples(
+                args.batch_size
+            )
             trees.append((label, ops, augment, chunk))
         import simplenn
 
-        train = simplenn.load_mnist()[0][:args.samples]
+        train = simplenn.load_mnist()[0][: args.samples]
         X = np.ascontiguousarray(train.X)  # uint8 pixels, what every Numba backend takes
         order = np.random.default_rng(0).permutation(len(train)).astype(np.int64)
-        print(f"backend numba, float32, batch {args.batch_size}, {len(train)} rows a turn, "
-              f"{args.rounds} rounds; seconds best / median (ratio of the first tree's "
-              f"to each: above 1 is faster)")
+        print(
+            f"backend numba, float32, batch {args.batch_size}, {len(train)} rows a turn, "
+            f"{args.rounds} rounds; seconds best / median (ratio of the first tree's "
+            f"to each: above 1 is faster)"
+        )
         for kind in args.kinds:
             seconds = {label: [] for label, *_ in trees}
             first_out = {}
             for r in range(args.rounds + 1):  # round 0 warms up (compiles)
                 for label, ops, augment, chunk in trees if r % 2 == 0 else trees[::-1]:
-                    elapsed, outs = distort_epoch(augment, ops, kind, X, order,
-                                                  args.batch_size, chunk)
+                    elapsed, outs = distort_epoch(
+                        augment, ops, kind, X, order, args.batch_size, chunk
+                    )
                     if r:
                         seconds[label].append(elapsed)
                     if r == 0:
@@ -119,8 +127,10 @@ def main() -> None:
                 best, median = min(seconds[label]), statistics.median(seconds[label])
                 best0, median0 = best0 or best, median0 or median
                 same = all(np.array_equal(a, b) for a, b in zip(first_out[label], reference))
-                cells.append(f"{label} {best:.3f} / {median:.3f} s ({best0 / best:.2f}x / "
-                             f"{median0 / median:.2f}x, {'bitwise equal' if same else 'DIFFERENT'})")
+                cells.append(
+                    f"{label} {best:.3f} / {median:.3f} s ({best0 / best:.2f}x / "
+                    f"{median0 / median:.2f}x, {'bitwise equal' if same else 'DIFFERENT'})"
+                )
             print(f"{kind:8s} " + "  |  ".join(cells), flush=True)
 
 

@@ -30,14 +30,30 @@ def run_once(tree: Path, args: list[str], cache: Path) -> dict:
         metrics = Path(tmp) / "metrics.json"
         env = dict(os.environ, NUMBA_CACHE_DIR=str(cache))
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "simplenn.train", *args, "--quiet",
-                        "--metrics-out", str(metrics)], cwd=tree, env=env, check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "simplenn.train",
+                *args,
+                "--quiet",
+                "--metrics-out",
+                str(metrics),
+            ],
+            cwd=tree,
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         wall = time.perf_counter() - start
         report = json.loads(metrics.read_text())
     epochs = [e["seconds"] for e in report["epochs"]]
-    return {"wall": wall, "epochs": epochs, "training": sum(epochs),
-            "accuracy": report["final_test_accuracy"]}
+    return {
+        "wall": wall,
+        "epochs": epochs,
+        "training": sum(epochs),
+        "accuracy": report["final_test_accuracy"],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,30 +63,36 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     cut = argv.index("--") if "--" in argv else len(argv)
     ns = parser.parse_args(argv[:cut])  # after --: the arguments of python -m simplenn.train
-    train_args = argv[cut + 1:]
-    trees = [(label, Path(path).resolve()) for label, path in
-             (t.split("=", 1) for t in ns.trees)]
+    train_args = argv[cut + 1 :]
+    trees = [(label, Path(path).resolve()) for label, path in (t.split("=", 1) for t in ns.trees)]
     caches = {label: Path(tempfile.mkdtemp(prefix=f"ab-train-{label}-")) for label, _ in trees}
     print(f"python -m simplenn.train {' '.join(train_args)}; {ns.rounds} round(s)", flush=True)
     for label, tree in trees:
         run_once(tree, train_args, caches[label])  # compiles into this tree's cache
     runs: dict[str, list[dict]] = {label: [] for label, _ in trees}
     for r in range(ns.rounds):
-        for label, tree in (trees if r % 2 == 0 else trees[::-1]):
+        for label, tree in trees if r % 2 == 0 else trees[::-1]:
             out = run_once(tree, train_args, caches[label])
             runs[label].append(out)
-            print(f"round {r + 1} {label:>8}: wall {out['wall']:.2f} s, training "
-                  f"{out['training']:.2f} s, epochs "
-                  f"{' '.join(f'{s:.3f}' for s in out['epochs'])}, test "
-                  f"{100 * out['accuracy']:.2f}%", flush=True)
+            print(
+                f"round {r + 1} {label:>8}: wall {out['wall']:.2f} s, training "
+                f"{out['training']:.2f} s, epochs "
+                f"{' '.join(f'{s:.3f}' for s in out['epochs'])}, test "
+                f"{100 * out['accuracy']:.2f}%",
+                flush=True,
+            )
     print()
-    print(f"{'tree':>8} {'best wall':>10} {'median wall':>12} {'best training':>14} "
-          f"{'median training':>16}")
+    print(
+        f"{'tree':>8} {'best wall':>10} {'median wall':>12} {'best training':>14} "
+        f"{'median training':>16}"
+    )
     for label, _ in trees:
         walls = [o["wall"] for o in runs[label]]
         training = [o["training"] for o in runs[label]]
-        print(f"{label:>8} {min(walls):>10.2f} {statistics.median(walls):>12.2f} "
-              f"{min(training):>14.2f} {statistics.median(training):>16.2f}")
+        print(
+            f"{label:>8} {min(walls):>10.2f} {statistics.median(walls):>12.2f} "
+            f"{min(training):>14.2f} {statistics.median(training):>16.2f}"
+        )
     return 0
 
 

@@ -86,8 +86,16 @@ def _fit_keywords(fit: Any, batch_size: int) -> dict[str, Any]:
     """The keywords of one constant-rate SGD epoch that this tree's ``fit`` accepts."""
     import inspect
 
-    wanted = {"epochs": 1, "batch_size": batch_size, "lr": LR, "momentum": MOMENTUM,
-              "lr_schedule": "constant", "seed": SEED, "eval_train": False, "progress": False}
+    wanted = {
+        "epochs": 1,
+        "batch_size": batch_size,
+        "lr": LR,
+        "momentum": MOMENTUM,
+        "lr_schedule": "constant",
+        "seed": SEED,
+        "eval_train": False,
+        "progress": False,
+    }
     parameters = inspect.signature(fit).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
         return wanted
@@ -129,15 +137,12 @@ def worker(root: str, backend: str, parent_pid: int) -> int:
             request = json.loads(line)
             if request["hidden"] != hidden:
                 net, hidden = None, request["hidden"]
-                net = simplenn.TwoLayerNet(N_INPUTS, hidden, N_CLASSES, backend=backend,
-                                           seed=SEED)
+                net = simplenn.TwoLayerNet(N_INPUTS, hidden, N_CLASSES, backend=backend, seed=SEED)
             n, batch_size = request["samples"], request["batch_size"]
-            history = simplenn.fit(net, (X[:n], y[:n]), **_fit_keywords(simplenn.fit,
-                                                                         batch_size))
+            history = simplenn.fit(net, (X[:n], y[:n]), **_fit_keywords(simplenn.fit, batch_size))
             epoch = history.epochs[-1]
             loss = getattr(epoch, "train_loss", None)
-            answer({"seconds": float(epoch.seconds),
-                    "loss": None if loss is None else float(loss)})
+            answer({"seconds": float(epoch.seconds), "loss": None if loss is None else float(loss)})
     except BaseException:  # noqa: BLE001 -- every failure goes back to the coordinator
         answer({"error": traceback.format_exc()})
         return 1
@@ -173,10 +178,21 @@ class Contender:
         self.stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 -- closed by stop()
         path = os.pathsep.join([str(self.tree.root), *filter(None, [env.get("PYTHONPATH")])])
         self.process = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), "--worker", str(self.tree.root),
-             self.backend, str(os.getpid())],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, text=True,
-            cwd=self.tree.root, env={**env, "PYTHONPATH": path})
+            [
+                sys.executable,
+                os.path.abspath(__file__),
+                "--worker",
+                str(self.tree.root),
+                self.backend,
+                str(os.getpid()),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            text=True,
+            cwd=self.tree.root,
+            env={**env, "PYTHONPATH": path},
+        )
 
     def _fail(self, message: str) -> ToolError:
         self.stderr.seek(0)
@@ -186,8 +202,7 @@ class Contender:
     def receive(self) -> dict[str, Any]:
         line = self.process.stdout.readline()
         if not line:
-            raise self._fail(f"the worker exited (status {self.process.wait()}) without "
-                             f"answering")
+            raise self._fail(f"the worker exited (status {self.process.wait()}) without answering")
         value = json.loads(line)
         if "error" in value:
             raise ToolError(f"{self.label}: {value['error'].rstrip()}")
@@ -195,8 +210,9 @@ class Contender:
 
     def epoch(self, hidden: int, batch_size: int, samples: int) -> dict[str, Any]:
         try:
-            self.process.stdin.write(json.dumps({"hidden": hidden, "batch_size": batch_size,
-                                                 "samples": samples}) + "\n")
+            self.process.stdin.write(
+                json.dumps({"hidden": hidden, "batch_size": batch_size, "samples": samples}) + "\n"
+            )
             self.process.stdin.flush()
         except BrokenPipeError:
             raise self._fail("the worker is gone") from None
@@ -219,9 +235,15 @@ class Contender:
         self.process = None
 
 
-def measure(contenders: list[Contender], hidden_sizes: tuple[int, ...],
-            batch_sizes: tuple[int, ...], samples: int, repeat: int, env: dict[str, str],
-            on_cell: Any) -> None:
+def measure(
+    contenders: list[Contender],
+    hidden_sizes: tuple[int, ...],
+    batch_sizes: tuple[int, ...],
+    samples: int,
+    repeat: int,
+    env: dict[str, str],
+    on_cell: Any,
+) -> None:
     """One pass over the grid in fresh worker processes, taking turns epoch by epoch;
     appends each timed epoch to its contender and calls ``on_cell(hidden, batch_size)``
     after each cell."""
@@ -239,8 +261,11 @@ def measure(contenders: list[Contender], hidden_sizes: tuple[int, ...],
                     for c in contenders[shift:] + contenders[:shift]:
                         time.sleep(HANDOFF_PAUSE)
                         if turn == 0:
-                            c.epoch(hidden, batch_size,
-                                    min(samples, max(2 * batch_size, WARMUP_SAMPLES)))
+                            c.epoch(
+                                hidden,
+                                batch_size,
+                                min(samples, max(2 * batch_size, WARMUP_SAMPLES)),
+                            )
                             continue
                         done = c.epoch(hidden, batch_size, samples)
                         c.seconds.setdefault(key, []).append(done["seconds"])
@@ -256,8 +281,12 @@ def _rates(c: Contender, key: tuple[int, int], samples: int) -> tuple[float, flo
     return samples / min(seconds), samples / statistics.median(seconds)
 
 
-def summarize(contenders: list[Contender], hidden_sizes: tuple[int, ...],
-              batch_sizes: tuple[int, ...], samples: int) -> list[dict[str, Any]]:
+def summarize(
+    contenders: list[Contender],
+    hidden_sizes: tuple[int, ...],
+    batch_sizes: tuple[int, ...],
+    samples: int,
+) -> list[dict[str, Any]]:
     """One row per backend, width and batch size: each tree's best and median samples/s,
     ``new/old`` and (with the control) ``copy/new`` of both, and where ``new/old`` lies
     against the band of ``copy/new`` (best) over the backend's cells."""
@@ -269,28 +298,34 @@ def summarize(contenders: list[Contender], hidden_sizes: tuple[int, ...],
         for hidden in hidden_sizes:
             for batch_size in batch_sizes:
                 key = (hidden, batch_size)
-                row: dict[str, Any] = {"backend": backend, "hidden": hidden,
-                                       "batch_size": batch_size}
+                row: dict[str, Any] = {
+                    "backend": backend,
+                    "hidden": hidden,
+                    "batch_size": batch_size,
+                }
                 for label in ("old", "new", "copy"):
                     if (label, backend) in by:
                         best, median = _rates(by[label, backend], key, samples)
                         row[f"{label}_samples_per_s"] = best
                         row[f"{label}_median_samples_per_s"] = median
                 row["new_old"] = row["new_samples_per_s"] / row["old_samples_per_s"]
-                row["new_old_median"] = (row["new_median_samples_per_s"]
-                                         / row["old_median_samples_per_s"])
+                row["new_old_median"] = (
+                    row["new_median_samples_per_s"] / row["old_median_samples_per_s"]
+                )
                 if "copy_samples_per_s" in row:
                     row["copy_new"] = row["copy_samples_per_s"] / row["new_samples_per_s"]
-                    row["copy_new_median"] = (row["copy_median_samples_per_s"]
-                                              / row["new_median_samples_per_s"])
+                    row["copy_new_median"] = (
+                        row["copy_median_samples_per_s"] / row["new_median_samples_per_s"]
+                    )
                 mine.append(row)
         if all("copy_new" in r for r in mine):
             low = min(r["copy_new"] for r in mine)
             high = max(r["copy_new"] for r in mine)
             for r in mine:
                 r["control_band"] = [low, high]
-                r["against_band"] = ("below" if r["new_old"] < low
-                                     else "above" if r["new_old"] > high else "within")
+                r["against_band"] = (
+                    "below" if r["new_old"] < low else "above" if r["new_old"] > high else "within"
+                )
         rows += mine
     return rows
 
@@ -298,14 +333,28 @@ def summarize(contenders: list[Contender], hidden_sizes: tuple[int, ...],
 def format_table(rows: list[dict[str, Any]]) -> str:
     """The rows as a Markdown table (samples/s of the best epoch; ratios best / median)."""
     control = all("copy_new" in r for r in rows)
-    header = ["backend", "hidden", "batch", "old samples/s", "new samples/s", "new/old",
-              *(["copy/new", "new/old vs band"] if control else [])]
-    lines = ["| " + " | ".join(header) + " |",
-             "|---|" + "---:|" * (len(header) - 2) + ("---|" if control else "---:|")]
+    header = [
+        "backend",
+        "hidden",
+        "batch",
+        "old samples/s",
+        "new samples/s",
+        "new/old",
+        *(["copy/new", "new/old vs band"] if control else []),
+    ]
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|---|" + "---:|" * (len(header) - 2) + ("---|" if control else "---:|"),
+    ]
     for r in rows:
-        fields = [r["backend"], str(r["hidden"]), str(r["batch_size"]),
-                  f"{r['old_samples_per_s']:,.0f}", f"{r['new_samples_per_s']:,.0f}",
-                  f"{r['new_old']:.3f} / {r['new_old_median']:.3f}"]
+        fields = [
+            r["backend"],
+            str(r["hidden"]),
+            str(r["batch_size"]),
+            f"{r['old_samples_per_s']:,.0f}",
+            f"{r['new_samples_per_s']:,.0f}",
+            f"{r['new_old']:.3f} / {r['new_old_median']:.3f}",
+        ]
         if control:
             fields += [f"{r['copy_new']:.3f} / {r['copy_new_median']:.3f}", r["against_band"]]
         lines.append("| " + " | ".join(fields) + " |")
@@ -314,8 +363,13 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 def _git(root: Path) -> str | None:
     try:
-        done = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty"],
-                              capture_output=True, text=True, timeout=10, check=False)
+        done = subprocess.run(
+            ["git", "-C", str(root), "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else None
@@ -345,8 +399,9 @@ def _tree(text: str) -> Path:
     if not root.is_dir():
         raise argparse.ArgumentTypeError(f"directory {str(root)!r} does not exist")
     if not (root / "simplenn" / "__init__.py").is_file():
-        raise argparse.ArgumentTypeError(f"{str(root)!r} has no simplenn/__init__.py (it must "
-                                         f"be a simplenn checkout)")
+        raise argparse.ArgumentTypeError(
+            f"{str(root)!r} has no simplenn/__init__.py (it must be a simplenn checkout)"
+        )
     return root
 
 
@@ -356,8 +411,9 @@ def _int_list(text: str) -> tuple[int, ...]:
     except ValueError:
         values = ()
     if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, "
-                                         f"got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated positive integers, got {text!r}"
+        )
     return values
 
 
@@ -379,34 +435,81 @@ def _positive(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description=(
-        "Time training epochs of two simplenn checkouts side by side, each tree and backend "
-        "in a process of its own taking turns epoch by epoch, through TwoLayerNet and fit "
-        "only; --control adds a copy of the new tree to show the noise."))
-    p.add_argument("--old", type=_tree, required=True, metavar="PATH",
-                   help="the checkout to compare against")
-    p.add_argument("--new", type=_tree, required=True, metavar="PATH",
-                   help="the checkout under test")
-    p.add_argument("--control", action="store_true",
-                   help="also time a copy of the new tree's package (tree 'copy'), to show "
-                        "the noise of identical code")
-    p.add_argument("--backends", type=_names, default=("numpy", "numba"), metavar="LIST",
-                   help="comma-separated backend names (default numpy,numba)")
-    p.add_argument("--hidden", type=_int_list, default=(128, 512), metavar="LIST",
-                   help="hidden widths (default 128,512)")
-    p.add_argument("--batch-sizes", type=_int_list, default=(1, 8, 32, 128, 512, 2048),
-                   metavar="LIST", help="batch sizes (default 1,8,32,128,512,2048)")
-    p.add_argument("--samples", type=_positive, default=60000, metavar="N",
-                   help="training images per timed epoch (default 60000, a full epoch)")
-    p.add_argument("--repeat", type=_positive, default=3, metavar="N",
-                   help="timed epochs per cell and process after a warm-up (default 3)")
-    p.add_argument("--processes", type=_positive, default=1, metavar="N",
-                   help="measure the grid N times, in fresh processes each time (default 1)")
-    p.add_argument("--json", type=Path, default=None, metavar="PATH",
-                   help="also write every epoch time and the trees' revisions to PATH")
-    p.add_argument("--unset-openblas-env", action="store_true",
-                   help=f"run the workers without {' and '.join(OPENBLAS_ENV)} (they force "
-                        f"OpenBLAS's kernel choice)")
+    p = _Parser(
+        prog=PROG,
+        description=(
+            "Time training epochs of two simplenn checkouts side by side, each tree and backend "
+            "in a process of its own taking turns epoch by epoch, through TwoLayerNet and fit "
+            "only; --control adds a copy of the new tree to show the noise."
+        ),
+    )
+    p.add_argument(
+        "--old", type=_tree, required=True, metavar="PATH", help="the checkout to compare against"
+    )
+    p.add_argument(
+        "--new", type=_tree, required=True, metavar="PATH", help="the checkout under test"
+    )
+    p.add_argument(
+        "--control",
+        action="store_true",
+        help="also time a copy of the new tree's package (tree 'copy'), to show "
+        "the noise of identical code",
+    )
+    p.add_argument(
+        "--backends",
+        type=_names,
+        default=("numpy", "numba"),
+        metavar="LIST",
+        help="comma-separated backend names (default numpy,numba)",
+    )
+    p.add_argument(
+        "--hidden",
+        type=_int_list,
+        default=(128, 512),
+        metavar="LIST",
+        help="hidden widths (default 128,512)",
+    )
+    p.add_argument(
+        "--batch-sizes",
+        type=_int_list,
+        default=(1, 8, 32, 128, 512, 2048),
+        metavar="LIST",
+        help="batch sizes (default 1,8,32,128,512,2048)",
+    )
+    p.add_argument(
+        "--samples",
+        type=_positive,
+        default=60000,
+        metavar="N",
+        help="training images per timed epoch (default 60000, a full epoch)",
+    )
+    p.add_argument(
+        "--repeat",
+        type=_positive,
+        default=3,
+        metavar="N",
+        help="timed epochs per cell and process after a warm-up (default 3)",
+    )
+    p.add_argument(
+        "--processes",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="measure the grid N times, in fresh processes each time (default 1)",
+    )
+    p.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="also write every epoch time and the trees' revisions to PATH",
+    )
+    p.add_argument(
+        "--unset-openblas-env",
+        action="store_true",
+        help=f"run the workers without {' and '.join(OPENBLAS_ENV)} (they force "
+        f"OpenBLAS's kernel choice)",
+    )
     return p
 
 
@@ -419,8 +522,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json is not None and not args.json.parent.is_dir():
         parser.error(f"argument --json: directory {str(args.json.parent)!r} does not exist")
     if args.samples > 60000:
-        parser.error(f"argument --samples: at most 60000 (the MNIST training set), "
-                     f"got {args.samples}")
+        parser.error(
+            f"argument --samples: at most 60000 (the MNIST training set), got {args.samples}"
+        )
     env = dict(os.environ)
     found = {k: env[k] for k in OPENBLAS_ENV if k in env}
     if args.unset_openblas_env:
@@ -431,8 +535,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         trees = [Tree("old", args.old, _git(args.old)), Tree("new", args.new, _git(args.new))]
         if copy_dir is not None:
-            shutil.copytree(args.new / "simplenn", Path(copy_dir) / "simplenn",
-                            ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(
+                args.new / "simplenn",
+                Path(copy_dir) / "simplenn",
+                ignore=shutil.ignore_patterns("__pycache__"),
+            )
             trees.append(Tree("copy", Path(copy_dir), trees[1].git))
         return _run(args, argv, trees, env, found)
     except ToolError as exc:
@@ -447,8 +554,13 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(copy_dir, ignore_errors=True)
 
 
-def _run(args: argparse.Namespace, argv: list[str], trees: list[Tree], env: dict[str, str],
-         openblas: dict[str, str]) -> int:
+def _run(
+    args: argparse.Namespace,
+    argv: list[str],
+    trees: list[Tree],
+    env: dict[str, str],
+    openblas: dict[str, str],
+) -> int:
     contenders = [Contender(t, b) for b in args.backends for t in trees]
     command = shlex.join(["python", "benchmarks/tools/ab_trees.py", *argv])
     date = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -457,16 +569,22 @@ def _run(args: argparse.Namespace, argv: list[str], trees: list[Tree], env: dict
     say(f"command: {command}")
     say(f"CPU: {_cpu()}")
     for t in trees:
-        say(f"tree {t.label}: {t.root} (git {t.git or 'unknown'})"
-            + (" -- a copy of the new tree's package" if t.label == "copy" else ""))
+        say(
+            f"tree {t.label}: {t.root} (git {t.git or 'unknown'})"
+            + (" -- a copy of the new tree's package" if t.label == "copy" else "")
+        )
     if openblas:
         names = " ".join(f"{k}={v}" for k, v in openblas.items())
-        say(f"note: {names} {'unset for the workers' if args.unset_openblas_env else 'is set'}"
-            + ("" if args.unset_openblas_env else " (--unset-openblas-env leaves it out)"))
-    say(f"work: fit() of one epoch of {args.samples} MNIST images, constant lr {LR}, momentum "
+        say(
+            f"note: {names} {'unset for the workers' if args.unset_openblas_env else 'is set'}"
+            + ("" if args.unset_openblas_env else " (--unset-openblas-env leaves it out)")
+        )
+    say(
+        f"work: fit() of one epoch of {args.samples} MNIST images, constant lr {LR}, momentum "
         f"{MOMENTUM}, timed by History.epochs[-1].seconds; {args.repeat} timed epochs per "
         f"cell after a warm-up, in {args.processes} process(es) per tree and backend, "
-        f"taking turns; samples/s best / median")
+        f"taking turns; samples/s best / median"
+    )
     for round_ in range(1, args.processes + 1):
         prefix = f"process {round_}/{args.processes}: " if args.processes > 1 else ""
 
@@ -477,11 +595,9 @@ def _run(args: argparse.Namespace, argv: list[str], trees: list[Tree], env: dict
                 for c in (c for c in contenders if c.backend == backend):
                     best, median = _rates(c, key, args.samples)
                     parts.append(f"{c.tree.label} {best:,.0f} / {median:,.0f}")
-                say(f"{prefix}hidden {hidden} batch {batch_size} {backend}: "
-                    + "  ".join(parts))
+                say(f"{prefix}hidden {hidden} batch {batch_size} {backend}: " + "  ".join(parts))
 
-        measure(contenders, args.hidden, args.batch_sizes, args.samples, args.repeat, env,
-                on_cell)
+        measure(contenders, args.hidden, args.batch_sizes, args.samples, args.repeat, env, on_cell)
     for t in trees:
         say(f"tree {t.label} imported {t.simplenn} (simplenn {t.version})")
     rows = summarize(contenders, args.hidden, args.batch_sizes, args.samples)
@@ -491,31 +607,66 @@ def _run(args: argparse.Namespace, argv: list[str], trees: list[Tree], env: dict
         mine = [r for r in rows if r["backend"] == backend]
         if "control_band" in mine[0]:
             low, high = mine[0]["control_band"]
-            say(f"{backend}: copy/new (best) spans {low:.3f} to {high:.3f} over the grid; "
+            say(
+                f"{backend}: copy/new (best) spans {low:.3f} to {high:.3f} over the grid; "
                 f"new/old is below it in {sum(r['against_band'] == 'below' for r in mine)} "
                 f"and above it in {sum(r['against_band'] == 'above' for r in mine)} of "
-                f"{len(mine)} cells")
-        differences = [abs(a - b) / max(abs(a), 1e-12)
-                       for old in contenders if (old.tree.label, old.backend) == ("old", backend)
-                       for new in contenders if (new.tree.label, new.backend) == ("new", backend)
-                       for key in old.losses for a, b in zip(old.losses[key], new.losses[key])
-                       if a is not None and b is not None]
+                f"{len(mine)} cells"
+            )
+        differences = [
+            abs(a - b) / max(abs(a), 1e-12)
+            for old in contenders
+            if (old.tree.label, old.backend) == ("old", backend)
+            for new in contenders
+            if (new.tree.label, new.backend) == ("new", backend)
+            for key in old.losses
+            for a, b in zip(old.losses[key], new.losses[key])
+            if a is not None and b is not None
+        ]
         if differences:
-            say(f"{backend}: the mean training loss of new against old differs by at most "
-                f"{max(differences):.1e} (relative) over the timed epochs")
+            say(
+                f"{backend}: the mean training loss of new against old differs by at most "
+                f"{max(differences):.1e} (relative) over the timed epochs"
+            )
     if args.json is not None:
         report = {
-            "tool": "ab_trees", "date": date, "command": command, "cpu": _cpu(),
-            "trees": [{"label": t.label, "path": str(t.root), "git": t.git,
-                       "simplenn": t.simplenn, "version": t.version} for t in trees],
-            "openblas_env": openblas, "openblas_env_unset": bool(args.unset_openblas_env),
-            "workload": {"samples": args.samples, "repeat": args.repeat,
-                         "processes": args.processes, "lr": LR, "momentum": MOMENTUM,
-                         "timer": "History.epochs[-1].seconds"},
-            "results": [{"tree": c.tree.label, "backend": c.backend, "hidden": h,
-                         "batch_size": b, "samples": args.samples, "seconds": s,
-                         "losses": c.losses[h, b]}
-                        for c in contenders for (h, b), s in c.seconds.items()],
+            "tool": "ab_trees",
+            "date": date,
+            "command": command,
+            "cpu": _cpu(),
+            "trees": [
+                {
+                    "label": t.label,
+                    "path": str(t.root),
+                    "git": t.git,
+                    "simplenn": t.simplenn,
+                    "version": t.version,
+                }
+                for t in trees
+            ],
+            "openblas_env": openblas,
+            "openblas_env_unset": bool(args.unset_openblas_env),
+            "workload": {
+                "samples": args.samples,
+                "repeat": args.repeat,
+                "processes": args.processes,
+                "lr": LR,
+                "momentum": MOMENTUM,
+                "timer": "History.epochs[-1].seconds",
+            },
+            "results": [
+                {
+                    "tree": c.tree.label,
+                    "backend": c.backend,
+                    "hidden": h,
+                    "batch_size": b,
+                    "samples": args.samples,
+                    "seconds": s,
+                    "losses": c.losses[h, b],
+                }
+                for c in contenders
+                for (h, b), s in c.seconds.items()
+            ],
             "summary": rows,
         }
         tmp = args.json.with_name(args.json.name + ".tmp")

@@ -30,8 +30,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=4096)
     parser.add_argument("--hidden", type=int, default=800)
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--samples", type=int, default=60000,
-                        help="train on the first N training images (default all 60,000)")
+    parser.add_argument(
+        "--samples",
+        type=int,
+        default=60000,
+        help="train on the first N training images (default all 60,000)",
+    )
     ns = parser.parse_args(argv)
 
     import numba
@@ -48,8 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(0)
     X = rng.integers(0, 256, (ns.images, 784), dtype=np.uint8)
     d = augment.draw_batches("elastic", 0, 1, 0, ns.images, 128, 28)
-    fields = distortions.elastic_fields(d.noise, augment.elastic_levels(),
-                                        augment.elastic_basis(28))
+    fields = distortions.elastic_fields(
+        d.noise, augment.elastic_levels(), augment.elastic_basis(28)
+    )
     a = rng.random((128, 784), dtype=np.float32)
     b = rng.random((784, ns.hidden), dtype=np.float32)
     parallel = warp.warp_into
@@ -69,15 +74,19 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             images.warp_into = parallel
 
-    print(f"{cpu_model()}; numba {numba.__version__}, {numba.get_num_threads()} threads, "
-          f"threading layer {numba.threading_layer()}")
+    print(
+        f"{cpu_model()}; numba {numba.__version__}, {numba.get_num_threads()} threads, "
+        f"threading layer {numba.threading_layer()}"
+    )
     print(f"warp of {ns.images} images with elastic fields, median of {ns.repeat * 6}:")
     print(f"  parallel, after a warp:               {warp_ms(parallel, lambda: None):6.2f} ms")
-    print(f"  parallel, after a 128x784x{ns.hidden} product:"
-          f"{warp_ms(parallel, lambda: a @ b):6.2f} ms")
+    print(
+        f"  parallel, after a 128x784x{ns.hidden} product:"
+        f"{warp_ms(parallel, lambda: a @ b):6.2f} ms"
+    )
     print(f"  one thread, after the product:        {warp_ms(serial, lambda: a @ b):6.2f} ms")
 
-    train = load_mnist()[0][:ns.samples]
+    train = load_mnist()[0][: ns.samples]
 
     def epoch(context) -> float:
         with context():
@@ -88,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(ns.repeat):
         turns["OpenBLAS's threads"].append(epoch(nullcontext))
         turns["one pool (products on numba's threads)"].append(
-            epoch(blas.products_on_numba_threads))
+            epoch(blas.products_on_numba_threads)
+        )
     print(f"training epoch, 784-{ns.hidden}-10, batch 128, best of {ns.repeat} turns:")
     for name, times in turns.items():
         print(f"  {name:<40} {min(times):.3f} s (median {statistics.median(times):.3f})")

@@ -9,8 +9,8 @@ listed: importing simplenn imports NumPy only.
 from __future__ import annotations
 
 from . import builtin as _builtin  # noqa: F401  (registers numpy, numba, cupy, strict)
-from .base import Array, Ops
 from . import registry
+from .base import Array, Ops
 from .registry import (
     ENTRY_POINT_GROUP,
     ENV_VAR,
@@ -27,8 +27,19 @@ from .registry import (
 )
 
 __all__ = [
-    "ENTRY_POINT_GROUP", "ENV_VAR", "Array", "Availability", "BackendInfo", "Ops",
-    "available_backends", "backend_names", "check_name", "default_backend_name",
-    "get_backend", "probe_backend", "register", "registry",
+    "ENTRY_POINT_GROUP",
+    "ENV_VAR",
+    "Array",
+    "Availability",
+    "BackendInfo",
+    "Ops",
+    "available_backends",
+    "backend_names",
+    "check_name",
+    "default_backend_name",
+    "get_backend",
+    "probe_backend",
+    "register",
+    "registry",
     "resolve_backend_name",
 ]

@@ -47,11 +47,25 @@ Array = Any
 
 #: The public methods of :class:`Ops`, the whole interface.
 OP_NAMES = (
-    "asarray", "to_numpy", "host_dtype", "synchronize", "scalar",
-    "matmul", "matmul_tn", "matmul_nt", "affine", "affine_relu",
-    "relu_backward", "softmax", "softmax_cross_entropy", "sum_rows",
-    "take", "to_float",
-    "argmax", "count_equal", "all_finite",
+    "asarray",
+    "to_numpy",
+    "host_dtype",
+    "synchronize",
+    "scalar",
+    "matmul",
+    "matmul_tn",
+    "matmul_nt",
+    "affine",
+    "affine_relu",
+    "relu_backward",
+    "softmax",
+    "softmax_cross_entropy",
+    "sum_rows",
+    "take",
+    "to_float",
+    "argmax",
+    "count_equal",
+    "all_finite",
     "jit",
 )
 
@@ -83,8 +97,9 @@ class Ops:
         if dtype not in (np.dtype("float32"), np.dtype("float64")):
             raise ValueError(f"dtype must be float32 or float64, not {dtype}")
         if self.xp is None:
-            raise TypeError(f"{type(self).__name__} sets no array namespace (the class "
-                            f"attribute xp)")
+            raise TypeError(
+                f"{type(self).__name__} sets no array namespace (the class attribute xp)"
+            )
         self.dtype = dtype
         #: ``self.dtype`` as the namespace's dtype object.
         self.float_dtype = _xp_dtype(self.xp, dtype)
@@ -100,8 +115,7 @@ class Ops:
         """Host data (NumPy arrays, lists) or a backend array -> a backend array of
         ``dtype`` (a NumPy dtype; default ``self.dtype``). May return ``a`` itself
         when it already is one of that dtype."""
-        return self.xp.asarray(a, dtype=_xp_dtype(self.xp, self.dtype if dtype is None
-                                                  else dtype))
+        return self.xp.asarray(a, dtype=_xp_dtype(self.xp, self.dtype if dtype is None else dtype))
 
     def to_numpy(self, a: Array) -> np.ndarray:
         """A backend array -> a NumPy array on the host: a copy when the array lives on a

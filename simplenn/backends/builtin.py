@@ -14,8 +14,10 @@ import numpy as np
 from .registry import Availability, missing_library_reason, register
 
 NUMBA_HINT = "pip install numba (from a simplenn checkout: pip install '.[numba]')"
-CUPY_HINT = ("pip install cupy-cuda12x, or cupy-cuda13x for CUDA 13 drivers "
-             "(from a simplenn checkout: pip install '.[cuda12]' or '.[cuda13]')")
+CUPY_HINT = (
+    "pip install cupy-cuda12x, or cupy-cuda13x for CUDA 13 drivers "
+    "(from a simplenn checkout: pip install '.[cuda12]' or '.[cuda13]')"
+)
 STRICT_HINT = "pip install array-api-strict (from a simplenn checkout: pip install '.[strict]')"
 
 
@@ -34,11 +36,11 @@ def _probe_numba() -> Availability:
 # What a CUDA error met while probing means here, and what to do about it.
 CUDA_ERROR_HINTS = {
     "cudaErrorInsufficientDriver": "no NVIDIA driver is loaded (as on any machine without an "
-                                   "NVIDIA GPU), or it is older than the CUDA runtime this CuPy "
-                                   "was built for: install or update the driver, or pick the "
-                                   "cupy-cudaXXx wheel that matches it",
+    "NVIDIA GPU), or it is older than the CUDA runtime this CuPy "
+    "was built for: install or update the driver, or pick the "
+    "cupy-cudaXXx wheel that matches it",
     "cudaErrorNoDevice": "no CUDA-capable GPU is visible (check nvidia-smi and "
-                         "CUDA_VISIBLE_DEVICES)",
+    "CUDA_VISIBLE_DEVICES)",
     "cudaErrorInitializationError": "the CUDA driver failed to initialise (check nvidia-smi)",
 }
 
@@ -67,8 +69,12 @@ def _probe_cupy() -> Availability:
     except Exception as exc:  # cupy.cuda.runtime.CUDARuntimeError and driver errors
         return Availability(False, cuda_error_reason(version, exc), version=version)
     if count < 1:
-        return Availability(False, f"CuPy {version} is installed but CUDA reports no device: "
-                            f"{CUDA_ERROR_HINTS['cudaErrorNoDevice']}", version=version)
+        return Availability(
+            False,
+            f"CuPy {version} is installed but CUDA reports no device: "
+            f"{CUDA_ERROR_HINTS['cudaErrorNoDevice']}",
+            version=version,
+        )
     try:
         props = cupy.cuda.runtime.getDeviceProperties(0)
         name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
@@ -82,14 +88,28 @@ def _probe_strict() -> Availability:
         import array_api_strict
     except ImportError as exc:
         return Availability(False, missing_library_reason("array-api-strict", exc, STRICT_HINT))
-    return Availability(True, version=array_api_strict.__version__,
-                        device="CPU, the array API standard and nothing else")
+    return Availability(
+        True,
+        version=array_api_strict.__version__,
+        device="CPU, the array API standard and nothing else",
+    )
 
 
 register("numpy", "simplenn.backends.numpy_backend:NumpyOps", probe=_probe_numpy, priority=0)
-register("numba", "simplenn.backends.numba:NumbaOps", probe=_probe_numba,
-         install_hint=NUMBA_HINT, priority=10)
-register("cupy", "simplenn.backends.cupy:CupyOps", probe=_probe_cupy,
-         install_hint=CUPY_HINT, priority=20)
-register("strict", "simplenn.backends.strict_backend:StrictOps", probe=_probe_strict,
-         install_hint=STRICT_HINT, priority=-1)
+register(
+    "numba",
+    "simplenn.backends.numba:NumbaOps",
+    probe=_probe_numba,
+    install_hint=NUMBA_HINT,
+    priority=10,
+)
+register(
+    "cupy", "simplenn.backends.cupy:CupyOps", probe=_probe_cupy, install_hint=CUPY_HINT, priority=20
+)
+register(
+    "strict",
+    "simplenn.backends.strict_backend:StrictOps",
+    probe=_probe_strict,
+    install_hint=STRICT_HINT,
+    priority=-1,
+)

@@ -2,13 +2,13 @@
 
 A backend may offer, for the cases it covers, a whole chunk of training steps fused
 into its own code: Numba's sparse, deferred SGD; CuPy's CUDA graphs; NumPy's SGD in
-place. It lists them in
-:attr:`~simplenn.backends.Ops.fast_paths` (each a :class:`FastPath`, or the
-``"module:attribute"`` name of one: a fast path builds on the network's math in
-:mod:`simplenn.core`, a layer above the backends, so it is imported only when a run
-asks); :func:`select` picks the first that covers a run, and ``fit`` runs the generic compiled math (:func:`simplenn.core.network.
-make_train_steps`) where none does. The conformance kit holds each fast path's
-trajectory to the generic path's on the same backend.
+place. It lists them in :attr:`~simplenn.backends.Ops.fast_paths`, each a
+:class:`FastPath` or the ``"module:attribute"`` name of one (a fast path builds on the
+network's math in :mod:`simplenn.core`, a layer above the backends, so it is imported
+only when a run asks). :func:`select` picks the first that covers a run, and ``fit``
+runs the generic compiled math (:func:`simplenn.core.network.make_train_steps`) where
+none does. The conformance kit holds each fast path's trajectory to the generic path's
+on the same backend.
 """
 
 from __future__ import annotations

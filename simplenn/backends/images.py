@@ -37,8 +37,7 @@ class ImageOps:
         (m, 2, k, k), ``Z = levels[noise]`` with ``levels`` (256,), and the (s, k)
         ``basis`` B (see :func:`simplenn.core.augment.elastic_basis`)."""
         xp = self.xp
-        z = xp.reshape(xp.take(levels, xp.reshape(xp.astype(noise, xp.int64), (-1,))),
-                       noise.shape)
+        z = xp.reshape(xp.take(levels, xp.reshape(xp.astype(noise, xp.int64), (-1,))), noise.shape)
         return xp.matmul(xp.matmul(basis, z), xp.matrix_transpose(basis))
 
     def warp(self, x: Array, matrices: Array, fields: Array | None) -> Array:

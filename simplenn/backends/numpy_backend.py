@@ -100,5 +100,5 @@ class NumpyImageOps(ImageOps):
             # (k, 2n, k): z[a, 2i + c, j] = Z[b + i, c, a, j]
             z = levels[noise[b:e].transpose(2, 0, 1, 3)].reshape(k, 2 * (e - b), k)
             v = z.reshape(-1, k) @ transposed
-            np.matmul(basis, v.reshape(k, -1), out=out[:, 2 * b * s:2 * e * s])
+            np.matmul(basis, v.reshape(k, -1), out=out[:, 2 * b * s : 2 * e * s])
         return out.reshape(s, m, 2, s).transpose(1, 2, 0, 3)

@@ -14,7 +14,6 @@ from typing import Any, Callable
 import numpy as np
 
 from ..core.network import make_backprop
-from ..core.params import Params
 from ..optim import SGD, OptState
 from .fastpath import FastPath
 
@@ -60,9 +59,10 @@ class NumpySGD(FastPath):
             losses = np.empty(n_steps)
             rates = lrs.astype(dtype)
             for s in range(n_steps):
-                rows = order[s * batch_size:min(n, (s + 1) * batch_size)]
-                losses[s] = step(params, velocities, to_float(take(X, rows)), take(Y, rows),
-                                 rates[s])
+                rows = order[s * batch_size : min(n, (s + 1) * batch_size)]
+                losses[s] = step(
+                    params, velocities, to_float(take(X, rows)), take(Y, rows), rates[s]
+                )
             return params, OptState(state.step + n_steps, state.slots), losses
 
         return train_steps

@@ -37,19 +37,30 @@ def _probe_jax() -> Availability:
     try:
         device = jax.devices()[0]
     except RuntimeError as exc:  # e.g. JAX_PLATFORMS names a platform that does not work
-        return Availability(False, f"JAX {jax.__version__} has no usable device ({exc})",
-                            version=jax.__version__)
+        return Availability(
+            False, f"JAX {jax.__version__} has no usable device ({exc})", version=jax.__version__
+        )
     where = "CPU" if device.platform == "cpu" else f"GPU 0: {device.device_kind}"
     return Availability(True, version=jax.__version__, device=f"{where}, jax.jit")
 
 
 def register_torch() -> None:
     """Entry point ``torch``: PyTorch tensors, on CUDA when a CUDA device works."""
-    register("torch", "simplenn.backends.torch_backend:TorchOps", probe=_probe_torch,
-             install_hint=TORCH_HINT, priority=-1)
+    register(
+        "torch",
+        "simplenn.backends.torch_backend:TorchOps",
+        probe=_probe_torch,
+        install_hint=TORCH_HINT,
+        priority=-1,
+    )
 
 
 def register_jax() -> None:
     """Entry point ``jax``: ``jax.numpy`` arrays, the network's functions ``jax.jit``-ed."""
-    register("jax", "simplenn.backends.jax_backend:JaxOps", probe=_probe_jax,
-             install_hint=JAX_HINT, priority=-1)
+    register(
+        "jax",
+        "simplenn.backends.jax_backend:JaxOps",
+        probe=_probe_jax,
+        install_hint=JAX_HINT,
+        priority=-1,
+    )

@@ -59,7 +59,9 @@ class BackendInfo:
     def describe(self) -> str:
         """One human-readable line."""
         if self.available:
-            detail = ", ".join(x for x in (self.version and f"version {self.version}", self.device) if x)
+            detail = ", ".join(
+                x for x in (self.version and f"version {self.version}", self.device) if x
+            )
             return f"{self.name:<6} available" + (f" ({detail})" if detail else "")
         return f"{self.name:<6} unavailable: {self.reason}"
 
@@ -117,18 +119,22 @@ def register(
     if key == "auto":
         raise ValueError("'auto' is reserved: it picks the best available backend")
     if not (callable(factory) or (isinstance(factory, str) and ":" in factory)):
-        raise TypeError(f"factory of backend {key!r} must be callable or 'module:attribute', "
-                        f"not {factory!r}")
+        raise TypeError(
+            f"factory of backend {key!r} must be callable or 'module:attribute', not {factory!r}"
+        )
     if probe is not None and not callable(probe):
         raise TypeError(f"probe of backend {key!r} must be callable, not {probe!r}")
     if isinstance(priority, bool) or not isinstance(priority, int):
         raise TypeError(f"priority of backend {key!r} must be an int, not {priority!r}")
     with _LOCK:
         if key in _REGISTRY and not replace:
-            raise ValueError(f"backend {key!r} is already registered (by "
-                             f"{_REGISTRY[key].origin}); pass replace=True to replace it")
-        _REGISTRY[key] = BackendSpec(key, factory, probe, install_hint, priority,
-                                     origin=_caller_origin())
+            raise ValueError(
+                f"backend {key!r} is already registered (by "
+                f"{_REGISTRY[key].origin}); pass replace=True to replace it"
+            )
+        _REGISTRY[key] = BackendSpec(
+            key, factory, probe, install_hint, priority, origin=_caller_origin()
+        )
         probe_backend.cache_clear()
 
 
@@ -218,8 +224,7 @@ def probe_backend(name: str) -> BackendInfo:
     reason = result.reason
     if not result.available and not reason:
         reason = "its probe gave no reason"
-    return BackendInfo(key, result.available, reason, result.version, result.device,
-                       spec.priority)
+    return BackendInfo(key, result.available, reason, result.version, result.device, spec.priority)
 
 
 def _import_probe(spec: BackendSpec) -> Availability:
@@ -264,13 +269,15 @@ def resolve_backend_name(name: str | None = None) -> str:
     if name != "auto":
         return name
     skipped = []
-    candidates = sorted((n for n in backend_names() if _priority(n) >= 0),
-                        key=lambda n: (-_priority(n), n))
+    candidates = sorted(
+        (n for n in backend_names() if _priority(n) >= 0), key=lambda n: (-_priority(n), n)
+    )
     for candidate in candidates:
         info = probe_backend(candidate)
         if info.available:
-            logger.info("backend auto: chose %s%s", candidate,
-                        f" ({'; '.join(skipped)})" if skipped else "")
+            logger.info(
+                "backend auto: chose %s%s", candidate, f" ({'; '.join(skipped)})" if skipped else ""
+            )
             return candidate
         skipped.append(f"{candidate} skipped: {info.reason}")
     raise BackendUnavailableError("backend auto: no backend can run here: " + "; ".join(skipped))
@@ -303,10 +310,12 @@ def get_backend(name: str | None = None, dtype: str | np.dtype = "float32") -> O
         raise BackendUnavailableError(
             f"backend {name!r} unavailable: {info.reason}; use --backend auto instead "
             f"(backend='auto' in Python picks the best backend that runs here; "
-            f"--list-backends shows them all)")
+            f"--list-backends shows them all)"
+        )
     ops = _factory(_REGISTRY[name])(dtype)
     if not isinstance(ops, Ops):
-        raise TypeError(f"the factory of backend {name!r} returned {type(ops).__name__}, "
-                        f"not an Ops")
+        raise TypeError(
+            f"the factory of backend {name!r} returned {type(ops).__name__}, not an Ops"
+        )
     ops.name = name  # the registered name, whatever class the factory built
     return ops

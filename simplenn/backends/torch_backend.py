@@ -33,8 +33,9 @@ def device_choice() -> tuple[str | None, str | None]:
     if torch.cuda.is_available():
         return "cuda", None
     if forced == "cuda":
-        return None, (f"${DEVICE_ENV_VAR}=cuda, but PyTorch {torch.__version__} sees no usable "
-                      f"CUDA device")
+        return None, (
+            f"${DEVICE_ENV_VAR}=cuda, but PyTorch {torch.__version__} sees no usable CUDA device"
+        )
     return "cpu", None
 
 

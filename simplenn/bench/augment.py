@@ -44,8 +44,7 @@ def epoch_seconds(backend: str, kind: str, hidden: int, batch_size: int, train: 
     return history.epochs[-1].seconds
 
 
-def distortion_seconds(backend: str, kind: str, batch_size: int, train: Any,
-                       chunk: int) -> float:
+def distortion_seconds(backend: str, kind: str, batch_size: int, train: Any, chunk: int) -> float:
     """Seconds to distort every training row once, ``chunk`` rows per call, in turn, in
     the training context of the backend's image ops (as ``fit`` does)."""
     from ..backends import get_backend
@@ -60,14 +59,22 @@ def distortion_seconds(backend: str, kind: str, batch_size: int, train: Any,
         augmenter.distort(X, order[:chunk], 1, 0, batch_size)  # compiles, where it compiles
         start = time.perf_counter()
         for begin in range(0, n, chunk):
-            out = augmenter.distort(X, order[begin:begin + chunk], 1, begin, batch_size)
+            out = augmenter.distort(X, order[begin : begin + chunk], 1, begin, batch_size)
         ops.synchronize(out)
         return time.perf_counter() - start
 
 
-def run_suite(*, backend: str | None, hidden: int, batch_size: int, repeat: int,
-              samples: int, json_path: Path | None, command: str,
-              write: Callable[[str], None] = _say) -> int:
+def run_suite(
+    *,
+    backend: str | None,
+    hidden: int,
+    batch_size: int,
+    repeat: int,
+    samples: int,
+    json_path: Path | None,
+    command: str,
+    write: Callable[[str], None] = _say,
+) -> int:
     """Measure, print the table (and write ``json_path``); returns 0."""
     from .._version import __version__
     from ..backends import resolve_backend_name
@@ -81,11 +88,13 @@ def run_suite(*, backend: str | None, hidden: int, batch_size: int, repeat: int,
     load_before = sysinfo.load_average()
     write(f"simplenn {__version__} augmentation cost, {date}")
     write(f"command: {command}")
-    write(f"work: backend {name}, 784-{hidden}-10 float32, batch {batch_size}, {samples} "
-          f"bundled MNIST training images; "
-          f"the training seconds of the second epoch of fit(augment=...), {repeat} turn(s); "
-          f"'cost': the median over the turns of epoch / the turn's none epoch - 1; "
-          f"'distortion work' distorts every row once, in turn, without training")
+    write(
+        f"work: backend {name}, 784-{hidden}-10 float32, batch {batch_size}, {samples} "
+        f"bundled MNIST training images; "
+        f"the training seconds of the second epoch of fit(augment=...), {repeat} turn(s); "
+        f"'cost': the median over the turns of epoch / the turn's none epoch - 1; "
+        f"'distortion work' distorts every row once, in turn, without training"
+    )
     write(f"CPU: {sysinfo.cpu_model()}")
     train = load_mnist()[0][:samples]
     started = time.perf_counter()
@@ -95,31 +104,44 @@ def run_suite(*, backend: str | None, hidden: int, batch_size: int, repeat: int,
             epochs[kind].append(epoch_seconds(name, kind, hidden, batch_size, train))
             write(f"  turn {turn + 1}/{repeat}, {kind}: {epochs[kind][-1]:.3f} s")
     chunk = chunk_samples(batch_size)
-    work = {kind: distortion_seconds(name, kind, batch_size, train, chunk)
-            for kind in KINDS[1:]}
+    work = {kind: distortion_seconds(name, kind, batch_size, train, chunk) for kind in KINDS[1:]}
     best = {kind: min(times) for kind, times in epochs.items()}
-    rows = [{"augment": kind, "epoch_seconds": round(best[kind], 4),
-             "epochs_seconds": [round(t, 4) for t in epochs[kind]],
-             "cost": round(float(np.median(np.divide(epochs[kind], epochs["none"]))) - 1, 4),
-             "distortion_seconds": None if kind == "none" else round(work[kind], 4)}
-            for kind in KINDS]
+    rows = [
+        {
+            "augment": kind,
+            "epoch_seconds": round(best[kind], 4),
+            "epochs_seconds": [round(t, 4) for t in epochs[kind]],
+            "cost": round(float(np.median(np.divide(epochs[kind], epochs["none"]))) - 1, 4),
+            "distortion_seconds": None if kind == "none" else round(work[kind], 4),
+        }
+        for kind in KINDS
+    ]
     write(f"load average (1 min): {load_before} before, {sysinfo.load_average()} after")
     write("")
     write(f"{'augment':<8} {'best epoch (s)':>14} {'cost':>8} {'distortion work (s)':>20}")
     for r in rows:
         work_s = "" if r["distortion_seconds"] is None else f"{r['distortion_seconds']:.3f}"
-        write(f"{r['augment']:<8} {r['epoch_seconds']:>14.3f} {100 * r['cost']:>7.1f}% "
-              f"{work_s:>20}")
+        write(
+            f"{r['augment']:<8} {r['epoch_seconds']:>14.3f} {100 * r['cost']:>7.1f}% {work_s:>20}"
+        )
     if json_path is not None:
-        report = {"suite": "augment", "date": date, "command": command,
-                  "cpu": sysinfo.cpu_model(), "blas": sysinfo.blas_libraries(),
-                  "versions": {k: v for k, v in sysinfo.library_versions().items() if v},
-                  "openblas_env": sysinfo.openblas_env(),
-                  "load_average": f"{load_before} before, {sysinfo.load_average()} after",
-                  "backend": name, "hidden": hidden, "batch_size": batch_size,
-                  "samples": samples,
-                  "repeat": repeat, "seconds": round(time.perf_counter() - started, 3),
-                  "rows": rows}
+        report = {
+            "suite": "augment",
+            "date": date,
+            "command": command,
+            "cpu": sysinfo.cpu_model(),
+            "blas": sysinfo.blas_libraries(),
+            "versions": {k: v for k, v in sysinfo.library_versions().items() if v},
+            "openblas_env": sysinfo.openblas_env(),
+            "load_average": f"{load_before} before, {sysinfo.load_average()} after",
+            "backend": name,
+            "hidden": hidden,
+            "batch_size": batch_size,
+            "samples": samples,
+            "repeat": repeat,
+            "seconds": round(time.perf_counter() - started, 3),
+            "rows": rows,
+        }
         atomic_write_bytes(json_path, (json.dumps(report, indent=2) + "\n").encode())
         write(f"wrote {json_path}")
     return 0

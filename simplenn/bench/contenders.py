@@ -40,8 +40,14 @@ def probe_contender(name: str) -> Availability:
     raise ValueError(f"unknown contender {name!r}; valid names are: {', '.join(contender_names())}")
 
 
-def make_contender(name: str, hidden: int, train_X: np.ndarray, train_y: np.ndarray,
-                   test_X: np.ndarray, seed: int = 0) -> Contender:
+def make_contender(
+    name: str,
+    hidden: int,
+    train_X: np.ndarray,
+    train_y: np.ndarray,
+    test_X: np.ndarray,
+    seed: int = 0,
+) -> Contender:
     """A ready :class:`Contender` called ``name``; raises when it can't run here."""
     if name in backend_names():
         return SimplennContender(name, hidden, train_X, train_y, test_X, seed)

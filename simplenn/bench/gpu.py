@@ -36,8 +36,8 @@ from ..backends import probe_backend
 from ..core.model import TwoLayerNet
 from ..core.network import training_path
 from ..core.training import chunk_samples, fit
-from ..optim import SGD
 from ..errors import SimplennError
+from ..optim import SGD
 from . import sysinfo
 from .contenders import make_contender, probe_contender
 from .workloads import MOMENTUM, N_CLASSES, N_INPUTS, THROUGHPUT_LR
@@ -59,12 +59,17 @@ class GpuBenchmarkError(SimplennError, RuntimeError):
 def _summary(ms: list[float], n: int) -> dict[str, Any]:
     timed = ms[1:] or ms
     median = statistics.median(timed)
-    return {"median_ms": round(median, 3), "min_ms": round(min(timed), 3),
-            "warmup_ms": round(ms[0], 3), "images_per_s": round(n / (median / 1e3))}
+    return {
+        "median_ms": round(median, 3),
+        "min_ms": round(min(timed), 3),
+        "warmup_ms": round(ms[0], 3),
+        "images_per_s": round(n / (median / 1e3)),
+    }
 
 
-def event_timed_epochs(net: TwoLayerNet, X: Any, Y: Any, batch_size: int,
-                       epochs: int) -> list[float]:
+def event_timed_epochs(
+    net: TwoLayerNet, X: Any, Y: Any, batch_size: int, epochs: int
+) -> list[float]:
     """Milliseconds of 1 + ``epochs`` epochs (the first a warm-up) of fit's chunk loop on
     a cupy network, timed with CUDA events; each chunk is one :meth:`TwoLayerNet.train_steps`
     call whose losses are read back and checked, as :func:`simplenn.fit` does."""
@@ -82,13 +87,20 @@ def event_timed_epochs(net: TwoLayerNet, X: Any, Y: Any, batch_size: int,
         start, stop = cupy.cuda.Event(), cupy.cuda.Event()
         start.record()
         for begin in range(0, n, chunk):
-            rows = order[begin:min(n, begin + chunk)]
+            rows = order[begin : min(n, begin + chunk)]
             state, losses = net.train_steps(
-                X, Y, rows, state, optimizer=optimizer, batch_size=batch_size,
-                lrs=np.full(-(-rows.shape[0] // batch_size), LR))
+                X,
+                Y,
+                rows,
+                state,
+                optimizer=optimizer,
+                batch_size=batch_size,
+                lrs=np.full(-(-rows.shape[0] // batch_size), LR),
+            )
             if not np.isfinite(ops.to_numpy(losses)).all():
-                raise GpuBenchmarkError(f"the loss became non-finite in epoch {epoch + 1}, "
-                                        f"chunk at sample {begin}")
+                raise GpuBenchmarkError(
+                    f"the loss became non-finite in epoch {epoch + 1}, chunk at sample {begin}"
+                )
         stop.record()
         stop.synchronize()
         times.append(cupy.cuda.get_elapsed_time(start, stop))
@@ -99,14 +111,24 @@ def fit_timed_epochs(backend: str, X: Any, y: Any, batch_size: int, epochs: int)
     """Milliseconds per epoch as :func:`simplenn.fit` reports them (device synchronized),
     1 + ``epochs`` epochs, the first a warm-up."""
     net = TwoLayerNet(N_INPUTS, HIDDEN, N_CLASSES, backend=backend, seed=SEED)
-    history = fit(net, (X, y), epochs=1 + epochs, batch_size=batch_size, lr=LR,
-                  optimizer=SGD(momentum=MOMENTUM), lr_schedule="constant", seed=SEED, eval_train=False,
-                  interruptible=False)
+    history = fit(
+        net,
+        (X, y),
+        epochs=1 + epochs,
+        batch_size=batch_size,
+        lr=LR,
+        optimizer=SGD(momentum=MOMENTUM),
+        lr_schedule="constant",
+        seed=SEED,
+        eval_train=False,
+        interruptible=False,
+    )
     return [e.seconds * 1e3 for e in history.epochs]
 
 
-def torch_cuda_epochs(X: np.ndarray, y: np.ndarray, test_X: np.ndarray, batch_size: int,
-                      epochs: int) -> tuple[list[float], str]:
+def torch_cuda_epochs(
+    X: np.ndarray, y: np.ndarray, test_X: np.ndarray, batch_size: int, epochs: int
+) -> tuple[list[float], str]:
     """Milliseconds of 1 + ``epochs`` epochs of the ``torch-cuda`` peer, CUDA events."""
     peer = make_contender("torch-cuda", HIDDEN, X, y, test_X, SEED)
     torch, n = peer.torch, int(X.shape[0])
@@ -129,8 +151,12 @@ class _Run:
     def __init__(self, n: int, write: Callable[[str], None]) -> None:
         self.n, self.write, self.rows = n, write, []
 
-    def measure(self, label: str, fields: dict[str, Any],
-                work: Callable[[], list[float] | tuple[list[float], dict[str, Any]]]) -> None:
+    def measure(
+        self,
+        label: str,
+        fields: dict[str, Any],
+        work: Callable[[], list[float] | tuple[list[float], dict[str, Any]]],
+    ) -> None:
         """Run ``work`` (milliseconds per epoch, optionally with extra fields) and record
         its summary; an exception is recorded as the row's error and the run goes on."""
         try:
@@ -143,8 +169,10 @@ class _Run:
         ms, extra = result if isinstance(result, tuple) else (result, {})
         row = {**fields, **extra, **_summary(ms, self.n)}
         self.rows.append(row)
-        self.write(f"{label}: median {row['median_ms']:.3f} ms/epoch (min {row['min_ms']:.3f}, "
-                   f"warm-up {row['warmup_ms']:.3f}), {row['images_per_s']:,} images/s")
+        self.write(
+            f"{label}: median {row['median_ms']:.3f} ms/epoch (min {row['min_ms']:.3f}, "
+            f"warm-up {row['warmup_ms']:.3f}), {row['images_per_s']:,} images/s"
+        )
 
     def skip(self, part: str, contender: str, reason: str | None) -> None:
         reason = reason or "unavailable"
@@ -152,8 +180,9 @@ class _Run:
         self.write(f"skipped: {part}: {reason}")
 
 
-def _cupy_part(run: _Run, X_host: np.ndarray, y_host: np.ndarray, batch_sizes: tuple[int, ...],
-               epochs: int) -> None:
+def _cupy_part(
+    run: _Run, X_host: np.ndarray, y_host: np.ndarray, batch_sizes: tuple[int, ...], epochs: int
+) -> None:
     import cupy
 
     from ..backends.cupy import GRAPHS_ENV_VAR
@@ -172,14 +201,18 @@ def _cupy_part(run: _Run, X_host: np.ndarray, y_host: np.ndarray, batch_sizes: t
                     ms = event_timed_epochs(net, X, Y, bs, epochs)
                     path = training_path(net.ops, SGD(momentum=MOMENTUM), "pixels", bs)
                     wrapper = getattr(path.train_steps, "chunk", None)
-                    return ms, {"graphs_disabled_reason": getattr(wrapper, "disabled_reason",
-                                                                  None)}
+                    return ms, {"graphs_disabled_reason": getattr(wrapper, "disabled_reason", None)}
 
-                run.measure(f"cupy batch {bs}, CUDA graphs {on}, CUDA events",
-                            {**fields, "timer": "cuda-events, fit's chunk loop"}, events)
-                run.measure(f"cupy batch {bs}, CUDA graphs {on}, fit",
-                            {**fields, "timer": "fit (synchronized wall clock)"},
-                            lambda bs=bs: fit_timed_epochs("cupy", X, Y, bs, epochs))
+                run.measure(
+                    f"cupy batch {bs}, CUDA graphs {on}, CUDA events",
+                    {**fields, "timer": "cuda-events, fit's chunk loop"},
+                    events,
+                )
+                run.measure(
+                    f"cupy batch {bs}, CUDA graphs {on}, fit",
+                    {**fields, "timer": "fit (synchronized wall clock)"},
+                    lambda bs=bs: fit_timed_epochs("cupy", X, Y, bs, epochs),
+                )
     finally:
         if before is None:
             os.environ.pop(GRAPHS_ENV_VAR, None)
@@ -189,26 +222,39 @@ def _cupy_part(run: _Run, X_host: np.ndarray, y_host: np.ndarray, batch_sizes: t
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """The rows as a Markdown table."""
-    lines = ["| contender | timer | batch | CUDA graphs | median ms/epoch | min ms | "
-             "warm-up ms | images/s |",
-             "|---|---|---:|---|---:|---:|---:|---:|"]
+    lines = [
+        "| contender | timer | batch | CUDA graphs | median ms/epoch | min ms | "
+        "warm-up ms | images/s |",
+        "|---|---|---:|---|---:|---:|---:|---:|",
+    ]
     for r in rows:
         if "skipped" in r:
             lines.append(f"| {r['contender']} | skipped: {r['skipped']} | | | | | | |")
         elif "error" in r:
-            lines.append(f"| {r['contender']} | {r['timer']}: FAILED: {r['error']} | "
-                         f"{r['batch_size']} | {r.get('cuda_graphs', '')} | | | | |")
+            lines.append(
+                f"| {r['contender']} | {r['timer']}: FAILED: {r['error']} | "
+                f"{r['batch_size']} | {r.get('cuda_graphs', '')} | | | | |"
+            )
         else:
-            lines.append(f"| {r['contender']} | {r['timer']} | {r['batch_size']} | "
-                         f"{r.get('cuda_graphs', '')} | {r['median_ms']} | {r['min_ms']} | "
-                         f"{r['warmup_ms']} | {r['images_per_s']:,} |")
+            lines.append(
+                f"| {r['contender']} | {r['timer']} | {r['batch_size']} | "
+                f"{r.get('cuda_graphs', '')} | {r['median_ms']} | {r['min_ms']} | "
+                f"{r['warmup_ms']} | {r['images_per_s']:,} |"
+            )
     return "\n".join(lines)
 
 
-def run_suite(*, samples: int, epochs: int, batch_sizes: tuple[int, ...],
-              out_dir: Path | None, json_path: Path | None, command: str,
-              prog: str = "python -m simplenn.bench",
-              write: Callable[[str], None] = print) -> int:
+def run_suite(
+    *,
+    samples: int,
+    epochs: int,
+    batch_sizes: tuple[int, ...],
+    out_dir: Path | None,
+    json_path: Path | None,
+    command: str,
+    prog: str = "python -m simplenn.bench",
+    write: Callable[[str], None] = print,
+) -> int:
     """Measure every configuration that runs here, print the table, write
     ``out_dir/benchmark.json`` and ``out_dir/benchmark.md`` (and the JSON to
     ``json_path``); returns 0, or 1 when a configuration failed."""
@@ -226,58 +272,82 @@ def run_suite(*, samples: int, epochs: int, batch_sizes: tuple[int, ...],
     write(f"command: {command}")
     write(f"GPU: {cupy_info.device or 'none'}; CPU: {sysinfo.cpu_model()}")
     write("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
-    write(f"work: {n} MNIST images per epoch, 784-{HIDDEN}-10 float32, SGD momentum "
-          f"{MOMENTUM}, lr {LR}; median of {epochs} timed epoch(s) after one warm-up epoch")
+    write(
+        f"work: {n} MNIST images per epoch, 784-{HIDDEN}-10 float32, SGD momentum "
+        f"{MOMENTUM}, lr {LR}; median of {epochs} timed epoch(s) after one warm-up epoch"
+    )
     run = _Run(n, write)
     started = time.perf_counter()
 
     if cupy_info.available:
         _cupy_part(run, X_host, y_host, batch_sizes, epochs)
     else:
-        run.skip("cupy (CUDA graphs on and off, batch "
-                 f"{'/'.join(map(str, batch_sizes))})", "cupy", cupy_info.reason)
+        run.skip(
+            f"cupy (CUDA graphs on and off, batch {'/'.join(map(str, batch_sizes))})",
+            "cupy",
+            cupy_info.reason,
+        )
 
     numba_info = probe_backend("numba")
     if numba_info.available:
-        run.measure(f"numba batch {NUMBA_BATCH}, fit",
-                    {"contender": "numba", "timer": "fit (wall clock)", "batch_size": NUMBA_BATCH},
-                    lambda: fit_timed_epochs("numba", X_host, y_host, NUMBA_BATCH, epochs))
+        run.measure(
+            f"numba batch {NUMBA_BATCH}, fit",
+            {"contender": "numba", "timer": "fit (wall clock)", "batch_size": NUMBA_BATCH},
+            lambda: fit_timed_epochs("numba", X_host, y_host, NUMBA_BATCH, epochs),
+        )
     else:
         run.skip(f"numba (batch {NUMBA_BATCH})", "numba", numba_info.reason)
 
     torch_info = probe_contender("torch-cuda")
     if torch_info.available:
+
         def torch_work() -> tuple[list[float], dict[str, Any]]:
             ms, version = torch_cuda_epochs(X_host, y_host, test.X[:1], TORCH_BATCH, epochs)
             return ms, {"torch": version}
 
-        run.measure(f"torch-cuda eager batch {TORCH_BATCH}, CUDA events",
-                    {"contender": "torch-cuda eager", "timer": "cuda-events",
-                     "batch_size": TORCH_BATCH}, torch_work)
+        run.measure(
+            f"torch-cuda eager batch {TORCH_BATCH}, CUDA events",
+            {"contender": "torch-cuda eager", "timer": "cuda-events", "batch_size": TORCH_BATCH},
+            torch_work,
+        )
     else:
         run.skip(f"torch-cuda eager (batch {TORCH_BATCH})", "torch-cuda eager", torch_info.reason)
 
     table = format_table(run.rows)
     write("")
     write(table)
-    report = {"date": date, "command": command, "epochs_timed": epochs, "samples": n,
-              "hidden": HIDDEN, "lr": LR, "momentum": MOMENTUM, "device": cupy_info.device,
-              "cpu": sysinfo.cpu_model(), "versions": versions,
-              "seconds": round(time.perf_counter() - started, 3), "rows": run.rows}
+    report = {
+        "date": date,
+        "command": command,
+        "epochs_timed": epochs,
+        "samples": n,
+        "hidden": HIDDEN,
+        "lr": LR,
+        "momentum": MOMENTUM,
+        "device": cupy_info.device,
+        "cpu": sysinfo.cpu_model(),
+        "versions": versions,
+        "seconds": round(time.perf_counter() - started, 3),
+        "rows": run.rows,
+    }
     blob = (json.dumps(report, indent=2) + "\n").encode()
     targets = [p for p in (out_dir and out_dir / JSON_NAME, json_path) if p is not None]
     for path in dict.fromkeys(targets):
         atomic_write_bytes(path, blob)
         write(f"wrote {path}")
     if out_dir is not None:
-        header = (f"Time per epoch of {n} MNIST images, 784-{HIDDEN}-10, float32, median of "
-                  f"{epochs} epoch(s) after one warm-up epoch. Device: "
-                  f"{cupy_info.device or 'none'}. Command: `{command}`\n\n")
+        header = (
+            f"Time per epoch of {n} MNIST images, 784-{HIDDEN}-10, float32, median of "
+            f"{epochs} epoch(s) after one warm-up epoch. Device: "
+            f"{cupy_info.device or 'none'}. Command: `{command}`\n\n"
+        )
         atomic_write_bytes(out_dir / TABLE_NAME, (header + table + "\n").encode())
         write(f"wrote {out_dir / TABLE_NAME}")
     failed = [r for r in run.rows if "error" in r]
     if failed:
-        print(f"{prog}: error: {len(failed)} configuration(s) failed (see FAILED above)",
-              file=sys.stderr)
+        print(
+            f"{prog}: error: {len(failed)} configuration(s) failed (see FAILED above)",
+            file=sys.stderr,
+        )
         return 1
     return 0

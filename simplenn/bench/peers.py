@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from ..core.model import TwoLayerNet
 from .sysinfo import numpy_blas_threads
 from .workloads import MOMENTUM, N_CLASSES, N_INPUTS, THROUGHPUT_LR, Contender
-from ..core.model import TwoLayerNet
 
 _INSTALL_HINT = "pip install torch (optional: a peer in the benchmark, never a dependency)"
 
@@ -56,8 +56,15 @@ class TorchContender(Contender):
 
     is_peer = True
 
-    def __init__(self, name: str, hidden: int, train_X: np.ndarray, train_y: np.ndarray,
-                 test_X: np.ndarray, seed: int = 0) -> None:
+    def __init__(
+        self,
+        name: str,
+        hidden: int,
+        train_X: np.ndarray,
+        train_y: np.ndarray,
+        test_X: np.ndarray,
+        seed: int = 0,
+    ) -> None:
         available, reason = probe(name)
         if not available:
             raise RuntimeError(f"peer {name!r} unavailable: {reason}")
@@ -68,13 +75,18 @@ class TorchContender(Contender):
         if self.device.type == "cpu":
             torch.set_num_threads(numpy_blas_threads())
         init = TwoLayerNet(N_INPUTS, hidden, N_CLASSES, backend="numpy", seed=seed).parameters()
-        self.params = {k: torch.tensor(np.array(v), device=self.device, requires_grad=True)
-                       for k, v in init.items()}
+        self.params = {
+            k: torch.tensor(np.array(v), device=self.device, requires_grad=True)
+            for k, v in init.items()
+        }
         p = self.params
         # simplenn's weight decay applies to W1 and W2 only; the runs here use none.
         self.optimizer = torch.optim.SGD(
             [{"params": [p["W1"], p["W2"]]}, {"params": [p["b1"], p["b2"]], "weight_decay": 0.0}],
-            lr=THROUGHPUT_LR, momentum=MOMENTUM, weight_decay=0.0)
+            lr=THROUGHPUT_LR,
+            momentum=MOMENTUM,
+            weight_decay=0.0,
+        )
         self.X = torch.tensor(np.array(train_X, dtype=np.uint8), device=self.device)
         self.Y = torch.tensor(np.array(train_y, dtype=np.int64), device=self.device)
         self.test_X = torch.tensor(np.array(test_X, dtype=np.uint8), device=self.device)
@@ -101,8 +113,14 @@ class TorchContender(Contender):
         self.optimizer.step()
         return loss.detach()
 
-    def train_epoch(self, batch_size: int, n_samples: int | None = None, *,
-                    lr: float = THROUGHPUT_LR, momentum: float = MOMENTUM) -> float:
+    def train_epoch(
+        self,
+        batch_size: int,
+        n_samples: int | None = None,
+        *,
+        lr: float = THROUGHPUT_LR,
+        momentum: float = MOMENTUM,
+    ) -> float:
         torch = self.torch
         n = self._check_n(n_samples, self.n_train)
         self._set_hyperparameters(lr, momentum)
@@ -112,11 +130,12 @@ class TorchContender(Contender):
         steps = (n + batch_size - 1) // batch_size
         losses = torch.empty(steps, dtype=torch.float64, device=self.device)
         for s in range(steps):
-            losses[s] = self._step(order[s * batch_size:(s + 1) * batch_size])
+            losses[s] = self._step(order[s * batch_size : (s + 1) * batch_size])
         return float(losses.mean())  # reading it back synchronizes the device
 
-    def train_step(self, batch_size: int, *, lr: float = THROUGHPUT_LR,
-                   momentum: float = MOMENTUM) -> None:
+    def train_step(
+        self, batch_size: int, *, lr: float = THROUGHPUT_LR, momentum: float = MOMENTUM
+    ) -> None:
         self._set_hyperparameters(lr, momentum)
         self._step(self._rows[:batch_size])  # a gather, like an epoch's batches
         self.synchronize()
@@ -125,6 +144,6 @@ class TorchContender(Contender):
         n = self._check_n(n_samples, self.n_test)
         with self.torch.inference_mode():
             for i in range(0, n, batch_size):
-                x = self.test_X[i:min(n, i + batch_size)].float() / 255
+                x = self.test_X[i : min(n, i + batch_size)].float() / 255
                 self._forward(x).argmax(dim=1)
         self.synchronize()

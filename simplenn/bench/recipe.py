@@ -65,10 +65,14 @@ ERROR_TAIL_LINES = 12
 SIMPLENN_COLD, SIMPLENN_WARM, TORCH, SKLEARN = "simplenn-cold", "simplenn-warm", "torch", "sklearn"
 TRAIN_ARGS = ("-m", "simplenn.train")
 PEER_FUNCTIONS = {TORCH: "torch_recipe", SKLEARN: "sklearn_recipe"}
-PEER_LIBRARIES = {TORCH: ("torch", "PyTorch is not installed; pip install torch"),
-                  SKLEARN: ("sklearn", "scikit-learn is not installed; pip install scikit-learn")}
-PEER_LABELS = {TORCH: "PyTorch script (torch_recipe)",
-               SKLEARN: "scikit-learn MLPClassifier (sklearn_recipe)"}
+PEER_LIBRARIES = {
+    TORCH: ("torch", "PyTorch is not installed; pip install torch"),
+    SKLEARN: ("sklearn", "scikit-learn is not installed; pip install scikit-learn"),
+}
+PEER_LABELS = {
+    TORCH: "PyTorch script (torch_recipe)",
+    SKLEARN: "scikit-learn MLPClassifier (sklearn_recipe)",
+}
 NUMBA_MISSING = "numba is not installed; pip install numba"
 
 
@@ -76,8 +80,13 @@ NUMBA_MISSING = "numba is not installed; pip install numba"
 # The peers: the recipe written with other libraries. Each prints what
 # python -m simplenn.train prints at the end, "test accuracy: X%".
 # --------------------------------------------------------------------------------------
-def torch_recipe(samples: int | None = None, epochs: int = EPOCHS, *, seed: int = SEED,
-                 say: Callable[[str], None] = print) -> float:
+def torch_recipe(
+    samples: int | None = None,
+    epochs: int = EPOCHS,
+    *,
+    seed: int = SEED,
+    say: Callable[[str], None] = print,
+) -> float:
     """python -m simplenn.train's recipe as a plain PyTorch script; returns the final
     test accuracy. ``samples`` trains on the first ``samples`` training images only.
 
@@ -100,12 +109,14 @@ def torch_recipe(samples: int | None = None, epochs: int = EPOCHS, *, seed: int 
     n = X.shape[0]
 
     torch.manual_seed(seed)
-    model = torch.nn.Sequential(torch.nn.Linear(784, HIDDEN), torch.nn.ReLU(),
-                                torch.nn.Linear(HIDDEN, 10))
+    model = torch.nn.Sequential(
+        torch.nn.Linear(784, HIDDEN), torch.nn.ReLU(), torch.nn.Linear(HIDDEN, 10)
+    )
     optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
     total_steps = epochs * math.ceil(n / BATCH_SIZE)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * step / total_steps)))
+        optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
+    )
 
     def accuracy() -> float:
         with torch.inference_mode():
@@ -118,7 +129,7 @@ def torch_recipe(samples: int | None = None, epochs: int = EPOCHS, *, seed: int 
         order = torch.randperm(n)
         loss_sum = torch.zeros((), dtype=torch.float64)
         for begin in range(0, n, BATCH_SIZE):
-            rows = order[begin:begin + BATCH_SIZE]
+            rows = order[begin : begin + BATCH_SIZE]
             loss = F.cross_entropy(model(X[rows].float() / 255), Y[rows])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -127,14 +138,21 @@ def torch_recipe(samples: int | None = None, epochs: int = EPOCHS, *, seed: int 
             loss_sum += loss.detach() * rows.shape[0]
         seconds = time.perf_counter() - start
         acc = accuracy()
-        say(f"epoch {epoch:>2}/{epochs}  loss {float(loss_sum) / n:.4f}  test {100 * acc:.2f}%  "
-            f"lr {lr:.4f}  {seconds:.2f}s ({n / seconds:,.0f} img/s)")
+        say(
+            f"epoch {epoch:>2}/{epochs}  loss {float(loss_sum) / n:.4f}  test {100 * acc:.2f}%  "
+            f"lr {lr:.4f}  {seconds:.2f}s ({n / seconds:,.0f} img/s)"
+        )
     say(f"test accuracy: {100 * acc:.2f}%")
     return acc
 
 
-def sklearn_recipe(samples: int | None = None, epochs: int = EPOCHS, *, seed: int = SEED,
-                   say: Callable[[str], None] = print) -> float:
+def sklearn_recipe(
+    samples: int | None = None,
+    epochs: int = EPOCHS,
+    *,
+    seed: int = SEED,
+    say: Callable[[str], None] = print,
+) -> float:
     """The recipe as scikit-learn's ``MLPClassifier``: 256 hidden ReLU units, solver
     "sgd", batch 128, momentum 0.9 (not Nesterov), ``max_iter`` = ``epochs`` passes at a
     constant lr of 0.05 (:data:`SKLEARN_LR`), float32 pixels / 255; returns the final test
@@ -150,9 +168,16 @@ def sklearn_recipe(samples: int | None = None, epochs: int = EPOCHS, *, seed: in
     train, test = load_mnist()
     X = np.asarray(train.X[:samples], dtype=np.float32) / 255
     y = np.asarray(train.y[:samples])
-    clf = MLPClassifier(hidden_layer_sizes=(HIDDEN,), solver="sgd", batch_size=BATCH_SIZE,
-                        momentum=MOMENTUM, learning_rate_init=SKLEARN_LR, max_iter=epochs,
-                        nesterovs_momentum=False, random_state=seed)
+    clf = MLPClassifier(
+        hidden_layer_sizes=(HIDDEN,),
+        solver="sgd",
+        batch_size=BATCH_SIZE,
+        momentum=MOMENTUM,
+        learning_rate_init=SKLEARN_LR,
+        max_iter=epochs,
+        nesterovs_momentum=False,
+        random_state=seed,
+    )
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # max_iter is the epoch count
@@ -193,14 +218,15 @@ def parse_train_output(text: str) -> TrainOutput:
     epochs = [float(m.group("seconds")) for m in _EPOCH.finditer(text)]
     trained = _TRAINED.search(text)
     backend = _BACKEND.search(text)
-    train_seconds = (sum(epochs) if epochs else
-                     float(trained.group("seconds")) if trained else None)
+    train_seconds = sum(epochs) if epochs else float(trained.group("seconds")) if trained else None
     return TrainOutput(
         accuracy=round(float(accuracies[-1]) / 100, 6) if accuracies else None,
         compile_seconds=float(compiled.group("seconds")) if compiled else None,
         train_seconds=train_seconds,
-        backend=(backend.group("backend") if backend else
-                 compiled.group("backend") if compiled else None))
+        backend=(
+            backend.group("backend") if backend else compiled.group("backend") if compiled else None
+        ),
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -214,21 +240,33 @@ class ProcessResult:
     stderr: str
 
 
-def run_process(argv: list[str], env: dict[str, str],
-                timeout: float = PROCESS_TIMEOUT_S) -> ProcessResult:
+def run_process(
+    argv: list[str], env: dict[str, str], timeout: float = PROCESS_TIMEOUT_S
+) -> ProcessResult:
     """Run ``argv`` to completion and time it (wall clock, from outside the process).
     The process dies with the bench (:func:`.lifeline.parent_death_preexec`)."""
     start = time.perf_counter()
     try:
-        done = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True,
-                              text=True, timeout=timeout,
-                              preexec_fn=lifeline.parent_death_preexec())
+        done = subprocess.run(
+            argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            preexec_fn=lifeline.parent_death_preexec(),
+        )
     except subprocess.TimeoutExpired as exc:
+
         def text(b: Any) -> str:
             return b.decode(errors="replace") if isinstance(b, bytes) else (b or "")
 
-        return ProcessResult(time.perf_counter() - start, -1, text(exc.stdout),
-                             text(exc.stderr) + f"\ntimed out after {timeout:g} s")
+        return ProcessResult(
+            time.perf_counter() - start,
+            -1,
+            text(exc.stdout),
+            text(exc.stderr) + f"\ntimed out after {timeout:g} s",
+        )
     return ProcessResult(time.perf_counter() - start, done.returncode, done.stdout, done.stderr)
 
 
@@ -241,8 +279,9 @@ def base_env() -> dict[str, str]:
     """The children's environment: this one, with this simplenn first on PYTHONPATH and
     Numba's disk cache on (``SIMPLENN_NUMBA_CACHE`` unset)."""
     root = str(Path(__file__).resolve().parents[2])
-    env = {k: v for k, v in os.environ.items() if k not in ("SIMPLENN_NUMBA_CACHE",
-                                                            "NUMBA_CACHE_DIR")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("SIMPLENN_NUMBA_CACHE", "NUMBA_CACHE_DIR")
+    }
     env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])
     return env
 
@@ -306,17 +345,24 @@ class Contender:
         return min(self.runs, key=lambda r: r[0].wall_seconds) if self.runs else None
 
 
-def measure(repeat: int, *, write: Callable[[str], None] = _say,
-            run: Callable[..., ProcessResult] | None = None) -> tuple[list[Contender], dict]:
+def measure(
+    repeat: int,
+    *,
+    write: Callable[[str], None] = _say,
+    run: Callable[..., ProcessResult] | None = None,
+) -> tuple[list[Contender], dict]:
     """Run every contender that can run here ``repeat`` times, taking turns; returns the
     contenders (in table order) and what the cold runs left in their cache directories."""
     run = run or run_process
     numba = not library_missing("numba")
-    contenders = {key: Contender(key, "", shown_command(key, numba), [])
-                  for key in (SIMPLENN_COLD, SIMPLENN_WARM, TORCH, SKLEARN)}
+    contenders = {
+        key: Contender(key, "", shown_command(key, numba), [])
+        for key in (SIMPLENN_COLD, SIMPLENN_WARM, TORCH, SKLEARN)
+    }
     contenders[SIMPLENN_COLD].label = "simplenn numba, cold cache"
-    contenders[SIMPLENN_WARM].label = ("simplenn numba, warm cache" if numba
-                                       else "simplenn (default backend)")
+    contenders[SIMPLENN_WARM].label = (
+        "simplenn numba, warm cache" if numba else "simplenn (default backend)"
+    )
     if not numba:
         contenders[SIMPLENN_COLD].skipped = NUMBA_MISSING
     for key in (TORCH, SKLEARN):
@@ -356,15 +402,22 @@ def measure(repeat: int, *, write: Callable[[str], None] = _say,
                     write(f"FAILED: {c.label}: {c.error}")
                     continue
                 c.runs.append((result, parsed))
-                compiled = ("" if parsed.compile_seconds is None else
-                            f", compile {parsed.compile_seconds:.1f} s")
-                write(f"run {turn + 1}/{repeat}: {c.label}: {result.wall_seconds:.1f} s{compiled}, "
-                      f"test accuracy {100 * parsed.accuracy:.2f}%")
+                compiled = (
+                    ""
+                    if parsed.compile_seconds is None
+                    else f", compile {parsed.compile_seconds:.1f} s"
+                )
+                write(
+                    f"run {turn + 1}/{repeat}: {c.label}: {result.wall_seconds:.1f} s{compiled}, "
+                    f"test accuracy {100 * parsed.accuracy:.2f}%"
+                )
                 if c.key == SIMPLENN_COLD:
                     cache_files.append(_count_files(cache_dir))
                     if not cache_files[-1]:
-                        write(f"note: the cold run left {cache_dir} empty: Numba did not "
-                              f"cache there, so the warm run is not warm")
+                        write(
+                            f"note: the cold run left {cache_dir} empty: Numba did not "
+                            f"cache there, so the warm run is not warm"
+                        )
     return list(contenders.values()), {"cache_files_after_cold_run": cache_files}
 
 
@@ -390,23 +443,27 @@ def summarize(contenders: list[Contender]) -> list[dict[str, Any]]:
             rows.append(row)
             continue
         result, parsed = best
-        row.update({
-            "wall_seconds": [round(r.wall_seconds, 3) for r, _ in c.runs],
-            "best_wall_seconds": round(result.wall_seconds, 3),
-            "accuracy": parsed.accuracy,
-            "accuracies": [p.accuracy for _, p in c.runs],
-            "reached_target": parsed.accuracy >= TARGET_ACCURACY,
-            "compile_seconds": parsed.compile_seconds,
-            "train_seconds": (None if parsed.train_seconds is None
-                              else round(parsed.train_seconds, 3)),
-            "backend": parsed.backend,
-        })
+        row.update(
+            {
+                "wall_seconds": [round(r.wall_seconds, 3) for r, _ in c.runs],
+                "best_wall_seconds": round(result.wall_seconds, 3),
+                "accuracy": parsed.accuracy,
+                "accuracies": [p.accuracy for _, p in c.runs],
+                "reached_target": parsed.accuracy >= TARGET_ACCURACY,
+                "compile_seconds": parsed.compile_seconds,
+                "train_seconds": (
+                    None if parsed.train_seconds is None else round(parsed.train_seconds, 3)
+                ),
+                "backend": parsed.backend,
+            }
+        )
         if reference is not None:
             ref_result, ref_parsed = reference
             row["time_vs_simplenn"] = round(result.wall_seconds / ref_result.wall_seconds, 4)
             row["accuracy_vs_simplenn"] = round(parsed.accuracy / ref_parsed.accuracy, 5)
             row["accuracy_points_vs_simplenn"] = round(
-                100 * (parsed.accuracy - ref_parsed.accuracy), 2)
+                100 * (parsed.accuracy - ref_parsed.accuracy), 2
+            )
         rows.append(row)
     return rows
 
@@ -417,10 +474,13 @@ def cold_warm(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     cold, warm = by.get(SIMPLENN_COLD, {}), by.get(SIMPLENN_WARM, {})
     if "best_wall_seconds" not in cold or "best_wall_seconds" not in warm:
         return None
-    return {"cold_seconds": cold["best_wall_seconds"], "warm_seconds": warm["best_wall_seconds"],
-            "ratio": round(cold["best_wall_seconds"] / warm["best_wall_seconds"], 3),
-            "cold_compile_seconds": cold["compile_seconds"],
-            "warm_compile_seconds": warm["compile_seconds"]}
+    return {
+        "cold_seconds": cold["best_wall_seconds"],
+        "warm_seconds": warm["best_wall_seconds"],
+        "ratio": round(cold["best_wall_seconds"] / warm["best_wall_seconds"], 3),
+        "cold_compile_seconds": cold["compile_seconds"],
+        "warm_compile_seconds": warm["compile_seconds"],
+    }
 
 
 def _num(value: float | None, fmt: str) -> str:
@@ -430,9 +490,11 @@ def _num(value: float | None, fmt: str) -> str:
 def format_table(rows: list[dict[str, Any]]) -> str:
     """The rows as a Markdown table (skipped contenders are left out: they are listed
     above it)."""
-    lines = ["| run | wall s | vs simplenn | compile s | training s | test accuracy | "
-             "vs simplenn | ≥ 98% |",
-             "|---|---:|---:|---:|---:|---:|---:|:---:|"]
+    lines = [
+        "| run | wall s | vs simplenn | compile s | training s | test accuracy | "
+        "vs simplenn | ≥ 98% |",
+        "|---|---:|---:|---:|---:|---:|---:|:---:|",
+    ]
     for r in rows:
         if "skipped" in r:
             continue
@@ -447,7 +509,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             f"{_num(r['compile_seconds'], '.1f')} | {_num(r['train_seconds'], '.1f')} | "
             f"{100 * r['accuracy']:.2f}% | "
             f"{format(points, '+.2f') + ' pt' if points is not None else '-'} | "
-            f"{'yes' if r['reached_target'] else 'no'} |")
+            f"{'yes' if r['reached_target'] else 'no'} |"
+        )
     return "\n".join(lines)
 
 
@@ -458,9 +521,11 @@ def summary_lines(rows: list[dict[str, Any]]) -> list[str]:
     if cw is not None:
         cold_compile = _num(cw["cold_compile_seconds"], ".1f")
         warm_compile = _num(cw["warm_compile_seconds"], ".1f")
-        out.append(f"first run: cold {cw['cold_seconds']:.1f} s, warm {cw['warm_seconds']:.1f} s: "
-                   f"cold/warm {cw['ratio']:.2f}x (compile: {cold_compile} s cold, "
-                   f"{warm_compile} s warm, loading the cache)")
+        out.append(
+            f"first run: cold {cw['cold_seconds']:.1f} s, warm {cw['warm_seconds']:.1f} s: "
+            f"cold/warm {cw['ratio']:.2f}x (compile: {cold_compile} s cold, "
+            f"{warm_compile} s warm, loading the cache)"
+        )
     by = {r["name"]: r for r in rows}
     ref = by.get(SIMPLENN_WARM, {})
     if "best_wall_seconds" in ref:
@@ -468,15 +533,23 @@ def summary_lines(rows: list[dict[str, Any]]) -> list[str]:
         for key in (TORCH, SKLEARN):
             r = by.get(key, {})
             if "best_wall_seconds" in r:
-                parts.append(f"{key} {r['best_wall_seconds']:.1f} s ({100 * r['accuracy']:.2f}%, "
-                             f"{r['time_vs_simplenn']:.2f}x simplenn's time)")
+                parts.append(
+                    f"{key} {r['best_wall_seconds']:.1f} s ({100 * r['accuracy']:.2f}%, "
+                    f"{r['time_vs_simplenn']:.2f}x simplenn's time)"
+                )
         out.append("time to accuracy: " + ", ".join(parts))
     return out
 
 
-def run_suite(*, repeat: int, json_path: Path | None, command: str,
-              prog: str = "python -m simplenn.bench", write: Callable[[str], None] = _say,
-              run: Callable[..., ProcessResult] | None = None) -> int:
+def run_suite(
+    *,
+    repeat: int,
+    json_path: Path | None,
+    command: str,
+    prog: str = "python -m simplenn.bench",
+    write: Callable[[str], None] = _say,
+    run: Callable[..., ProcessResult] | None = None,
+) -> int:
     """Measure, print the table (and write ``json_path``); 0, or 1 when a contender failed."""
     from .._version import __version__
     from ..io.atomic import atomic_write_bytes
@@ -486,11 +559,13 @@ def run_suite(*, repeat: int, json_path: Path | None, command: str,
     load_before = sysinfo.load_average()
     write(f"simplenn {__version__} recipe benchmark, {date}")
     write(f"command: {command}")
-    write(f"work: each contender is one process, timed wall clock from outside (start-up, "
-          f"imports, data loading, compilation, evaluation count); recipe 784-{HIDDEN}-10 "
-          f"float32, SGD momentum {MOMENTUM}, batch {BATCH_SIZE}, lr {LR} cosine over {EPOCHS} "
-          f"epochs (scikit-learn: lr {SKLEARN_LR} constant), bundled MNIST; best of {repeat} "
-          f"turn(s); 'vs simplenn' is against simplenn's warm-cache run")
+    write(
+        f"work: each contender is one process, timed wall clock from outside (start-up, "
+        f"imports, data loading, compilation, evaluation count); recipe 784-{HIDDEN}-10 "
+        f"float32, SGD momentum {MOMENTUM}, batch {BATCH_SIZE}, lr {LR} cosine over {EPOCHS} "
+        f"epochs (scikit-learn: lr {SKLEARN_LR} constant), bundled MNIST; best of {repeat} "
+        f"turn(s); 'vs simplenn' is against simplenn's warm-cache run"
+    )
     gpus = sysinfo.gpu_names()
     versions = {k: v for k, v in sysinfo.library_versions().items() if v}
     try:
@@ -513,16 +588,33 @@ def run_suite(*, repeat: int, json_path: Path | None, command: str,
         write(line)
     if json_path is not None:
         report = {
-            "suite": "recipe", "date": date, "command": command, "cpu": sysinfo.cpu_model(),
-            "gpus": gpus, "load_average": load, "blas": sysinfo.blas_libraries(),
-            "versions": versions, "openblas_env": sysinfo.openblas_env(),
-            "recipe": {"hidden": HIDDEN, "epochs": EPOCHS, "batch_size": BATCH_SIZE, "lr": LR,
-                       "lr_schedule": "cosine", "momentum": MOMENTUM, "dtype": "float32",
-                       "sklearn_lr": SKLEARN_LR, "target_accuracy": TARGET_ACCURACY},
-            "repeat": repeat, "seconds": round(time.perf_counter() - started, 3),
-            "cold_warm": cold_warm(rows), **caches,
-            "skipped": [{"name": r["name"], "reason": r["skipped"]} for r in rows
-                        if "skipped" in r],
+            "suite": "recipe",
+            "date": date,
+            "command": command,
+            "cpu": sysinfo.cpu_model(),
+            "gpus": gpus,
+            "load_average": load,
+            "blas": sysinfo.blas_libraries(),
+            "versions": versions,
+            "openblas_env": sysinfo.openblas_env(),
+            "recipe": {
+                "hidden": HIDDEN,
+                "epochs": EPOCHS,
+                "batch_size": BATCH_SIZE,
+                "lr": LR,
+                "lr_schedule": "cosine",
+                "momentum": MOMENTUM,
+                "dtype": "float32",
+                "sklearn_lr": SKLEARN_LR,
+                "target_accuracy": TARGET_ACCURACY,
+            },
+            "repeat": repeat,
+            "seconds": round(time.perf_counter() - started, 3),
+            "cold_warm": cold_warm(rows),
+            **caches,
+            "skipped": [
+                {"name": r["name"], "reason": r["skipped"]} for r in rows if "skipped" in r
+            ],
             "rows": rows,
         }
         atomic_write_bytes(json_path, (json.dumps(report, indent=2) + "\n").encode())

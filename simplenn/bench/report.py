@@ -45,28 +45,37 @@ def load_cells(path: str | Path) -> list[Cell]:
         raise ReportError(f"{path}: {what} (expected a JSON object)")
     results, peak = report.get("results"), report.get("peak")
     if not isinstance(results, list) or not results:
-        raise ReportError(f"{path}: {what} (no 'results' list: the report reads the "
-                          f"throughput suite's files)")
-    if not isinstance(peak, dict) or not isinstance(peak.get("flops_per_s"), (int, float)) \
-            or peak["flops_per_s"] <= 0:
+        raise ReportError(
+            f"{path}: {what} (no 'results' list: the report reads the throughput suite's files)"
+        )
+    if (
+        not isinstance(peak, dict)
+        or not isinstance(peak.get("flops_per_s"), (int, float))
+        or peak["flops_per_s"] <= 0
+    ):
         raise ReportError(f"{path}: {what} (no 'peak.flops_per_s')")
     for i, row in enumerate(results):
         missing = [k for k in _RAW_KEYS if not isinstance(row, dict) or k not in row]
         if missing:
             raise ReportError(f"{path}: {what} (results[{i}] lacks {', '.join(missing)})")
         seconds = row["seconds"]
-        if not isinstance(seconds, list) or not seconds \
-                or not all(isinstance(s, (int, float)) and s > 0 for s in seconds):
-            raise ReportError(f"{path}: {what} (results[{i}].seconds is not a list of "
-                              f"positive numbers)")
+        if (
+            not isinstance(seconds, list)
+            or not seconds
+            or not all(isinstance(s, (int, float)) and s > 0 for s in seconds)
+        ):
+            raise ReportError(
+                f"{path}: {what} (results[{i}].seconds is not a list of positive numbers)"
+            )
     try:
         return summarize(results, float(peak["flops_per_s"]))
     except (TypeError, ValueError, KeyError) as exc:
         raise ReportError(f"{path}: {what} ({type(exc).__name__}: {exc})") from None
 
 
-def markdown_table(cells: list[Cell], hidden: int | None = None,
-                   batch_sizes: tuple[int, ...] | None = None) -> str:
+def markdown_table(
+    cells: list[Cell], hidden: int | None = None, batch_sizes: tuple[int, ...] | None = None
+) -> str:
     """The Markdown table of ``cells`` (those of width ``hidden`` and of ``batch_sizes``
     only, when given): the :data:`COLUMNS` of :func:`~simplenn.bench.throughput.format_table`'s
     table."""
@@ -87,15 +96,33 @@ def markdown_table(cells: list[Cell], hidden: int | None = None,
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = common.ArgumentParser(prog=PROG, description=(
-        "Print the results of python -m simplenn.bench --json PATH.json as a Markdown "
-        "table: hidden, batch, backend, samples/s, speed-up over the NumPy backend."))
-    p.add_argument("path", metavar="PATH.json", type=Path,
-                   help="a results file written by python -m simplenn.bench --json")
-    p.add_argument("--hidden", type=common.positive_int, default=None, metavar="H",
-                   help="only the rows of hidden width H (default: every width)")
-    p.add_argument("--batch-sizes", type=_int_list, default=None, metavar="LIST",
-                   help="only the rows of these batch sizes, comma-separated (default: all)")
+    p = common.ArgumentParser(
+        prog=PROG,
+        description=(
+            "Print the results of python -m simplenn.bench --json PATH.json as a Markdown "
+            "table: hidden, batch, backend, samples/s, speed-up over the NumPy backend."
+        ),
+    )
+    p.add_argument(
+        "path",
+        metavar="PATH.json",
+        type=Path,
+        help="a results file written by python -m simplenn.bench --json",
+    )
+    p.add_argument(
+        "--hidden",
+        type=common.positive_int,
+        default=None,
+        metavar="H",
+        help="only the rows of hidden width H (default: every width)",
+    )
+    p.add_argument(
+        "--batch-sizes",
+        type=_int_list,
+        default=None,
+        metavar="LIST",
+        help="only the rows of these batch sizes, comma-separated (default: all)",
+    )
     return p
 
 

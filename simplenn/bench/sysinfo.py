@@ -57,10 +57,12 @@ def blas_libraries() -> list[dict[str, Any]]:
         import threadpoolctl
     except ImportError:
         return []
-    keys = ("internal_api", "version", "num_threads", "architecture", "threading_layer",
-            "filepath")
-    return [{k: info.get(k) for k in keys} for info in threadpoolctl.threadpool_info()
-            if info.get("user_api") == "blas"]
+    keys = ("internal_api", "version", "num_threads", "architecture", "threading_layer", "filepath")
+    return [
+        {k: info.get(k) for k in keys}
+        for info in threadpoolctl.threadpool_info()
+        if info.get("user_api") == "blas"
+    ]
 
 
 def numpy_blas_threads() -> int:
@@ -83,8 +85,10 @@ def describe_blas(libs: list[dict[str, Any]] | None = None) -> str:
     lines = []
     for info in libs:
         kernel = f"kernel {info['architecture']}, " if info.get("architecture") else ""
-        lines.append(f"{info['internal_api']} {info['version']} ({kernel}{info['num_threads']} "
-                     f"threads) [{os.path.basename(str(info['filepath']))}]")
+        lines.append(
+            f"{info['internal_api']} {info['version']} ({kernel}{info['num_threads']} "
+            f"threads) [{os.path.basename(str(info['filepath']))}]"
+        )
     return "; ".join(lines)
 
 
@@ -100,10 +104,22 @@ def library_versions() -> dict[str, str | None]:
     """
     from .._version import __version__
 
-    versions: dict[str, str | None] = {"python": platform.python_version(),
-                                       "simplenn": __version__, "numpy": np.__version__}
-    for dist in ("numba", "cupy-cuda12x", "cupy-cuda13x", "torch", "jax", "jaxlib",
-                 "array-api-compat", "array-api-strict", "threadpoolctl"):
+    versions: dict[str, str | None] = {
+        "python": platform.python_version(),
+        "simplenn": __version__,
+        "numpy": np.__version__,
+    }
+    for dist in (
+        "numba",
+        "cupy-cuda12x",
+        "cupy-cuda13x",
+        "torch",
+        "jax",
+        "jaxlib",
+        "array-api-compat",
+        "array-api-strict",
+        "threadpoolctl",
+    ):
         try:
             versions[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
@@ -115,14 +131,21 @@ def gpu_names() -> list[str]:
     """Names of the CUDA GPUs that CuPy or PyTorch can see (empty when none)."""
     from ..backends import available_backends
 
-    names = sorted({i.device for i in available_backends()
-                    if i.available and i.device and i.device.startswith("GPU")})
+    names = sorted(
+        {
+            i.device
+            for i in available_backends()
+            if i.available and i.device and i.device.startswith("GPU")
+        }
+    )
     if not names and importlib.util.find_spec("torch") is not None:
         try:
             torch = importlib.import_module("torch")
             if torch.cuda.is_available():
-                names = [f"GPU {i}: {torch.cuda.get_device_name(i)}"
-                         for i in range(torch.cuda.device_count())]
+                names = [
+                    f"GPU {i}: {torch.cuda.get_device_name(i)}"
+                    for i in range(torch.cuda.device_count())
+                ]
         except Exception:  # a broken torch install: report no GPU rather than fail
             pass
     return names
@@ -145,4 +168,4 @@ def measure_sgemm_peak(n: int = 2048, repeat: int = 5) -> dict[str, float]:
         start = time.perf_counter()
         np.matmul(a, b, out=out)
         best = min(best, time.perf_counter() - start)
-    return {"n": n, "repeat": repeat, "best_seconds": best, "flops_per_s": 2.0 * n ** 3 / best}
+    return {"n": n, "repeat": repeat, "best_seconds": best, "flops_per_s": 2.0 * n**3 / best}

@@ -84,9 +84,11 @@ class Grid:
     repeat: int
 
     def describe(self) -> str:
-        return (f"hidden {','.join(map(str, self.hidden))} x batch "
-                f"{','.join(map(str, self.batch_sizes))}, {self.samples} images per epoch, "
-                f"best of {self.repeat}")
+        return (
+            f"hidden {','.join(map(str, self.hidden))} x batch "
+            f"{','.join(map(str, self.batch_sizes))}, {self.samples} images per epoch, "
+            f"best of {self.repeat}"
+        )
 
 
 #: The grids ``--grid`` chooses from; the first is the default.
@@ -139,12 +141,16 @@ def skip_from_env(environ: dict[str, str] | None = None) -> tuple[tuple[str, ...
     text = (os.environ if environ is None else environ).get(SKIP_ENV, "")
     names = [t.strip().lower() for t in text.replace(" ", ",").split(",") if t.strip()]
     known = contender_names()
-    return (tuple(dict.fromkeys(n for n in names if n in known)),
-            list(dict.fromkeys(n for n in names if n not in known)))
+    return (
+        tuple(dict.fromkeys(n for n in names if n in known)),
+        list(dict.fromkeys(n for n in names if n not in known)),
+    )
 
 
-def select(requested: tuple[str, ...] | None, skip: dict[str, str] | None = None,
-           ) -> tuple[list[str], list[Availability]]:
+def select(
+    requested: tuple[str, ...] | None,
+    skip: dict[str, str] | None = None,
+) -> tuple[list[str], list[Availability]]:
     """The contenders to run and those left out, each with its reason. Without
     ``requested``, every contender that runs here except those in ``skip`` (name ->
     why); a contender named in ``requested`` must run."""
@@ -153,12 +159,15 @@ def select(requested: tuple[str, ...] | None, skip: dict[str, str] | None = None
         infos = [probe_contender(n) for n in requested]
         missing = [i for i in infos if not i.available]
         if missing:
-            raise BackendUnavailableError("; ".join(f"{i.name!r} unavailable: {i.reason}"
-                                                    for i in missing)
-                                          + " (leave it out of --backends)")
+            raise BackendUnavailableError(
+                "; ".join(f"{i.name!r} unavailable: {i.reason}" for i in missing)
+                + " (leave it out of --backends)"
+            )
         return [i.name for i in infos], []
-    infos = [Availability(n, False, skip[n], n in PEER_NAMES) if n in skip
-             else probe_contender(n) for n in contender_names()]
+    infos = [
+        Availability(n, False, skip[n], n in PEER_NAMES) if n in skip else probe_contender(n)
+        for n in contender_names()
+    ]
     return [i.name for i in infos if i.available], [i for i in infos if not i.available]
 
 
@@ -171,27 +180,50 @@ def _epoch_loss(name: str, hidden: int, samples: int, train: Any, test: Any) -> 
     return float(contender.train_epoch(LOSS_CHECK_BATCH, samples, lr=LOSS_CHECK_LR))
 
 
-def _compare(peer: str, hidden: int, samples: int, simplenn_loss: float,
-             peer_loss: float) -> PeerCheck:
+def _compare(
+    peer: str, hidden: int, samples: int, simplenn_loss: float, peer_loss: float
+) -> PeerCheck:
     rel = abs(peer_loss - simplenn_loss) / max(abs(simplenn_loss), 1e-12)
-    return PeerCheck(peer, hidden, LOSS_CHECK_BATCH, LOSS_CHECK_LR, samples, simplenn_loss,
-                     peer_loss, rel, LOSS_CHECK_RTOL, bool(rel <= LOSS_CHECK_RTOL))
+    return PeerCheck(
+        peer,
+        hidden,
+        LOSS_CHECK_BATCH,
+        LOSS_CHECK_LR,
+        samples,
+        simplenn_loss,
+        peer_loss,
+        rel,
+        LOSS_CHECK_RTOL,
+        bool(rel <= LOSS_CHECK_RTOL),
+    )
 
 
 def check_peer_loss(peer: str, hidden: int, samples: int, train: Any, test: Any) -> PeerCheck:
     """Train one epoch of ``peer`` and of the NumPy backend from the same start (batch
     :data:`LOSS_CHECK_BATCH`, learning rate :data:`LOSS_CHECK_LR`) and compare
     their mean losses within :data:`LOSS_CHECK_RTOL`."""
-    return _compare(peer, hidden, samples, _epoch_loss("numpy", hidden, samples, train, test),
-                    _epoch_loss(peer, hidden, samples, train, test))
+    return _compare(
+        peer,
+        hidden,
+        samples,
+        _epoch_loss("numpy", hidden, samples, train, test),
+        _epoch_loss(peer, hidden, samples, train, test),
+    )
 
 
 # --------------------------------------------------------------------------------------
 # Measuring.
 # --------------------------------------------------------------------------------------
-def _worker(inbox: Any, outbox: Any, name: str, parent_pid: int,
-            hidden_sizes: tuple[int, ...], batch_sizes: tuple[int, ...], samples: int,
-            repeat: int) -> None:
+def _worker(
+    inbox: Any,
+    outbox: Any,
+    name: str,
+    parent_pid: int,
+    hidden_sizes: tuple[int, ...],
+    batch_sizes: tuple[int, ...],
+    samples: int,
+    repeat: int,
+) -> None:
     """The body of one contender's process: a peer's loss for the peer check, then every
     cell -- for each width and batch size an untimed warm-up epoch (JIT compilation, GPU
     kernels, caches) and ``repeat`` timed epochs, each only when the coordinator says
@@ -207,8 +239,9 @@ def _worker(inbox: Any, outbox: Any, name: str, parent_pid: int,
         train, test = load_mnist()
         if name in PEER_NAMES:
             inbox.get()  # our turn
-            outbox.put((name, "peer_loss", _epoch_loss(name, hidden_sizes[0], samples, train,
-                                                       test)))
+            outbox.put(
+                (name, "peer_loss", _epoch_loss(name, hidden_sizes[0], samples, train, test))
+            )
         for hidden in hidden_sizes:
             contender = None
             for bs in batch_sizes:
@@ -222,19 +255,35 @@ def _worker(inbox: Any, outbox: Any, name: str, parent_pid: int,
                     else:
                         seconds.append(timed(contender.train_epoch, bs, samples)[0])
                     outbox.put((name, "turn_done", None))
-                outbox.put((name, "cell", {"name": name, "is_peer": bool(contender.is_peer),
-                                           "hidden": hidden, "batch_size": bs,
-                                           "samples": samples, "seconds": seconds}))
+                outbox.put(
+                    (
+                        name,
+                        "cell",
+                        {
+                            "name": name,
+                            "is_peer": bool(contender.is_peer),
+                            "hidden": hidden,
+                            "batch_size": bs,
+                            "samples": samples,
+                            "seconds": seconds,
+                        },
+                    )
+                )
             del contender
         outbox.put((name, "blas", sysinfo.blas_libraries()))
     except BaseException:  # noqa: BLE001 -- report everything, Ctrl-C included, then stop
         outbox.put((name, "error", traceback.format_exc()))
 
 
-def run_grid(names: list[str], hidden_sizes: tuple[int, ...], batch_sizes: tuple[int, ...],
-             samples: int, repeat: int, progress: bool = True,
-             on_cells: Callable[[list[dict[str, Any]]], None] | None = None,
-             ) -> tuple[list[dict[str, Any]], list[PeerCheck], list[dict[str, Any]]]:
+def run_grid(
+    names: list[str],
+    hidden_sizes: tuple[int, ...],
+    batch_sizes: tuple[int, ...],
+    samples: int,
+    repeat: int,
+    progress: bool = True,
+    on_cells: Callable[[list[dict[str, Any]]], None] | None = None,
+) -> tuple[list[dict[str, Any]], list[PeerCheck], list[dict[str, Any]]]:
     """Measure every contender, each in a process of its own, taking turns epoch by epoch.
 
     Separate processes keep the contenders from slowing each other down: PyTorch's
@@ -259,16 +308,34 @@ def run_grid(names: list[str], hidden_sizes: tuple[int, ...], batch_sizes: tuple
     ctx = multiprocessing.get_context("spawn")
     outbox = ctx.Queue()
     inboxes = {name: ctx.Queue() for name in names}
-    procs = {name: ctx.Process(target=_worker, args=(inboxes[name], outbox, name, os.getpid(),
-                                                     hidden_sizes, batch_sizes, samples, repeat),
-                               daemon=True)
-             for name in names}
+    procs = {
+        name: ctx.Process(
+            target=_worker,
+            args=(
+                inboxes[name],
+                outbox,
+                name,
+                os.getpid(),
+                hidden_sizes,
+                batch_sizes,
+                samples,
+                repeat,
+            ),
+            daemon=True,
+        )
+        for name in names
+    }
     cells: list[dict[str, Any]] = []
     checks: list[PeerCheck] = []
     blas: dict[str, dict[str, Any]] = {}
-    bar = tqdm(total=len(names) * len(hidden_sizes) * len(batch_sizes), desc="bench",
-               unit="cell", file=sys.stderr, disable=None if progress else True,
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=len(names) * len(hidden_sizes) * len(batch_sizes),
+        desc="bench",
+        unit="cell",
+        file=sys.stderr,
+        disable=None if progress else True,
+        dynamic_ncols=True,
+    )
 
     arrived: Counter[tuple[str, str]] = Counter()
 
@@ -280,8 +347,10 @@ def run_grid(names: list[str], hidden_sizes: tuple[int, ...], batch_sizes: tuple
                 sender, got, value = outbox.get(timeout=1.0)
             except queue_module.Empty:
                 if not procs[name].is_alive():
-                    raise BenchmarkError(f"the {name} benchmark process died (exit status "
-                                         f"{procs[name].exitcode}) without reporting why")
+                    raise BenchmarkError(
+                        f"the {name} benchmark process died (exit status "
+                        f"{procs[name].exitcode}) without reporting why"
+                    )
                 continue
             if got == "error":
                 raise BenchmarkError(f"benchmarking {sender} failed:\n{value.rstrip()}")
@@ -311,7 +380,7 @@ def run_grid(names: list[str], hidden_sizes: tuple[int, ...], batch_sizes: tuple
             for _ in batch_sizes:
                 for turn in range(repeat + 1):
                     # rotate who goes first, so no contender always follows the same one
-                    order = names[turn % len(names):] + names[:turn % len(names)]
+                    order = names[turn % len(names) :] + names[: turn % len(names)]
                     for name in order:
                         time.sleep(HANDOFF_PAUSE)
                         inboxes[name].put("go")
@@ -319,7 +388,7 @@ def run_grid(names: list[str], hidden_sizes: tuple[int, ...], batch_sizes: tuple
                 for name in names:
                     wait_for(name, "cell")
                 if on_cells is not None:
-                    on_cells(sorted(cells[-len(names):], key=lambda c: rank[c["name"]]))
+                    on_cells(sorted(cells[-len(names) :], key=lambda c: rank[c["name"]]))
         for name in names:
             wait_for(name, "blas")
         finished = True
@@ -332,8 +401,13 @@ def run_grid(names: list[str], hidden_sizes: tuple[int, ...], batch_sizes: tuple
             proc.join(timeout=10)
             if proc.is_alive():
                 proc.kill()
-    cells.sort(key=lambda c: (hidden_sizes.index(c["hidden"]), batch_sizes.index(c["batch_size"]),
-                              rank[c["name"]]))
+    cells.sort(
+        key=lambda c: (
+            hidden_sizes.index(c["hidden"]),
+            batch_sizes.index(c["batch_size"]),
+            rank[c["name"]],
+        )
+    )
     return cells, checks, list(blas.values())
 
 
@@ -345,12 +419,21 @@ def summarize(raw: list[dict[str, Any]], peak_flops: float) -> list[Cell]:
     for r in raw:
         flops = training_flops_per_sample(r["hidden"])
         rate = r["samples"] / min(r["seconds"])
-        cells.append(Cell(
-            name=r["name"], is_peer=r["is_peer"], hidden=r["hidden"], batch_size=r["batch_size"],
-            samples=r["samples"], seconds=r["seconds"], samples_per_s=rate,
-            median_samples_per_s=r["samples"] / statistics.median(r["seconds"]),
-            flops_per_sample=flops, gflops_per_s=rate * flops / 1e9,
-            percent_of_peak=100.0 * rate * flops / peak_flops))
+        cells.append(
+            Cell(
+                name=r["name"],
+                is_peer=r["is_peer"],
+                hidden=r["hidden"],
+                batch_size=r["batch_size"],
+                samples=r["samples"],
+                seconds=r["seconds"],
+                samples_per_s=rate,
+                median_samples_per_s=r["samples"] / statistics.median(r["seconds"]),
+                flops_per_sample=flops,
+                gflops_per_s=rate * flops / 1e9,
+                percent_of_peak=100.0 * rate * flops / peak_flops,
+            )
+        )
     numpy_rate = {(c.hidden, c.batch_size): c.samples_per_s for c in cells if c.name == "numpy"}
     for c in cells:
         base = numpy_rate.get((c.hidden, c.batch_size))
@@ -361,8 +444,16 @@ def summarize(raw: list[dict[str, Any]], peak_flops: float) -> list[Cell]:
 # --------------------------------------------------------------------------------------
 # The table: printed row by row as the cells come, or whole (python -m simplenn.bench.report).
 # --------------------------------------------------------------------------------------
-HEADER = ("hidden", "batch", "backend", "samples/s", "median", "vs numpy", "dense GFLOP/s",
-          "% of peak")
+HEADER = (
+    "hidden",
+    "batch",
+    "backend",
+    "samples/s",
+    "median",
+    "vs numpy",
+    "dense GFLOP/s",
+    "% of peak",
+)
 #: The least width of each column: numbers up to 999,999,999 samples/s fit, so rows
 #: printed one by one line up.
 MIN_WIDTHS = (6, 5, 7, 11, 11, 8, 13, 9)
@@ -374,10 +465,16 @@ def _label(name: str, is_peer: bool) -> str:
 
 
 def _fields(c: Cell) -> tuple[str, ...]:
-    return (str(c.hidden), str(c.batch_size), _label(c.name, c.is_peer),
-            f"{c.samples_per_s:,.0f}", f"{c.median_samples_per_s:,.0f}",
-            f"{c.speedup_vs_numpy:.2f}x" if c.speedup_vs_numpy is not None else "-",
-            f"{c.gflops_per_s:.1f}", f"{c.percent_of_peak:.1f}%")
+    return (
+        str(c.hidden),
+        str(c.batch_size),
+        _label(c.name, c.is_peer),
+        f"{c.samples_per_s:,.0f}",
+        f"{c.median_samples_per_s:,.0f}",
+        f"{c.speedup_vs_numpy:.2f}x" if c.speedup_vs_numpy is not None else "-",
+        f"{c.gflops_per_s:.1f}",
+        f"{c.percent_of_peak:.1f}%",
+    )
 
 
 def table_widths(labels: list[str], rows: list[tuple[str, ...]] = ()) -> list[int]:
@@ -392,14 +489,25 @@ def table_widths(labels: list[str], rows: list[tuple[str, ...]] = ()) -> list[in
 
 def format_line(values: tuple[str, ...], widths: list[int]) -> str:
     """One Markdown table line of ``values`` in columns of ``widths``."""
-    return "| " + " | ".join(v.rjust(w) if i in _RIGHT else v.ljust(w)
-                             for i, (v, w) in enumerate(zip(values, widths))) + " |"
+    return (
+        "| "
+        + " | ".join(
+            v.rjust(w) if i in _RIGHT else v.ljust(w)
+            for i, (v, w) in enumerate(zip(values, widths))
+        )
+        + " |"
+    )
 
 
 def table_head(widths: list[int]) -> list[str]:
     """The header line and the alignment rule of the table."""
-    rule = "|" + "|".join(("-" * (w + 1) + ":") if i in _RIGHT else ("-" * (w + 2))
-                          for i, w in enumerate(widths)) + "|"
+    rule = (
+        "|"
+        + "|".join(
+            ("-" * (w + 1) + ":") if i in _RIGHT else ("-" * (w + 2)) for i, w in enumerate(widths)
+        )
+        + "|"
+    )
     return [format_line(HEADER, widths), rule]
 
 

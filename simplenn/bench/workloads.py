@@ -48,14 +48,16 @@ THROUGHPUT_LR = 0.01
 MOMENTUM = SGD.momentum
 
 
-def training_flops_per_sample(hidden: int, n_inputs: int = N_INPUTS,
-                              n_classes: int = N_CLASSES) -> int:
+def training_flops_per_sample(
+    hidden: int, n_inputs: int = N_INPUTS, n_classes: int = N_CLASSES
+) -> int:
     """Dense-product FLOPs of one SGD step per sample: ``4·d·h + 6·h·c`` (module docstring)."""
     return 4 * n_inputs * hidden + 6 * hidden * n_classes
 
 
-def inference_flops_per_sample(hidden: int, n_inputs: int = N_INPUTS,
-                               n_classes: int = N_CLASSES) -> int:
+def inference_flops_per_sample(
+    hidden: int, n_inputs: int = N_INPUTS, n_classes: int = N_CLASSES
+) -> int:
     """Dense-product FLOPs of the forward pass per sample: ``2·d·h + 2·h·c``."""
     return 2 * n_inputs * hidden + 2 * hidden * n_classes
 
@@ -72,8 +74,14 @@ class Contender(abc.ABC):
     name: str
     is_peer: bool = False
 
-    def __init__(self, hidden: int, train_X: np.ndarray, train_y: np.ndarray,
-                 test_X: np.ndarray, seed: int = 0) -> None:
+    def __init__(
+        self,
+        hidden: int,
+        train_X: np.ndarray,
+        train_y: np.ndarray,
+        test_X: np.ndarray,
+        seed: int = 0,
+    ) -> None:
         self.hidden = hidden
         self.n_train = int(train_X.shape[0])
         self.n_test = int(test_X.shape[0])
@@ -84,14 +92,21 @@ class Contender(abc.ABC):
         """Wait for queued device work (a no-op on the CPU)."""
 
     @abc.abstractmethod
-    def train_epoch(self, batch_size: int, n_samples: int | None = None, *,
-                    lr: float = THROUGHPUT_LR, momentum: float = MOMENTUM) -> float:
+    def train_epoch(
+        self,
+        batch_size: int,
+        n_samples: int | None = None,
+        *,
+        lr: float = THROUGHPUT_LR,
+        momentum: float = MOMENTUM,
+    ) -> float:
         """One epoch over the first ``n_samples`` training images (all by default);
         returns the mean of the per-step losses, as a float."""
 
     @abc.abstractmethod
-    def train_step(self, batch_size: int, *, lr: float = THROUGHPUT_LR,
-                   momentum: float = MOMENTUM) -> None:
+    def train_step(
+        self, batch_size: int, *, lr: float = THROUGHPUT_LR, momentum: float = MOMENTUM
+    ) -> None:
         """One SGD step on the first ``batch_size`` training images."""
 
     @abc.abstractmethod
@@ -110,8 +125,15 @@ class Contender(abc.ABC):
 class SimplennContender(Contender):
     """A simplenn backend, trained through :func:`simplenn.fit` as a user would."""
 
-    def __init__(self, backend: str, hidden: int, train_X: np.ndarray, train_y: np.ndarray,
-                 test_X: np.ndarray, seed: int = 0) -> None:
+    def __init__(
+        self,
+        backend: str,
+        hidden: int,
+        train_X: np.ndarray,
+        train_y: np.ndarray,
+        test_X: np.ndarray,
+        seed: int = 0,
+    ) -> None:
         super().__init__(hidden, train_X, train_y, test_X, seed)
         self.name = backend
         self.net = TwoLayerNet(N_INPUTS, hidden, N_CLASSES, backend=backend, seed=seed)
@@ -126,20 +148,41 @@ class SimplennContender(Contender):
     def synchronize(self) -> None:
         self.ops.synchronize()
 
-    def train_epoch(self, batch_size: int, n_samples: int | None = None, *,
-                    lr: float = THROUGHPUT_LR, momentum: float = MOMENTUM) -> float:
+    def train_epoch(
+        self,
+        batch_size: int,
+        n_samples: int | None = None,
+        *,
+        lr: float = THROUGHPUT_LR,
+        momentum: float = MOMENTUM,
+    ) -> float:
         n = self._check_n(n_samples, self.n_train)
-        history = fit(self.net, (self.X[:n, ...], self.Y[:n]), epochs=1, batch_size=batch_size,
-                      lr=lr, optimizer=SGD(momentum=momentum), lr_schedule="constant",
-                      seed=self.seed, eval_train=False)
+        history = fit(
+            self.net,
+            (self.X[:n, ...], self.Y[:n]),
+            epochs=1,
+            batch_size=batch_size,
+            lr=lr,
+            optimizer=SGD(momentum=momentum),
+            lr_schedule="constant",
+            seed=self.seed,
+            eval_train=False,
+        )
         return history.epochs[0].train_loss
 
-    def train_step(self, batch_size: int, *, lr: float = THROUGHPUT_LR,
-                   momentum: float = MOMENTUM) -> None:
+    def train_step(
+        self, batch_size: int, *, lr: float = THROUGHPUT_LR, momentum: float = MOMENTUM
+    ) -> None:
         optimizer = SGD(momentum=momentum)
         self._state, _ = self.net.train_steps(
-            self.X, self.Y, self._order[:min(batch_size, self.n_train)], self._state,
-            optimizer=optimizer, batch_size=batch_size, lrs=np.full(1, lr))
+            self.X,
+            self.Y,
+            self._order[: min(batch_size, self.n_train)],
+            self._state,
+            optimizer=optimizer,
+            batch_size=batch_size,
+            lrs=np.full(1, lr),
+        )
         self.ops.synchronize(*self.net.params)
 
     def infer(self, batch_size: int, n_samples: int | None = None) -> None:
@@ -159,9 +202,15 @@ class _TargetReached(Exception):
     pass
 
 
-def time_to_accuracy(backend: str, train: Any, test: Any, *, target: float,
-                     hidden: int | None = None, config: TrainConfig = TrainConfig(),
-                     ) -> dict[str, Any]:
+def time_to_accuracy(
+    backend: str,
+    train: Any,
+    test: Any,
+    *,
+    target: float,
+    hidden: int | None = None,
+    config: TrainConfig = TrainConfig(),
+) -> dict[str, Any]:
     """Train from scratch with ``config`` (the defaults of ``python -m simplenn.train``)
     until the test accuracy reaches ``target``, checked after every epoch.
 
@@ -183,16 +232,33 @@ def time_to_accuracy(backend: str, train: Any, test: Any, *, target: float,
     net.ops.synchronize()
     start = time.perf_counter()
     try:
-        fit(net, train, test, epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
-            optimizer=config.optimizer, warmup_steps=config.warmup_steps,
-            lr_schedule=config.lr_schedule, seed=config.seed, eval_train=False,
-            on_epoch_end=check)
+        fit(
+            net,
+            train,
+            test,
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            lr=config.lr,
+            optimizer=config.optimizer,
+            warmup_steps=config.warmup_steps,
+            lr_schedule=config.lr_schedule,
+            seed=config.seed,
+            eval_train=False,
+            on_epoch_end=check,
+        )
         reached = False
     except _TargetReached:
         reached = True
     net.ops.synchronize()
     seconds = time.perf_counter() - start
     n = len(train[0]) if isinstance(train, (tuple, list)) else len(train)
-    return {"seconds": seconds, "epochs": len(last), "test_accuracy": last[-1],
-            "reached": reached, "target": target, "samples": n * len(last), "hidden": hidden,
-            "batch_size": config.batch_size}
+    return {
+        "seconds": seconds,
+        "epochs": len(last),
+        "test_accuracy": last[-1],
+        "reached": reached,
+        "target": target,
+        "samples": n * len(last),
+        "hidden": hidden,
+        "batch_size": config.batch_size,
+    }

@@ -43,8 +43,12 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.add_argument("--version", action="version", version=VERSION_LINE,
-                          help=f"print the version ({VERSION_LINE}) and exit")
+        self.add_argument(
+            "--version",
+            action="version",
+            version=VERSION_LINE,
+            help=f"print the version ({VERSION_LINE}) and exit",
+        )
 
     def error(self, message: str):  # type: ignore[override]
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
@@ -112,8 +116,10 @@ def backend_name(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-BACKEND_HELP = ("array backend: auto, or any registered backend (--list-backends shows them "
-                "all with why each can or can't run here)")
+BACKEND_HELP = (
+    "array backend: auto, or any registered backend (--list-backends shows them "
+    "all with why each can or can't run here)"
+)
 
 
 def existing_dir(text: str) -> Path:
@@ -139,8 +145,11 @@ def run_command(prog: str, main: Callable[[], int], debug: bool) -> int:
         if debug:
             raise
         detail = " ".join(str(exc).split()) or "MemoryError"
-        print(f"{prog}: error: out of memory ({detail}); free memory or ask for less (a "
-              f"smaller model, batch or image)", file=sys.stderr)
+        print(
+            f"{prog}: error: out of memory ({detail}); free memory or ask for less (a "
+            f"smaller model, batch or image)",
+            file=sys.stderr,
+        )
         return EXIT_ERROR
     except BrokenPipeError:  # stdout closed early (e.g. piped into `head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -33,19 +33,33 @@ def _backend(text: str) -> str:
 def build_parser() -> common.ArgumentParser:
     from ..testing import CHECKS, DTYPES
 
-    p = common.ArgumentParser(prog=PROG, description=(
-        "Run the conformance kit on a backend: each op, the gradients, training "
-        "trajectories and the augmentation against references, in float64 and float32. "
-        "Each check is printed as it starts and as it ends."))
-    p.add_argument("backend", type=_backend,
-                   help="a registered backend (python -m simplenn.train --list-backends)")
-    p.add_argument("--dtype", choices=DTYPES, action="append",
-                   help=f"check in this dtype only (repeatable; default: {', '.join(DTYPES)})")
-    p.add_argument("--check", choices=tuple(CHECKS), action="append", metavar="NAME",
-                   help=f"run this check only (repeatable; default: all of "
-                        f"{', '.join(CHECKS)})")
-    p.add_argument("--debug", action="store_true",
-                   help="show the traceback of each failure")
+    p = common.ArgumentParser(
+        prog=PROG,
+        description=(
+            "Run the conformance kit on a backend: each op, the gradients, training "
+            "trajectories and the augmentation against references, in float64 and float32. "
+            "Each check is printed as it starts and as it ends."
+        ),
+    )
+    p.add_argument(
+        "backend",
+        type=_backend,
+        help="a registered backend (python -m simplenn.train --list-backends)",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        action="append",
+        help=f"check in this dtype only (repeatable; default: {', '.join(DTYPES)})",
+    )
+    p.add_argument(
+        "--check",
+        choices=tuple(CHECKS),
+        action="append",
+        metavar="NAME",
+        help=f"run this check only (repeatable; default: all of {', '.join(CHECKS)})",
+    )
+    p.add_argument("--debug", action="store_true", help="show the traceback of each failure")
     return p
 
 
@@ -76,12 +90,18 @@ def _check(args) -> int:
                 traceback.print_exception(result.error, file=sys.stdout)
 
     detail = ", ".join(x for x in (info.version and f"version {info.version}", info.device) if x)
-    print(f"the conformance kit on backend {args.backend}" + (f" ({detail})" if detail else ""),
-          flush=True)
+    print(
+        f"the conformance kit on backend {args.backend}" + (f" ({detail})" if detail else ""),
+        flush=True,
+    )
     start = time.perf_counter()
-    results = list(run_checks(args.backend, dtypes, tuple(args.check) if args.check else None,
-                              report=report))
+    results = list(
+        run_checks(args.backend, dtypes, tuple(args.check) if args.check else None, report=report)
+    )
     counts = {s: sum(r.status == s for r in results) for s in ("passed", "skipped", "failed")}
-    print(", ".join(f"{n} {s}" for s, n in counts.items())
-          + f" in {time.perf_counter() - start:.1f} s", flush=True)
+    print(
+        ", ".join(f"{n} {s}" for s, n in counts.items())
+        + f" in {time.perf_counter() - start:.1f} s",
+        flush=True,
+    )
     return common.EXIT_ERROR if counts["failed"] else 0

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import common
 from ..core.inputs import to_host
 from ..data.datasets import load_test_split
+from . import common
 
 PROG = common.invoked_as("simplenn.evaluate")
 
@@ -41,7 +41,9 @@ class Evaluation:
     def precision(self) -> np.ndarray:
         predicted_counts = self.confusion.sum(axis=0)
         with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(predicted_counts > 0, np.diag(self.confusion) / predicted_counts, np.nan)
+            return np.where(
+                predicted_counts > 0, np.diag(self.confusion) / predicted_counts, np.nan
+            )
 
     @property
     def recall(self) -> np.ndarray:
@@ -77,35 +79,69 @@ def format_report(ev: Evaluation) -> str:
     """Accuracy, per-class precision/recall/support and the confusion matrix, as text."""
     c = ev.confusion.shape[0]
     n = int(ev.confusion.sum())
-    lines = [f"test accuracy: {100 * ev.accuracy:.2f}% ({int(np.trace(ev.confusion))}/{n})", "",
-             "class  precision  recall  support"]
+    lines = [
+        f"test accuracy: {100 * ev.accuracy:.2f}% ({int(np.trace(ev.confusion))}/{n})",
+        "",
+        "class  precision  recall  support",
+    ]
     support = ev.confusion.sum(axis=1)
     for i in range(c):
-        lines.append(f"{i:>5}     {_percent(ev.precision[i])}  {_percent(ev.recall[i])}  {support[i]:>7}")
+        lines.append(
+            f"{i:>5}     {_percent(ev.precision[i])}  {_percent(ev.recall[i])}  {support[i]:>7}"
+        )
     width = max(4, len(str(ev.confusion.max())) + 1)
-    lines += ["", "confusion matrix (rows: true label, columns: predicted label)",
-              "true\\pred " + "".join(f"{j:>{width}}" for j in range(c))]
+    lines += [
+        "",
+        "confusion matrix (rows: true label, columns: predicted label)",
+        "true\\pred " + "".join(f"{j:>{width}}" for j in range(c)),
+    ]
     for i in range(c):
         lines.append(f"{i:>9} " + "".join(f"{v:>{width}}" for v in ev.confusion[i]))
     return "\n".join(lines)
 
 
 def build_parser() -> common.ArgumentParser:
-    p = common.ArgumentParser(prog=PROG, description=(
-        "Evaluate a saved model (or checkpoint) on the MNIST test set: accuracy, per-class "
-        "precision and recall, confusion matrix."))
-    p.add_argument("model", type=Path, metavar="MODEL.npz", help="a model saved by "
-                   "python -m simplenn.train --save, or a checkpoint")
-    p.add_argument("--backend", type=common.backend_name, default=None,
-                   help=f"{common.BACKEND_HELP} (default: $SIMPLENN_BACKEND, else numpy)")
-    p.add_argument("--data-dir", type=common.existing_dir, default=None,
-                   help="directory with the MNIST-format test files, t10k-images-idx3-ubyte and "
-                        "t10k-labels-idx1-ubyte, each plain or .gz (default: the bundled MNIST)")
-    p.add_argument("--plot", type=Path, default=None, metavar="DIR",
-                   help="also write confusion_matrix.png and confident_errors.png to DIR "
-                        "(created if missing; needs matplotlib: pip install matplotlib)")
-    p.add_argument("--errors", type=common.positive_int, default=24, metavar="K",
-                   help="how many confidently wrong digits --plot shows (default 24)")
+    p = common.ArgumentParser(
+        prog=PROG,
+        description=(
+            "Evaluate a saved model (or checkpoint) on the MNIST test set: accuracy, per-class "
+            "precision and recall, confusion matrix."
+        ),
+    )
+    p.add_argument(
+        "model",
+        type=Path,
+        metavar="MODEL.npz",
+        help="a model saved by python -m simplenn.train --save, or a checkpoint",
+    )
+    p.add_argument(
+        "--backend",
+        type=common.backend_name,
+        default=None,
+        help=f"{common.BACKEND_HELP} (default: $SIMPLENN_BACKEND, else numpy)",
+    )
+    p.add_argument(
+        "--data-dir",
+        type=common.existing_dir,
+        default=None,
+        help="directory with the MNIST-format test files, t10k-images-idx3-ubyte and "
+        "t10k-labels-idx1-ubyte, each plain or .gz (default: the bundled MNIST)",
+    )
+    p.add_argument(
+        "--plot",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also write confusion_matrix.png and confident_errors.png to DIR "
+        "(created if missing; needs matplotlib: pip install matplotlib)",
+    )
+    p.add_argument(
+        "--errors",
+        type=common.positive_int,
+        default=24,
+        metavar="K",
+        help="how many confidently wrong digits --plot shows (default 24)",
+    )
     p.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
     return p
 
@@ -116,9 +152,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _evaluate(args) -> int:
-    from ..io.models import load_model
-
     from ..errors import DataError
+    from ..io.models import load_model
 
     if args.plot is not None:
         from .plots import require_matplotlib
@@ -127,22 +162,30 @@ def _evaluate(args) -> int:
     net = load_model(args.model, backend=args.backend)
     test, source = load_test_split(args.data_dir)
     if test.n_features != net.n_inputs or (len(test) and test.y.max() >= net.n_classes):
-        raise DataError(f"the test set in {source} ({test.n_features} pixels, labels up to "
-                        f"{test.y.max()}) does not fit model {args.model} ({net.n_inputs} inputs, "
-                        f"{net.n_classes} classes)")
+        raise DataError(
+            f"the test set in {source} ({test.n_features} pixels, labels up to "
+            f"{test.y.max()}) does not fit model {args.model} ({net.n_inputs} inputs, "
+            f"{net.n_classes} classes)"
+        )
     ev = evaluate(net, test.X, test.y)
     print(f"model {args.model}: {net!r}, {source} test set, {len(test)} images")
     print(format_report(ev))
     if args.plot is not None:
-        from . import plots
         from ..io.models import ensure_directory
+        from . import plots
 
         ensure_directory(args.plot, "--plot")
         written = [plots.plot_confusion_matrix(ev.confusion, args.plot / plots.CONFUSION_MATRIX)]
         idx = ev.most_confident_errors(args.errors)
-        written.append(plots.plot_confident_errors(
-            test.X[idx], ev.true[idx], ev.predicted[idx], ev.probabilities[idx, ev.predicted[idx]],
-            args.plot / plots.CONFIDENT_ERRORS, image_shape=test.image_shape))
+        written.append(
+            plots.plot_confident_errors(
+                test.X[idx],
+                ev.true[idx],
+                ev.predicted[idx],
+                ev.probabilities[idx, ev.predicted[idx]],
+                args.plot / plots.CONFIDENT_ERRORS,
+                image_shape=test.image_shape,
+            )
+        )
         print("wrote " + ", ".join(str(p) for p in written))
     return 0
-

@@ -17,16 +17,28 @@ PROG = common.invoked_as("simplenn.export")
 
 
 def build_parser() -> common.ArgumentParser:
-    p = common.ArgumentParser(prog=PROG, description=(
-        "Export a saved model (or checkpoint) to an ONNX file that onnxruntime or any "
-        "ONNX runtime can run: outputs probabilities (N, classes) float32 and label (N,) "
-        "int64. Needs onnx: pip install onnx onnxruntime."))
-    p.add_argument("model", type=Path, metavar="MODEL.npz",
-                   help="a model saved by python -m simplenn.train --save, or a checkpoint")
+    p = common.ArgumentParser(
+        prog=PROG,
+        description=(
+            "Export a saved model (or checkpoint) to an ONNX file that onnxruntime or any "
+            "ONNX runtime can run: outputs probabilities (N, classes) float32 and label (N,) "
+            "int64. Needs onnx: pip install onnx onnxruntime."
+        ),
+    )
+    p.add_argument(
+        "model",
+        type=Path,
+        metavar="MODEL.npz",
+        help="a model saved by python -m simplenn.train --save, or a checkpoint",
+    )
     p.add_argument("output", type=Path, metavar="OUT.onnx", help="the ONNX file to write")
-    p.add_argument("--inputs", choices=("uint8", "float"), default="uint8",
-                   help="graph input: 'pixels', uint8 raw pixels scaled by 1/255 inside the "
-                        "graph (default), or 'features', float32 features used as they are")
+    p.add_argument(
+        "--inputs",
+        choices=("uint8", "float"),
+        default="uint8",
+        help="graph input: 'pixels', uint8 raw pixels scaled by 1/255 inside the "
+        "graph (default), or 'features', float32 features used as they are",
+    )
     p.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
     return p
 
@@ -50,7 +62,9 @@ def _export(args) -> int:
         raise ModelFileError(f"cannot export {args.model}: {exc}") from None
     kind = "pixels" if args.inputs == "uint8" else "features"
     dtype = "uint8" if args.inputs == "uint8" else "float32"
-    print(f"wrote {path}: {net.n_inputs} -> {net.n_hidden} -> {net.n_classes} network, input "
-          f"{kind} (N, {net.n_inputs}) {dtype}, outputs probabilities (N, {net.n_classes}) "
-          f"float32 and label (N,) int64")
+    print(
+        f"wrote {path}: {net.n_inputs} -> {net.n_hidden} -> {net.n_classes} network, input "
+        f"{kind} (N, {net.n_inputs}) {dtype}, outputs probabilities (N, {net.n_classes}) "
+        f"float32 and label (N,) int64"
+    )
     return 0

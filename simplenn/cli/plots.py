@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 
 from .._optional import require
+from ..core.training import History
 from ..errors import SimplennError
 from ..io.atomic import atomic_write_bytes
-from ..core.training import History
 
 TRAINING_CURVES = "training_curves.png"
 CONFUSION_MATRIX = "confusion_matrix.png"
@@ -51,8 +51,11 @@ def _save(fig: Any, path: str | os.PathLike) -> Path:
 
 #: The per-epoch curves: label -> the EpochStats field of each panel.
 _LOSS_FIELDS = {"train": "train_loss", "validation": "val_loss", "test": "test_loss"}
-_ACCURACY_FIELDS = {"train": "train_accuracy", "validation": "val_accuracy",
-                    "test": "test_accuracy"}
+_ACCURACY_FIELDS = {
+    "train": "train_accuracy",
+    "validation": "val_accuracy",
+    "test": "test_accuracy",
+}
 
 Curves = dict[str, list[tuple[int, float]]]
 
@@ -66,15 +69,22 @@ def training_curves(history: History) -> tuple[Curves, Curves]:
     validation set measures the test set once, at the end: ``test (final)``, one point at
     the epoch whose parameters the network kept. Curves without points are left out.
     """
+
     def points(name: str, scale: float = 1.0) -> list[tuple[int, float]]:
-        return [(e.epoch, scale * getattr(e, name)) for e in history.epochs
-                if getattr(e, name) is not None]
+        return [
+            (e.epoch, scale * getattr(e, name))
+            for e in history.epochs
+            if getattr(e, name) is not None
+        ]
 
     losses = {label: points(name) for label, name in _LOSS_FIELDS.items()}
     accuracies = {label: points(name, 100.0) for label, name in _ACCURACY_FIELDS.items()}
     if history.test_accuracy is not None and history.epochs:
-        kept = (history.best_epoch if history.config.early_stopping is not None
-                else history.epochs[-1].epoch)
+        kept = (
+            history.best_epoch
+            if history.config.early_stopping is not None
+            else history.epochs[-1].epoch
+        )
         accuracies["test (final)"] = [(kept, 100.0 * history.test_accuracy)]
         if history.test_loss is not None:
             losses["test (final)"] = [(kept, history.test_loss)]
@@ -88,8 +98,10 @@ def training_curves_title(history: History, n_hidden: int | None = None) -> str:
     c = history.config
     hidden = f"hidden {n_hidden}, " if n_hidden is not None else ""
     augment = "no augmentation" if c.augment == "none" else f"{c.augment} augmentation"
-    return (f"{history.backend} backend, {hidden}batch {c.batch_size}, lr {c.lr:g} "
-            f"({c.lr_schedule}), {c.optimizer.name}, {augment}, seed {c.seed}")
+    return (
+        f"{history.backend} backend, {hidden}batch {c.batch_size}, lr {c.lr:g} "
+        f"({c.lr_schedule}), {c.optimizer.name}, {augment}, seed {c.seed}"
+    )
 
 
 def training_curves_figure(history: History, n_hidden: int | None = None) -> Any:
@@ -115,8 +127,9 @@ def training_curves_figure(history: History, n_hidden: int | None = None) -> Any
     return fig
 
 
-def plot_training_curves(history: History, path: str | os.PathLike,
-                         n_hidden: int | None = None) -> Path:
+def plot_training_curves(
+    history: History, path: str | os.PathLike, n_hidden: int | None = None
+) -> Path:
     """Losses (left, log scale) and accuracies (right) per epoch, as a PNG: those of
     :func:`training_curves`, so train, validation and test as the run measured them,
     under :func:`training_curves_title` (``n_hidden``: the network's hidden width)."""
@@ -135,17 +148,35 @@ def plot_confusion_matrix(confusion: np.ndarray, path: str | os.PathLike) -> Pat
     fig.colorbar(image, ax=ax, label="fraction of the true class")
     for i in range(c):
         for j in range(c):
-            ax.text(j, i, str(confusion[i, j]), ha="center", va="center", fontsize=8,
-                    color="white" if rates[i, j] > 0.5 else "black")
-    ax.set(xticks=range(c), yticks=range(c), xlabel="predicted label", ylabel="true label",
-           title="confusion matrix (test set)")
+            ax.text(
+                j,
+                i,
+                str(confusion[i, j]),
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if rates[i, j] > 0.5 else "black",
+            )
+    ax.set(
+        xticks=range(c),
+        yticks=range(c),
+        xlabel="predicted label",
+        ylabel="true label",
+        title="confusion matrix (test set)",
+    )
     fig.tight_layout()
     return _save(fig, path)
 
 
-def plot_confident_errors(images: np.ndarray, true: np.ndarray, predicted: np.ndarray,
-                          confidence: np.ndarray, path: str | os.PathLike,
-                          image_shape: tuple[int, int] = (28, 28), columns: int = 6) -> Path:
+def plot_confident_errors(
+    images: np.ndarray,
+    true: np.ndarray,
+    predicted: np.ndarray,
+    confidence: np.ndarray,
+    path: str | os.PathLike,
+    image_shape: tuple[int, int] = (28, 28),
+    columns: int = 6,
+) -> Path:
     """A grid of misclassified images (k, rows*cols) uint8, each titled with its true
     label, predicted label and the predicted probability, as a PNG."""
     k = images.shape[0]
@@ -156,8 +187,9 @@ def plot_confident_errors(images: np.ndarray, true: np.ndarray, predicted: np.nd
         ax.set_axis_off()
         if i < k:
             ax.imshow(images[i].reshape(image_shape), cmap="gray_r", vmin=0, vmax=255)
-            ax.set_title(f"true {true[i]}, pred {predicted[i]}\n{100 * confidence[i]:.1f}%",
-                         fontsize=9)
+            ax.set_title(
+                f"true {true[i]}, pred {predicted[i]}\n{100 * confidence[i]:.1f}%", fontsize=9
+            )
     fig.suptitle("most confidently wrong test digits" if k else "no misclassified test digits")
     fig.tight_layout()
     return _save(fig, path)
@@ -166,16 +198,19 @@ def plot_confident_errors(images: np.ndarray, true: np.ndarray, predicted: np.nd
 AUGMENTATION = "augmentation.png"
 
 
-def plot_augmentation(images: np.ndarray, distorted: dict[str, list[np.ndarray]],
-                      path: str | os.PathLike) -> Path:
+def plot_augmentation(
+    images: np.ndarray, distorted: dict[str, list[np.ndarray]], path: str | os.PathLike
+) -> Path:
     """A grid: ``images`` (k, s * s) uint8 in the first row, then one row per draw of
     each distortion (``distorted``: kind -> draws, each (k, s * s) floats in [0, 1]),
     as a PNG."""
     rows = [("original", images / 255.0)] + [
         (f"{kind} {j + 1}" if len(draws) > 1 else kind, draw)
-        for kind, draws in distorted.items() for j, draw in enumerate(draws)]
+        for kind, draws in distorted.items()
+        for j, draw in enumerate(draws)
+    ]
     k, d = images.shape
-    side = int(round(d ** 0.5))
+    side = int(round(d**0.5))
     fig = _figure(0.9 * k + 1.2, 0.95 * len(rows) + 0.5)
     axes = fig.subplots(len(rows), k, squeeze=False)
     for (label, batch), ax_row in zip(rows, axes):

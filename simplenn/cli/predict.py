@@ -22,18 +22,33 @@ PROG = common.invoked_as("simplenn.predict")
 
 
 def build_parser() -> common.ArgumentParser:
-    p = common.ArgumentParser(prog=PROG, description=(
-        "Classify images of handwritten digits (PNG, JPEG, ...; one digit per image, any "
-        "size, dark on light or light on dark) with a saved model. Needs Pillow: "
-        "pip install Pillow."))
-    p.add_argument("model", type=Path, metavar="MODEL.npz",
-                   help="a model saved by python -m simplenn.train --save, or a checkpoint")
+    p = common.ArgumentParser(
+        prog=PROG,
+        description=(
+            "Classify images of handwritten digits (PNG, JPEG, ...; one digit per image, any "
+            "size, dark on light or light on dark) with a saved model. Needs Pillow: "
+            "pip install Pillow."
+        ),
+    )
+    p.add_argument(
+        "model",
+        type=Path,
+        metavar="MODEL.npz",
+        help="a model saved by python -m simplenn.train --save, or a checkpoint",
+    )
     p.add_argument("images", type=Path, nargs="+", metavar="IMAGE", help="image files")
-    p.add_argument("--json", action="store_true",
-                   help="print a JSON array with file, digit, probability and all class "
-                        "probabilities (or error) per image")
-    p.add_argument("--backend", type=common.backend_name, default=None,
-                   help=f"{common.BACKEND_HELP} (default: $SIMPLENN_BACKEND, else numpy)")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print a JSON array with file, digit, probability and all class "
+        "probabilities (or error) per image",
+    )
+    p.add_argument(
+        "--backend",
+        type=common.backend_name,
+        default=None,
+        help=f"{common.BACKEND_HELP} (default: $SIMPLENN_BACKEND, else numpy)",
+    )
     p.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
     return p
 
@@ -45,15 +60,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def _predict(args) -> int:
     from .._optional import require
+    from ..data.preprocess import SIZE, ImageError, load_digit
     from ..errors import ModelFileError
     from ..io.models import load_model
-    from ..data.preprocess import SIZE, ImageError, load_digit
 
     require("PIL", f"{PROG}")
     net = load_model(args.model, backend=args.backend)
     if net.n_inputs != SIZE * SIZE:
-        raise ModelFileError(f"model file {args.model} takes {net.n_inputs} inputs, not the "
-                             f"{SIZE}x{SIZE} = {SIZE * SIZE} pixels of an MNIST-style image")
+        raise ModelFileError(
+            f"model file {args.model} takes {net.n_inputs} inputs, not the "
+            f"{SIZE}x{SIZE} = {SIZE * SIZE} pixels of an MNIST-style image"
+        )
     rows, results = [], []
     for path in args.images:
         try:
@@ -64,17 +81,24 @@ def _predict(args) -> int:
         except Exception as exc:  # one image's failure never ends the batch
             if args.debug:
                 raise
-            reason = ("out of memory" if isinstance(exc, MemoryError)
-                      else f"{type(exc).__name__}: {' '.join(str(exc).split())}")
-            results.append({"file": str(path), "error": f"{path}: cannot read the image "
-                                                         f"({reason})"})
+            reason = (
+                "out of memory"
+                if isinstance(exc, MemoryError)
+                else f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+            )
+            results.append(
+                {"file": str(path), "error": f"{path}: cannot read the image ({reason})"}
+            )
     if rows:
         probabilities = net.predict_proba(np.stack(rows))
         good = (r for r in results if "error" not in r)
         for r, p in zip(good, probabilities):
             digit = int(p.argmax())
-            r.update(digit=digit, probability=float(p[digit]),
-                     probabilities=[round(float(v), 6) for v in p])
+            r.update(
+                digit=digit,
+                probability=float(p[digit]),
+                probabilities=[round(float(v), 6) for v in p],
+            )
     failed = 0
     for r in results:
         if "error" in r:
@@ -85,4 +109,3 @@ def _predict(args) -> int:
     if args.json:
         print(json.dumps(results, indent=2))
     return common.EXIT_ERROR if failed else 0
-

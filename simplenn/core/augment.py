@@ -79,8 +79,10 @@ def image_side(n_inputs: int) -> int:
     """The side ``s`` of square images of ``n_inputs = s * s`` pixels (ValueError if none)."""
     side = math.isqrt(n_inputs)
     if side * side != n_inputs or side < 2:
-        raise ValueError(f"augmentation distorts square images of at least 2 x 2 pixels, but "
-                         f"the inputs have {n_inputs} features; train with augment='none'")
+        raise ValueError(
+            f"augmentation distorts square images of at least 2 x 2 pixels, but "
+            f"the inputs have {n_inputs} features; train with augment='none'"
+        )
     return side
 
 
@@ -108,8 +110,9 @@ def draw(kind: str, m: int, side: int, rng: np.random.Generator) -> Distortions:
     return Distortions(matrices, None)
 
 
-def draw_batches(kind: str, seed: int, epoch: int, begin: int, end: int, batch_size: int,
-                 side: int) -> Distortions:
+def draw_batches(
+    kind: str, seed: int, epoch: int, begin: int, end: int, batch_size: int, side: int
+) -> Distortions:
     """The distortions of the samples ``begin`` to ``end`` of ``epoch`` (whole training
     batches: ``begin`` a multiple of ``batch_size``), batch by batch, each from its own
     seeded generator."""
@@ -187,22 +190,28 @@ class Augmenter:
             if self._basis is None:
                 self._levels = ops.asarray(elastic_levels(), dtype=ops.dtype)
                 self._basis = ops.asarray(elastic_basis(self.side), dtype=ops.dtype)
-            fields = self.images.elastic_fields(ops.asarray(d.noise, dtype=np.uint8),
-                                                self._levels, self._basis)
+            fields = self.images.elastic_fields(
+                ops.asarray(d.noise, dtype=np.uint8), self._levels, self._basis
+            )
         return self.images.warp(ops.take(X, rows), ops.asarray(d.matrices), fields)
 
-    def rows(self, X: Array, Y: Array, order: Array, epoch: int, begin: int, end: int,
-             batch_size: int) -> tuple[Array, Array, Array]:
+    def rows(
+        self, X: Array, Y: Array, order: Array, epoch: int, begin: int, end: int, batch_size: int
+    ) -> tuple[Array, Array, Array]:
         """The samples ``begin`` to ``end`` of ``epoch`` (rows ``order[begin:end]`` of the
         training set ``X``, ``Y``) as ``(x, y, arange(end - begin))``: ``x`` distorted, for
         ``train_steps``."""
         rows = order[begin:end]
-        return (self.distort(X, rows, epoch, begin, batch_size), self.ops.take(Y, rows),
-                self.ops.asarray(np.arange(end - begin), dtype=np.int64))
+        return (
+            self.distort(X, rows, epoch, begin, batch_size),
+            self.ops.take(Y, rows),
+            self.ops.asarray(np.arange(end - begin), dtype=np.int64),
+        )
 
 
-def distort_images(images: np.ndarray, kind: str, seed: int = 0, backend: Any = "numpy",
-                   dtype: str = "float32") -> np.ndarray:
+def distort_images(
+    images: np.ndarray, kind: str, seed: int = 0, backend: Any = "numpy", dtype: str = "float32"
+) -> np.ndarray:
     """``images`` (n, s * s) or (n, s, s), uint8 pixels or floats, distorted as training
     batch 0 of epoch 1 with ``seed`` would be: (n, s * s) floats in [0, 1] for pixels.
     For pictures and checks; training distorts inside :func:`simplenn.fit`."""

@@ -88,14 +88,21 @@ class StopOnPlateau:
     """
 
     def __init__(self, metric: str = "train_loss", patience: int = 10, tol: float = 0.0) -> None:
-        names = [f.name for f in dataclasses.fields(EpochStats)
-                 if f.name.endswith(("_loss", "_accuracy"))]
+        names = [
+            f.name
+            for f in dataclasses.fields(EpochStats)
+            if f.name.endswith(("_loss", "_accuracy"))
+        ]
         if metric not in names:
             raise ValueError(f"metric must be one of {', '.join(names)}, not {metric!r}")
         if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
             raise ValueError(f"patience must be a positive integer, not {patience!r}")
-        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol >= 0 \
-                or not math.isfinite(tol):
+        if (
+            isinstance(tol, bool)
+            or not isinstance(tol, (int, float))
+            or not tol >= 0
+            or not math.isfinite(tol)
+        ):
             raise ValueError(f"tol must be a finite number >= 0, not {tol!r}")
         self.metric, self.patience, self.tol = metric, patience, float(tol)
         self.higher_is_better = metric.endswith("_accuracy")
@@ -105,8 +112,10 @@ class StopOnPlateau:
     def __call__(self, stats: Any) -> StopTraining | None:
         value = getattr(stats, self.metric)
         if value is None:
-            raise ValueError(f"StopOnPlateau watches {self.metric}, which this run does not "
-                             f"measure (it needs a validation set, a test set or eval_train)")
+            raise ValueError(
+                f"StopOnPlateau watches {self.metric}, which this run does not "
+                f"measure (it needs a validation set, a test set or eval_train)"
+            )
         sign = -1.0 if self.higher_is_better else 1.0
         if self.best is not None and not sign * value < sign * self.best - self.tol:
             self.epochs_without_improvement += 1
@@ -115,8 +124,10 @@ class StopOnPlateau:
         if self.best is None or sign * value < sign * self.best:
             self.best = float(value)
         if self.epochs_without_improvement >= self.patience:
-            return StopTraining(f"{self.metric} did not improve by more than {self.tol:g} "
-                                f"for {self.patience} epochs")
+            return StopTraining(
+                f"{self.metric} did not improve by more than {self.tol:g} "
+                f"for {self.patience} epochs"
+            )
         return None
 
 
@@ -141,8 +152,10 @@ class CSVLogger:
             with open(self.path, newline="", encoding="utf-8") as f:
                 header = next(csv.reader(f), [])
             if tuple(header) != self.columns:
-                raise ValueError(f"{self.path} has the columns {', '.join(header)}, not "
-                                 f"those of EpochStats; log to a new file")
+                raise ValueError(
+                    f"{self.path} has the columns {', '.join(header)}, not "
+                    f"those of EpochStats; log to a new file"
+                )
             return
         with open(self.path, "w", newline="", encoding="utf-8") as f:
             csv.writer(f).writerow(self.columns)

@@ -42,11 +42,18 @@ _PIXEL_MAX_AT_LEAST = 16
 #: How many elements the unscaled-pixel check rounds at a time (bounds its scratch memory).
 _CHUNK_ELEMENTS = 1 << 20
 #: What moving an array through DLPack or off its device raises when it can't be done.
-_TRANSFER_ERRORS = (BufferError, TypeError, ValueError, RuntimeError, AttributeError,
-                    NotImplementedError)
+_TRANSFER_ERRORS = (
+    BufferError,
+    TypeError,
+    ValueError,
+    RuntimeError,
+    AttributeError,
+    NotImplementedError,
+)
 #: The kinds of input the one-line TypeError lists.
-_ARRAY_KINDS = ("an array (NumPy, PyTorch, JAX, CuPy or any array-API library) or a nested "
-                "list of numbers")
+_ARRAY_KINDS = (
+    "an array (NumPy, PyTorch, JAX, CuPy or any array-API library) or a nested list of numbers"
+)
 
 
 class UnscaledPixelsWarning(UserWarning):
@@ -85,8 +92,7 @@ def is_backend_array(X: Any, ops: Ops) -> bool:
     NumPy and Numba backends')."""
     if isinstance(X, _backend_array_type(ops)):
         return True
-    return (array_api_compat.is_array_api_obj(X)
-            and array_api_compat.array_namespace(X) is ops.xp)
+    return array_api_compat.is_array_api_obj(X) and array_api_compat.array_namespace(X) is ops.xp
 
 
 def _is_foreign_array(X: Any) -> bool:
@@ -96,8 +102,11 @@ def _is_foreign_array(X: Any) -> bool:
 
 def _not_an_array(name: str, X: Any) -> TypeError:
     kind = type(X)
-    named = kind.__qualname__ if kind.__module__ == "builtins" else \
-        f"{kind.__module__}.{kind.__qualname__}"
+    named = (
+        kind.__qualname__
+        if kind.__module__ == "builtins"
+        else f"{kind.__module__}.{kind.__qualname__}"
+    )
     return TypeError(f"{name} must be {_ARRAY_KINDS}, not {named}")
 
 
@@ -112,8 +121,7 @@ def to_host(X: Any, name: str = "X") -> np.ndarray:
     if _is_foreign_array(X):
         host = _foreign_to_host(X, name)
         return host if host.flags.writeable else host.copy()
-    if isinstance(X, (list, tuple)) or hasattr(X, "__array__") or hasattr(
-            X, "__array_interface__"):
+    if isinstance(X, (list, tuple)) or hasattr(X, "__array__") or hasattr(X, "__array_interface__"):
         return np.asarray(X)
     raise _not_an_array(name, X)
 
@@ -127,9 +135,12 @@ def host_or_as_given(X: Any, name: str = "X") -> Any:
         return X
     if _is_foreign_array(X):
         return to_host(X, name)
-    if (isinstance(X, (str, bytes, dict, set, frozenset, int, float, complex))
-            or not (isinstance(X, (list, tuple)) or hasattr(X, "shape")
-                    or hasattr(X, "__array__") or hasattr(X, "__array_interface__"))):
+    if isinstance(X, (str, bytes, dict, set, frozenset, int, float, complex)) or not (
+        isinstance(X, (list, tuple))
+        or hasattr(X, "shape")
+        or hasattr(X, "__array__")
+        or hasattr(X, "__array_interface__")
+    ):
         raise _not_an_array(name, X)
     return X
 
@@ -147,8 +158,9 @@ def _foreign_to_host(X: Any, name: str) -> np.ndarray:
         return np.asarray(X)
     except _TRANSFER_ERRORS as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise TypeError(f"{name}: cannot read a {type(X).__name__} on the host ({reason})"
-                        ) from None
+        raise TypeError(
+            f"{name}: cannot read a {type(X).__name__} on the host ({reason})"
+        ) from None
 
 
 def to_backend_or_host(X: Any, ops: Ops, name: str = "X") -> np.ndarray | Array:
@@ -178,17 +190,21 @@ def labels_to_host(y: Any, ops: Ops, name: str = "y") -> np.ndarray:
 
 # -- the checks ---------------------------------------------------------------------------
 
+
 def looks_like_unscaled_pixels(X: Any, xp: Any) -> bool:
     """Whether the finite float array X (n, d), of the namespace ``xp``, holds only whole
     numbers in 0..255 with the largest at least :data:`_PIXEL_MAX_AT_LEAST`. Inputs
     already scaled are settled by one pass (the maximum); only those in range are also
     checked for whole numbers."""
-    if (X.shape[0] == 0 or not _PIXEL_MAX_AT_LEAST <= float(xp.max(X)) <= 255
-            or float(xp.min(X)) < 0):
+    if (
+        X.shape[0] == 0
+        or not _PIXEL_MAX_AT_LEAST <= float(xp.max(X)) <= 255
+        or float(xp.min(X)) < 0
+    ):
         return False
     n, rows = X.shape[0], max(1, _CHUNK_ELEMENTS // X.shape[1])
     for start in range(0, n, rows):
-        chunk = X[start:min(n, start + rows), ...]
+        chunk = X[start : min(n, start + rows), ...]
         if not bool(xp.all(xp.round(chunk) == chunk)):
             return False
     return True
@@ -211,8 +227,10 @@ def check_inputs(X: Any, ops: Ops, n_inputs: int) -> np.ndarray | Array:
     if dtype.kind in "iu":
         return integer_pixels(X, xp, dtype)
     if dtype.kind != "f":
-        raise ValueError(f"X must be uint8 pixels (scaled by 1/255), integer pixels in "
-                         f"0..255 or floats, not {dtype}")
+        raise ValueError(
+            f"X must be uint8 pixels (scaled by 1/255), integer pixels in "
+            f"0..255 or floats, not {dtype}"
+        )
     if not (np.isfinite(X).all() if host else ops.all_finite(X)):
         raise ValueError("X holds NaN or infinite values")
     if looks_like_unscaled_pixels(X, xp):
@@ -221,7 +239,8 @@ def check_inputs(X: Any, ops: Ops, n_inputs: int) -> np.ndarray | Array:
             f"(largest {float(xp.max(X)):g}), on which the network trains to chance; "
             f"scale them to [0, 1] (X / 255 for 8-bit pixels) or pass uint8 pixels, "
             f"which are scaled for you",
-            UnscaledPixelsWarning)
+            UnscaledPixelsWarning,
+        )
     return X
 
 
@@ -232,10 +251,15 @@ def flatten_images(X: Any, xp: Any, n_inputs: int) -> Any:
     if len(shape) >= 3 and math.prod(shape[1:]) == d:
         return xp.reshape(X, (shape[0], d))
     if len(shape) != 2 or shape[1] != d:
-        hint = ("; for one sample, pass X.reshape(1, -1)"
-                if len(shape) in (1, 2) and math.prod(shape) == d else "")
-        raise ValueError(f"X must have shape (n, {d}), one sample per row, or (n, "
-                         f"*image_shape) with {d} values per image, not {shape}{hint}")
+        hint = (
+            "; for one sample, pass X.reshape(1, -1)"
+            if len(shape) in (1, 2) and math.prod(shape) == d
+            else ""
+        )
+        raise ValueError(
+            f"X must have shape (n, {d}), one sample per row, or (n, "
+            f"*image_shape) with {d} values per image, not {shape}{hint}"
+        )
     return X
 
 
@@ -245,8 +269,10 @@ def integer_pixels(X: Any, xp: Any, dtype: np.dtype) -> Any:
     if X.shape[0]:
         low, high = int(xp.min(X)), int(xp.max(X))
         if low < 0 or high > 255:
-            raise ValueError(f"integer X must be pixels in 0..255, but holds {dtype} values "
-                             f"from {low} to {high}; pass other data as floats")
+            raise ValueError(
+                f"integer X must be pixels in 0..255, but holds {dtype} values "
+                f"from {low} to {high}; pass other data as floats"
+            )
     return X.astype(np.uint8) if isinstance(X, np.ndarray) else xp.astype(X, xp.uint8)
 
 

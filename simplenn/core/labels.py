@@ -21,14 +21,19 @@ def warn_about_labels(y_train: np.ndarray, y_test: np.ndarray | None) -> None:
     trained = np.unique(np.asarray(y_train))
     if trained.size == 1:
         only = int(trained[0])
-        warn_from_caller(f"the training set holds a single class (label {only}): the network "
-                         f"can only learn to answer {only} for every image", LabelWarning)
+        warn_from_caller(
+            f"the training set holds a single class (label {only}): the network "
+            f"can only learn to answer {only} for every image",
+            LabelWarning,
+        )
     elif y_test is not None and np.asarray(y_test).size:
         unseen = np.setdiff1d(np.unique(np.asarray(y_test)), trained)
         if unseen.size:
-            warn_from_caller(f"the test set holds labels the training set never shows "
-                             f"({_listed(unseen)}): the network cannot learn to answer them",
-                             LabelWarning)
+            warn_from_caller(
+                f"the test set holds labels the training set never shows "
+                f"({_listed(unseen)}): the network cannot learn to answer them",
+                LabelWarning,
+            )
 
 
 def _listed(labels: Any) -> str:

@@ -16,11 +16,14 @@ from ..optim import Optimizer, OptState
 from . import inputs
 from .inputs import UnscaledPixelsWarning  # noqa: F401  (re-exported)
 from .network import (
-    DEFAULT_HIDDEN, NetworkFunctions, TrainingPath, input_kind, network_functions,
+    DEFAULT_HIDDEN,
+    NetworkFunctions,
+    TrainingPath,
+    input_kind,
+    network_functions,
     training_path,
 )
 from .params import Params, as_dict, from_mapping, map_params, parameter_shapes
-
 
 #: Compared with an input's dtype on every training call (faster than ``np.uint8``).
 _UINT8 = np.dtype(np.uint8)
@@ -86,16 +89,20 @@ class TwoLayerNet:
         self.seed = _check_seed(seed)
         rng = np.random.default_rng(self.seed)
         d, h, c = self.n_inputs, self.n_hidden, self.n_classes
-        self.set_parameters(Params(
-            W1=rng.standard_normal((d, h)) * math.sqrt(2.0 / d),
-            b1=np.zeros(h),
-            W2=rng.standard_normal((h, c)) * math.sqrt(2.0 / h),
-            b2=np.zeros(c),
-        )._asdict())
+        self.set_parameters(
+            Params(
+                W1=rng.standard_normal((d, h)) * math.sqrt(2.0 / d),
+                b1=np.zeros(h),
+                W2=rng.standard_normal((h, c)) * math.sqrt(2.0 / h),
+                b2=np.zeros(c),
+            )._asdict()
+        )
 
     def __repr__(self) -> str:
-        return (f"TwoLayerNet({self.n_inputs}, {self.n_hidden}, {self.n_classes}, "
-                f"backend={self.ops.name!r}, dtype={self.dtype.name!r})")
+        return (
+            f"TwoLayerNet({self.n_inputs}, {self.n_hidden}, {self.n_classes}, "
+            f"backend={self.ops.name!r}, dtype={self.dtype.name!r})"
+        )
 
     @property
     def dtype(self) -> np.dtype:
@@ -124,8 +131,7 @@ class TwoLayerNet:
     def parameters(self) -> dict[str, np.ndarray]:
         """NumPy copies of ``W1`` (n_inputs, n_hidden), ``b1`` (n_hidden,), ``W2``
         (n_hidden, n_classes) and ``b2`` (n_classes,) in the network's dtype, by name."""
-        return as_dict(map_params(lambda v: np.array(self.ops.to_numpy(v), copy=True),
-                                  self.params))
+        return as_dict(map_params(lambda v: np.array(self.ops.to_numpy(v), copy=True), self.params))
 
     def set_parameters(self, params: Mapping[str, Any]) -> None:
         """Replace all four parameters from a mapping by name (host or backend arrays);
@@ -134,8 +140,9 @@ class TwoLayerNet:
         shapes = parameter_shapes(self.n_inputs, self.n_hidden, self.n_classes)
         new = []
         for name, value, shape in zip(Params._fields, given, shapes):
-            host = np.asarray(self.ops.to_numpy(value) if not isinstance(value, np.ndarray)
-                              else value)
+            host = np.asarray(
+                self.ops.to_numpy(value) if not isinstance(value, np.ndarray) else value
+            )
             if host.shape != shape:
                 raise ValueError(f"parameter {name} must have shape {shape}, not {host.shape}")
             if host.dtype.kind not in "fiu":
@@ -167,17 +174,29 @@ class TwoLayerNet:
         """The path :meth:`train_steps` takes for ``optimizer`` on the stored inputs ``X``
         at ``batch_size``: its ``name`` is ``generic`` or one of the backend's fast
         paths' (:func:`simplenn.core.network.training_path`)."""
-        key = (optimizer, self._input_dtype(X), batch_size)
+        dtype = self._input_dtype(X)
+        last = self.__dict__.get("_last_path")  # what the previous call of a run found
+        if last is not None and last[0] is optimizer and last[1] == (dtype, batch_size):
+            return last[2]
         paths = self.__dict__.setdefault("_paths", {})
-        path = paths.get(key)
+        path = paths.get((optimizer, dtype, batch_size))
         if path is None:
-            path = paths[key] = training_path(self.ops, optimizer, input_kind(key[1]),
-                                              batch_size)
+            path = training_path(self.ops, optimizer, input_kind(dtype), batch_size)
+            paths[optimizer, dtype, batch_size] = path
+        self._last_path = (optimizer, (dtype, batch_size), path)
         return path
 
-    def train_steps(self, X: Array, Y: Array, order: Array, state: OptState, *,
-                    optimizer: Optimizer, batch_size: int, lrs: np.ndarray,
-                    ) -> tuple[OptState, Array]:
+    def train_steps(
+        self,
+        X: Array,
+        Y: Array,
+        order: Array,
+        state: OptState,
+        *,
+        optimizer: Optimizer,
+        batch_size: int,
+        lrs: np.ndarray,
+    ) -> tuple[OptState, Array]:
         """Run ``ceil(len(order) / batch_size)`` steps of ``optimizer`` over the rows
         ``X[order]`` in order (the last batch may be smaller), step ``s`` at learning
         rate ``lrs[s]``, updating :attr:`params`; the one way every caller (``fit``, the
@@ -192,8 +211,9 @@ class TwoLayerNet:
         state it is handed in place.
         """
         path = self.training_path(optimizer, X, batch_size)
-        self.params, state, losses = path.train_steps(self.params, state, X, Y, order,
-                                                      batch_size, lrs)
+        self.params, state, losses = path.train_steps(
+            self.params, state, X, Y, order, batch_size, lrs
+        )
         return state, losses
 
     def loss_and_gradients(self, X: Any, y: Any) -> tuple[float, dict[str, np.ndarray]]:
@@ -218,8 +238,10 @@ class TwoLayerNet:
         """:meth:`logits` of an already checked X."""
         p, forward = self.params, self.functions.forward
         n = X.shape[0]
-        chunks = [forward(p, self._to_float(X[i:min(n, i + batch_size), ...]))
-                  for i in range(0, n, batch_size)]
+        chunks = [
+            forward(p, self._to_float(X[i : min(n, i + batch_size), ...]))
+            for i in range(0, n, batch_size)
+        ]
         if not chunks:
             return self.ops.xp.zeros((0, self.n_classes), dtype=self.ops.float_dtype)
         return chunks[0] if len(chunks) == 1 else self.ops.xp.concat(chunks)

@@ -88,8 +88,9 @@ def make_loss_and_gradients(ops: Any, backprop: Callable[..., tuple]) -> Callabl
     return loss_and_gradients
 
 
-def make_train_step(ops: Ops, loss_and_gradients: Callable[..., tuple],
-                    update: Callable[..., tuple]) -> Callable[..., tuple]:
+def make_train_step(
+    ops: Ops, loss_and_gradients: Callable[..., tuple], update: Callable[..., tuple]
+) -> Callable[..., tuple]:
     """``train_step(params, slots, X, Y, rows, c) -> (params, slots, L)``: one minibatch
     step on the rows ``rows`` of the stored inputs ``X`` (uint8 pixels or floats) and
     labels ``Y``; ``update`` is an optimizer's (:func:`simplenn.optim.make_update`),
@@ -104,23 +105,24 @@ def make_train_step(ops: Ops, loss_and_gradients: Callable[..., tuple],
     return train_step
 
 
-def make_train_steps(ops: Ops, optimizer: Optimizer,
-                     loss_and_gradients: Callable[..., tuple]) -> TrainSteps:
+def make_train_steps(
+    ops: Ops, optimizer: Optimizer, loss_and_gradients: Callable[..., tuple]
+) -> TrainSteps:
     """The generic ``train_steps`` (see :data:`~simplenn.backends.fastpath.TrainSteps`):
     a loop over the chunk's batches calling the step compiled by ``ops.jit``, each at
     its own learning rate ``lrs[s]``."""
     scalar, step_scalars, xp = ops.scalar, optimizer.step_scalars, ops.xp
-    decayed, plain = (ops.jit(optimizer.make_leaf(xp, scalar, ops.dtype, decay))
-                      for decay in (True, False))
-    step = ops.jit(make_train_step(ops, loss_and_gradients,
-                                   ops.jit(make_update(decayed, plain))))
+    decayed, plain = (
+        ops.jit(optimizer.make_leaf(xp, scalar, ops.dtype, decay)) for decay in (True, False)
+    )
+    step = ops.jit(make_train_step(ops, loss_and_gradients, ops.jit(make_update(decayed, plain))))
 
     def train_steps(params, state, X, Y, order, batch_size, lrs):
         n = order.shape[0]
         n_steps = (n + batch_size - 1) // batch_size
         slots, losses = state.slots, []
         for s in range(n_steps):
-            rows = order[s * batch_size:min(n, (s + 1) * batch_size)]
+            rows = order[s * batch_size : min(n, (s + 1) * batch_size)]
             c = tuple(scalar(v) for v in step_scalars(float(lrs[s]), state.step + s + 1))
             params, slots, loss = step(params, slots, X, Y, rows, c)
             losses.append(loss)
@@ -168,12 +170,12 @@ def network_functions(ops: Ops) -> NetworkFunctions:
         backprop = ops.jit(make_backprop(ops))
         fns = _FUNCTIONS[key] = NetworkFunctions(
             forward=ops.jit(make_forward(ops)),
-            loss_and_gradients=ops.jit(make_loss_and_gradients(ops, backprop)))
+            loss_and_gradients=ops.jit(make_loss_and_gradients(ops, backprop)),
+        )
     return fns
 
 
-def training_path(ops: Ops, optimizer: Optimizer, input_kind: str,
-                  batch_size: int) -> TrainingPath:
+def training_path(ops: Ops, optimizer: Optimizer, input_kind: str, batch_size: int) -> TrainingPath:
     """The ``train_steps`` a run of ``optimizer`` on inputs of ``input_kind`` at
     ``batch_size`` uses on ``ops``: the first of the backend's fast paths that covers
     it, else the generic compiled math. Built once per backend, optimizer and path."""
@@ -184,11 +186,14 @@ def training_path(ops: Ops, optimizer: Optimizer, input_kind: str,
     found = _PATHS.get(key)
     if found is None:
         if path is None:
-            found = TrainingPath("generic", make_train_steps(
-                ops, optimizer, network_functions(ops).loss_and_gradients))
+            found = TrainingPath(
+                "generic",
+                make_train_steps(ops, optimizer, network_functions(ops).loss_and_gradients),
+            )
         else:
-            found = TrainingPath(path.name, path.train_steps(ops, optimizer, input_kind),
-                                 path.fused)
+            found = TrainingPath(
+                path.name, path.train_steps(ops, optimizer, input_kind), path.fused
+            )
         _PATHS[key] = found
     return found
 

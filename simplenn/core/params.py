@@ -35,8 +35,9 @@ DECAYED = Params(W1=True, b1=False, W2=True, b2=False)
 
 def parameter_shapes(n_inputs: int, n_hidden: int, n_classes: int) -> Params:
     """The shape of each parameter of a ``n_inputs → n_hidden → n_classes`` network."""
-    return Params(W1=(n_inputs, n_hidden), b1=(n_hidden,), W2=(n_hidden, n_classes),
-                  b2=(n_classes,))
+    return Params(
+        W1=(n_inputs, n_hidden), b1=(n_hidden,), W2=(n_hidden, n_classes), b2=(n_classes,)
+    )
 
 
 def map_params(fn: Callable[..., Any], *trees: Params) -> Params:
@@ -55,6 +56,8 @@ def from_mapping(mapping: Mapping[str, Any], what: str = "parameters") -> Params
     missing = [k for k in PARAMETER_NAMES if k not in mapping]
     extra = [k for k in mapping if k not in PARAMETER_NAMES]
     if missing or extra:
-        raise ValueError(f"{what} must have exactly the keys {PARAMETER_NAMES}; missing "
-                         f"{missing}, unexpected {extra}")
+        raise ValueError(
+            f"{what} must have exactly the keys {PARAMETER_NAMES}; missing "
+            f"{missing}, unexpected {extra}"
+        )
     return Params(*(mapping[k] for k in PARAMETER_NAMES))

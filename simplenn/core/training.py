@@ -113,23 +113,30 @@ class TrainConfig:
         if isinstance(warmup, bool) or not isinstance(warmup, (int, np.integer)) or warmup < 0:
             raise ValueError(f"warmup_steps must be an integer >= 0, not {warmup!r}")
         if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, "
-                             f"not {self.lr_schedule!r}")
+            raise ValueError(
+                f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, not {self.lr_schedule!r}"
+            )
         fraction = self.validation_fraction
-        if fraction is not None and (isinstance(fraction, bool) or not isinstance(
-                fraction, (int, float)) or not 0 < fraction < 1):
+        if fraction is not None and (
+            isinstance(fraction, bool)
+            or not isinstance(fraction, (int, float))
+            or not 0 < fraction < 1
+        ):
             raise ValueError(f"validation_fraction must be a number in (0, 1), not {fraction!r}")
         check_augmentation(self.augment)
         patience = self.early_stopping
-        if patience is not None and (isinstance(patience, bool) or not isinstance(
-                patience, (int, np.integer)) or patience < 1):
-            raise ValueError(f"early_stopping must be a positive integer (epochs of patience), "
-                             f"not {patience!r}")
+        if patience is not None and (
+            isinstance(patience, bool)
+            or not isinstance(patience, (int, np.integer))
+            or patience < 1
+        ):
+            raise ValueError(
+                f"early_stopping must be a positive integer (epochs of patience), not {patience!r}"
+            )
 
     def schedule(self, steps_per_epoch: int) -> Schedule:
         """The run's learning-rate schedule, for epochs of ``steps_per_epoch`` steps."""
-        return Schedule(self.lr, self.lr_schedule, self.epochs * steps_per_epoch,
-                        self.warmup_steps)
+        return Schedule(self.lr, self.lr_schedule, self.epochs * steps_per_epoch, self.warmup_steps)
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as JSON-ready values; the optimizer as ``{"name": ..., **its
@@ -207,13 +214,17 @@ class History:
         return self.epochs[-1].test_loss if self.epochs else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"config": self.config.to_dict(), "backend": self.backend,
-                "training_path": self.training_path,
-                "epochs": [asdict(e) for e in self.epochs],
-                "best_epoch": self.best_epoch, "stopped_early": self.stopped_early,
-                "stopped_by_callback": self.stopped_by_callback,
-                "final_test_loss": self.final_test_loss,
-                "final_test_accuracy": self.final_test_accuracy}
+        return {
+            "config": self.config.to_dict(),
+            "backend": self.backend,
+            "training_path": self.training_path,
+            "epochs": [asdict(e) for e in self.epochs],
+            "best_epoch": self.best_epoch,
+            "stopped_early": self.stopped_early,
+            "stopped_by_callback": self.stopped_by_callback,
+            "final_test_loss": self.final_test_loss,
+            "final_test_accuracy": self.final_test_accuracy,
+        }
 
 
 @dataclass
@@ -276,8 +287,10 @@ class TrainingState:
         if self.position == 0:
             return f"epoch {e}/{total} done"
         steps = (self.n_train + self.config.batch_size - 1) // self.config.batch_size
-        return (f"{e}/{total} epochs done, epoch {e + 1} stopped after step "
-                f"{self.position // self.config.batch_size} of {steps}")
+        return (
+            f"{e}/{total} epochs done, epoch {e + 1} stopped after step "
+            f"{self.position // self.config.batch_size} of {steps}"
+        )
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -285,8 +298,9 @@ class TrainingInterrupted(KeyboardInterrupt):
     the run (``fit(..., resume=exc.state)``), ``saved`` says whether ``on_checkpoint`` got
     it and ``signal_number`` is the signal's."""
 
-    def __init__(self, state: TrainingState, saved: bool,
-                 signal_number: int = signal.SIGINT) -> None:
+    def __init__(
+        self, state: TrainingState, saved: bool, signal_number: int = signal.SIGINT
+    ) -> None:
         name = signal.Signals(signal_number).name
         super().__init__(f"training interrupted by {name} ({state.describe()})")
         self.state = state
@@ -307,9 +321,9 @@ class _StopFlag:
 
 _STOP_NOTES = {
     signal.SIGINT: "interrupt: stopping after the current step (Ctrl-C again to stop at "
-                   "once, without saving)",
+    "once, without saving)",
     signal.SIGTERM: "SIGTERM: stopping after the current step (SIGTERM again to stop at "
-                    "once, without saving)",
+    "once, without saving)",
 }
 
 
@@ -382,10 +396,11 @@ def stratified_split(y: Any, fraction: float, seed: int) -> tuple[np.ndarray, np
     classes, counts = np.unique(y, return_counts=True)
     shares = counts * (n_val / n)
     quota = np.floor(shares).astype(np.int64)
-    quota[np.argsort(quota - shares, kind="stable")[:n_val - int(quota.sum())]] += 1
+    quota[np.argsort(quota - shares, kind="stable")[: n_val - int(quota.sum())]] += 1
     rng = np.random.default_rng([seed, _SPLIT_STREAM])
-    held = np.concatenate([rng.permutation(np.flatnonzero(y == c))[:q]
-                           for c, q in zip(classes, quota)])
+    held = np.concatenate(
+        [rng.permutation(np.flatnonzero(y == c))[:q] for c, q in zip(classes, quota)]
+    )
     keep = np.ones(n, dtype=bool)
     keep[held] = False
     return np.flatnonzero(keep).astype(np.int64), np.sort(held).astype(np.int64)
@@ -394,10 +409,14 @@ def stratified_split(y: Any, fraction: float, seed: int) -> tuple[np.ndarray, np
 def _check_resume_settings(state: TrainingState, config: TrainConfig) -> None:
     """The state must come from a run with the same settings."""
     if state.config != config:
-        diffs = [f"{k}={v!r} (state: {getattr(state.config, k)!r})"
-                 for k, v in asdict(config).items() if getattr(state.config, k) != v]
-        raise ValueError(f"cannot resume: the settings differ from the interrupted run's: "
-                         f"{', '.join(diffs)}")
+        diffs = [
+            f"{k}={v!r} (state: {getattr(state.config, k)!r})"
+            for k, v in asdict(config).items()
+            if getattr(state.config, k) != v
+        ]
+        raise ValueError(
+            f"cannot resume: the settings differ from the interrupted run's: {', '.join(diffs)}"
+        )
 
 
 def _resumed_validation_rows(state: TrainingState, n_given: int) -> np.ndarray:
@@ -407,30 +426,42 @@ def _resumed_validation_rows(state: TrainingState, n_given: int) -> np.ndarray:
     if rows is None or rows.ndim != 1 or rows.dtype.kind not in "iu" or rows.shape[0] == 0:
         raise ValueError("cannot resume: the state has no validation split")
     if rows[0] < 0 or rows[-1] >= n_given or (np.diff(rows) <= 0).any():
-        raise ValueError(f"cannot resume: the state's validation rows do not fit a training "
-                         f"set of {n_given} samples")
+        raise ValueError(
+            f"cannot resume: the state's validation rows do not fit a training "
+            f"set of {n_given} samples"
+        )
     return rows.astype(np.int64)
 
 
-def _check_resume(state: TrainingState, config: TrainConfig, net: TwoLayerNet, n: int,
-                  n_validation: int) -> None:
+def _check_resume(
+    state: TrainingState, config: TrainConfig, net: TwoLayerNet, n: int, n_validation: int
+) -> None:
     """The state must fit this run's network, data and settings, and be consistent."""
     _check_resume_settings(state, config)
     if state.n_train != n:
-        raise ValueError(f"cannot resume: the run trained on {state.n_train} samples, "
-                         f"this training set has {n}")
+        raise ValueError(
+            f"cannot resume: the run trained on {state.n_train} samples, this training set has {n}"
+        )
     if state.n_validation != n_validation:
-        raise ValueError(f"cannot resume: the run's validation set had {state.n_validation} "
-                         f"samples, this run's has {n_validation}")
+        raise ValueError(
+            f"cannot resume: the run's validation set had {state.n_validation} "
+            f"samples, this run's has {n_validation}"
+        )
     steps = (state.position + config.batch_size - 1) // config.batch_size
-    if (not 0 <= state.epochs_done <= config.epochs or not 0 <= state.position < n
-            or state.position % config.batch_size or state.epoch_losses.shape != (steps,)
-            or len(state.history) != state.epochs_done
-            or (state.position and state.finished)
-            or not _consistent_best(state)):
-        raise ValueError(f"cannot resume: inconsistent training state ({state.describe()}, "
-                         f"{len(state.history)} epochs of history, "
-                         f"{state.epoch_losses.shape[0]} losses)")
+    if (
+        not 0 <= state.epochs_done <= config.epochs
+        or not 0 <= state.position < n
+        or state.position % config.batch_size
+        or state.epoch_losses.shape != (steps,)
+        or len(state.history) != state.epochs_done
+        or (state.position and state.finished)
+        or not _consistent_best(state)
+    ):
+        raise ValueError(
+            f"cannot resume: inconsistent training state ({state.describe()}, "
+            f"{len(state.history)} epochs of history, "
+            f"{state.epoch_losses.shape[0]} losses)"
+        )
     shapes = net.parameter_shapes()
     groups = [state.parameters]
     if state.best_parameters is not None:
@@ -441,10 +472,10 @@ def _check_resume(state: TrainingState, config: TrainConfig, net: TwoLayerNet, n
                 raise ValueError(f"cannot resume: the state's {k} does not fit {net!r}")
     for name in slot_names(config.optimizer):
         k = name.split(".")[0]
-        if name not in state.optimizer_state or np.shape(
-                state.optimizer_state[name]) != shapes[k]:
-            raise ValueError(f"cannot resume: the state's optimizer array {name} does not fit "
-                             f"{net!r}")
+        if name not in state.optimizer_state or np.shape(state.optimizer_state[name]) != shapes[k]:
+            raise ValueError(
+                f"cannot resume: the state's optimizer array {name} does not fit {net!r}"
+            )
 
 
 def slot_names(optimizer: Optimizer) -> list[str]:
@@ -459,11 +490,19 @@ def state_to_host(ops: Any, optimizer: Optimizer, state: OptState) -> dict[str, 
     return dict(zip(slot_names(optimizer), arrays))
 
 
-def state_from_host(ops: Any, optimizer: Optimizer, arrays: dict[str, np.ndarray], steps: int,
-                    dtype: np.dtype) -> OptState:
+def state_from_host(
+    ops: Any, optimizer: Optimizer, arrays: dict[str, np.ndarray], steps: int, dtype: np.dtype
+) -> OptState:
     """NumPy state arrays by :func:`slot_names` -> the optimizer state on the backend."""
-    slots = Params(*(tuple(ops.asarray(np.asarray(arrays[f"{k}.{slot}"], dtype=dtype))
-                           for slot in optimizer.slot_names) for k in PARAMETER_NAMES))
+    slots = Params(
+        *(
+            tuple(
+                ops.asarray(np.asarray(arrays[f"{k}.{slot}"], dtype=dtype))
+                for slot in optimizer.slot_names
+            )
+            for k in PARAMETER_NAMES
+        )
+    )
     return OptState(int(steps), slots)
 
 
@@ -471,13 +510,19 @@ def _consistent_best(state: TrainingState) -> bool:
     """Whether the best-epoch bookkeeping fits the epochs done and the settings."""
     if state.best_epoch is None:
         stale = state.epochs_done if state.n_validation else 0
-        return (state.best_val_loss is None and state.best_parameters is None
-                and state.epochs_without_improvement == stale)
+        return (
+            state.best_val_loss is None
+            and state.best_parameters is None
+            and state.epochs_without_improvement == stale
+        )
     kept = state.best_parameters is not None
-    return (state.n_validation > 0 and 1 <= state.best_epoch <= state.epochs_done
-            and state.best_val_loss is not None
-            and state.epochs_without_improvement == state.epochs_done - state.best_epoch
-            and kept == (state.config.early_stopping is not None))
+    return (
+        state.n_validation > 0
+        and 1 <= state.best_epoch <= state.epochs_done
+        and state.best_val_loss is not None
+        and state.epochs_without_improvement == state.epochs_done - state.best_epoch
+        and kept == (state.config.early_stopping is not None)
+    )
 
 
 def _mean_loss_and_accuracy(net: TwoLayerNet, X: Any, y: np.ndarray) -> tuple[float, float]:
@@ -549,9 +594,16 @@ class _Run:
     the validation bookkeeping and the history so far; its methods are the steps of
     the run."""
 
-    def __init__(self, net: TwoLayerNet, config: TrainConfig, train: Any, test: Any,
-                 validation: Any, resume: TrainingState | None,
-                 on_checkpoint: Callable[[TrainingState], None] | None) -> None:
+    def __init__(
+        self,
+        net: TwoLayerNet,
+        config: TrainConfig,
+        train: Any,
+        test: Any,
+        validation: Any,
+        resume: TrainingState | None,
+        on_checkpoint: Callable[[TrainingState], None] | None,
+    ) -> None:
         self.net, self.config, self.ops = net, config, net.ops
         self.on_checkpoint = on_checkpoint
         if resume is not None:
@@ -567,13 +619,16 @@ class _Run:
         self.n = X_host.shape[0]
         self.Y = self.ops.asarray(y_host, dtype=np.int64)
         self.X = self.ops.asarray(
-            X_host, dtype=np.uint8 if net._input_dtype(X_host) == np.uint8 else net.dtype)
+            X_host, dtype=np.uint8 if net._input_dtype(X_host) == np.uint8 else net.dtype
+        )
         self.test_xy = self._eval_data(test, "test")
         warn_about_labels(y_host, None if self.test_xy is None else self.test_xy[1])
         self.val_xy = self._eval_data(validation, "validation")
         if config.early_stopping is not None and self.val_xy is None:
-            raise ValueError("early_stopping needs a validation set: pass validation=(X, y) "
-                             "or validation_fraction")
+            raise ValueError(
+                "early_stopping needs a validation set: pass validation=(X, y) "
+                "or validation_fraction"
+            )
 
         self.rng = np.random.default_rng(config.seed)
         self.steps_per_epoch = (self.n + config.batch_size - 1) // config.batch_size
@@ -585,8 +640,11 @@ class _Run:
         # step per call, so Ctrl-C stops after one minibatch.
         whole = self.path.fused or self.ops.is_device
         self.call_samples = self.chunk if whole else config.batch_size
-        self.augmenter = None if config.augment == "none" else Augmenter(
-            self.ops, config.augment, config.seed, net.n_inputs)
+        self.augmenter = (
+            None
+            if config.augment == "none"
+            else Augmenter(self.ops, config.augment, config.seed, net.n_inputs)
+        )
         self.losses = np.zeros(self.steps_per_epoch, dtype=np.float64)
         self.loss_limit: float | None = None
         self.history = History(config=config, backend=self.ops.name, training_path=self.path.name)
@@ -602,15 +660,20 @@ class _Run:
         """The size of the validation set (0 without one)."""
         return 0 if self.val_xy is None else self.val_xy[1].shape[0]
 
-    def _hold_out(self, X: Any, y: np.ndarray, resume: TrainingState | None,
-                  ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    def _hold_out(
+        self,
+        X: Any,
+        y: np.ndarray,
+        resume: TrainingState | None,
+    ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
         """Split ``validation_fraction`` of the training set off as validation set (the
         rows the resumed run held out, when resuming): ``(X, y, (X_val, y_val))``."""
         if resume is not None:
             self.validation_rows = _resumed_validation_rows(resume, y.shape[0])
         else:
             self.validation_rows = stratified_split(
-                y, self.config.validation_fraction, self.config.seed)[1]
+                y, self.config.validation_fraction, self.config.seed
+            )[1]
         X = X if isinstance(X, np.ndarray) else np.asarray(self.ops.to_numpy(X))
         keep = np.ones(y.shape[0], dtype=bool)
         keep[self.validation_rows] = False
@@ -635,18 +698,22 @@ class _Run:
         trained."""
         _check_resume(state, self.config, self.net, self.n, self.n_validation)
         self.net.set_parameters(state.parameters)
-        self.opt_state = state_from_host(self.ops, self.optimizer, state.optimizer_state,
-                                         state.optimizer_steps, self.net.dtype)
+        self.opt_state = state_from_host(
+            self.ops, self.optimizer, state.optimizer_state, state.optimizer_steps, self.net.dtype
+        )
         self.rng.bit_generator.state = copy.deepcopy(state.rng_state)
         self.history.epochs.extend(copy.deepcopy(state.history))
-        self.best = _BestEpoch(self.config.early_stopping, loss=state.best_val_loss,
-                               epoch=state.best_epoch,
-                               parameters=copy.deepcopy(state.best_parameters),
-                               epochs_without_improvement=state.epochs_without_improvement)
+        self.best = _BestEpoch(
+            self.config.early_stopping,
+            loss=state.best_val_loss,
+            epoch=state.best_epoch,
+            parameters=copy.deepcopy(state.best_parameters),
+            epochs_without_improvement=state.epochs_without_improvement,
+        )
         self.first_epoch, self.resume_position = state.epochs_done + 1, state.position
         self.resume_seconds = state.epoch_seconds
         if self.resume_position:
-            self.losses[:state.epoch_losses.shape[0]] = state.epoch_losses
+            self.losses[: state.epoch_losses.shape[0]] = state.epoch_losses
 
     # -- the schedule --------------------------------------------------------------------
 
@@ -671,13 +738,20 @@ class _Run:
         resumed = number == self.first_epoch
         start_position = self.resume_position if resumed else 0
         snapshot = self.net.parameters()
-        bar = _progress_bar(progress, self.n, f"epoch {number}/{self.config.epochs}",
-                            start_position)
+        bar = _progress_bar(
+            progress, self.n, f"epoch {number}/{self.config.epochs}", start_position
+        )
         self.ops.synchronize()
-        return _Epoch(number=number, rng_state=rng_state, order=order,
-                      start_position=start_position, snapshot=snapshot, bar=bar,
-                      seconds_before=self.resume_seconds if resumed else 0.0,
-                      start=time.perf_counter())
+        return _Epoch(
+            number=number,
+            rng_state=rng_state,
+            order=order,
+            start_position=start_position,
+            snapshot=snapshot,
+            bar=bar,
+            seconds_before=self.resume_seconds if resumed else 0.0,
+            start=time.perf_counter(),
+        )
 
     def train_epoch(self, ep: _Epoch, stop: _StopFlag) -> float:
         """Run the epoch's chunks from its start position, checking the losses and moving
@@ -705,17 +779,22 @@ class _Run:
         bs, call_samples = self.config.batch_size, self.call_samples
         train_steps, to_numpy, losses = self.net.train_steps, self.ops.to_numpy, self.losses
         chunk_end = min(self.n, chunk_begin + self.chunk)
-        epoch_first_step = (ep.number - 1) * self.steps_per_epoch
+        chunk_first = chunk_begin // bs  # the chunk's steps' learning rates, once
+        chunk_lrs = self.schedule.lrs(
+            (ep.number - 1) * self.steps_per_epoch + chunk_first,
+            (chunk_end - chunk_begin + bs - 1) // bs,
+        )
         while position < chunk_end and not stop.is_set:
             end = min(chunk_end, position + call_samples)
             X, Y, order = self.X, self.Y, ep.order[position:end]
             if self.augmenter is not None:  # train on the distorted rows, in order
                 X, Y, order = self.augmenter.rows(X, Y, ep.order, ep.number, position, end, bs)
             first = position // bs
-            lrs = self.schedule.lrs(epoch_first_step + first, (end - position + bs - 1) // bs)
+            lrs = chunk_lrs[first - chunk_first : (end + bs - 1) // bs - chunk_first]
             self.opt_state, step_losses = train_steps(
-                X, Y, order, self.opt_state, optimizer=self.optimizer, batch_size=bs, lrs=lrs)
-            losses[first:first + step_losses.shape[0]] = to_numpy(step_losses)
+                X, Y, order, self.opt_state, optimizer=self.optimizer, batch_size=bs, lrs=lrs
+            )
+            losses[first : first + step_losses.shape[0]] = to_numpy(step_losses)
             position = end
         return position
 
@@ -728,21 +807,25 @@ class _Run:
         TrainingDivergedError naming the epoch and step."""
         bs = self.config.batch_size
         first_step = begin // bs
-        losses = self.losses[first_step:(end + bs - 1) // bs]
+        losses = self.losses[first_step : (end + bs - 1) // bs]
         if losses.shape[0] == 0:
             return losses
         if not np.isfinite(losses).all():
             bad = int(np.flatnonzero(~np.isfinite(losses))[0])
             self.diverged(ep, first_step + bad, f"the loss is {losses[bad]}")
         if self.loss_limit is None:
-            self.loss_limit = DIVERGENCE_FACTOR * max(float(losses[0]),
-                                                      math.log(self.net.n_classes))
+            self.loss_limit = DIVERGENCE_FACTOR * max(
+                float(losses[0]), math.log(self.net.n_classes)
+            )
         start = self.exploded_from(losses)
         if start is not None:
-            self.diverged(ep, first_step + start,
-                          f"the loss rose to {losses[start]:.3g} and stayed above "
-                          f"{self.loss_limit:.3g} ({DIVERGENCE_FACTOR} times the starting "
-                          f"loss), up to {losses[start:].max():.3g}")
+            self.diverged(
+                ep,
+                first_step + start,
+                f"the loss rose to {losses[start]:.3g} and stayed above "
+                f"{self.loss_limit:.3g} ({DIVERGENCE_FACTOR} times the starting "
+                f"loss), up to {losses[start:].max():.3g}",
+            )
         return losses
 
     def exploded_from(self, losses: np.ndarray) -> int | None:
@@ -770,41 +853,55 @@ class _Run:
         ep.close_bar()
         c = self.config
         suggestion = smaller_lr(c.lr, c.batch_size, c.optimizer)
-        default = (f", the default for batch size {c.batch_size}"
-                   if suggestion == default_lr(c.batch_size, c.optimizer) else "")
+        default = (
+            f", the default for batch size {c.batch_size}"
+            if suggestion == default_lr(c.batch_size, c.optimizer)
+            else ""
+        )
         if ep.start_position == 0:
             restored = f"the start of epoch {ep.number}"
         else:
-            restored = (f"where epoch {ep.number} resumed (after step "
-                        f"{ep.start_position // c.batch_size})")
+            restored = (
+                f"where epoch {ep.number} resumed (after step {ep.start_position // c.batch_size})"
+            )
         raise TrainingDivergedError(
             f"training diverged at epoch {ep.number}, step {step + 1} of "
             f"{self.steps_per_epoch}: {what}; try a smaller learning rate (lr is "
             f"{c.lr:g}), e.g. --lr {suggestion:g}{default}. The network was restored to "
-            f"its parameters at {restored}.")
+            f"its parameters at {restored}."
+        )
 
     # -- interrupt and checkpoint --------------------------------------------------------
 
-    def state(self, epochs_done: int, position: int, rng_state: dict[str, Any],
-              seconds: float) -> TrainingState:
+    def state(
+        self, epochs_done: int, position: int, rng_state: dict[str, Any], seconds: float
+    ) -> TrainingState:
         """A copy of the run's state after ``epochs_done`` epochs and ``position`` samples
         of the next, whose permutation is drawn from ``rng_state``."""
         bs = self.config.batch_size
         best = self.best
         return TrainingState(
-            config=self.config, backend=self.ops.name, n_train=self.n,
-            epochs_done=epochs_done, position=position, rng_state=copy.deepcopy(rng_state),
+            config=self.config,
+            backend=self.ops.name,
+            n_train=self.n,
+            epochs_done=epochs_done,
+            position=position,
+            rng_state=copy.deepcopy(rng_state),
             parameters=self.net.parameters(),
             optimizer_state=state_to_host(self.ops, self.optimizer, self.opt_state),
             optimizer_steps=int(self.opt_state.step),
-            epoch_losses=self.losses[:(position + bs - 1) // bs].copy(),
-            epoch_seconds=seconds, history=copy.deepcopy(self.history.epochs),
+            epoch_losses=self.losses[: (position + bs - 1) // bs].copy(),
+            epoch_seconds=seconds,
+            history=copy.deepcopy(self.history.epochs),
             n_validation=self.n_validation,
-            validation_indices=None if self.validation_rows is None
+            validation_indices=None
+            if self.validation_rows is None
             else self.validation_rows.copy(),
-            best_val_loss=best.loss, best_epoch=best.epoch,
+            best_val_loss=best.loss,
+            best_epoch=best.epoch,
             best_parameters=copy.deepcopy(best.parameters),
-            epochs_without_improvement=best.epochs_without_improvement)
+            epochs_without_improvement=best.epochs_without_improvement,
+        )
 
     def interrupt(self, ep: _Epoch, position: int, stop: _StopFlag) -> NoReturn:
         """Stop inside the epoch at ``position``: hand the state to ``on_checkpoint`` and
@@ -814,8 +911,9 @@ class _Run:
         state = self.state(ep.number - 1, position, ep.rng_state, ep.seconds())
         if self.on_checkpoint is not None:
             self.on_checkpoint(state)
-        raise TrainingInterrupted(state, saved=self.on_checkpoint is not None,
-                                  signal_number=stop.signal_number)
+        raise TrainingInterrupted(
+            state, saved=self.on_checkpoint is not None, signal_number=stop.signal_number
+        )
 
     def end_epoch(self, epoch: int, stop: _StopFlag) -> None:
         """After ``epoch``: hand the state to ``on_checkpoint``, then raise
@@ -827,8 +925,9 @@ class _Run:
         if self.on_checkpoint is not None:
             self.on_checkpoint(state)
         if stop.is_set and more:
-            raise TrainingInterrupted(state, saved=self.on_checkpoint is not None,
-                                      signal_number=stop.signal_number)
+            raise TrainingInterrupted(
+                state, saved=self.on_checkpoint is not None, signal_number=stop.signal_number
+            )
 
     # -- evaluation ----------------------------------------------------------------------
 
@@ -845,12 +944,20 @@ class _Run:
             test_loss, test_accuracy = _mean_loss_and_accuracy(self.net, *self.test_xy)
         trained = self.n - ep.start_position
         return EpochStats(
-            epoch=ep.number, lr=self.epoch_lr(ep.number), train_loss=float(self.losses.mean()),
-            train_accuracy=train_accuracy, test_accuracy=test_accuracy, seconds=seconds,
+            epoch=ep.number,
+            lr=self.epoch_lr(ep.number),
+            train_loss=float(self.losses.mean()),
+            train_accuracy=train_accuracy,
+            test_accuracy=test_accuracy,
+            seconds=seconds,
             samples_per_second=trained / (seconds - ep.seconds_before)
-            if seconds > ep.seconds_before else math.inf,
+            if seconds > ep.seconds_before
+            else math.inf,
             eval_seconds=time.perf_counter() - eval_start,
-            val_loss=val_loss, val_accuracy=val_accuracy, test_loss=test_loss)
+            val_loss=val_loss,
+            val_accuracy=val_accuracy,
+            test_loss=test_loss,
+        )
 
     def record(self, stats: EpochStats) -> None:
         """Add the epoch to the history and, with a validation set, to the bookkeeping
@@ -865,13 +972,15 @@ class _Run:
         validation set evaluate the test set once, on the final parameters."""
         history = self.history
         history.best_epoch = self.best.epoch
-        history.stopped_early = (self.best.patience_ran_out
-                                 and len(history.epochs) < self.config.epochs)
+        history.stopped_early = (
+            self.best.patience_ran_out and len(history.epochs) < self.config.epochs
+        )
         if self.best.parameters is not None:
             self.net.set_parameters(self.best.parameters)
         if self.val_xy is not None and self.test_xy is not None:
             history.test_loss, history.test_accuracy = _mean_loss_and_accuracy(
-                self.net, *self.test_xy)
+                self.net, *self.test_xy
+            )
         return history
 
 
@@ -953,10 +1062,18 @@ def fit(
     start of that epoch (or of the resumed part of it) and ``on_checkpoint`` is not
     called, so the last good checkpoint stays.
     """
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
-                         lr_schedule=lr_schedule, warmup_steps=warmup_steps, seed=seed,
-                         validation_fraction=validation_fraction, early_stopping=early_stopping,
-                         augment=augment)
+    config = TrainConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        optimizer=optimizer,
+        lr_schedule=lr_schedule,
+        warmup_steps=warmup_steps,
+        seed=seed,
+        validation_fraction=validation_fraction,
+        early_stopping=early_stopping,
+        augment=augment,
+    )
     if validation is not None and validation_fraction is not None:
         raise ValueError("pass either validation or validation_fraction, not both")
     run = _Run(net, config, train, test, validation, resume, on_checkpoint)
@@ -964,16 +1081,21 @@ def fit(
     # _Run.checked_losses, with the epoch and step, instead of as NumPy warnings.
     # An augmented run's chunks, distortions and evaluations take turns in one context.
     threads = nullcontext() if run.augmenter is None else run.augmenter.images.training()
-    with _signals_stop(interruptible) as stop, np.errstate(over="ignore", invalid="ignore"), \
-            threads:
+    with (
+        _signals_stop(interruptible) as stop,
+        np.errstate(over="ignore", invalid="ignore"),
+        threads,
+    ):
         for epoch in run.remaining_epochs():
             ep = run.begin_epoch(epoch, progress)
             seconds = run.train_epoch(ep, stop)
             stats = run.evaluate(ep, seconds, eval_train)
             run.record(stats)
             # StopTraining (simplenn.core.callbacks) is returned to stop
-            stop_asked = on_epoch_end is not None and getattr(
-                on_epoch_end(stats), "stops_training", False) is True
+            stop_asked = (
+                on_epoch_end is not None
+                and getattr(on_epoch_end(stats), "stops_training", False) is True
+            )
             run.end_epoch(epoch, stop)
             if stop_asked:
                 run.history.stopped_by_callback = True
@@ -981,9 +1103,15 @@ def fit(
     return run.finish()
 
 
-def warm_up(ops: Ops, example: Any = None, *, optimizer: Optimizer | None = None,
-            batch_size: int | None = None, augment: str = "none",
-            gradients: bool = True) -> None:
+def warm_up(
+    ops: Ops,
+    example: Any = None,
+    *,
+    optimizer: Optimizer | None = None,
+    batch_size: int | None = None,
+    augment: str = "none",
+    gradients: bool = True,
+) -> None:
     """Compile (or load from the cache) what a run on ``ops`` uses, so that later
     timings measure running, not compiling: a tiny network trains an epoch through
     :func:`~simplenn.core.training.fit` on ``example`` (an (n, d) array like the run's
@@ -997,8 +1125,15 @@ def warm_up(ops: Ops, example: Any = None, *, optimizer: Optimizer | None = None
     labels.flags.writeable = X.flags.writeable  # as a dataset's labels are, with its images
     net = TwoLayerNet(X.shape[1], 4, 3, backend=ops, dtype=ops.dtype.name)
     for size in (1, 128) if batch_size is None else (batch_size,):
-        fit(net, (X, labels), epochs=1, batch_size=size, optimizer=optimizer or "sgd",
-            augment=augment, interruptible=False)
+        fit(
+            net,
+            (X, labels),
+            epochs=1,
+            batch_size=size,
+            optimizer=optimizer or "sgd",
+            augment=augment,
+            interruptible=False,
+        )
     if gradients:
         net.loss_and_gradients(X, labels)
     net.predict(X)
@@ -1009,5 +1144,12 @@ def _progress_bar(enabled: bool, total: int, desc: str, initial: int = 0):
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="img", unit_scale=True, leave=False,
-                dynamic_ncols=True, initial=initial)
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit="img",
+        unit_scale=True,
+        leave=False,
+        dynamic_ncols=True,
+        initial=initial,
+    )

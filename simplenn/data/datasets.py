@@ -49,24 +49,36 @@ class DataSplit:
     name: str
 
     def __repr__(self) -> str:
-        return (f"DataSplit(name={self.name!r}, n={len(self.y)}, X={self.X.dtype}"
-                f"{tuple(self.X.shape)}, image_shape={self.image_shape})")
+        return (
+            f"DataSplit(name={self.name!r}, n={len(self.y)}, X={self.X.dtype}"
+            f"{tuple(self.X.shape)}, image_shape={self.image_shape})"
+        )
 
     def __post_init__(self) -> None:
         X, y = self.X, self.y
         rows, cols = self.image_shape
         if not isinstance(X, np.ndarray) or X.ndim != 2 or X.dtype != np.uint8:
-            raise ValueError(f"DataSplit {self.name!r}: X must be a 2-D uint8 array (n, rows*cols), "
-                             f"got {_describe(X)}")
+            raise ValueError(
+                f"DataSplit {self.name!r}: X must be a 2-D uint8 array (n, rows*cols), "
+                f"got {_describe(X)}"
+            )
         if not isinstance(y, np.ndarray) or y.ndim != 1 or y.dtype != np.int64:
-            raise ValueError(f"DataSplit {self.name!r}: y must be a 1-D int64 array (n,), got {_describe(y)}")
+            raise ValueError(
+                f"DataSplit {self.name!r}: y must be a 1-D int64 array (n,), got {_describe(y)}"
+            )
         if X.shape[0] != y.shape[0]:
-            raise ValueError(f"DataSplit {self.name!r}: X has {X.shape[0]} rows but y has {y.shape[0]} labels")
+            raise ValueError(
+                f"DataSplit {self.name!r}: X has {X.shape[0]} rows but y has {y.shape[0]} labels"
+            )
         if X.shape[1] != rows * cols:
-            raise ValueError(f"DataSplit {self.name!r}: X has {X.shape[1]} features but image_shape "
-                             f"{self.image_shape} needs {rows * cols}")
+            raise ValueError(
+                f"DataSplit {self.name!r}: X has {X.shape[1]} features but image_shape "
+                f"{self.image_shape} needs {rows * cols}"
+            )
         if not X.flags.c_contiguous:
-            raise ValueError(f"DataSplit {self.name!r}: X must be C-contiguous; pass np.ascontiguousarray(X)")
+            raise ValueError(
+                f"DataSplit {self.name!r}: X must be C-contiguous; pass np.ascontiguousarray(X)"
+            )
 
     def __len__(self) -> int:
         """The number of samples ``n``."""
@@ -81,20 +93,26 @@ class DataSplit:
         """The samples ``index`` selects (a slice, a (n,) bool mask or 1-D ints) as a
         DataSplit: X (m, rows*cols) uint8, y (m,) int64."""
         if isinstance(index, (int, np.integer)) and not isinstance(index, (bool, np.bool_)):
-            raise TypeError(f"DataSplit {self.name!r}: an int index would drop the sample axis; "
-                            f"use split[[{index}]] for a 1-sample DataSplit, or "
-                            f"split.X[{index}] and split.y[{index}]")
+            raise TypeError(
+                f"DataSplit {self.name!r}: an int index would drop the sample axis; "
+                f"use split[[{index}]] for a 1-sample DataSplit, or "
+                f"split.X[{index}] and split.y[{index}]"
+            )
         if isinstance(index, tuple):
-            raise TypeError(f"DataSplit {self.name!r} selects samples with one index, not a "
-                            f"tuple; index split.X to select features")
+            raise TypeError(
+                f"DataSplit {self.name!r} selects samples with one index, not a "
+                f"tuple; index split.X to select features"
+            )
         if not isinstance(index, slice):
             index = np.asarray(index)
             if index.size == 0:
                 index = index.astype(np.intp)
             if index.ndim != 1 or index.dtype.kind not in "biu":
-                raise TypeError(f"DataSplit {self.name!r} selects samples with a slice, a "
-                                f"({len(self)},) bool mask or a 1-D array of ints, not "
-                                f"{_describe(index)}")
+                raise TypeError(
+                    f"DataSplit {self.name!r} selects samples with a slice, a "
+                    f"({len(self)},) bool mask or a 1-D array of ints, not "
+                    f"{_describe(index)}"
+                )
         X, y = np.ascontiguousarray(self.X[index]), self.y[index]
         if not self.X.flags.writeable:
             X.flags.writeable = False
@@ -106,18 +124,22 @@ class DataSplit:
 
 
 #: split name -> (images file name, labels file name), without the optional ``.gz``.
-STANDARD_FILES: Mapping[str, tuple[str, str]] = MappingProxyType({
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-})
+STANDARD_FILES: Mapping[str, tuple[str, str]] = MappingProxyType(
+    {
+        "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+        "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+    }
+)
 
 #: sha256 (hex) of the *decompressed* standard MNIST files, as published by Yann LeCun.
-MNIST_SHA256: Mapping[str, str] = MappingProxyType({
-    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
-    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
-    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
-})
+MNIST_SHA256: Mapping[str, str] = MappingProxyType(
+    {
+        "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+        "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+        "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+        "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+    }
+)
 
 _ALL_NAMES = tuple(name for pair in STANDARD_FILES.values() for name in pair)
 
@@ -143,7 +165,9 @@ def _locate_files(directory: Path, names: tuple[str, ...] = _ALL_NAMES) -> dict[
             "to fetch it"
         )
     if not directory.is_dir():
-        raise DataError(f"{directory}: is not a directory; expected a directory containing {expected}")
+        raise DataError(
+            f"{directory}: is not a directory; expected a directory containing {expected}"
+        )
     found: dict[str, Path] = {}
     missing: list[str] = []
     for name in names:
@@ -179,14 +203,17 @@ def _read_verified(path: Path, name: str, checksums: Mapping[str, str] | None) -
     return parse_idx(data, os.fspath(path), copy=False)
 
 
-def _load_split(split: str, files: dict[str, Path], n_classes: int,
-                checksums: Mapping[str, str] | None) -> DataSplit:
+def _load_split(
+    split: str, files: dict[str, Path], n_classes: int, checksums: Mapping[str, str] | None
+) -> DataSplit:
     img_name, lbl_name = STANDARD_FILES[split]
     img_path, lbl_path = files[img_name], files[lbl_name]
     images = _read_verified(img_path, img_name, checksums)
     labels = _read_verified(lbl_path, lbl_name, checksums)
     if images.ndim != 3 or images.dtype != np.uint8:
-        raise DataError(f"{img_path}: expected 3-D uint8 images (n, rows, cols), found {_describe(images)}")
+        raise DataError(
+            f"{img_path}: expected 3-D uint8 images (n, rows, cols), found {_describe(images)}"
+        )
     if labels.ndim != 1 or labels.dtype != np.uint8:
         raise DataError(f"{lbl_path}: expected 1-D uint8 labels (n,), found {_describe(labels)}")
     n, rows, cols = images.shape
@@ -317,7 +344,9 @@ def load_mnist() -> tuple[DataSplit, DataSplit]:
     return cached
 
 
-def load_dataset(directory: str | os.PathLike[str] | None = None) -> tuple[DataSplit, DataSplit, str]:
+def load_dataset(
+    directory: str | os.PathLike[str] | None = None,
+) -> tuple[DataSplit, DataSplit, str]:
     """``(train, test, source)``: the bundled MNIST when ``directory`` is None, else
     :func:`load_idx_dataset` of it; ``source`` describes where the data came from."""
     if directory is None:

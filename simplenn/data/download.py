@@ -21,9 +21,9 @@ from urllib.request import Request, urlopen
 
 from tqdm import tqdm
 
-from .datasets import MNIST_SHA256
 from ..errors import DownloadError
 from ..io.atomic import atomic_write_bytes
+from .datasets import MNIST_SHA256
 
 #: Base URLs tried in order; each serves ``<base>NAME.gz``.
 MIRRORS: tuple[str, ...] = (
@@ -73,8 +73,15 @@ def _fetch_bytes(url: str, desc: str, timeout: float, progress: bool) -> bytes:
             length = int(length_txt) if length_txt and length_txt.isdigit() else None
             chunks: list[bytes] = []
             received = 0
-            with tqdm(total=length, unit="B", unit_scale=True, unit_divisor=1024,
-                      desc=desc, disable=not progress, leave=False) as bar:
+            with tqdm(
+                total=length,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=desc,
+                disable=not progress,
+                leave=False,
+            ) as bar:
                 while True:
                     chunk = resp.read(_CHUNK)
                     if not chunk:
@@ -85,8 +92,10 @@ def _fetch_bytes(url: str, desc: str, timeout: float, progress: bool) -> bytes:
     except HTTPError as exc:
         raise _MirrorFailure(f"HTTP {exc.code} {exc.reason}") from None
     except http.client.IncompleteRead as exc:
-        raise _MirrorFailure(f"truncated response: connection closed after {len(exc.partial)} "
-                             "more bytes, before the announced Content-Length") from None
+        raise _MirrorFailure(
+            f"truncated response: connection closed after {len(exc.partial)} "
+            "more bytes, before the announced Content-Length"
+        ) from None
     except URLError as exc:
         raise _MirrorFailure(f"connection failed ({exc.reason})") from None
     except TimeoutError:
@@ -145,7 +154,9 @@ def fetch_file(
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise DownloadError(f"{directory}: cannot create the download directory ({exc.strerror or exc})") from None
+        raise DownloadError(
+            f"{directory}: cannot create the download directory ({exc.strerror or exc})"
+        ) from None
 
     failures: list[str] = []
     for mirror in mirrors:
@@ -158,18 +169,24 @@ def fetch_file(
             except ValueError as exc:
                 raise _MirrorFailure(str(exc)) from None
             if got != expected:
-                raise _MirrorFailure(f"sha256 mismatch: expected {expected}, got {got} (corrupted or different file)")
+                raise _MirrorFailure(
+                    f"sha256 mismatch: expected {expected}, got {got} (corrupted or different file)"
+                )
         except _MirrorFailure as exc:
             failures.append(f"  - {url}: {exc}")
             continue
         try:
             atomic_write_bytes(dest, raw)
         except OSError as exc:
-            raise DownloadError(f"{dest}: downloaded from {url} but cannot write it ({exc.strerror or exc})") from None
+            raise DownloadError(
+                f"{dest}: downloaded from {url} but cannot write it ({exc.strerror or exc})"
+            ) from None
         return dest
 
     tried = "\n".join(failures) if failures else "  (no mirrors were given)"
-    raise DownloadError(f"could not download {base}.gz; every mirror failed:\n{tried}\n{_NO_DOWNLOAD_HINT}")
+    raise DownloadError(
+        f"could not download {base}.gz; every mirror failed:\n{tried}\n{_NO_DOWNLOAD_HINT}"
+    )
 
 
 def download_mnist(
@@ -189,5 +206,7 @@ def download_mnist(
     """
     directory = Path(dest_dir) if dest_dir is not None else default_cache_dir()
     for name, digest in MNIST_SHA256.items():
-        fetch_file(name, digest, mirrors=mirrors, dest_dir=directory, timeout=timeout, progress=progress)
+        fetch_file(
+            name, digest, mirrors=mirrors, dest_dir=directory, timeout=timeout, progress=progress
+        )
     return directory

@@ -21,10 +21,11 @@ import os
 import stat
 import struct
 import zlib
+
 import numpy as np
 
-from ..io.atomic import atomic_write_bytes
 from ..errors import DataError
+from ..io.atomic import atomic_write_bytes
 
 PathLike = str | os.PathLike[str]
 
@@ -38,7 +39,14 @@ IDX_DTYPES: dict[int, np.dtype] = {
     0x0E: np.dtype(">f8"),
 }
 
-_TYPE_NAMES = {0x08: "uint8", 0x09: "int8", 0x0B: "int16", 0x0C: "int32", 0x0D: "float32", 0x0E: "float64"}
+_TYPE_NAMES = {
+    0x08: "uint8",
+    0x09: "int8",
+    0x0B: "int16",
+    0x0C: "int32",
+    0x0D: "float32",
+    0x0E: "float64",
+}
 _VALID_CODES = ", ".join(f"0x{code:02X} {name}" for code, name in _TYPE_NAMES.items())
 _MAX_DIM = 2**32 - 1
 
@@ -62,8 +70,7 @@ def _open_regular(name: str):
         if stat.S_ISDIR(mode):
             raise DataError(f"{name}: is a directory, expected an IDX file")
         if not stat.S_ISREG(mode):
-            raise DataError(f"{name}: not a regular file ({file_kind(mode)}), expected an "
-                            f"IDX file")
+            raise DataError(f"{name}: not a regular file ({file_kind(mode)}), expected an IDX file")
         fd = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
         raise DataError(f"{name}: file not found; check the path") from None
@@ -130,10 +137,14 @@ def _trailing_error(name: str, head: bytes, found: int | None) -> DataError:
     expected = math.prod(dims) * IDX_DTYPES[head[2]].itemsize
     shape = f"{'x'.join(map(str, dims))} {_TYPE_NAMES[head[2]]} array"
     if found is None:
-        return DataError(f"{name}: more than {TRAILING_SLACK} trailing bytes after the data "
-                         f"(header says a {shape} of {expected} bytes); the file is damaged")
-    return DataError(f"{name}: {found - expected} trailing bytes after the data: expected "
-                     f"{expected} bytes of data, found {found} (header says a {shape})")
+        return DataError(
+            f"{name}: more than {TRAILING_SLACK} trailing bytes after the data "
+            f"(header says a {shape} of {expected} bytes); the file is damaged"
+        )
+    return DataError(
+        f"{name}: {found - expected} trailing bytes after the data: expected "
+        f"{expected} bytes of data, found {found} (header says a {shape})"
+    )
 
 
 def read_idx_bytes(path: PathLike) -> bytes | bytearray:
@@ -150,8 +161,7 @@ def read_idx_bytes(path: PathLike) -> bytes | bytearray:
         size = os.fstat(fh.fileno()).st_size
         gz = _is_gzip_name(name)
         if gz and size == 0:
-            raise DataError(f"{name}: file is empty (0 bytes), expected a gzip-compressed IDX "
-                            f"file")
+            raise DataError(f"{name}: file is empty (0 bytes), expected a gzip-compressed IDX file")
         try:
             return _read_bounded(_Gunzip(fh, name) if gz else fh, name, None if gz else size)
         except EOFError:
@@ -161,8 +171,9 @@ def read_idx_bytes(path: PathLike) -> bytes | bytearray:
             ) from None
         except (OSError, zlib.error) as exc:
             if not gz:
-                raise DataError(f"{name}: cannot read the file "
-                                f"({getattr(exc, 'strerror', None) or exc})") from None
+                raise DataError(
+                    f"{name}: cannot read the file ({getattr(exc, 'strerror', None) or exc})"
+                ) from None
             raise DataError(
                 f"{name}: not a valid gzip file ({exc}); the name ends in .gz, so the file must "
                 "be gzip-compressed: rename it without .gz if it is a plain IDX file, or replace it"

@@ -60,8 +60,9 @@ def load_grayscale(path: str | os.PathLike) -> np.ndarray:
         if not stat.S_ISREG(info.st_mode):
             from ..io.archive import file_kind
 
-            raise ImageError(f"{path}: not a regular file ({file_kind(info.st_mode)}), not an "
-                             f"image")
+            raise ImageError(
+                f"{path}: not a regular file ({file_kind(info.st_mode)}), not an image"
+            )
         if info.st_size == 0:
             raise ImageError(f"{path}: the file is empty")
         with warnings.catch_warnings():
@@ -70,8 +71,10 @@ def load_grayscale(path: str | os.PathLike) -> np.ndarray:
         with im:
             width, height = im.size
             if width * height > MAX_PIXELS:
-                raise ImageError(f"{path}: refused, {width}x{height} is more than the "
-                                 f"{MAX_PIXELS:,} pixels simplenn reads; scale the image down")
+                raise ImageError(
+                    f"{path}: refused, {width}x{height} is more than the "
+                    f"{MAX_PIXELS:,} pixels simplenn reads; scale the image down"
+                )
             im.load()
             im = ImageOps.exif_transpose(im)
             if max(im.size) > REDUCED_SIDE:
@@ -86,8 +89,10 @@ def load_grayscale(path: str | os.PathLike) -> np.ndarray:
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image file Pillow can read (PNG, JPEG, ...)") from None
     except Image.DecompressionBombError as exc:
-        raise ImageError(f"{path}: refused, the image has more than the {MAX_PIXELS:,} pixels "
-                         f"simplenn reads ({exc})") from None
+        raise ImageError(
+            f"{path}: refused, the image has more than the {MAX_PIXELS:,} pixels "
+            f"simplenn reads ({exc})"
+        ) from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         if isinstance(exc, ImageError):
             raise
@@ -138,7 +143,9 @@ def to_mnist(gray: np.ndarray, name: str = "image") -> np.ndarray:
 
     gray = np.asarray(gray, dtype=np.float64)
     if gray.ndim != 2 or gray.size == 0:
-        raise ImageError(f"{name}: expected a non-empty 2-D grayscale image, got shape {gray.shape}")
+        raise ImageError(
+            f"{name}: expected a non-empty 2-D grayscale image, got shape {gray.shape}"
+        )
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     ground = float(np.median(border))
     ink = 255.0 - gray if ground > 127.5 else gray
@@ -148,12 +155,14 @@ def to_mnist(gray: np.ndarray, name: str = "image") -> np.ndarray:
         raise ImageError(f"{name}: no digit found (the image is blank or has almost no contrast)")
     ink = np.where(ink >= NOISE_FLOOR * peak, ink * (255.0 / peak), 0.0)
     rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
-    crop = ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     h, w = crop.shape
     scale = BOX / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    small = np.asarray(Image.fromarray(crop.astype(np.float32)).resize(size, Image.Resampling.LANCZOS),
-                       dtype=np.float64)
+    small = np.asarray(
+        Image.fromarray(crop.astype(np.float32)).resize(size, Image.Resampling.LANCZOS),
+        dtype=np.float64,
+    )
     small = np.clip(small, 0, None)
     if small.max() <= 0:
         small = np.ones_like(small)
@@ -164,7 +173,7 @@ def to_mnist(gray: np.ndarray, name: str = "image") -> np.ndarray:
     out = np.zeros((SIZE, SIZE))
     top = int(np.clip(round(SIZE / 2 - com[0]), 0, SIZE - small.shape[0]))
     left = int(np.clip(round(SIZE / 2 - com[1]), 0, SIZE - small.shape[1]))
-    out[top:top + small.shape[0], left:left + small.shape[1]] = small
+    out[top : top + small.shape[0], left : left + small.shape[1]] = small
     return np.round(out).astype(np.uint8).reshape(SIZE * SIZE)
 
 

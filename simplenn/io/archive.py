@@ -41,13 +41,30 @@ MAX_HEADER_BYTES = 10_000
 _CHUNK = 1 << 20
 _END_RECORD = b"PK\x05\x06"
 _LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")
-_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate",
-            zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "lzma"}
+_METHODS = {
+    zipfile.ZIP_STORED: "stored",
+    zipfile.ZIP_DEFLATED: "deflate",
+    zipfile.ZIP_BZIP2: "bzip2",
+    zipfile.ZIP_LZMA: "lzma",
+}
 # What the zip and .npy parsers and the decompressors raise on damaged input (an
 # OSError is a decompressor's: bz2 says "Invalid data stream").
-_DAMAGE = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, KeyError, NotImplementedError,
-           RuntimeError, zlib.error, lzma.LZMAError, OSError, struct.error, OverflowError,
-           ValueError, TypeError, tokenize.TokenError)
+_DAMAGE = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    EOFError,
+    KeyError,
+    NotImplementedError,
+    RuntimeError,
+    zlib.error,
+    lzma.LZMAError,
+    OSError,
+    struct.error,
+    OverflowError,
+    ValueError,
+    TypeError,
+    tokenize.TokenError,
+)
 
 
 @contextmanager
@@ -58,8 +75,9 @@ def _reported(where: str) -> Iterator[None]:
     except ModelFileError:
         raise
     except _DAMAGE as exc:
-        raise ModelFileError(f"{where} is damaged or truncated "
-                             f"({type(exc).__name__}: {exc})") from None
+        raise ModelFileError(
+            f"{where} is damaged or truncated ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def open_regular_file(path: Path, where: str) -> BinaryIO:
@@ -87,9 +105,13 @@ def open_regular_file(path: Path, where: str) -> BinaryIO:
 
 def file_kind(mode: int) -> str:
     """What a non-regular file is, in words: ``a named pipe``, ``a character device`` ..."""
-    for test, kind in ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
-                       (stat.S_ISDIR, "a directory")):
+    for test, kind in (
+        (stat.S_ISFIFO, "a named pipe"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a directory"),
+    ):
         if test(mode):
             return kind
     return "not a plain file"
@@ -154,14 +176,17 @@ class NpzArchive:
             if not name.endswith(".npy") or info.is_dir():
                 raise ModelFileError(f"{where} holds {name!r}, which is not a .npy array")
             if name[:-4] in self._members:
-                raise ModelFileError(f"{where} holds two members named {name!r}; a model "
-                                     f"file holds each array once")
+                raise ModelFileError(
+                    f"{where} holds two members named {name!r}; a model file holds each array once"
+                )
             if info.flag_bits & 0x1:
                 raise ModelFileError(f"{where}: member {name!r} is encrypted")
             if info.compress_type not in _METHODS:
-                raise ModelFileError(f"{where}: member {name!r} is compressed with zip method "
-                                     f"{info.compress_type}, which simplenn does not read "
-                                     f"(it reads {', '.join(_METHODS.values())})")
+                raise ModelFileError(
+                    f"{where}: member {name!r} is compressed with zip method "
+                    f"{info.compress_type}, which simplenn does not read "
+                    f"(it reads {', '.join(_METHODS.values())})"
+                )
             self._members[name[:-4]] = info
         self.names = list(self._members)
 
@@ -175,9 +200,11 @@ class NpzArchive:
             return  # no end record: zipfile reports the archive as damaged
         count, size = struct.unpack_from("<HL", tail, at + 10)
         if count > MAX_MEMBERS or size > MAX_DIRECTORY_BYTES:
-            raise ModelFileError(f"{self.where}: the zip directory lists {count} members in "
-                                 f"{size} bytes, more than a simplenn model file has "
-                                 f"(at most {MAX_MEMBERS} members)")
+            raise ModelFileError(
+                f"{self.where}: the zip directory lists {count} members in "
+                f"{size} bytes, more than a simplenn model file has "
+                f"(at most {MAX_MEMBERS} members)"
+            )
 
     def declared_size(self, name: str) -> int:
         """The uncompressed size the zip directory declares for array ``name``."""
@@ -195,12 +222,16 @@ class NpzArchive:
             elif version == (2, 0):
                 read = np.lib.format.read_array_header_2_0
             else:
-                raise ModelFileError(f"{where}: array {name!r} uses .npy format version "
-                                     f"{version[0]}.{version[1]}, which simplenn does not read")
+                raise ModelFileError(
+                    f"{where}: array {name!r} uses .npy format version "
+                    f"{version[0]}.{version[1]}, which simplenn does not read"
+                )
             shape, fortran, dtype = read(stream, max_header_size=MAX_HEADER_BYTES)
         if dtype.hasobject:
-            raise ModelFileError(f"{where}: array {name!r} holds Python objects (dtype {dtype}); "
-                                 f"simplenn refuses to unpickle them")
+            raise ModelFileError(
+                f"{where}: array {name!r} holds Python objects (dtype {dtype}); "
+                f"simplenn refuses to unpickle them"
+            )
         if not all(isinstance(s, int) and s >= 0 for s in shape):
             raise ModelFileError(f"{where}: array {name!r} has an invalid shape {shape}")
         return NpyHeader(tuple(shape), dtype, bool(fortran), stream.produced)
@@ -216,12 +247,14 @@ class NpzArchive:
         if info.file_size != header.offset + nbytes:
             raise ModelFileError(
                 f"{where}: array {name!r} is {info.file_size} bytes in the zip directory, but "
-                f"its header declares {header.offset + nbytes}: the file is damaged")
+                f"its header declares {header.offset + nbytes}: the file is damaged"
+            )
         try:
             data = bytearray(nbytes)
         except MemoryError:
-            raise ModelFileError(f"{where}: not enough memory for array {name!r} "
-                                 f"({nbytes} bytes)") from None
+            raise ModelFileError(
+                f"{where}: not enough memory for array {name!r} ({nbytes} bytes)"
+            ) from None
         with _reported(where):
             stream = _MemberStream(self._file, info, self)
             stream.skip(header.offset)
@@ -229,12 +262,15 @@ class NpzArchive:
             while filled < nbytes:
                 got = stream.readinto(view[filled:])
                 if not got:
-                    raise ModelFileError(f"{where}: array {name!r} has {filled} bytes of data, "
-                                         f"expected {nbytes}: the file is damaged or truncated")
+                    raise ModelFileError(
+                        f"{where}: array {name!r} has {filled} bytes of data, "
+                        f"expected {nbytes}: the file is damaged or truncated"
+                    )
                 filled += got
             stream.check_crc()
         array = np.frombuffer(data, dtype=header.dtype).reshape(
-            header.shape, order="F" if header.fortran else "C")
+            header.shape, order="F" if header.fortran else "C"
+        )
         return array.astype(header.dtype.newbyteorder("="), copy=False)
 
 
@@ -285,8 +321,15 @@ class _MemberStream:
             raise lzma.LZMAError(f"{self._where} has invalid LZMA properties")
         pb, rest = divmod(props[0], 45)
         lp, lc = divmod(rest, 9)
-        filters = [{"id": lzma.FILTER_LZMA1, "dict_size": struct.unpack_from("<L", props, 1)[0],
-                    "lc": lc, "lp": lp, "pb": pb}]
+        filters = [
+            {
+                "id": lzma.FILTER_LZMA1,
+                "dict_size": struct.unpack_from("<L", props, 1)[0],
+                "lc": lc,
+                "lp": lp,
+                "pb": pb,
+            }
+        ]
         return lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=filters)
 
     def _next(self, n: int) -> bytes:
@@ -328,7 +371,7 @@ class _MemberStream:
     def readinto(self, buffer: memoryview) -> int:
         """Fill ``buffer`` with up to its length in bytes; the number read (0 at the end)."""
         out = self._next(min(len(buffer), self._left))
-        buffer[:len(out)] = out
+        buffer[: len(out)] = out
         self._count(out)
         return len(out)
 

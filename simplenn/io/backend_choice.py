@@ -25,8 +25,13 @@ class BackendFallbackWarning(UserWarning):
     Pass ``backend=`` when loading to choose the backend and silence it."""
 
 
-def loading_backend(trained: Any, backend: str | None = "auto", *,
-                    what: str = "the model", choose: str = "pass backend=") -> str | None:
+def loading_backend(
+    trained: Any,
+    backend: str | None = "auto",
+    *,
+    what: str = "the model",
+    choose: str = "pass backend=",
+) -> str | None:
     """The backend to load ``what``, trained on the backend named ``trained`` (None or
     anything not a string when unknown), on, for the ``backend`` asked for (see the
     module docstring); ``choose`` says in the warning how to choose another. Returns a
@@ -44,7 +49,9 @@ def loading_backend(trained: Any, backend: str | None = "auto", *,
             return info.name
         reason = info.reason
     fallback = resolve_backend_name("auto")
-    warn_from_caller(f"{what} was trained on backend {trained!r}, which can't run here "
-                     f"({reason}); loaded on {fallback!r} instead ({choose} to choose)",
-                     BackendFallbackWarning)
+    warn_from_caller(
+        f"{what} was trained on backend {trained!r}, which can't run here "
+        f"({reason}); loaded on {fallback!r} instead ({choose} to choose)",
+        BackendFallbackWarning,
+    )
     return fallback

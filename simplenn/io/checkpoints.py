@@ -27,11 +27,17 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ModelFileError, SimplennError
-from .models import (BEST_PREFIX, OPTIMIZER_PREFIX, VALIDATION_ROWS, VELOCITY_PREFIX,
-                     read_model_archive, write_model_file)
 from ..core.params import PARAMETER_NAMES
 from ..core.training import EpochStats, TrainConfig, TrainingState, slot_names
+from ..errors import ModelFileError, SimplennError
+from .models import (
+    BEST_PREFIX,
+    OPTIMIZER_PREFIX,
+    VALIDATION_ROWS,
+    VELOCITY_PREFIX,
+    read_model_archive,
+    write_model_file,
+)
 
 #: File name of the checkpoint inside a ``--checkpoint-dir``.
 CHECKPOINT_NAME = "checkpoint.npz"
@@ -64,8 +70,9 @@ def checkpoint_path(directory: str | os.PathLike) -> Path:
     return Path(directory) / CHECKPOINT_NAME
 
 
-def save_checkpoint(path: str | os.PathLike, state: TrainingState,
-                    *, run: dict[str, Any] | None = None) -> Path:
+def save_checkpoint(
+    path: str | os.PathLike, state: TrainingState, *, run: dict[str, Any] | None = None
+) -> Path:
     """Atomically write ``state`` (and the JSON-serialisable ``run``) to ``path``.
 
     Raises :class:`ModelFileError` (and leaves ``path`` untouched) when the state holds
@@ -78,33 +85,38 @@ def save_checkpoint(path: str | os.PathLike, state: TrainingState,
     for group, arrays in groups:
         for k, a in arrays.items():
             if not np.isfinite(a).all():
-                raise ModelFileError(f"refusing to write checkpoint {path}: {group} {k} holds "
-                                     f"NaN or infinite values (the run diverged)")
-    meta = {"checkpoint": {
-        "format_version": CHECKPOINT_VERSION,
-        "config": state.config.to_dict(),
-        "backend": state.backend,
-        "optimizer_steps": state.optimizer_steps,
-        "n_train": state.n_train,
-        "epochs_done": state.epochs_done,
-        "position": state.position,
-        "rng_state": state.rng_state,
-        "epoch_seconds": state.epoch_seconds,
-        "history": [asdict(e) for e in state.history],
-        "n_validation": state.n_validation,
-        "best_val_loss": state.best_val_loss,
-        "best_epoch": state.best_epoch,
-        "epochs_without_improvement": state.epochs_without_improvement,
-        "run": run or {},
-    }}
+                raise ModelFileError(
+                    f"refusing to write checkpoint {path}: {group} {k} holds "
+                    f"NaN or infinite values (the run diverged)"
+                )
+    meta = {
+        "checkpoint": {
+            "format_version": CHECKPOINT_VERSION,
+            "config": state.config.to_dict(),
+            "backend": state.backend,
+            "optimizer_steps": state.optimizer_steps,
+            "n_train": state.n_train,
+            "epochs_done": state.epochs_done,
+            "position": state.position,
+            "rng_state": state.rng_state,
+            "epoch_seconds": state.epoch_seconds,
+            "history": [asdict(e) for e in state.history],
+            "n_validation": state.n_validation,
+            "best_val_loss": state.best_val_loss,
+            "best_epoch": state.best_epoch,
+            "epochs_without_improvement": state.epochs_without_improvement,
+            "run": run or {},
+        }
+    }
     extra = {f"{_OPTIMIZER}{k}": a for k, a in state.optimizer_state.items()}
     extra["epoch_losses"] = np.asarray(state.epoch_losses, dtype=np.float64)
     if state.validation_indices is not None:
         extra[_VALIDATION_ROWS] = np.asarray(state.validation_indices, dtype=np.int64)
     if state.best_parameters is not None:
         extra.update({f"{_BEST}{k}": state.best_parameters[k] for k in PARAMETER_NAMES})
-    return write_model_file(path, state.parameters, backend=state.backend, metadata=meta,
-                            extra_arrays=extra)
+    return write_model_file(
+        path, state.parameters, backend=state.backend, metadata=meta, extra_arrays=extra
+    )
 
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
@@ -115,14 +127,17 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     params, meta, extra = read_model_archive(path, kind="checkpoint")
     info = meta.get("checkpoint")
     if not isinstance(info, dict):
-        raise ModelFileError(f"{where} is a model file without training state; it can be "
-                             "evaluated but not resumed")
+        raise ModelFileError(
+            f"{where} is a model file without training state; it can be evaluated but not resumed"
+        )
     version = info.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise ModelFileError(f"{where} has no valid checkpoint format_version")
     if version > CHECKPOINT_VERSION:
-        raise ModelFileError(f"{where} has checkpoint format version {version}, newer than this "
-                             f"simplenn reads ({CHECKPOINT_VERSION}); upgrade simplenn")
+        raise ModelFileError(
+            f"{where} has checkpoint format version {version}, newer than this "
+            f"simplenn reads ({CHECKPOINT_VERSION}); upgrade simplenn"
+        )
     try:
         state = _state_from(info, params, extra, meta["dtype"])
     except (KeyError, TypeError, ValueError) as exc:
@@ -146,11 +161,15 @@ def _state_from(info: dict, params: dict, extra: dict, dtype: str) -> TrainingSt
         raise ValueError("config must be an object with the fields of TrainConfig")
     config_dict = dict(config_dict)
     if "optimizer" not in config_dict:  # before version 4: SGD's settings among the others
-        config_dict["optimizer"] = {"name": "sgd", "momentum": config_dict.pop("momentum", None),
-                                    "weight_decay": config_dict.pop("weight_decay", None)}
+        config_dict["optimizer"] = {
+            "name": "sgd",
+            "momentum": config_dict.pop("momentum", None),
+            "weight_decay": config_dict.pop("weight_decay", None),
+        }
     names = {f.name for f in fields(TrainConfig)}
     if not names - _NEW_CONFIG_FIELDS <= set(config_dict) <= names or not isinstance(
-            config_dict["optimizer"], dict):
+        config_dict["optimizer"], dict
+    ):
         raise ValueError("config must be an object with the fields of TrainConfig")
     config = TrainConfig.from_dict(config_dict)
     if not isinstance(config.seed, int) or isinstance(config.seed, bool) or config.seed < 0:
@@ -171,8 +190,10 @@ def _state_from(info: dict, params: dict, extra: dict, dtype: str) -> TrainingSt
         raise ValueError("history must be a list of objects")
     names = {f.name for f in fields(EpochStats)}
     for e in history:
-        numbers = all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
-                      for v in e.values())
+        numbers = all(
+            v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+            for v in e.values()
+        )
         if not (names - _NEW_EPOCH_FIELDS <= set(e) <= names and numbers):
             raise ValueError("history entries must hold the numbers of EpochStats")
     stats = [EpochStats(**e) for e in history]
@@ -185,30 +206,52 @@ def _state_from(info: dict, params: dict, extra: dict, dtype: str) -> TrainingSt
     n_train = _int(info, "n_train", 1)
     epochs_done, position = _int(info, "epochs_done"), _int(info, "position")
     steps = (position + config.batch_size - 1) // config.batch_size
-    if (epochs_done > config.epochs or position >= n_train or position % config.batch_size
-            or losses.shape != (steps,) or len(stats) != epochs_done
-            or (position and epochs_done == config.epochs)):
-        raise ValueError(f"inconsistent position: {epochs_done} of {config.epochs} epochs done, "
-                         f"position {position} of {n_train}, {losses.shape[0]} losses, "
-                         f"{len(stats)} epochs of history")
-    return TrainingState(config=config, backend=backend, n_train=n_train,
-                         epochs_done=epochs_done, position=position, rng_state=rng_state,
-                         parameters=params, optimizer_state=optimizer_state,
-                         optimizer_steps=updates, epoch_losses=losses,
-                         epoch_seconds=float(seconds), history=stats,
-                         **_validation_from(info, config, params, extra, dtype, epochs_done))
+    if (
+        epochs_done > config.epochs
+        or position >= n_train
+        or position % config.batch_size
+        or losses.shape != (steps,)
+        or len(stats) != epochs_done
+        or (position and epochs_done == config.epochs)
+    ):
+        raise ValueError(
+            f"inconsistent position: {epochs_done} of {config.epochs} epochs done, "
+            f"position {position} of {n_train}, {losses.shape[0]} losses, "
+            f"{len(stats)} epochs of history"
+        )
+    return TrainingState(
+        config=config,
+        backend=backend,
+        n_train=n_train,
+        epochs_done=epochs_done,
+        position=position,
+        rng_state=rng_state,
+        parameters=params,
+        optimizer_state=optimizer_state,
+        optimizer_steps=updates,
+        epoch_losses=losses,
+        epoch_seconds=float(seconds),
+        history=stats,
+        **_validation_from(info, config, params, extra, dtype, epochs_done),
+    )
 
 
-def _optimizer_state(info: dict, config: TrainConfig, params: dict, extra: dict, dtype: str,
-                     ) -> tuple[dict[str, np.ndarray], int]:
+def _optimizer_state(
+    info: dict,
+    config: TrainConfig,
+    params: dict,
+    extra: dict,
+    dtype: str,
+) -> tuple[dict[str, np.ndarray], int]:
     """The optimizer's state arrays by ``PARAMETER.SLOT`` and its update count; a file
     before version 4 holds SGD's velocities as ``velocity_W1`` ..., and its count is
     that of the steps done."""
     if "optimizer_steps" not in info:
         velocities = _parameter_like(_VELOCITY, params, extra, dtype)
         steps_per_epoch = -(-_int(info, "n_train", 1) // config.batch_size)
-        steps = (_int(info, "epochs_done") * steps_per_epoch
-                 + -(-_int(info, "position") // config.batch_size))
+        steps = _int(info, "epochs_done") * steps_per_epoch + -(
+            -_int(info, "position") // config.batch_size
+        )
         return {f"{k}.velocity": v for k, v in velocities.items()}, steps
     arrays = {}
     for name in slot_names(config.optimizer):
@@ -217,8 +260,10 @@ def _optimizer_state(info: dict, config: TrainConfig, params: dict, extra: dict,
         if a is None:
             raise ValueError(f"the array {_OPTIMIZER}{name} is missing")
         if a.shape != params[k].shape or a.dtype != np.dtype(dtype):
-            raise ValueError(f"{_OPTIMIZER}{name} has shape {a.shape} and dtype {a.dtype}, "
-                             f"expected {params[k].shape} {dtype}")
+            raise ValueError(
+                f"{_OPTIMIZER}{name} has shape {a.shape} and dtype {a.dtype}, "
+                f"expected {params[k].shape} {dtype}"
+            )
         if not np.isfinite(a).all():
             raise ValueError(f"{_OPTIMIZER}{name} holds NaN or infinite values")
         arrays[name] = a
@@ -234,43 +279,60 @@ def _parameter_like(prefix: str, params: dict, extra: dict, dtype: str) -> dict[
         if a is None:
             raise ValueError(f"the array {prefix}{k} is missing")
         if a.shape != params[k].shape or a.dtype != np.dtype(dtype):
-            raise ValueError(f"{prefix}{k} has shape {a.shape} and dtype {a.dtype}, expected "
-                             f"{params[k].shape} {dtype}")
+            raise ValueError(
+                f"{prefix}{k} has shape {a.shape} and dtype {a.dtype}, expected "
+                f"{params[k].shape} {dtype}"
+            )
         if not np.isfinite(a).all():
             raise ValueError(f"{prefix}{k} holds NaN or infinite values")
         arrays[k] = a
     return arrays
 
 
-def _validation_from(info: dict, config: TrainConfig, params: dict, extra: dict, dtype: str,
-                     epochs_done: int) -> dict[str, Any]:
+def _validation_from(
+    info: dict, config: TrainConfig, params: dict, extra: dict, dtype: str, epochs_done: int
+) -> dict[str, Any]:
     """The validation split and best-epoch bookkeeping of a checkpoint, as the keyword
     arguments of TrainingState (those of a run without validation set when absent)."""
     n_validation = _int(info, "n_validation") if "n_validation" in info else 0
-    stale = (_int(info, "epochs_without_improvement")
-             if "epochs_without_improvement" in info else 0)
+    stale = _int(info, "epochs_without_improvement") if "epochs_without_improvement" in info else 0
     best_epoch = info.get("best_epoch")
     if best_epoch is not None:
         best_epoch = _int(info, "best_epoch", 1)
     best_loss = info.get("best_val_loss")
-    if best_loss is not None and (isinstance(best_loss, bool) or not isinstance(
-            best_loss, (int, float)) or not np.isfinite(best_loss)):
+    if best_loss is not None and (
+        isinstance(best_loss, bool)
+        or not isinstance(best_loss, (int, float))
+        or not np.isfinite(best_loss)
+    ):
         raise ValueError(f"best_val_loss must be a finite number, not {best_loss!r}")
-    if ((best_epoch is None) != (best_loss is None) or (best_epoch or 0) > epochs_done
-            or stale > epochs_done or (n_validation == 0 and (best_epoch or stale))):
-        raise ValueError(f"inconsistent validation bookkeeping: best epoch {best_epoch} with "
-                         f"loss {best_loss}, {stale} epochs without improvement, "
-                         f"{epochs_done} epochs done, {n_validation} validation samples")
+    if (
+        (best_epoch is None) != (best_loss is None)
+        or (best_epoch or 0) > epochs_done
+        or stale > epochs_done
+        or (n_validation == 0 and (best_epoch or stale))
+    ):
+        raise ValueError(
+            f"inconsistent validation bookkeeping: best epoch {best_epoch} with "
+            f"loss {best_loss}, {stale} epochs without improvement, "
+            f"{epochs_done} epochs done, {n_validation} validation samples"
+        )
     rows = extra.get(_VALIDATION_ROWS)
     if (rows is None) != (config.validation_fraction is None):
-        raise ValueError(f"the array {_VALIDATION_ROWS} must be present exactly when "
-                         f"validation_fraction is set")
-    if rows is not None and (rows.ndim != 1 or rows.dtype != np.int64
-                             or rows.shape[0] != n_validation):
+        raise ValueError(
+            f"the array {_VALIDATION_ROWS} must be present exactly when validation_fraction is set"
+        )
+    if rows is not None and (
+        rows.ndim != 1 or rows.dtype != np.int64 or rows.shape[0] != n_validation
+    ):
         raise ValueError(f"{_VALIDATION_ROWS} must be {n_validation} int64 row numbers")
     kept = best_epoch is not None and config.early_stopping is not None
     best_parameters = _parameter_like(_BEST, params, extra, dtype) if kept else None
-    return {"n_validation": n_validation, "validation_indices": rows,
-            "best_val_loss": None if best_loss is None else float(best_loss),
-            "best_epoch": best_epoch, "best_parameters": best_parameters,
-            "epochs_without_improvement": stale}
+    return {
+        "n_validation": n_validation,
+        "validation_indices": rows,
+        "best_val_loss": None if best_loss is None else float(best_loss),
+        "best_epoch": best_epoch,
+        "best_parameters": best_parameters,
+        "epochs_without_improvement": stale,
+    }

@@ -57,8 +57,10 @@ class DirectoryLock:
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as exc:
-            raise DirectoryLockedError(f"{self.purpose} {self.directory}: cannot create the lock "
-                                       f"file {self.path} ({exc.strerror or exc})") from None
+            raise DirectoryLockedError(
+                f"{self.purpose} {self.directory}: cannot create the lock "
+                f"file {self.path} ({exc.strerror or exc})"
+            ) from None
         try:
             if fcntl is not None:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -66,12 +68,15 @@ class DirectoryLock:
             holder = _read_pid(fd)
             os.close(fd)
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise DirectoryLockedError(f"{self.purpose} {self.directory}: cannot lock "
-                                           f"{self.path} ({exc.strerror or exc})") from None
+                raise DirectoryLockedError(
+                    f"{self.purpose} {self.directory}: cannot lock "
+                    f"{self.path} ({exc.strerror or exc})"
+                ) from None
             who = f"PID {holder}" if holder else "another process"
             raise DirectoryLockedError(
                 f"{self.purpose} {self.directory} is in use by another run ({who}); wait for "
-                f"it to finish or stop it, or choose another directory") from None
+                f"it to finish or stop it, or choose another directory"
+            ) from None
         try:
             pid = f"{os.getpid()}\n".encode()
             os.pwrite(fd, pid, 0)
@@ -103,7 +108,8 @@ class DirectoryLock:
         if not self.held:
             raise DirectoryLockedError(
                 f"{self.purpose} {self.directory}: this run no longer holds its lock "
-                f"({self.path} was removed or replaced), so it writes nothing there")
+                f"({self.path} was removed or replaced), so it writes nothing there"
+            )
 
 
 def _read_pid(fd: int) -> int | None:

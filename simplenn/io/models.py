@@ -27,12 +27,12 @@ from typing import Any
 
 import numpy as np
 
-from .archive import MAX_HEADER_BYTES, NpzArchive, NpyHeader
-from .atomic import atomic_write_bytes
-from .backend_choice import loading_backend
-from ..errors import ModelFileError
 from ..core.model import TwoLayerNet
 from ..core.params import PARAMETER_NAMES
+from ..errors import ModelFileError
+from .archive import MAX_HEADER_BYTES, NpyHeader, NpzArchive
+from .atomic import atomic_write_bytes
+from .backend_choice import loading_backend
 
 FORMAT_VERSION = 1
 #: Largest array member read from a model file (bytes): guards against forged headers.
@@ -59,8 +59,11 @@ def write_model_file(
     meta = {
         "format_version": FORMAT_VERSION,
         "simplenn_version": __version__,
-        "n_inputs": W1.shape[0], "n_hidden": W1.shape[1], "n_classes": W2.shape[1],
-        "dtype": W1.dtype.name, "backend": backend,
+        "n_inputs": W1.shape[0],
+        "n_hidden": W1.shape[1],
+        "n_classes": W2.shape[1],
+        "dtype": W1.dtype.name,
+        "backend": backend,
         **(metadata or {}),
     }
     arrays = {k: np.asarray(params[k]) for k in PARAMETER_NAMES}
@@ -87,12 +90,15 @@ def ensure_directory(path: str | os.PathLike, flag: str) -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ModelFileError(f"{flag} {path}: cannot create the directory "
-                             f"({exc.strerror or exc})") from None
+        raise ModelFileError(
+            f"{flag} {path}: cannot create the directory ({exc.strerror or exc})"
+        ) from None
     return path
 
 
-def save_model(net: TwoLayerNet, path: str | os.PathLike, *, metadata: dict[str, Any] | None = None) -> Path:
+def save_model(
+    net: TwoLayerNet, path: str | os.PathLike, *, metadata: dict[str, Any] | None = None
+) -> Path:
     """Save ``net``'s parameters and ``metadata`` (JSON-serialisable) to ``path``."""
     return write_model_file(path, net.parameters(), backend=net.backend, metadata=metadata)
 
@@ -107,16 +113,17 @@ OPTIMIZER_PREFIX, VELOCITY_PREFIX, BEST_PREFIX = "optimizer.", "velocity_", "bes
 EPOCH_LOSSES, VALIDATION_ROWS = "epoch_losses", "validation_indices"
 
 
-def checkpoint_array_limit(name: str, info: Mapping[str, Any],
-                           parameter_nbytes: Mapping[str, int]) -> int | None:
+def checkpoint_array_limit(
+    name: str, info: Mapping[str, Any], parameter_nbytes: Mapping[str, int]
+) -> int | None:
     """The most bytes the array ``name`` of a checkpoint whose ``checkpoint`` metadata is
     ``info`` may hold (``parameter_nbytes``: each parameter's size; the losses and
     validation rows number at most ``n_train``), or None when no checkpoint holds it."""
     for prefix in (VELOCITY_PREFIX, BEST_PREFIX):
-        if name.startswith(prefix) and name[len(prefix):] in parameter_nbytes:
-            return parameter_nbytes[name[len(prefix):]]
+        if name.startswith(prefix) and name[len(prefix) :] in parameter_nbytes:
+            return parameter_nbytes[name[len(prefix) :]]
     if name.startswith(OPTIMIZER_PREFIX):
-        parameter, _, slot = name[len(OPTIMIZER_PREFIX):].partition(".")
+        parameter, _, slot = name[len(OPTIMIZER_PREFIX) :].partition(".")
         if parameter in parameter_nbytes and slot.isidentifier():
             return parameter_nbytes[parameter]
     if name in (EPOCH_LOSSES, VALIDATION_ROWS):
@@ -128,16 +135,20 @@ def checkpoint_array_limit(name: str, info: Mapping[str, Any],
 
 def _known_array(name: str) -> bool:
     """Whether a model file or checkpoint may hold an array named ``name``."""
-    return (name == "metadata" or name in PARAMETER_NAMES
-            or checkpoint_array_limit(name, {}, dict.fromkeys(PARAMETER_NAMES, 0)) is not None)
+    return (
+        name == "metadata"
+        or name in PARAMETER_NAMES
+        or checkpoint_array_limit(name, {}, dict.fromkeys(PARAMETER_NAMES, 0)) is not None
+    )
 
 
 def _read_metadata(archive: NpzArchive, header: NpyHeader, where: str) -> dict[str, Any]:
     """The metadata member's JSON object, read after its header was checked."""
-    if (header.dtype.kind != "U" or header.shape != ()
-            or header.nbytes > MAX_METADATA_BYTES):
-        raise ModelFileError(f"{where} has unreadable metadata (not a JSON string of at most "
-                             f"{MAX_METADATA_BYTES // 4} characters)")
+    if header.dtype.kind != "U" or header.shape != () or header.nbytes > MAX_METADATA_BYTES:
+        raise ModelFileError(
+            f"{where} has unreadable metadata (not a JSON string of at most "
+            f"{MAX_METADATA_BYTES // 4} characters)"
+        )
     meta_array = archive.read("metadata", header)
     try:
         meta = json.loads(str(meta_array[()]))
@@ -154,8 +165,10 @@ def _check_metadata(meta: dict[str, Any], where: str) -> dict[str, tuple[int, ..
     if not isinstance(version, int) or isinstance(version, bool):
         raise ModelFileError(f"{where} has no valid format_version in its metadata")
     if version > FORMAT_VERSION:
-        raise ModelFileError(f"{where} has format version {version}, newer than this simplenn "
-                             f"reads ({FORMAT_VERSION}); upgrade simplenn")
+        raise ModelFileError(
+            f"{where} has format version {version}, newer than this simplenn "
+            f"reads ({FORMAT_VERSION}); upgrade simplenn"
+        )
     if version < 1:
         raise ModelFileError(f"{where} has an invalid format version {version}")
     sizes = {}
@@ -172,23 +185,29 @@ def _check_metadata(meta: dict[str, Any], where: str) -> dict[str, tuple[int, ..
     return {"W1": (d, h), "b1": (h,), "W2": (h, c), "b2": (c,)}
 
 
-def _read_archive(archive: NpzArchive, where: str
-                  ) -> tuple[dict[str, np.ndarray], dict[str, Any], dict[str, np.ndarray]]:
+def _read_archive(
+    archive: NpzArchive, where: str
+) -> tuple[dict[str, np.ndarray], dict[str, Any], dict[str, np.ndarray]]:
     """Check every member's name and declared size, then every header, then the
     metadata, and read each array's data only once its size fits the metadata."""
     for name in archive.names:
         if not _known_array(name):
-            raise ModelFileError(f"{where} holds an unknown array {name!r}: not a simplenn "
-                                 f"model file")
+            raise ModelFileError(
+                f"{where} holds an unknown array {name!r}: not a simplenn model file"
+            )
         if archive.declared_size(name) > MAX_ARRAY_BYTES + 2 * MAX_HEADER_BYTES:
-            raise ModelFileError(f"{where}: array {name!r} declares "
-                                 f"{archive.declared_size(name)} bytes, more than any simplenn "
-                                 f"model holds")
+            raise ModelFileError(
+                f"{where}: array {name!r} declares "
+                f"{archive.declared_size(name)} bytes, more than any simplenn "
+                f"model holds"
+            )
     headers = {name: archive.header(name) for name in archive.names}
     for name, header in headers.items():
         if header.nbytes > MAX_ARRAY_BYTES:
-            raise ModelFileError(f"{where}: array {name!r} claims {header.nbytes} bytes, more "
-                                 f"than any simplenn model holds")
+            raise ModelFileError(
+                f"{where}: array {name!r} claims {header.nbytes} bytes, more "
+                f"than any simplenn model holds"
+            )
     if "metadata" not in headers:
         raise ModelFileError(f"{where} has no metadata: not a simplenn model")
     meta = _read_metadata(archive, headers.pop("metadata"), where)
@@ -213,13 +232,18 @@ def _read_archive(archive: NpzArchive, where: str
     extra = {}
     for name, header in headers.items():
         if info is None:
-            raise ModelFileError(f"{where} holds the array {name!r}, which only a checkpoint "
-                                 f"has, without the checkpoint's metadata")
-        limit = checkpoint_array_limit(name, info if isinstance(info, dict) else {},
-                                       parameter_nbytes)
+            raise ModelFileError(
+                f"{where} holds the array {name!r}, which only a checkpoint "
+                f"has, without the checkpoint's metadata"
+            )
+        limit = checkpoint_array_limit(
+            name, info if isinstance(info, dict) else {}, parameter_nbytes
+        )
         if header.nbytes > limit:
-            raise ModelFileError(f"{where}: array {name!r} claims {header.nbytes} bytes, more "
-                                 f"than its metadata allows ({limit})")
+            raise ModelFileError(
+                f"{where}: array {name!r} claims {header.nbytes} bytes, more "
+                f"than its metadata allows ({limit})"
+            )
         extra[name] = archive.read(name, header)
     return params, meta, extra
 
@@ -260,8 +284,9 @@ def load_model(path: str | os.PathLike, *, backend: str | None = "auto") -> TwoL
     model's metadata is ``net.metadata``."""
     params, meta = read_model_file(path)
     backend = loading_backend(meta.get("backend"), backend, what=f"model {path}")
-    net = TwoLayerNet(meta["n_inputs"], meta["n_hidden"], meta["n_classes"],
-                      backend=backend, dtype=meta["dtype"])
+    net = TwoLayerNet(
+        meta["n_inputs"], meta["n_hidden"], meta["n_classes"], backend=backend, dtype=meta["dtype"]
+    )
     net.set_parameters(params)
     net.metadata = meta
     return net

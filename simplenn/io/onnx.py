@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from .atomic import atomic_write_bytes
 from .._optional import MissingDependencyError
 from ..core.model import TwoLayerNet
 from ..errors import ModelFileError
+from .atomic import atomic_write_bytes
 
 #: The accepted values of ``export_onnx(..., inputs=...)``.
 INPUT_KINDS = ("uint8", "float")
@@ -64,8 +64,9 @@ def _output_path(path: str | os.PathLike) -> Path:
     if path.is_dir():
         raise ModelFileError(f"cannot write the ONNX model to {path}: it is a directory")
     if not path.parent.is_dir():
-        raise ModelFileError(f"cannot write the ONNX model to {path}: directory {path.parent} "
-                             f"does not exist")
+        raise ModelFileError(
+            f"cannot write the ONNX model to {path}: directory {path.parent} does not exist"
+        )
     return path
 
 
@@ -76,8 +77,10 @@ def _float32_parameters(net: TwoLayerNet) -> dict[str, np.ndarray]:
         with np.errstate(over="ignore"):
             value = np.ascontiguousarray(value, dtype=np.float32)
         if not np.isfinite(value).all():
-            raise ValueError(f"parameter {name} does not fit in float32 (values beyond "
-                             f"±{np.finfo(np.float32).max:.3g})")
+            raise ValueError(
+                f"parameter {name} does not fit in float32 (values beyond "
+                f"±{np.finfo(np.float32).max:.3g})"
+            )
         params[name] = value
     return params
 
@@ -98,15 +101,19 @@ def build_onnx_model(net: TwoLayerNet, *, inputs: str = "uint8"):
     if inputs == "uint8":
         initializers.append(numpy_helper.from_array(np.array(255, dtype=np.float32), name="scale"))
         nodes += [
-            helper.make_node("Cast", [INPUT_NAME], ["pixels_float"], to=TensorProto.FLOAT,
-                             name="to_float32"),
+            helper.make_node(
+                "Cast", [INPUT_NAME], ["pixels_float"], to=TensorProto.FLOAT, name="to_float32"
+            ),
             helper.make_node("Div", ["pixels_float", "scale"], ["x"], name="divide_by_255"),
         ]
         x, input_type, input_doc = "x", TensorProto.UINT8, "uint8 pixels, scaled by 1/255"
         input_name = INPUT_NAME
     else:
-        x, input_type, input_doc = FEATURES_NAME, TensorProto.FLOAT, \
-            "float32 features, used as given"
+        x, input_type, input_doc = (
+            FEATURES_NAME,
+            TensorProto.FLOAT,
+            "float32 features, used as given",
+        )
         input_name = FEATURES_NAME
     nodes += [
         helper.make_node("MatMul", [x, "W1"], ["xW1"], name="layer1_matmul"),
@@ -115,31 +122,50 @@ def build_onnx_model(net: TwoLayerNet, *, inputs: str = "uint8"):
         helper.make_node("MatMul", ["hidden", "W2"], ["hW2"], name="layer2_matmul"),
         helper.make_node("Add", ["hW2", "b2"], ["logits"], name="layer2_bias"),
         helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1, name="softmax"),
-        helper.make_node("ArgMax", ["logits"], ["label"], axis=1, keepdims=0,
-                         select_last_index=0, name="argmax"),
+        helper.make_node(
+            "ArgMax", ["logits"], ["label"], axis=1, keepdims=0, select_last_index=0, name="argmax"
+        ),
     ]
     graph = helper.make_graph(
-        nodes, "simplenn_two_layer_net",
+        nodes,
+        "simplenn_two_layer_net",
         inputs=[helper.make_tensor_value_info(input_name, input_type, ["N", d], input_doc)],
         outputs=[
-            helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", c],
-                                          "class probabilities, rows summing to 1"),
-            helper.make_tensor_value_info("label", TensorProto.INT64, ["N"],
-                                          "predicted class: index of the largest logit"),
+            helper.make_tensor_value_info(
+                "probabilities",
+                TensorProto.FLOAT,
+                ["N", c],
+                "class probabilities, rows summing to 1",
+            ),
+            helper.make_tensor_value_info(
+                "label", TensorProto.INT64, ["N"], "predicted class: index of the largest logit"
+            ),
         ],
         initializer=initializers,
     )
     opsets = [helper.make_opsetid("", OPSET)]
     model = helper.make_model(
-        graph, opset_imports=opsets, producer_name="simplenn", producer_version=__version__,
+        graph,
+        opset_imports=opsets,
+        producer_name="simplenn",
+        producer_version=__version__,
         ir_version=helper.find_min_ir_version_for(opsets),
-        doc_string=(f"simplenn TwoLayerNet {d} -> {h} (ReLU) -> {c} (softmax); input "
-                    f"{input_name} (N, {d}) {input_doc}; outputs probabilities (N, {c}) "
-                    f"float32 and label (N,) int64"))
-    helper.set_model_props(model, {
-        "n_inputs": str(d), "n_hidden": str(h), "n_classes": str(c), "inputs": inputs,
-        "trained_dtype": net.dtype.name,
-    })
+        doc_string=(
+            f"simplenn TwoLayerNet {d} -> {h} (ReLU) -> {c} (softmax); input "
+            f"{input_name} (N, {d}) {input_doc}; outputs probabilities (N, {c}) "
+            f"float32 and label (N,) int64"
+        ),
+    )
+    helper.set_model_props(
+        model,
+        {
+            "n_inputs": str(d),
+            "n_hidden": str(h),
+            "n_classes": str(c),
+            "inputs": inputs,
+            "trained_dtype": net.dtype.name,
+        },
+    )
     onnx.checker.check_model(model, full_check=True)
     return model
 
@@ -173,13 +199,16 @@ def export_onnx(net: Any, path: str | os.PathLike, *, inputs: str | None = None)
     """
     network = isinstance(net, TwoLayerNet)
     if not network and not (hasattr(net, "fit") and hasattr(net, "predict")):
-        raise TypeError(f"net must be a TwoLayerNet, a SimpleNNClassifier or a pipeline "
-                        f"ending in one, not {type(net).__name__}")
+        raise TypeError(
+            f"net must be a TwoLayerNet, a SimpleNNClassifier or a pipeline "
+            f"ending in one, not {type(net).__name__}"
+        )
     if inputs is None:
         inputs = "uint8" if network else "float"
     if not isinstance(inputs, str) or inputs not in INPUT_KINDS:
-        raise ValueError(f"inputs must be 'uint8' (raw pixels) or 'float' (float32 features), "
-                         f"not {inputs!r}")
+        raise ValueError(
+            f"inputs must be 'uint8' (raw pixels) or 'float' (float32 features), not {inputs!r}"
+        )
     path = _output_path(path)
     if network:
         model = build_onnx_model(net, inputs=inputs)
@@ -190,8 +219,9 @@ def export_onnx(net: Any, path: str | os.PathLike, *, inputs: str | None = None)
     try:
         atomic_write_bytes(path, data)
     except OSError as exc:
-        raise ModelFileError(f"cannot write the ONNX model to {path}: "
-                             f"{exc.strerror or exc}") from None
+        raise ModelFileError(
+            f"cannot write the ONNX model to {path}: {exc.strerror or exc}"
+        ) from None
     return path
 
 
@@ -208,11 +238,15 @@ def _estimator_model(model: Any, inputs: str) -> Any:
         raise MissingDependencyError(
             f"ONNX export of a scikit-learn model needs skl2onnx, which is not installed "
             f"({exc}); install it with pip install skl2onnx onnxruntime (from a simplenn "
-            f"checkout: pip install '.[onnx]')") from None
+            f"checkout: pip install '.[onnx]')"
+        ) from None
     n_features = getattr(model, "n_features_in_", None)
     if n_features is None:
-        raise ValueError(f"{type(model).__name__} is not fitted (it has no n_features_in_); "
-                         f"fit it before exporting it")
+        raise ValueError(
+            f"{type(model).__name__} is not fitted (it has no n_features_in_); "
+            f"fit it before exporting it"
+        )
     kind = UInt8TensorType if inputs == "uint8" else FloatTensorType
-    return skl2onnx.to_onnx(model, initial_types=[(FEATURES_NAME, kind([None, n_features]))],
-                            target_opset=OPSET)
+    return skl2onnx.to_onnx(
+        model, initial_types=[(FEATURES_NAME, kind([None, n_features]))], target_opset=OPSET
+    )

@@ -25,8 +25,9 @@ def check_writable_dir(directory: str | os.PathLike, flag: str) -> Path:
     directory = Path(directory)
     try:
         # named as an atomic write's temp file, so a write there removes it if left behind
-        fd, probe = tempfile.mkstemp(dir=directory, prefix=f".simplenn-write-check.{os.getpid()}-",
-                                     suffix=".tmp")
+        fd, probe = tempfile.mkstemp(
+            dir=directory, prefix=f".simplenn-write-check.{os.getpid()}-", suffix=".tmp"
+        )
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
@@ -53,7 +54,10 @@ def fallback_path(path: str | os.PathLike, directory: str | os.PathLike | None =
     """A new file name for what could not be written to ``path``: ``STEM.unsaved-*SUFFIX``
     beside it (or in ``directory``), created empty so that no other run takes it."""
     path = Path(path)
-    fd, name = tempfile.mkstemp(dir=path.parent if directory is None else directory,
-                                prefix=f"{path.stem}.unsaved-", suffix=path.suffix)
+    fd, name = tempfile.mkstemp(
+        dir=path.parent if directory is None else directory,
+        prefix=f"{path.stem}.unsaved-",
+        suffix=path.suffix,
+    )
     os.close(fd)
     return Path(name)

@@ -36,11 +36,14 @@ def _label_kind(classes: np.ndarray) -> str:
     """``"int64"`` or ``"string"``: how the graph outputs these class labels."""
     if classes.dtype.kind in "iub":
         return "int64"
-    if classes.dtype.kind in "US" or (classes.dtype.kind == "O"
-                                      and all(isinstance(c, str) for c in classes)):
+    if classes.dtype.kind in "US" or (
+        classes.dtype.kind == "O" and all(isinstance(c, str) for c in classes)
+    ):
         return "string"
-    raise ValueError(f"ONNX export needs integer or string class labels, not "
-                     f"{classes.dtype} ones such as {classes[0]!r}")
+    raise ValueError(
+        f"ONNX export needs integer or string class labels, not "
+        f"{classes.dtype} ones such as {classes[0]!r}"
+    )
 
 
 def shape_calculator(operator: Any) -> None:
@@ -53,8 +56,10 @@ def shape_calculator(operator: Any) -> None:
     )
 
     if len(operator.inputs) != 1 or len(operator.outputs) != 2:
-        raise RuntimeError(f"SimpleNNClassifier takes 1 input and gives 2 outputs, not "
-                           f"{len(operator.inputs)} and {len(operator.outputs)}")
+        raise RuntimeError(
+            f"SimpleNNClassifier takes 1 input and gives 2 outputs, not "
+            f"{len(operator.inputs)} and {len(operator.outputs)}"
+        )
     estimator = operator.raw_operator
     n = operator.inputs[0].get_first_dimension()
     label = StringTensorType if _label_kind(estimator.classes_) == "string" else Int64TensorType
@@ -72,14 +77,16 @@ def converter(scope: Any, operator: Any, container: Any) -> None:
 
     def constant(name: str, value: np.ndarray, proto_type: int) -> str:
         names[name] = scope.get_unique_variable_name(name)
-        container.add_initializer(names[name], proto_type, list(value.shape),
-                                  value.ravel().tolist())
+        container.add_initializer(
+            names[name], proto_type, list(value.shape), value.ravel().tolist()
+        )
         return names[name]
 
     def node(op_type: str, inputs: list[str], output: str | None = None, **attrs: Any) -> str:
         output = output or scope.get_unique_variable_name(op_type.lower())
-        container.add_node(op_type, inputs, output,
-                           name=scope.get_unique_operator_name(op_type), **attrs)
+        container.add_node(
+            op_type, inputs, output, name=scope.get_unique_operator_name(op_type), **attrs
+        )
         return output
 
     for key, value in params.items():
@@ -93,8 +100,9 @@ def converter(scope: Any, operator: Any, container: Any) -> None:
     index = node("ArgMax", [logits], axis=1, keepdims=0, select_last_index=0)
     classes = estimator.classes_
     if _label_kind(classes) == "string":
-        labels = constant("classes", np.array([str(c) for c in classes], dtype=object),
-                          TensorProto.STRING)
+        labels = constant(
+            "classes", np.array([str(c) for c in classes], dtype=object), TensorProto.STRING
+        )
     else:
         labels = constant("classes", classes.astype(np.int64), TensorProto.INT64)
     node("Gather", [labels, index], operator.outputs[0].full_name, axis=0)

@@ -16,8 +16,16 @@ from .sgd import SGD
 #: The optimizers by name.
 OPTIMIZERS: dict[str, type[Optimizer]] = {cls.name: cls for cls in (SGD, Adam, AdamW)}
 
-__all__ = ["OPTIMIZERS", "Adam", "AdamW", "OptState", "Optimizer", "SGD", "get_optimizer",
-           "make_update"]
+__all__ = [
+    "OPTIMIZERS",
+    "Adam",
+    "AdamW",
+    "OptState",
+    "Optimizer",
+    "SGD",
+    "get_optimizer",
+    "make_update",
+]
 
 
 def get_optimizer(optimizer: str | Optimizer = "sgd", **hyperparameters: Any) -> Optimizer:
@@ -26,16 +34,20 @@ def get_optimizer(optimizer: str | Optimizer = "sgd", **hyperparameters: Any) ->
     hyperparameter the optimizer does not have, or one out of range."""
     if isinstance(optimizer, Optimizer):
         if hyperparameters:
-            raise ValueError("pass hyperparameters to the optimizer's constructor, not beside "
-                             "an instance")
+            raise ValueError(
+                "pass hyperparameters to the optimizer's constructor, not beside an instance"
+            )
         return optimizer
     if not isinstance(optimizer, str) or optimizer.lower() not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {optimizer!r}; the optimizers are "
-                         f"{', '.join(OPTIMIZERS)}")
+        raise ValueError(
+            f"unknown optimizer {optimizer!r}; the optimizers are {', '.join(OPTIMIZERS)}"
+        )
     cls = OPTIMIZERS[optimizer.lower()]
     known = {f for f in cls.__dataclass_fields__}
     unknown = sorted(set(hyperparameters) - known)
     if unknown:
-        raise ValueError(f"optimizer {cls.name!r} has no hyperparameter {unknown[0]!r}; it has "
-                         f"{', '.join(sorted(known))}")
+        raise ValueError(
+            f"optimizer {cls.name!r} has no hyperparameter {unknown[0]!r}; it has "
+            f"{', '.join(sorted(known))}"
+        )
     return cls(**hyperparameters)

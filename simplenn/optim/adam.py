@@ -43,8 +43,9 @@ class Adam(Optimizer):
         super().__post_init__()
         for key in ("beta1", "beta2"):
             if not 0 <= getattr(self, key) < 1:
-                raise ValueError(f"{self.name}: {key} must be in [0, 1), not "
-                                 f"{getattr(self, key)!r}")
+                raise ValueError(
+                    f"{self.name}: {key} must be in [0, 1), not {getattr(self, key)!r}"
+                )
         if self.eps <= 0:
             raise ValueError(f"{self.name}: eps must be > 0, not {self.eps!r}")
 
@@ -54,14 +55,16 @@ class Adam(Optimizer):
 
     def step_scalars(self, lr: float, step: int) -> tuple[float, ...]:
         """``(lr / (1 - beta1ᵗ), sqrt(1 - beta2ᵗ), 1 - lr * weight_decay)``."""
-        return (lr / (1 - self.beta1 ** step), math.sqrt(1 - self.beta2 ** step),
-                1 - lr * self.weight_decay)
+        return (
+            lr / (1 - self.beta1**step),
+            math.sqrt(1 - self.beta2**step),
+            1 - lr * self.weight_decay,
+        )
 
     def make_leaf(self, xp: Any, scalar: Callable[[float], Any], dtype: np.dtype, decay: bool):
         beta1, beta2 = scalar(self.beta1), scalar(self.beta2)
         rest1, rest2 = scalar(1 - self.beta1), scalar(1 - self.beta2)
-        eps, wd, tiny = scalar(self.eps), scalar(self.weight_decay), scalar(
-            smallest_normal(dtype))
+        eps, wd, tiny = scalar(self.eps), scalar(self.weight_decay), scalar(smallest_normal(dtype))
         coupled = decay and not self.decoupled and self.weight_decay != 0
         decoupled = decay and self.decoupled and self.weight_decay != 0
 

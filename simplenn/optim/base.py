@@ -59,11 +59,11 @@ class Optimizer:
             value = getattr(self, f.name)
             if isinstance(value, bool) or f.type in ("bool", bool):
                 if not isinstance(value, bool):
-                    raise ValueError(f"{self.name}: {f.name} must be true or false, not "
-                                     f"{value!r}")
+                    raise ValueError(f"{self.name}: {f.name} must be true or false, not {value!r}")
                 continue
             if not isinstance(value, (int, float, np.floating, np.integer)) or not math.isfinite(
-                    value):
+                value
+            ):
                 raise ValueError(f"{self.name}: {f.name} must be a finite number, not {value!r}")
             object.__setattr__(self, f.name, float(value))
         if getattr(self, "weight_decay", 0.0) < 0:
@@ -79,8 +79,9 @@ class Optimizer:
         ``lr``, as Python floats: what :meth:`make_leaf`'s rule reads as ``c``."""
         raise NotImplementedError
 
-    def make_leaf(self, xp: Any, scalar: Callable[[float], Any], dtype: np.dtype,
-                  decay: bool) -> Callable[..., tuple[Any, tuple]]:
+    def make_leaf(
+        self, xp: Any, scalar: Callable[[float], Any], dtype: np.dtype, decay: bool
+    ) -> Callable[..., tuple[Any, tuple]]:
         """The rule for one parameter: ``leaf(p, g, slots, c) -> (p, slots)``.
 
         ``p`` and ``g`` are the parameter and its gradient, ``slots`` the tuple of its
@@ -98,8 +99,10 @@ class Optimizer:
 
     def describe(self) -> str:
         """E.g. ``sgd (momentum 0.9, nesterov false, weight_decay 0)``."""
-        items = ", ".join(f"{k} {str(v).lower() if isinstance(v, bool) else f'{v:g}'}"
-                          for k, v in self.hyperparameters().items())
+        items = ", ".join(
+            f"{k} {str(v).lower() if isinstance(v, bool) else f'{v:g}'}"
+            for k, v in self.hyperparameters().items()
+        )
         return f"{self.name} ({items})"
 
     def init(self, params: Params, zeros_like: Callable[[Any], Any] | None = None) -> OptState:
@@ -107,24 +110,29 @@ class Optimizer:
         (``zeros_like`` of the parameters' namespace unless given)."""
         if zeros_like is None:
             zeros_like = _namespace(params).zeros_like
-        return OptState(0, map_params(lambda p: tuple(zeros_like(p) for _ in self.slot_names),
-                                      params))
+        return OptState(
+            0, map_params(lambda p: tuple(zeros_like(p) for _ in self.slot_names), params)
+        )
 
-    def update(self, grads: Params, state: OptState, params: Params, lr: float
-               ) -> tuple[Params, OptState]:
+    def update(
+        self, grads: Params, state: OptState, params: Params, lr: float
+    ) -> tuple[Params, OptState]:
         """One update of ``params`` with gradients ``grads`` at learning rate ``lr``:
         returns the new parameters and state (new arrays; nothing is changed in place)."""
         xp = _namespace(params)
         dtype = np.dtype(str(params.W1.dtype).removeprefix("torch."))
-        update = make_update(self.make_leaf(xp, float, dtype, True),
-                             self.make_leaf(xp, float, dtype, False))
-        new_params, slots = update(params, grads, state.slots,
-                                   self.step_scalars(lr, state.step + 1))
+        update = make_update(
+            self.make_leaf(xp, float, dtype, True), self.make_leaf(xp, float, dtype, False)
+        )
+        new_params, slots = update(
+            params, grads, state.slots, self.step_scalars(lr, state.step + 1)
+        )
         return new_params, OptState(state.step + 1, slots)
 
 
-def make_update(decayed: Callable[..., tuple], plain: Callable[..., tuple]
-                ) -> Callable[..., tuple[Params, Params]]:
+def make_update(
+    decayed: Callable[..., tuple], plain: Callable[..., tuple]
+) -> Callable[..., tuple[Params, Params]]:
     """``update(params, grads, slots, c) -> (params, slots)``: an optimizer's rule
     (see :meth:`Optimizer.make_leaf`) applied to each parameter, ``decayed`` (with weight
     decay) to those of :data:`~simplenn.core.params.DECAYED` and ``plain`` to the others.

@@ -1,9 +1,9 @@
 """SGD with momentum, Nesterov's variant and L2 weight decay (PyTorch's convention)::
 
-    g = grad + weight_decay * param          (weights only)
-    v = momentum * v + g                     (0 where |v| < the smallest normal number)
-    g = g + momentum * v   if nesterov  else  v
-    param = param - lr * g
+g = grad + weight_decay * param          (weights only)
+v = momentum * v + g                     (0 where |v| < the smallest normal number)
+g = g + momentum * v   if nesterov  else  v
+param = param - lr * g
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ sums of float32 arrays accumulated in float64 and rounded once to float32."""
 from __future__ import annotations
 
 import numpy as np
+
 from simplenn.backends.numpy_backend import NumpyOps
 
 _F32 = np.dtype("float32")

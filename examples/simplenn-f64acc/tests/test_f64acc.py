@@ -1,16 +1,17 @@
 """Tests of the f64acc example backend; run after ``pip install ./examples/simplenn-f64acc``."""
 
 import numpy as np
+from simplenn_f64acc.ops import F64AccOps
 
 import simplenn
 from simplenn.backends import available_backends
-from simplenn_f64acc.ops import F64AccOps
 
 
 def test_listed_and_available():
     infos = {info.name: info for info in available_backends()}
-    assert "f64acc" in infos, ("f64acc is not registered: install it with "
-                               "pip install ./examples/simplenn-f64acc")
+    assert "f64acc" in infos, (
+        "f64acc is not registered: install it with pip install ./examples/simplenn-f64acc"
+    )
     assert infos["f64acc"].available, infos["f64acc"].reason
 
 

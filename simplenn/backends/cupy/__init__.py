@@ -24,9 +24,15 @@ the registry imports it only when the ``cupy`` backend is asked for.
 
 from __future__ import annotations
 
-from .ops import CupyOps, built_kernel_count
 from .cublas import gemm_arguments
 from .graphs import GRAPHS_ENV_VAR, CudaGraphTrainSteps, graphs_enabled
+from .ops import CupyOps, built_kernel_count
 
-__all__ = ["CupyOps", "CudaGraphTrainSteps", "GRAPHS_ENV_VAR", "built_kernel_count",
-           "gemm_arguments", "graphs_enabled"]
+__all__ = [
+    "CupyOps",
+    "CudaGraphTrainSteps",
+    "GRAPHS_ENV_VAR",
+    "built_kernel_count",
+    "gemm_arguments",
+    "graphs_enabled",
+]

@@ -62,16 +62,33 @@ class _CublasGemm:
         self._set_pointer_mode = lib.cublasSetPointerMode_v2
         self._set_pointer_mode.argtypes, self._set_pointer_mode.restype = [vp, i], i
         self._gemm = {}
-        for dtype, name, ctype in (("float32", "cublasSgemm_v2", ctypes.c_float),
-                                   ("float64", "cublasDgemm_v2", ctypes.c_double)):
+        for dtype, name, ctype in (
+            ("float32", "cublasSgemm_v2", ctypes.c_float),
+            ("float64", "cublasDgemm_v2", ctypes.c_double),
+        ):
             fn = getattr(lib, name)
-            fn.argtypes = [vp, i, i, i, i, i, ctypes.POINTER(ctype), vp, i, vp, i,
-                           ctypes.POINTER(ctype), vp, i]
+            fn.argtypes = [
+                vp,
+                i,
+                i,
+                i,
+                i,
+                i,
+                ctypes.POINTER(ctype),
+                vp,
+                i,
+                vp,
+                i,
+                ctypes.POINTER(ctype),
+                vp,
+                i,
+            ]
             fn.restype = i
             self._gemm[dtype] = (fn, ctype(1.0), ctype(0.0))
 
-    def __call__(self, trans_a: bool, trans_b: bool, a: Array, b: Array, m: int, n: int,
-                 k: int) -> Array:
+    def __call__(
+        self, trans_a: bool, trans_b: bool, a: Array, b: Array, m: int, n: int, k: int
+    ) -> Array:
         """(m, n) = op(a) op(b) with op(a) (m, k), op(b) (k, n); a, b C-contiguous,
         ``trans_a`` meaning ``a`` is stored (k, m), ``trans_b`` that ``b`` is (n, k)."""
         out = cupy.empty((m, n), dtype=a.dtype)
@@ -82,12 +99,29 @@ class _CublasGemm:
             return out
         fn, one, zero = self._gemm[a.dtype.name]
         op_1, op_2, rows, cols, inner, ld_1, ld_2, ld_out = gemm_arguments(
-            trans_a, trans_b, m, n, k)
+            trans_a, trans_b, m, n, k
+        )
         handle = cupy.cuda.device.get_cublas_handle()
         self._check(self._set_stream(handle, cupy.cuda.get_current_stream().ptr))
         self._check(self._set_pointer_mode(handle, _CUBLAS_POINTER_MODE_HOST))
-        self._check(fn(handle, op_1, op_2, rows, cols, inner, ctypes.byref(one), b.data.ptr,
-                       ld_1, a.data.ptr, ld_2, ctypes.byref(zero), out.data.ptr, ld_out))
+        self._check(
+            fn(
+                handle,
+                op_1,
+                op_2,
+                rows,
+                cols,
+                inner,
+                ctypes.byref(one),
+                b.data.ptr,
+                ld_1,
+                a.data.ptr,
+                ld_2,
+                ctypes.byref(zero),
+                out.data.ptr,
+                ld_out,
+            )
+        )
         return out
 
     @staticmethod
@@ -106,7 +140,9 @@ def _direct_gemm() -> _CublasGemm | None:
             raise OSError("CuPy's libcublas is not among the loaded libraries")
         return _CublasGemm(path)
     except (OSError, AttributeError) as exc:
-        logger.info("cupy backend: calling cuBLAS directly is not possible (%s); products "
-                    "use cupy.matmul and CUDA graphs are off", exc)
+        logger.info(
+            "cupy backend: calling cuBLAS directly is not possible (%s); products "
+            "use cupy.matmul and CUDA graphs are off",
+            exc,
+        )
         return None
-

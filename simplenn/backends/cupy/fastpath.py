@@ -28,8 +28,12 @@ def make_sgd_chunk(ops: Any) -> Callable[..., tuple]:
     ``X[order]``, step ``s`` at the device scalar ``lrs[s]``, in place."""
     from .ops import sgd_momentum_kernel
 
-    backprop, take, to_float, matmul_tn = (make_backprop(ops), ops.take, ops.to_float,
-                                           ops.matmul_tn)
+    backprop, take, to_float, matmul_tn = (
+        make_backprop(ops),
+        ops.take,
+        ops.to_float,
+        ops.matmul_tn,
+    )
     tiny = ops.dtype.type(np.finfo(ops.dtype).smallest_normal)
     zero = ops.dtype.type(0)
 
@@ -41,7 +45,7 @@ def make_sgd_chunk(ops: Any) -> Callable[..., tuple]:
         n_steps = (n + batch_size - 1) // batch_size
         losses = cupy.zeros(n_steps, dtype=cupy.float64)
         for s in range(n_steps):
-            rows = order[s * batch_size:min(n, (s + 1) * batch_size)]
+            rows = order[s * batch_size : min(n, (s + 1) * batch_size)]
             x = to_float(take(X, rows))
             loss, dl1, db1, dW2, db2 = backprop(Params(W1, b1, W2, b2), x, take(Y, rows))
             lr = lrs[s]
@@ -69,11 +73,22 @@ class CudaSGD(FastPath):
 
         def train_steps(params, state, X, Y, order, batch_size, lrs):
             velocities = [slots[0] for slots in state.slots]
-            *arrays, losses = chunk(*params, *velocities, X, Y, order, batch_size,
-                                    cupy.asarray(lrs, dtype=ops.dtype), momentum, wd)
-            return (Params(*arrays[:4]),
-                    OptState(state.step + losses.shape[0], Params(*((v,) for v in arrays[4:]))),
-                    losses)
+            *arrays, losses = chunk(
+                *params,
+                *velocities,
+                X,
+                Y,
+                order,
+                batch_size,
+                cupy.asarray(lrs, dtype=ops.dtype),
+                momentum,
+                wd,
+            )
+            return (
+                Params(*arrays[:4]),
+                OptState(state.step + losses.shape[0], Params(*((v,) for v in arrays[4:]))),
+                losses,
+            )
 
         train_steps.chunk = chunk  # the CudaGraphTrainSteps, for its counters
         return train_steps

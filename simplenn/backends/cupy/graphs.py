@@ -78,18 +78,30 @@ class CudaGraphTrainSteps:
         self.captures = 0
         self.replays = 0
 
-    def __call__(self, W1, b1, W2, b2, V1, v1, V2, v2, X, Y, order, batch_size, lrs,
-                 momentum, wd) -> tuple:
+    def __call__(
+        self, W1, b1, W2, b2, V1, v1, V2, v2, X, Y, order, batch_size, lrs, momentum, wd
+    ) -> tuple:
         if self.disabled_reason is None and graphs_enabled() and _direct_gemm() is None:
-            self.disabled_reason = "cuBLAS can't be called directly, and CuPy's cuBLAS " \
-                                   "wrappers refuse to run under stream capture"
+            self.disabled_reason = (
+                "cuBLAS can't be called directly, and CuPy's cuBLAS "
+                "wrappers refuse to run under stream capture"
+            )
         if self.disabled_reason is not None or not graphs_enabled():
-            return self.fn(W1, b1, W2, b2, V1, v1, V2, v2, X, Y, order, batch_size, lrs,
-                           momentum, wd)
+            return self.fn(
+                W1, b1, W2, b2, V1, v1, V2, v2, X, Y, order, batch_size, lrs, momentum, wd
+            )
         arrays = (W1, b1, W2, b2, V1, v1, V2, v2, X, Y)
-        key = (cupy.cuda.Device().id, order.shape[0], order.dtype.str, int(batch_size),
-               float(momentum), float(wd), lrs.shape, lrs.dtype.str,
-               tuple((a.data.ptr, a.shape, a.strides, a.dtype.str) for a in arrays))
+        key = (
+            cupy.cuda.Device().id,
+            order.shape[0],
+            order.dtype.str,
+            int(batch_size),
+            float(momentum),
+            float(wd),
+            lrs.shape,
+            lrs.dtype.str,
+            tuple((a.data.ptr, a.shape, a.strides, a.dtype.str) for a in arrays),
+        )
         entry = self._entry(key, order, lrs)
         caller = cupy.cuda.get_current_stream()
         stream = self._get_stream()
@@ -149,9 +161,11 @@ class CudaGraphTrainSteps:
                     graph = stream.end_capture()
         except Exception as exc:  # a CUDA or CuPy error: the capture recorded nothing usable
             self.disabled_reason = f"{type(exc).__name__}: {exc}"
-            logger.warning("cupy backend: CUDA graph capture failed (%s); training runs "
-                           "without CUDA graphs from now on", self.disabled_reason)
+            logger.warning(
+                "cupy backend: CUDA graph capture failed (%s); training runs "
+                "without CUDA graphs from now on",
+                self.disabled_reason,
+            )
             return None
         self.captures += 1
         return graph
-

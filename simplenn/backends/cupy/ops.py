@@ -77,22 +77,23 @@ extern "C" __global__ void simplenn_softmax_xent(
 }}
 """
 
+
 # -- the kernels, built on first use ----------------------------------------------------
 @functools.cache
 def _bias_relu_kernel() -> cupy.ElementwiseKernel:
     """In place on y (m, n) with b (n,) broadcast: ``y = relu(y + b)``; NaN stays NaN,
     as with ``numpy.maximum``."""
     return cupy.ElementwiseKernel(
-        "T b", "T y",
-        "T v = y + b; y = (v > (T)0 || v != v) ? v : (T)0",
-        "simplenn_bias_relu")
+        "T b", "T y", "T v = y + b; y = (v > (T)0 || v != v) ? v : (T)0", "simplenn_bias_relu"
+    )
 
 
 @functools.cache
 def _relu_backward_kernel() -> cupy.ElementwiseKernel:
     """``dx = dy * [y > 0]``, the same product NumPy's ``dy * (y > 0)`` computes."""
     return cupy.ElementwiseKernel(
-        "T dy, T y", "T dx", "dx = dy * (T)(y > (T)0)", "simplenn_relu_backward")
+        "T dy, T y", "T dx", "dx = dy * (T)(y > (T)0)", "simplenn_relu_backward"
+    )
 
 
 @functools.cache
@@ -100,14 +101,17 @@ def sgd_momentum_kernel() -> cupy.ElementwiseKernel:
     """In place on param and velocity; ``lr`` may be a scalar or a 0-d device array;
     ``tiny`` is the dtype's smallest normal number (smaller velocities become 0)."""
     return cupy.ElementwiseKernel(
-        "T grad, T lr, T momentum, T wd, T tiny", "T param, T velocity",
+        "T grad, T lr, T momentum, T wd, T tiny",
+        "T param, T velocity",
         """
         const T g = wd != (T)0 ? add_rn(grad, mul_rn(param, wd)) : grad;
         const T v = add_rn(mul_rn(velocity, momentum), g);
         velocity = fabs(v) < tiny ? (T)0 : v;
         param = sub_rn(param, mul_rn(velocity, lr));
         """,
-        "simplenn_sgd_momentum", preamble=_ROUNDED_ARITHMETIC)
+        "simplenn_sgd_momentum",
+        preamble=_ROUNDED_ARITHMETIC,
+    )
 
 
 @functools.cache
@@ -124,8 +128,13 @@ def _softmax_xent_kernel(dtype_name: str) -> cupy.RawKernel:
     return cupy.RawKernel(source, "simplenn_softmax_xent")
 
 
-_KERNEL_FACTORIES = (_bias_relu_kernel, _relu_backward_kernel, sgd_momentum_kernel,
-                     _pixels_kernel, _softmax_xent_kernel)
+_KERNEL_FACTORIES = (
+    _bias_relu_kernel,
+    _relu_backward_kernel,
+    sgd_momentum_kernel,
+    _pixels_kernel,
+    _softmax_xent_kernel,
+)
 
 
 def built_kernel_count() -> int:
@@ -161,26 +170,36 @@ class CupyOps(Ops):
     def matmul(self, a: Array, b: Array) -> Array:
         """``a @ b`` for (m, k) x (k, n) -> (m, n), one cuBLAS GEMM."""
         gemm = self._direct(a, b)
-        return a @ b if gemm is None else gemm(False, False, a, b, a.shape[0], b.shape[1],
-                                               a.shape[1])
+        return (
+            a @ b if gemm is None else gemm(False, False, a, b, a.shape[0], b.shape[1], a.shape[1])
+        )
 
     def matmul_tn(self, a: Array, b: Array) -> Array:
         """``aᵀ @ b`` for (k, m) x (k, n) -> (m, n), one cuBLAS GEMM (no transposed copy)."""
         gemm = self._direct(a, b)
-        return a.T @ b if gemm is None else gemm(True, False, a, b, a.shape[1], b.shape[1],
-                                                 a.shape[0])
+        return (
+            a.T @ b if gemm is None else gemm(True, False, a, b, a.shape[1], b.shape[1], a.shape[0])
+        )
 
     def matmul_nt(self, a: Array, b: Array) -> Array:
         """``a @ bᵀ`` for (m, k) x (n, k) -> (m, n), one cuBLAS GEMM (no transposed copy)."""
         gemm = self._direct(a, b)
-        return a @ b.T if gemm is None else gemm(False, True, a, b, a.shape[0], b.shape[0],
-                                                 a.shape[1])
+        return (
+            a @ b.T if gemm is None else gemm(False, True, a, b, a.shape[0], b.shape[0], a.shape[1])
+        )
 
     def _direct(self, a: Array, b: Array) -> _CublasGemm | None:
         """The direct GEMM when CUDA graphs are on and both operands suit it
         (C-contiguous 2-D, this dtype); otherwise None and ``cupy.matmul`` does it."""
-        if (not graphs_enabled() or a.dtype != self.dtype or b.dtype != self.dtype or a.ndim != 2 or b.ndim != 2
-                or not a.flags.c_contiguous or not b.flags.c_contiguous):
+        if (
+            not graphs_enabled()
+            or a.dtype != self.dtype
+            or b.dtype != self.dtype
+            or a.ndim != 2
+            or b.ndim != 2
+            or not a.flags.c_contiguous
+            or not b.flags.c_contiguous
+        ):
             return None
         return _direct_gemm()
 
@@ -214,6 +233,9 @@ class CupyOps(Ops):
         loss = cupy.empty((), dtype=self.dtype)
         threads = min(1024, max(32, 1 << max(0, m - 1).bit_length()))
         _softmax_xent_kernel(self.dtype.name)(
-            (1,), (threads,), (logits, labels, dlogits, loss, np.int32(m), np.int32(c)),
-            shared_mem=threads * self.dtype.itemsize)
+            (1,),
+            (threads,),
+            (logits, labels, dlogits, loss, np.int32(m), np.int32(c)),
+            shared_mem=threads * self.dtype.itemsize,
+        )
         return loss, dlogits

@@ -13,6 +13,7 @@ code built from the one definition of the math. The modules:
 - :mod:`.compile`: the on-disk cache and the stable UUIDs that let compiled closures
   be cached.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -28,8 +29,15 @@ from ..numpy_backend import NumpyOps
 from .batches import _LIKE32, _LIKE64, _convert
 from .compile import CACHE, CACHE_ENV_VAR, _kernel, _set_stable_uuid
 from .kernels import (
-    BLAS, affine, affine_relu, matmul, matmul_nt, matmul_tn, relu_backward,
-    softmax_cross_entropy, sum_rows,
+    BLAS,
+    affine,
+    affine_relu,
+    matmul,
+    matmul_nt,
+    matmul_tn,
+    relu_backward,
+    softmax_cross_entropy,
+    sum_rows,
 )
 
 __all__ = ["BLAS", "CACHE", "CACHE_ENV_VAR", "NumbaOps"]

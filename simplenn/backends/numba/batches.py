@@ -96,8 +96,17 @@ class DeferredBatch(NamedTuple):
 def _dense_batch(x):
     """x (m, d) as a dense :class:`Batch`."""
     no_ints, no_values = np.zeros(1, np.int64), np.zeros(0, x.dtype)
-    return Batch(x.shape[0], x, no_ints, no_ints.astype(np.int32), no_values,
-                 no_ints.astype(np.int32), no_ints, no_ints.astype(np.int32), no_values)
+    return Batch(
+        x.shape[0],
+        x,
+        no_ints,
+        no_ints.astype(np.int32),
+        no_values,
+        no_ints.astype(np.int32),
+        no_ints,
+        no_ints.astype(np.int32),
+        no_values,
+    )
 
 
 def _as_batch(x):
@@ -197,9 +206,16 @@ def _take_batch(X, rows, like):
         # A run of 8 zeros (MNIST's borders) is skipped after one test; inside a run
         # every entry is written and the count steps past the nonzero ones.
         for i0 in range(0, d8, 8):
-            if ((X[src, i0] != 0) | (X[src, i0 + 1] != 0) | (X[src, i0 + 2] != 0)
-                    | (X[src, i0 + 3] != 0) | (X[src, i0 + 4] != 0) | (X[src, i0 + 5] != 0)
-                    | (X[src, i0 + 6] != 0) | (X[src, i0 + 7] != 0)):
+            if (
+                (X[src, i0] != 0)
+                | (X[src, i0 + 1] != 0)
+                | (X[src, i0 + 2] != 0)
+                | (X[src, i0 + 3] != 0)
+                | (X[src, i0 + 4] != 0)
+                | (X[src, i0 + 5] != 0)
+                | (X[src, i0 + 6] != 0)
+                | (X[src, i0 + 7] != 0)
+            ):
                 for i in range(i0, i0 + 8):
                     v = X[src, i]
                     indices[nnz] = i
@@ -226,8 +242,17 @@ def _sparse_batch(d, indptr, indices, values):
     m = indptr.shape[0] - 1
     nnz = indptr[m]
     if m == 1:  # one row: its nonzeros are the touched columns, one entry each
-        return Batch(m, np.empty((0, d), values.dtype), indptr, indices, values,
-                     indices[:nnz].copy(), np.arange(nnz + 1), np.zeros(nnz, np.int32), values)
+        return Batch(
+            m,
+            np.empty((0, d), values.dtype),
+            indptr,
+            indices,
+            values,
+            indices[:nnz].copy(),
+            np.arange(nnz + 1),
+            np.zeros(nnz, np.int32),
+            values,
+        )
     position = np.zeros(d, np.int64)  # the count of each column, then where it fills
     for k in range(nnz):
         position[indices[k]] += 1
@@ -256,6 +281,14 @@ def _sparse_batch(d, indptr, indices, values):
             col_rows[p] = r
             col_values[p] = values[k]
             position[i] = p + 1
-    return Batch(m, np.empty((0, d), values.dtype), indptr, indices, values, touched,
-                 col_start, col_rows, col_values)
-
+    return Batch(
+        m,
+        np.empty((0, d), values.dtype),
+        indptr,
+        indices,
+        values,
+        touched,
+        col_start,
+        col_rows,
+        col_values,
+    )

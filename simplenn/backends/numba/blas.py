@@ -73,15 +73,14 @@ def _numba_dot_gemm(dtype: str):
     t = types.float32 if dtype == "float32" else types.float64
     pointer = types.CPointer(t)
     i32, i64 = types.int32, types.int64
-    signature = types.void(i32, i32, i32, i64, i64, i64, t, pointer, i64, pointer, i64, t,
-                           pointer, i64)
+    signature = types.void(
+        i32, i32, i32, i64, i64, i64, t, pointer, i64, pointer, i64, t, pointer, i64
+    )
 
     @cfunc(signature, cache=True)
     def gemm(order, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
-        A = carray(a, (m, k)) if trans_a == NO_TRANS else np.ascontiguousarray(
-            carray(a, (k, m)).T)
-        B = carray(b, (k, n)) if trans_b == NO_TRANS else np.ascontiguousarray(
-            carray(b, (n, k)).T)
+        A = carray(a, (m, k)) if trans_a == NO_TRANS else np.ascontiguousarray(carray(a, (k, m)).T)
+        B = carray(b, (k, n)) if trans_b == NO_TRANS else np.ascontiguousarray(carray(b, (n, k)).T)
         C = carray(c, (m, n))
         product = np.dot(A, B)
         for i in range(m):
@@ -98,7 +97,8 @@ def register() -> str:
     if forced not in ("", "numpy", "scipy"):
         raise BackendUnavailableError(
             f"backend 'numba' unavailable: {BLAS_ENV_VAR}={forced!r} is not understood; "
-            f"set it to 'numpy' (the default) or 'scipy', or unset it")
+            f"set it to 'numpy' (the default) or 'scipy', or unset it"
+        )
     global _numpy_bound
     found = None if forced == "scipy" else _probes.numpy_cblas_gemm()
     if found is not None:
@@ -109,13 +109,16 @@ def register() -> str:
     try:
         import scipy  # noqa: F401  (Numba's np.dot calls SciPy's BLAS)
     except ImportError:
-        why = (f"{BLAS_ENV_VAR}=scipy asks for Numba's np.dot, which" if forced else
-               "NumPy's BLAS has no ILP64 cblas_?gemm to call here, and the fallback, "
-               "Numba's np.dot,")
+        why = (
+            f"{BLAS_ENV_VAR}=scipy asks for Numba's np.dot, which"
+            if forced
+            else "NumPy's BLAS has no ILP64 cblas_?gemm to call here, and the fallback, "
+            "Numba's np.dot,"
+        )
         raise BackendUnavailableError(
             f"backend 'numba' unavailable: {why} needs SciPy, which is not installed; "
-            f"install it with pip install scipy"
-            + (f", or unset {BLAS_ENV_VAR}" if forced else "")) from None
+            f"install it with pip install scipy" + (f", or unset {BLAS_ENV_VAR}" if forced else "")
+        ) from None
     for dtype, symbol in SYMBOLS.items():
         llvmlite.binding.add_symbol(symbol, _numba_dot_gemm(dtype).address)
     return "Numba's np.dot (SciPy's BLAS)"

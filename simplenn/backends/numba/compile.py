@@ -31,7 +31,8 @@ CACHE = os.environ.get(CACHE_ENV_VAR, "1").strip() not in ("0", "false", "no", "
 #: A hash of every source file of this backend and of numba's version.
 _SOURCE_HASH = hashlib.sha256(
     b"".join(p.read_bytes() for p in sorted(Path(__file__).parent.glob("*.py")))
-    + numba.__version__.encode()).hexdigest()
+    + numba.__version__.encode()
+).hexdigest()
 
 
 def _set_stable_uuid(dispatcher: Any, content: str) -> bool:
@@ -61,7 +62,8 @@ def _kernel(fn: Callable | None = None, *, inline: str = "never", parallel: bool
     numba's compete."""
     if fn is None:
         return lambda f: _kernel(f, inline=inline, parallel=parallel)
-    dispatcher = njit(cache=CACHE, inline=inline, nogil=True, parallel=parallel,
-                      error_model="numpy")(fn)
+    dispatcher = njit(
+        cache=CACHE, inline=inline, nogil=True, parallel=parallel, error_model="numpy"
+    )(fn)
     _set_stable_uuid(dispatcher, f"{_SOURCE_HASH}:{fn.__module__}.{fn.__qualname__}")
     return dispatcher

@@ -19,12 +19,24 @@ from numba import types
 from numba.extending import overload
 
 from .batches import (
-    _LIKE32, _LIKE64, DeferredBatch, DenseInputs, ThreadedBatch, ThreadedInputs, _is_dense,
-    _take_batch, _take_dense,
+    _LIKE32,
+    _LIKE64,
+    DeferredBatch,
+    DenseInputs,
+    ThreadedBatch,
+    ThreadedInputs,
+    _is_dense,
+    _take_batch,
+    _take_dense,
 )
 from .compile import _kernel
 from .kernels import (
-    _flush_subnormal, _gemm, _momentum_rule, _same_dtype, _sgd_update_flat, matmul_tn,
+    _flush_subnormal,
+    _gemm,
+    _momentum_rule,
+    _same_dtype,
+    _sgd_update_flat,
+    matmul_tn,
 )
 
 
@@ -48,7 +60,6 @@ class Deferred(NamedTuple):
     sums: np.ndarray
     decay: np.ndarray
     enabled: bool
-
 
 
 @_kernel
@@ -151,19 +162,28 @@ def _update_outer(param, x, d, velocity, lr, momentum, weight_decay):
 @overload(_update_outer, inline="always")
 def _update_outer_overload(param, x, d, velocity, lr, momentum, weight_decay):
     if isinstance(x, types.Array):
+
         def dense(param, x, d, velocity, lr, momentum, weight_decay):
-            _sgd_update_flat(param.ravel(), _gemm(x, d, True, False).ravel(),
-                             velocity.ravel(), lr, momentum, weight_decay)
+            _sgd_update_flat(
+                param.ravel(),
+                _gemm(x, d, True, False).ravel(),
+                velocity.ravel(),
+                lr,
+                momentum,
+                weight_decay,
+            )
             return param, velocity
 
         return dense
     if getattr(x, "instance_class", None) is DeferredBatch:
         return lambda param, x, d, velocity, lr, momentum, weight_decay: _update_outer_deferred(
-            param, x, d, velocity, lr, momentum, weight_decay)
+            param, x, d, velocity, lr, momentum, weight_decay
+        )
 
     def batch(param, x, d, velocity, lr, momentum, weight_decay):  # nothing deferred
-        _sgd_update_flat(param.ravel(), matmul_tn(x, d).ravel(), velocity.ravel(), lr,
-                         momentum, weight_decay)
+        _sgd_update_flat(
+            param.ravel(), matmul_tn(x, d).ravel(), velocity.ravel(), lr, momentum, weight_decay
+        )
         return param, velocity
 
     return batch
@@ -190,15 +210,20 @@ def _update_outer_deferred(param, x, d, velocity, lr, momentum, weight_decay):
     """:func:`sgd_update_outer` of a :class:`DeferredBatch` x."""
     batch, last, clock, sums, decay = x.batch, x.last, x.clock, x.sums, x.decay
     if not x.enabled or _is_dense(batch):  # weight decay, or a dense batch: every row
-        _sgd_update_flat(param.ravel(), matmul_tn(batch, d).ravel(), velocity.ravel(), lr,
-                         momentum, weight_decay)
+        _sgd_update_flat(
+            param.ravel(), matmul_tn(batch, d).ravel(), velocity.ravel(), lr, momentum, weight_decay
+        )
         clock[0] += 1
         last[:] = clock[0]
         return param, velocity
     # deferring: no weight decay, every untouched row's gradient is 0
     n = d.shape[1]
-    touched, col_start, col_rows, col_values = (batch.touched, batch.col_start,
-                                                batch.col_rows, batch.col_values)
+    touched, col_start, col_rows, col_values = (
+        batch.touched,
+        batch.col_start,
+        batch.col_rows,
+        batch.col_values,
+    )
     g = np.empty(n, d.dtype)
     now = clock[0] + 1
     # Plain 2-D indexing, no row views or calls: the j loops vectorise.
@@ -209,7 +234,8 @@ def _update_outer_deferred(param, x, d, velocity, lr, momentum, weight_decay):
         if end - first == 1:  # one nonzero input: g = a d[r], folded into the update
             for j in range(n):
                 param[i, j], velocity[i, j] = _momentum_rule(
-                    param[i, j], velocity[i, j], a * d[r, j], lr, momentum)
+                    param[i, j], velocity[i, j], a * d[r, j], lr, momentum
+                )
             last[i] = now
             continue
         for j in range(n):
@@ -228,7 +254,8 @@ def _update_outer_deferred(param, x, d, velocity, lr, momentum, weight_decay):
             k += 1
         for j in range(n):
             param[i, j], velocity[i, j] = _momentum_rule(
-                param[i, j], velocity[i, j], g[j], lr, momentum)
+                param[i, j], velocity[i, j], g[j], lr, momentum
+            )
         last[i] = now
     clock[0] = now
     if now == sums.shape[0] - 1:  # the chunk's last step: nothing stays owed
@@ -285,4 +312,3 @@ def take_floats32(X, rows):
 def take_floats64(X, rows):
     """Rows ``X[rows]`` of (n, d) floats as a :class:`Batch` of float64."""
     return _take(X, rows, _LIKE64)
-

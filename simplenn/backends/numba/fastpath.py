@@ -25,20 +25,41 @@ from ...optim import SGD, OptState
 from ..fastpath import FastPath
 from .batches import SPARSE_MAX_ROWS, DenseInputs, ThreadedInputs
 from .blas import one_pool_active
-from .deferred import begin_steps, sgd_update_outer, take_floats32, take_floats64, \
-    take_pixels32, take_pixels64
+from .deferred import (
+    begin_steps,
+    sgd_update_outer,
+    take_floats32,
+    take_floats64,
+    take_pixels32,
+    take_pixels64,
+)
 from .kernels import (
-    affine, affine_relu, matmul_nt, matmul_tn, relu_backward, sgd_update,
-    softmax_cross_entropy, sum_rows,
+    affine,
+    affine_relu,
+    matmul_nt,
+    matmul_tn,
+    relu_backward,
+    sgd_update,
+    softmax_cross_entropy,
+    sum_rows,
 )
 
-_TAKE = {("pixels", "float32"): take_pixels32, ("pixels", "float64"): take_pixels64,
-         ("floats", "float32"): take_floats32, ("floats", "float64"): take_floats64}
+_TAKE = {
+    ("pixels", "float32"): take_pixels32,
+    ("pixels", "float64"): take_pixels64,
+    ("floats", "float32"): take_floats32,
+    ("floats", "float64"): take_floats64,
+}
 #: The kernels the backward pass runs on: they take x as a sparse or dense batch.
 _BATCH_KERNELS = SimpleNamespace(
-    affine=affine, affine_relu=affine_relu, matmul_tn=matmul_tn, matmul_nt=matmul_nt,
-    relu_backward=relu_backward, softmax_cross_entropy=softmax_cross_entropy,
-    sum_rows=sum_rows)
+    affine=affine,
+    affine_relu=affine_relu,
+    matmul_tn=matmul_tn,
+    matmul_nt=matmul_nt,
+    relu_backward=relu_backward,
+    softmax_cross_entropy=softmax_cross_entropy,
+    sum_rows=sum_rows,
+)
 #: Byte alignment of the parameters and velocities the compiled steps update: rows whose
 #: vector loads straddle cache lines run the sparse path's row loops slower.
 ALIGNMENT = 64
@@ -56,7 +77,7 @@ def make_sgd_chunk(take: Callable, backprop: Callable) -> Callable[..., tuple]:
         inputs = begin_steps(X, W1, V1, lrs[:n_steps], momentum, wd)
         losses = np.zeros(n_steps, np.float64)
         for s in range(n_steps):
-            rows = order[s * batch_size:min(n, (s + 1) * batch_size)]
+            rows = order[s * batch_size : min(n, (s + 1) * batch_size)]
             x = take(inputs, rows)
             lr = lrs[s]
             loss, dl1, db1, dW2, db2 = backprop(Params(W1, b1, W2, b2), x, Y[rows])
@@ -75,7 +96,7 @@ def copy_at(a: np.ndarray, boundary: int, offset: int = 0) -> np.ndarray:
     of ``boundary`` bytes."""
     buffer = np.empty(a.nbytes + boundary + offset, np.uint8)
     start = -buffer.__array_interface__["data"][0] % boundary + offset
-    out = buffer[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
+    out = buffer[start : start + a.nbytes].view(a.dtype).reshape(a.shape)
     np.copyto(out, a)
     return out
 
@@ -97,21 +118,37 @@ class SparseSGD(FastPath):
         return type(optimizer) is SGD and not optimizer.nesterov
 
     def train_steps(self, ops: Any, optimizer: Any, input_kind: str) -> Callable[..., tuple]:
-        chunk = ops.jit(make_sgd_chunk(_TAKE[input_kind, ops.dtype.name],
-                                       ops.jit(make_backprop(_BATCH_KERNELS))))
+        chunk = ops.jit(
+            make_sgd_chunk(
+                _TAKE[input_kind, ops.dtype.name], ops.jit(make_backprop(_BATCH_KERNELS))
+            )
+        )
         momentum, wd = ops.scalar(optimizer.momentum), ops.scalar(optimizer.weight_decay)
         dtype = ops.dtype
 
         def train_steps(params, state, X, Y, order, batch_size, lrs):
             if batch_size > SPARSE_MAX_ROWS:
-                X = (ThreadedInputs(X, numba.get_num_threads()) if one_pool_active()
-                     else DenseInputs(X))
+                X = (
+                    ThreadedInputs(X, numba.get_num_threads())
+                    if one_pool_active()
+                    else DenseInputs(X)
+                )
             velocities = [slots[0] for slots in state.slots]
-            *arrays, losses = chunk(*map(aligned, (*params, *velocities)), X, Y, order,
-                                    batch_size, lrs.astype(dtype), momentum, wd)
-            return (Params(*arrays[:4]),
-                    OptState(state.step + losses.shape[0], Params(*((v,) for v in arrays[4:]))),
-                    losses)
+            *arrays, losses = chunk(
+                *map(aligned, (*params, *velocities)),
+                X,
+                Y,
+                order,
+                batch_size,
+                lrs.astype(dtype),
+                momentum,
+                wd,
+            )
+            return (
+                Params(*arrays[:4]),
+                OptState(state.step + losses.shape[0], Params(*((v,) for v in arrays[4:]))),
+                losses,
+            )
 
         train_steps.chunk = chunk  # the compiled dispatcher, for inspection
         return train_steps

@@ -29,12 +29,21 @@ class NumbaImageOps(ImageOps):
         m, d = x.shape
         s = math.isqrt(d)
         # (s, m, 2, s): the layout elastic_fields returns a view of (no copy for those)
-        rows = (np.zeros((s, 0, 2, s), self.dtype) if fields is None else
-                np.ascontiguousarray(np.transpose(fields, (2, 0, 1, 3)), self.dtype))
+        rows = (
+            np.zeros((s, 0, 2, s), self.dtype)
+            if fields is None
+            else np.ascontiguousarray(np.transpose(fields, (2, 0, 1, 3)), self.dtype)
+        )
         scale = self.dtype.type(1 / 255 if x.dtype == np.uint8 else 1)
         grid = np.arange(s, dtype=self.dtype) - self.dtype.type((s - 1) / 2)
-        return warp_into(x, scale, np.ascontiguousarray(matrices, self.dtype), rows, grid,
-                         np.empty((m, d), self.dtype))
+        return warp_into(
+            x,
+            scale,
+            np.ascontiguousarray(matrices, self.dtype),
+            rows,
+            grid,
+            np.empty((m, d), self.dtype),
+        )
 
     def elastic_fields(self, noise: Any, levels: Any, basis: Any) -> np.ndarray:
         """:meth:`ImageOps.elastic_fields` by the compiled loop of :mod:`.warp`, in NumPy's
@@ -43,8 +52,12 @@ class NumbaImageOps(ImageOps):
         m, s = noise.shape[0], basis.shape[0]
         basis = np.ascontiguousarray(basis, self.dtype)
         parts = numba.get_num_threads() if one_pool_active() else 1
-        out = elastic_fields_into(np.ascontiguousarray(noise, np.uint8),
-                                  np.ascontiguousarray(levels, self.dtype), basis,
-                                  np.ascontiguousarray(basis.T), parts,
-                                  np.empty((s, 2 * m * s), self.dtype))
+        out = elastic_fields_into(
+            np.ascontiguousarray(noise, np.uint8),
+            np.ascontiguousarray(levels, self.dtype),
+            basis,
+            np.ascontiguousarray(basis.T),
+            parts,
+            np.empty((s, 2 * m * s), self.dtype),
+        )
         return out.reshape(s, m, 2, s).transpose(1, 2, 0, 3)

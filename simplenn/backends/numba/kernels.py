@@ -45,11 +45,26 @@ def _gemm_at(itemsize, ta, tb, m, n, k, a_at, lda, b_at, ldb, out_at, ldc):
     # numba_blas.sgemm, not a module global of its own here: kernels pickle their
     # globals into closures' cache keys, and numba types pickle differently per process.
     if itemsize == 4:
-        numba_blas.sgemm(numba_blas.ROW_MAJOR, ta, tb, m, n, k, np.float32(1), a_at, lda,
-                         b_at, ldb, np.float32(0), out_at, ldc)
+        numba_blas.sgemm(
+            numba_blas.ROW_MAJOR,
+            ta,
+            tb,
+            m,
+            n,
+            k,
+            np.float32(1),
+            a_at,
+            lda,
+            b_at,
+            ldb,
+            np.float32(0),
+            out_at,
+            ldc,
+        )
     else:
-        numba_blas.dgemm(numba_blas.ROW_MAJOR, ta, tb, m, n, k, 1.0, a_at, lda, b_at, ldb,
-                         0.0, out_at, ldc)
+        numba_blas.dgemm(
+            numba_blas.ROW_MAJOR, ta, tb, m, n, k, 1.0, a_at, lda, b_at, ldb, 0.0, out_at, ldc
+        )
 
 
 @_kernel(inline="always")
@@ -71,8 +86,20 @@ def _blas_gemm(a, b, trans_a, trans_b):
     if m == 0 or n == 0 or k == 0:
         return np.zeros((m, n), a.dtype)
     out = np.empty((m, n), a.dtype)
-    _gemm_at(a.itemsize, ta, tb, m, n, k, a.ctypes.data, a.shape[1], b.ctypes.data,
-             b.shape[1], out.ctypes.data, n)
+    _gemm_at(
+        a.itemsize,
+        ta,
+        tb,
+        m,
+        n,
+        k,
+        a.ctypes.data,
+        a.shape[1],
+        b.ctypes.data,
+        b.shape[1],
+        out.ctypes.data,
+        n,
+    )
     return out
 
 
@@ -98,13 +125,36 @@ def _threaded_gemm(a, b, trans_a, trans_b, threads):
         lo = min(length, t * step)
         width = min(length, lo + step) - lo
         if width > 0 and by_columns:  # the part's columns of op(b) and out
-            _gemm_at(size, ta, tb, m, width, k, a.ctypes.data, lda,
-                     b.ctypes.data + size * lo * (ldb if trans_b else 1), ldb,
-                     out.ctypes.data + size * lo, n)
+            _gemm_at(
+                size,
+                ta,
+                tb,
+                m,
+                width,
+                k,
+                a.ctypes.data,
+                lda,
+                b.ctypes.data + size * lo * (ldb if trans_b else 1),
+                ldb,
+                out.ctypes.data + size * lo,
+                n,
+            )
         elif width > 0:  # the part's rows of op(a) and out
             a_at = a.ctypes.data + size * lo * (1 if trans_a else lda)
-            _gemm_at(size, ta, tb, width, n, k, a_at, lda, b.ctypes.data, ldb,
-                     out.ctypes.data + size * lo * n, n)
+            _gemm_at(
+                size,
+                ta,
+                tb,
+                width,
+                n,
+                k,
+                a_at,
+                lda,
+                b.ctypes.data,
+                ldb,
+                out.ctypes.data + size * lo * n,
+                n,
+            )
     return out
 
 
@@ -284,8 +334,14 @@ def softmax_cross_entropy(logits, labels):
 def sgd_update(param, grad, velocity, lr, momentum, weight_decay):
     """In place: ``v = momentum v + (grad + weight_decay param)``; ``param -= lr v``.
     Returns ``(param, velocity)``."""
-    _sgd_update_flat(param.ravel(), grad.ravel(), velocity.ravel(), lr, momentum,
-                     _same_dtype(weight_decay, param))  # one compiled version for 0.0 and wd
+    _sgd_update_flat(
+        param.ravel(),
+        grad.ravel(),
+        velocity.ravel(),
+        lr,
+        momentum,
+        _same_dtype(weight_decay, param),
+    )  # one compiled version for 0.0 and wd
     return param, velocity
 
 

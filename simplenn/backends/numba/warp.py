@@ -44,11 +44,34 @@ def elastic_fields_into(noise, levels, basis, transposed, parts, out):
                     for j in range(k):
                         z[(a * fields + f) * k + j] = levels[noise[i, c, a, j]]
             # v (k * 2n, s) = Z Bᵀ; out[:, 2 begin s:...] (s, 2n * s) = B v
-            _gemm_at(size, NO_TRANS, NO_TRANS, k * fields, s, k, z.ctypes.data, k,
-                     transposed.ctypes.data, s, v.ctypes.data, s)
-            _gemm_at(size, NO_TRANS, NO_TRANS, s, fields * s, k, basis.ctypes.data, k,
-                     v.ctypes.data, fields * s, out.ctypes.data + size * 2 * begin * s,
-                     out.shape[1])
+            _gemm_at(
+                size,
+                NO_TRANS,
+                NO_TRANS,
+                k * fields,
+                s,
+                k,
+                z.ctypes.data,
+                k,
+                transposed.ctypes.data,
+                s,
+                v.ctypes.data,
+                s,
+            )
+            _gemm_at(
+                size,
+                NO_TRANS,
+                NO_TRANS,
+                s,
+                fields * s,
+                k,
+                basis.ctypes.data,
+                k,
+                v.ctypes.data,
+                fields * s,
+                out.ctypes.data + size * 2 * begin * s,
+                out.shape[1],
+            )
     return out
 
 
@@ -139,8 +162,23 @@ def warp_into(x, scale, matrices, fields, grid, out):
             _frame(x[i], scale, s, framed)
             if has_fields:
                 _field_rows(fields, i, dr, dc)
-            _source_points(matrices[i, 0, 0], matrices[i, 0, 1], matrices[i, 0, 2] + h,
-                           matrices[i, 1, 0], matrices[i, 1, 1], matrices[i, 1, 2] + h,
-                           dr, dc, gr, gc, low, high, p, at, wr, wc)
+            _source_points(
+                matrices[i, 0, 0],
+                matrices[i, 0, 1],
+                matrices[i, 0, 2] + h,
+                matrices[i, 1, 0],
+                matrices[i, 1, 1],
+                matrices[i, 1, 2] + h,
+                dr,
+                dc,
+                gr,
+                gc,
+                low,
+                high,
+                p,
+                at,
+                wr,
+                wc,
+            )
             _bilinear(framed, p, at, wr, wc, out[i])
     return out
