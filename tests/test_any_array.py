@@ -40,7 +40,10 @@ def data():
 
 @pytest.mark.parametrize("kind", ["uint8", "float32"])
 @pytest.mark.parametrize("library", LIBRARIES)
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(
+    "backend",
+    [pytest.param(b, marks=pytest.mark.slow) if b == "numba" else b for b in BACKENDS],
+)  # numba's cells compile afresh
 def test_matrix_predict_and_fit(require_backend, data, backend, library, kind):
     """One cell of the matrix: predict, predict_proba, accuracy, loss_and_gradients and
     a one-epoch fit (with a test set) on the library's arrays give what the NumPy
@@ -173,3 +176,22 @@ def test_import_simplenn_imports_no_array_library():
         [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120
     )
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_results_come_back_in_the_inputs_library_on_request(data, library):
+    convert = _converter(library)
+    X = convert(data[0]["float32"][:5])
+    net = simplenn.TwoLayerNet(784, 8, backend="numpy")
+    want_labels, want_p = (
+        net.predict(np.asarray(data[0]["float32"][:5])),
+        net.predict_proba(np.asarray(data[0]["float32"][:5])),
+    )
+    assert isinstance(net.predict(X), np.ndarray)  # NumPy unless asked
+    labels, p = net.predict(X, like_input=True), net.predict_proba(X, like_input=True)
+    assert type(labels) is type(convert(want_labels))
+    assert type(p) is type(convert(want_p))
+    np.testing.assert_array_equal(np.asarray(labels), want_labels)
+    np.testing.assert_array_equal(np.asarray(p), want_p)
+    lists = [list(map(float, row)) for row in data[0]["float32"][:2]]
+    assert isinstance(net.predict(lists, like_input=True), np.ndarray)

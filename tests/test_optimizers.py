@@ -87,7 +87,7 @@ def small():
     return (train.X[:1000], train.y[:1000]), (test.X[:200], test.y[:200])
 
 
-@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("backend", ["numpy", pytest.param("numba", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("opt", OPTIMIZERS_TO_CHECK, ids=lambda o: o.describe())
 def test_a_checkpoint_resumes_bitwise_with_every_optimizer(small, tmp_path, backend, opt):
     if backend == "numba":

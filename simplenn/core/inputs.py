@@ -17,7 +17,10 @@ Where an input comes from:
 
 Anything else (a dict, a string, None, ...) is a one-line ``TypeError`` naming its
 type. Results (predictions, probabilities, gradients) are NumPy arrays whatever the
-input's library.
+input's library, unless the caller opts in with ``like_input=True``
+(:meth:`~simplenn.TwoLayerNet.predict`, :meth:`~simplenn.TwoLayerNet.predict_proba`):
+then an input of another array-API library gets its results as that library's arrays,
+on the input's device (:func:`like_input`).
 """
 
 from __future__ import annotations
@@ -98,6 +101,15 @@ def is_backend_array(X: Any, ops: Ops) -> bool:
 def _is_foreign_array(X: Any) -> bool:
     """Whether ``X`` is an array of some array-API library (or offers DLPack)."""
     return array_api_compat.is_array_api_obj(X) or hasattr(X, "__dlpack__")
+
+
+def like_input(result: np.ndarray, X: Any) -> Any:
+    """``result`` (a NumPy array) as an array of ``X``'s library on ``X``'s device, when
+    ``X`` is an array of an array-API library other than NumPy; else ``result``."""
+    if isinstance(X, np.ndarray) or not array_api_compat.is_array_api_obj(X):
+        return result
+    xp = array_api_compat.array_namespace(X)
+    return xp.asarray(result, device=array_api_compat.device(X))
 
 
 def _not_an_array(name: str, X: Any) -> TypeError:

@@ -246,13 +246,18 @@ class TwoLayerNet:
             return self.ops.xp.zeros((0, self.n_classes), dtype=self.ops.float_dtype)
         return chunks[0] if len(chunks) == 1 else self.ops.xp.concat(chunks)
 
-    def predict_proba(self, X: Any) -> np.ndarray:
-        """Class probabilities (n, n_classes), NumPy, rows summing to 1."""
-        return self.ops.to_numpy(self.ops.softmax(self.logits(X)))
+    def predict_proba(self, X: Any, *, like_input: bool = False) -> np.ndarray | Any:
+        """Class probabilities (n, n_classes) in the network's dtype, rows summing to 1:
+        NumPy, or with ``like_input`` an array of X's library on X's device when X is
+        another array-API library's (:func:`simplenn.core.inputs.like_input`)."""
+        result = self.ops.to_numpy(self.ops.softmax(self.logits(X)))
+        return inputs.like_input(result, X) if like_input else result
 
-    def predict(self, X: Any) -> np.ndarray:
-        """Predicted labels (n,) as NumPy int64."""
-        return self.ops.to_numpy(self.ops.argmax(self.logits(X))).astype(np.int64)
+    def predict(self, X: Any, *, like_input: bool = False) -> np.ndarray | Any:
+        """Predicted labels (n,) int64: NumPy, or with ``like_input`` an array of X's
+        library on X's device when X is another array-API library's."""
+        result = self.ops.to_numpy(self.ops.argmax(self.logits(X))).astype(np.int64)
+        return inputs.like_input(result, X) if like_input else result
 
     def accuracy(self, X: Any, y: Any) -> float:
         """Fraction of rows of X whose predicted label equals y (computed on the backend)."""
