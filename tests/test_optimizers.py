@@ -193,3 +193,39 @@ def test_adam_reaches_98_percent_with_its_defaults(capsys):
     assert train_cli.main(["--optimizer", "adam", "--quiet", "--backend", "numba"]) == 0
     accuracy = float(capsys.readouterr().out.strip().rsplit(" ", 1)[-1].rstrip("%"))
     assert accuracy >= 98.0
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--optimizer", "rmsprop"], "unknown optimizer 'rmsprop'; choose from sgd, adam, adamw"),
+        (["--optimizer", "adam", "--beta1", "-0.1"], "argument --beta1: expected a number in"),
+        (["--optimizer", "adam", "--beta2", "1"], "argument --beta2: expected a number in"),
+        (["--optimizer", "adam", "--momentum", "0.5"], "--momentum: does not apply to"),
+        (["--nesterov", "--momentum", "0"], "nesterov needs a momentum > 0"),
+        (["--warmup-steps", "-3"], "argument --warmup-steps: expected an integer >= 0"),
+    ],
+)
+def test_bad_optimizer_flags_are_one_line_and_exit_2(capsys, args, message):
+    from simplenn.cli import train as train_cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        train_cli.main(args)
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and message in err and len(err.splitlines()) == 1, err
+
+
+def test_debug_names_the_training_path(capsys, tmp_path):
+    from simplenn.cli import train as train_cli
+
+    X = simplenn.load_mnist()[0]
+    from simplenn.data.idx import write_idx
+
+    for split, n in (("train", 256), ("t10k", 64)):
+        write_idx(tmp_path / f"{split}-images-idx3-ubyte", X.X[:n].reshape(n, 28, 28))
+        write_idx(tmp_path / f"{split}-labels-idx1-ubyte", X.y[:n].astype(np.uint8))
+    common = ["--data-dir", str(tmp_path), "--epochs", "1", "--hidden", "8", "--quiet"]
+    assert train_cli.main([*common, "--backend", "numpy", "--debug"]) == 0
+    assert "training path: numpy-sgd (sgd" in capsys.readouterr().err
+    assert train_cli.main([*common, "--backend", "numpy", "--debug", "--optimizer", "adam"]) == 0
+    assert "training path: generic (adam" in capsys.readouterr().err
