@@ -25,9 +25,6 @@ from .network import (
 )
 from .params import Params, as_dict, from_mapping, map_params, parameter_shapes
 
-#: Compared with an input's dtype on every training call (faster than ``np.uint8``).
-_UINT8 = np.dtype(np.uint8)
-
 
 def _check_size(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:

@@ -253,40 +253,31 @@ def _optimizer_state(
             -_int(info, "position") // config.batch_size
         )
         return {f"{k}.velocity": v for k, v in velocities.items()}, steps
-    arrays = {}
-    for name in slot_names(config.optimizer):
-        a = extra.get(f"{_OPTIMIZER}{name}")
-        k = name.split(".")[0]
-        if a is None:
-            raise ValueError(f"the array {_OPTIMIZER}{name} is missing")
-        if a.shape != params[k].shape or a.dtype != np.dtype(dtype):
-            raise ValueError(
-                f"{_OPTIMIZER}{name} has shape {a.shape} and dtype {a.dtype}, "
-                f"expected {params[k].shape} {dtype}"
-            )
-        if not np.isfinite(a).all():
-            raise ValueError(f"{_OPTIMIZER}{name} holds NaN or infinite values")
-        arrays[name] = a
+    arrays = {
+        name: _like(extra, f"{_OPTIMIZER}{name}", params[name.split(".")[0]], dtype)
+        for name in slot_names(config.optimizer)
+    }
     return arrays, _int(info, "optimizer_steps")
 
 
 def _parameter_like(prefix: str, params: dict, extra: dict, dtype: str) -> dict[str, np.ndarray]:
     """The four arrays ``PREFIX W1`` ... of ``extra``, each finite and shaped like its
     parameter."""
-    arrays = {}
-    for k in PARAMETER_NAMES:
-        a = extra.get(f"{prefix}{k}")
-        if a is None:
-            raise ValueError(f"the array {prefix}{k} is missing")
-        if a.shape != params[k].shape or a.dtype != np.dtype(dtype):
-            raise ValueError(
-                f"{prefix}{k} has shape {a.shape} and dtype {a.dtype}, expected "
-                f"{params[k].shape} {dtype}"
-            )
-        if not np.isfinite(a).all():
-            raise ValueError(f"{prefix}{k} holds NaN or infinite values")
-        arrays[k] = a
-    return arrays
+    return {k: _like(extra, f"{prefix}{k}", params[k], dtype) for k in PARAMETER_NAMES}
+
+
+def _like(extra: dict, key: str, param: np.ndarray, dtype: str) -> np.ndarray:
+    """The array ``key`` of ``extra``: present, finite, of ``param``'s shape and ``dtype``."""
+    a = extra.get(key)
+    if a is None:
+        raise ValueError(f"the array {key} is missing")
+    if a.shape != param.shape or a.dtype != np.dtype(dtype):
+        raise ValueError(
+            f"{key} has shape {a.shape} and dtype {a.dtype}, expected {param.shape} {dtype}"
+        )
+    if not np.isfinite(a).all():
+        raise ValueError(f"{key} holds NaN or infinite values")
+    return a
 
 
 def _validation_from(
