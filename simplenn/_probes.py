@@ -109,3 +109,13 @@ def silence_jax_platform_notes() -> None:
     :data:`_JAX_PLATFORM_LOGGER`; should JAX rename it, the notes show and nothing else
     changes."""
     logging.getLogger(_JAX_PLATFORM_LOGGER).setLevel(logging.ERROR)
+
+
+def bind_symbol(name: str, address: int) -> None:
+    """Make the external symbol ``name``, which compiled Numba kernels call, resolve to
+    the function at ``address`` (``llvmlite.binding.add_symbol``, public API). Here
+    because what it binds is found here: NumPy's bundled cblas functions
+    (:func:`numpy_cblas_gemm`), or a compiled fallback."""
+    import llvmlite.binding
+
+    llvmlite.binding.add_symbol(name, address)

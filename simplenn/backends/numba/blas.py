@@ -34,7 +34,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import llvmlite.binding
 import numpy as np
 from numba import carray, cfunc, types
 
@@ -103,7 +102,7 @@ def register() -> str:
     found = None if forced == "scipy" else _probes.numpy_cblas_gemm()
     if found is not None:
         for dtype, symbol in SYMBOLS.items():
-            llvmlite.binding.add_symbol(symbol, found[dtype][0])
+            _probes.bind_symbol(symbol, found[dtype][0])
         _numpy_bound = True
         return f"NumPy's BLAS ({found['float32'][1]}, {found['float64'][1]})"
     try:
@@ -120,7 +119,7 @@ def register() -> str:
             f"install it with pip install scipy" + (f", or unset {BLAS_ENV_VAR}" if forced else "")
         ) from None
     for dtype, symbol in SYMBOLS.items():
-        llvmlite.binding.add_symbol(symbol, _numba_dot_gemm(dtype).address)
+        _probes.bind_symbol(symbol, _numba_dot_gemm(dtype).address)
     return "Numba's np.dot (SciPy's BLAS)"
 
 
