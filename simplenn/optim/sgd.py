@@ -8,13 +8,14 @@ param = param - lr * g
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .base import Optimizer, smallest_normal
+from ..core.params import Params
+from .base import Optimizer, OptState, smallest_normal
 
 #: The default learning rate from batch ``LR_REFERENCE_BATCH`` up; see :meth:`SGD.default_lr`.
 REFERENCE_LR = 0.2
@@ -66,3 +67,15 @@ class SGD(Optimizer):
             return p - g * c[0], (v,)
 
         return sgd
+
+
+def chunk_arguments(params: Params, state: OptState) -> tuple:
+    """``(W1, b1, W2, b2, V1, v1, V2, v2)``: SGD's parameters and velocities as a
+    backend's fused SGD chunk takes them, by position."""
+    return (*params, *(slots[0] for slots in state.slots))
+
+
+def from_chunk(arrays: Sequence, state: OptState, n_steps: int) -> tuple[Params, OptState]:
+    """The parameters and state a fused SGD chunk returned as ``(W1, b1, W2, b2, V1, v1,
+    V2, v2)``, after ``n_steps`` updates from ``state``."""
+    return Params(*arrays[:4]), OptState(state.step + n_steps, Params(*((v,) for v in arrays[4:])))

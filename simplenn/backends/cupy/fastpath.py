@@ -17,7 +17,8 @@ import numpy as np
 
 from ...core.network import make_backprop
 from ...core.params import Params
-from ...optim import SGD, OptState
+from ...optim import SGD
+from ...optim.sgd import chunk_arguments, from_chunk
 from ..fastpath import FastPath
 from .graphs import CudaGraphTrainSteps
 
@@ -72,10 +73,8 @@ class CudaSGD(FastPath):
         momentum, wd = ops.scalar(optimizer.momentum), ops.scalar(optimizer.weight_decay)
 
         def train_steps(params, state, X, Y, order, batch_size, lrs):
-            velocities = [slots[0] for slots in state.slots]
             *arrays, losses = chunk(
-                *params,
-                *velocities,
+                *chunk_arguments(params, state),
                 X,
                 Y,
                 order,
@@ -84,11 +83,7 @@ class CudaSGD(FastPath):
                 momentum,
                 wd,
             )
-            return (
-                Params(*arrays[:4]),
-                OptState(state.step + losses.shape[0], Params(*((v,) for v in arrays[4:]))),
-                losses,
-            )
+            return (*from_chunk(arrays, state, losses.shape[0]), losses)
 
         train_steps.chunk = chunk  # the CudaGraphTrainSteps, for its counters
         return train_steps

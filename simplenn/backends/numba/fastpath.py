@@ -21,7 +21,8 @@ import numpy as np
 
 from ...core.network import make_backprop
 from ...core.params import Params
-from ...optim import SGD, OptState
+from ...optim import SGD
+from ...optim.sgd import chunk_arguments, from_chunk
 from ..fastpath import FastPath
 from .batches import SPARSE_MAX_ROWS, DenseInputs, ThreadedInputs
 from .blas import one_pool_active
@@ -133,9 +134,8 @@ class SparseSGD(FastPath):
                     if one_pool_active()
                     else DenseInputs(X)
                 )
-            velocities = [slots[0] for slots in state.slots]
             *arrays, losses = chunk(
-                *map(aligned, (*params, *velocities)),
+                *map(aligned, chunk_arguments(params, state)),
                 X,
                 Y,
                 order,
@@ -144,11 +144,7 @@ class SparseSGD(FastPath):
                 momentum,
                 wd,
             )
-            return (
-                Params(*arrays[:4]),
-                OptState(state.step + losses.shape[0], Params(*((v,) for v in arrays[4:]))),
-                losses,
-            )
+            return (*from_chunk(arrays, state, losses.shape[0]), losses)
 
         train_steps.chunk = chunk  # the compiled dispatcher, for inspection
         return train_steps
