@@ -126,25 +126,22 @@ def test_import_simplenn_never_imports_cupy() -> None:
     assert result.stdout.strip() == "[]"
 
 
-def test_installed_without_device_is_reported_with_the_cuda_error() -> None:
+def test_installed_without_device_is_reported_with_the_cause() -> None:
     if not _cupy_importable():
         pytest.skip("CuPy is not installed here (pip install cupy-cuda12x to run this test)")
     info = probe_backend("cupy")
     if info.available:
         pytest.skip(f"a CUDA device works here ({info.device})")
-    assert info.reason.startswith(f"CuPy {info.version} is installed but CUDA reports ")
-    assert "cudaError" in info.reason
+    # the driver probe's answer, or, past it, CUDA's error as CuPy reports it
+    assert info.reason.startswith("CuPy is installed but ") or info.reason.startswith(
+        f"CuPy {info.version} is installed but CUDA reports cudaError"
+    ), info.reason
     result = _run(["-m", "simplenn.train", "--backend", "cupy"])
     assert result.returncode == 1
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith(
-        CLI_ERROR_PREFIX + f"CuPy {info.version} is installed but CUDA reports cudaError"
-    )
-    assert lines[0].endswith(
-        "use --backend auto instead (backend='auto' in Python picks the "
-        "best backend that runs here; --list-backends shows them all)"
-    )
+    assert result.stderr.splitlines() == [
+        CLI_ERROR_PREFIX + info.reason + "; use --backend auto instead (backend='auto' in "
+        "Python picks the best backend that runs here; --list-backends shows them all)"
+    ]
 
 
 def test_backend_module_builds_nothing_at_import() -> None:

@@ -7,6 +7,7 @@ the backend's library only when the backend is listed or asked for.
 
 from __future__ import annotations
 
+import importlib.util
 import warnings
 
 import numpy as np
@@ -54,7 +55,24 @@ def cuda_error_reason(version: str, exc: Exception) -> str:
     return f"CuPy {version} is installed but CUDA reports {code} ({detail}): {hint}"
 
 
+def _installed(module: str) -> bool:
+    """Whether top-level ``module`` can be imported, found without importing it."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ValueError:  # in sys.modules already, without a spec
+        return True
+
+
 def _probe_cupy() -> Availability:
+    from .cuda_driver import cuda_driver_problem
+
+    # Cheap answers first, so that a machine without an NVIDIA GPU never imports CuPy.
+    if not _installed("cupy"):
+        missing = ModuleNotFoundError("No module named 'cupy'")
+        return Availability(False, missing_library_reason("CuPy", missing, CUPY_HINT))
+    problem = cuda_driver_problem()
+    if problem is not None:
+        return Availability(False, f"CuPy is installed but {problem}")
     try:
         with warnings.catch_warnings():  # keep CLI errors to one line; the reason says it all
             warnings.simplefilter("ignore")
