@@ -72,6 +72,31 @@ class ThreadedInputs(NamedTuple):
     threads: int
 
 
+class SparseInputs(NamedTuple):
+    """The training set ``X`` as a chunk of steps reads it when its batches are
+    :class:`RowsBatch` es (:mod:`.rows`): with scratch for a batch's nonzeros, ``idx``
+    (b, d) int32, ``val`` (b, d) floats and ``counts`` (b,) int64 for batches of up to
+    b rows, and the number of ``threads`` the first layer's update is split over."""
+
+    X: np.ndarray
+    idx: np.ndarray
+    val: np.ndarray
+    counts: np.ndarray
+    threads: int
+
+
+class RowsBatch(NamedTuple):
+    """A batch x (m, d) as each sample's nonzeros: row r's are ``val[r, :counts[r]]`` in
+    the columns ``idx[r, :counts[r]]`` (ascending); ``n_cols`` is d. Its products run on
+    numba's threads (:mod:`.rows`), the first layer's update in ``threads`` parts."""
+
+    idx: np.ndarray
+    val: np.ndarray
+    counts: np.ndarray
+    n_cols: int
+    threads: int
+
+
 class ThreadedBatch(NamedTuple):
     """A dense batch x (m, d) whose first-layer products are cut into ``threads`` parts
     run on numba's threads, each part one BLAS call."""

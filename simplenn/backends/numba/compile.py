@@ -47,7 +47,13 @@ def _set_stable_uuid(dispatcher: Any, content: str) -> bool:
     return _probes.set_dispatcher_uuid(dispatcher, uuid)
 
 
-def _kernel(fn: Callable | None = None, *, inline: str = "never", parallel: bool = False) -> Any:
+def _kernel(
+    fn: Callable | None = None,
+    *,
+    inline: str = "never",
+    parallel: bool = False,
+    contract: bool = False,
+) -> Any:
     """``@njit`` a module-level function (cached unless disabled, releasing the GIL,
     NumPy's error model), with a stable UUID.
 
@@ -59,11 +65,17 @@ def _kernel(fn: Callable | None = None, *, inline: str = "never", parallel: bool
     function compiled on its own adds to a first run's compile time). ``parallel`` is
     for kernels that run between training calls and call BLAS, if at all, only while it
     runs on one thread (:func:`.blas.products_on_numba_threads`): its threads and
-    numba's compete."""
+    numba's compete. ``contract`` lets a multiply and an add become one fused
+    multiply-add (one rounding instead of two; no other reordering)."""
     if fn is None:
-        return lambda f: _kernel(f, inline=inline, parallel=parallel)
+        return lambda f: _kernel(f, inline=inline, parallel=parallel, contract=contract)
     dispatcher = njit(
-        cache=CACHE, inline=inline, nogil=True, parallel=parallel, error_model="numpy"
+        cache=CACHE,
+        inline=inline,
+        nogil=True,
+        parallel=parallel,
+        error_model="numpy",
+        fastmath={"contract"} if contract else False,
     )(fn)
     _set_stable_uuid(dispatcher, f"{_SOURCE_HASH}:{fn.__module__}.{fn.__qualname__}")
     return dispatcher

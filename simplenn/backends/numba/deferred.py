@@ -23,6 +23,8 @@ from .batches import (
     _LIKE64,
     DeferredBatch,
     DenseInputs,
+    RowsBatch,
+    SparseInputs,
     ThreadedBatch,
     ThreadedInputs,
     _is_dense,
@@ -30,6 +32,7 @@ from .batches import (
     _take_dense,
 )
 from .compile import _kernel
+from .rows import rows_update_outer, take_rows
 from .kernels import (
     _flush_subnormal,
     _gemm,
@@ -120,7 +123,7 @@ def _begin(X, W1, V1, lrs, momentum, weight_decay):
 @overload(_begin, inline="always")
 def _begin_overload(X, W1, V1, lrs, momentum, weight_decay):
     # large batches: nothing deferred
-    if getattr(X, "instance_class", None) in (DenseInputs, ThreadedInputs):
+    if getattr(X, "instance_class", None) in (DenseInputs, ThreadedInputs, SparseInputs):
         return lambda X, W1, V1, lrs, momentum, weight_decay: X
 
     def deferred(X, W1, V1, lrs, momentum, weight_decay):
@@ -177,6 +180,10 @@ def _update_outer_overload(param, x, d, velocity, lr, momentum, weight_decay):
         return dense
     if getattr(x, "instance_class", None) is DeferredBatch:
         return lambda param, x, d, velocity, lr, momentum, weight_decay: _update_outer_deferred(
+            param, x, d, velocity, lr, momentum, weight_decay
+        )
+    if getattr(x, "instance_class", None) is RowsBatch:
+        return lambda param, x, d, velocity, lr, momentum, weight_decay: rows_update_outer(
             param, x, d, velocity, lr, momentum, weight_decay
         )
 
@@ -279,6 +286,8 @@ def _take_overload(X, rows, like):
         return lambda X, rows, like: _take_dense(X.X, rows, like)
     if getattr(X, "instance_class", None) is ThreadedInputs:
         return lambda X, rows, like: ThreadedBatch(_take_dense(X.X, rows, like), X.threads)
+    if getattr(X, "instance_class", None) is SparseInputs:
+        return lambda X, rows, like: take_rows(X, rows)
 
     def take_deferred(X, rows, like):
         batch = _take_batch(X.X, rows, like)

@@ -13,6 +13,7 @@ parameters and velocities the chunk is given (copies, where those are not aligne
 
 from __future__ import annotations
 
+import contextlib
 from types import SimpleNamespace
 from typing import Any, Callable
 
@@ -24,8 +25,8 @@ from ...core.params import Params
 from ...optim import SGD
 from ...optim.sgd import chunk_arguments, from_chunk
 from ..fastpath import FastPath
-from .batches import SPARSE_MAX_ROWS, DenseInputs, ThreadedInputs
-from .blas import one_pool_active
+from .batches import SPARSE_MAX_ROWS, DenseInputs, SparseInputs, ThreadedInputs
+from .blas import one_pool_active, products_on_numba_threads
 from .deferred import (
     begin_steps,
     sgd_update_outer,
@@ -110,6 +111,21 @@ def aligned(a: np.ndarray) -> np.ndarray:
     return copy_at(a, ALIGNMENT)
 
 
+#: Batches of more than ``SPARSE_MAX_ROWS`` rows run on each sample's nonzeros
+#: (:mod:`.rows`) when at most this fraction of the inputs is nonzero, else dense, with
+#: BLAS (measured: see docs/numba.md).
+ROWS_MAX_DENSITY = 0.35
+#: Rows of a chunk whose inputs' density decides between the two.
+DENSITY_SAMPLE_ROWS = 256
+
+
+def sparse_enough(X: np.ndarray, order: np.ndarray) -> bool:
+    """Whether the first :data:`DENSITY_SAMPLE_ROWS` rows of ``X[order]`` have at most
+    :data:`ROWS_MAX_DENSITY` of their entries nonzero."""
+    sample = X[order[:DENSITY_SAMPLE_ROWS]]
+    return np.count_nonzero(sample) <= ROWS_MAX_DENSITY * sample.size
+
+
 class SparseSGD(FastPath):
     """SGD with momentum as one compiled chunk (see the module's docstring)."""
 
@@ -128,22 +144,34 @@ class SparseSGD(FastPath):
         dtype = ops.dtype
 
         def train_steps(params, state, X, Y, order, batch_size, lrs):
-            if batch_size > SPARSE_MAX_ROWS:
-                X = (
+            inputs, pool = X, contextlib.nullcontext()
+            if batch_size > SPARSE_MAX_ROWS and sparse_enough(X, order):
+                rows = min(batch_size, order.shape[0])
+                inputs = SparseInputs(
+                    X,
+                    np.empty((rows, X.shape[1]), np.int32),
+                    np.empty((rows, X.shape[1]), dtype),
+                    np.empty(rows, np.int64),
+                    numba.get_num_threads(),
+                )
+                pool = products_on_numba_threads()
+            elif batch_size > SPARSE_MAX_ROWS:
+                inputs = (
                     ThreadedInputs(X, numba.get_num_threads())
                     if one_pool_active()
                     else DenseInputs(X)
                 )
-            *arrays, losses = chunk(
-                *map(aligned, chunk_arguments(params, state)),
-                X,
-                Y,
-                order,
-                batch_size,
-                lrs.astype(dtype),
-                momentum,
-                wd,
-            )
+            with pool:
+                *arrays, losses = chunk(
+                    *map(aligned, chunk_arguments(params, state)),
+                    inputs,
+                    Y,
+                    order,
+                    batch_size,
+                    lrs.astype(dtype),
+                    momentum,
+                    wd,
+                )
             return (*from_chunk(arrays, state, losses.shape[0]), losses)
 
         train_steps.chunk = chunk  # the compiled dispatcher, for inspection

@@ -10,7 +10,7 @@ from numba import prange, types
 from numba.extending import overload
 
 from . import blas as numba_blas
-from .batches import ThreadedBatch, _as_batch, _is_dense
+from .batches import RowsBatch, ThreadedBatch, _as_batch, _is_dense
 from .compile import _kernel
 
 #: Which BLAS the kernels' matrix products reach, in words (see :mod:`.blas`).
@@ -193,6 +193,10 @@ def _matmul_overload(a, b):
         return lambda a, b: _gemm(a, b, False, False)
     if getattr(a, "instance_class", None) is ThreadedBatch:
         return lambda a, b: _threaded_gemm(a.dense, b, False, False, a.threads)
+    if getattr(a, "instance_class", None) is RowsBatch:
+        from .rows import rows_matmul  # it imports this module
+
+        return lambda a, b: rows_matmul(a, b)
 
     def batch_matmul(a, b):
         x = _as_batch(a)
