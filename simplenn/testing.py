@@ -630,10 +630,16 @@ def check_schedule(name: str, dtype: str) -> None:
 
 
 def _trained(
-    ops: Any, dtype: str, batch_size: int, kind: str = "pixels", n: int = 2000, epochs: int = 2
+    ops: Any,
+    dtype: str,
+    batch_size: int,
+    kind: str = "pixels",
+    n: int = 2000,
+    epochs: int = 2,
+    optimizer: Any = None,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """``epochs`` epochs of :func:`simplenn.fit` on ``n`` MNIST images (uint8 pixels or
-    floats): (per-step losses, final parameters)."""
+    floats) with ``optimizer`` (default SGD): (per-step losses, final parameters)."""
     from .core.model import TwoLayerNet
     from .core.training import fit
     from .optim import SGD
@@ -657,7 +663,7 @@ def _trained(
         epochs=epochs,
         batch_size=batch_size,
         lr=0.005,
-        optimizer=SGD(weight_decay=1e-4 if batch_size > 1 else 0.0),
+        optimizer=optimizer or SGD(weight_decay=1e-4 if batch_size > 1 else 0.0),
         seed=8,
         interruptible=False,
     )
@@ -700,24 +706,28 @@ FAST_PATH_BATCHES = {"float64": (1, 7, 128, 2048), "float32": (128, 2048)}
 def check_fast_paths(name: str, dtype: str) -> None:
     """Each fast path's run equals the generic path's on the same backend within
     :func:`trajectory_tolerance`: per-step losses and final parameters of SGD on pixels
-    and floats at each of :data:`FAST_PATH_BATCHES`."""
+    and floats, and of each other optimizer a fast path covers (Nesterov's SGD, Adam,
+    AdamW) on pixels, at each of :data:`FAST_PATH_BATCHES`."""
     from .core.network import training_path
-    from .optim import SGD
+    from .optim import SGD, Adam, AdamW
 
     ops = _get(name, dtype)
     if not ops.fast_paths:
         raise CheckSkipped(f"backend {name!r} has no fast path")
+    runs = [(kind, None) for kind in ("pixels", "floats")]
+    runs += [("pixels", opt) for opt in (SGD(nesterov=True), Adam(), AdamW())]
     for batch_size in FAST_PATH_BATCHES[dtype]:
-        for kind in ("pixels", "floats"):
-            if training_path(ops, SGD(), kind, batch_size).name == "generic":
+        for kind, optimizer in runs:
+            if training_path(ops, optimizer or SGD(), kind, batch_size).name == "generic":
                 continue
             n, epochs = (4096, 1) if batch_size == 2048 else (600, 1)
+            what = "sgd" if optimizer is None else optimizer.describe()
             _compare_runs(
                 name,
                 dtype,
-                f"fast path against the generic path, batch {batch_size}, {kind}",
-                _trained(ops, dtype, batch_size, kind, n, epochs),
-                _trained(_generic(ops), dtype, batch_size, kind, n, epochs),
+                f"fast path against the generic path, {what}, batch {batch_size}, {kind}",
+                _trained(ops, dtype, batch_size, kind, n, epochs, optimizer),
+                _trained(_generic(ops), dtype, batch_size, kind, n, epochs, optimizer),
             )
 
 

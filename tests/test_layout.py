@@ -25,6 +25,7 @@ LAYERS = (
         "simplenn.backends.numpy_fastpath",
         "simplenn.backends.numba.fastpath",
         "simplenn.backends.cupy.fastpath",
+        "simplenn.backends.jax_fastpath",
     },
     {"simplenn.data", "simplenn.io"},
     {"simplenn.testing", "simplenn.cli", "simplenn.bench"},

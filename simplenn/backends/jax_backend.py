@@ -2,8 +2,9 @@
 runs the functional contract as written; the network's own functions go through
 ``jax.jit`` (:meth:`JaxOps.jit`), as Numba's go through ``@njit``.
 
-The chunk loop stays Python, calling the compiled step once per batch. JAX runs
-on its default device: a GPU where its jaxlib finds one, else the CPU
+Training runs a chunk of steps as one compiled ``lax.fori_loop`` over the same step
+(the ``jax-loop`` fast path, :mod:`simplenn.backends.jax_fastpath`). JAX runs on its
+default device: a GPU where its jaxlib finds one, else the CPU
 (``JAX_PLATFORMS=cpu`` forces the CPU). float64 needs JAX's ``jax_enable_x64``, which
 this backend turns on; arrays made with an explicit float32 dtype stay float32.
 """
@@ -26,6 +27,7 @@ class JaxOps(Ops):
 
     name = "jax"
     xp = jnp
+    fast_paths = ("simplenn.backends.jax_fastpath:JAX_LOOP",)
 
     def __init__(self, dtype: str | np.dtype = "float32") -> None:
         super().__init__(dtype)
