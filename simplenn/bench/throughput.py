@@ -38,7 +38,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..core.training import CHUNK_SAMPLES
 from ..errors import BackendUnavailableError, SimplennError
 from . import lifeline, sysinfo
 from .contenders import (
@@ -54,8 +53,6 @@ MNIST_TRAIN_SIZE = 60000
 #: The environment variable that, like ``--skip-backends``, leaves backends (and peers)
 #: out of the default grid: comma-separated names.
 SKIP_ENV = "SIMPLENN_SKIP_BACKENDS"
-#: The untimed warm-up epoch of each cell: at least one of fit's chunks of work.
-WARMUP_SAMPLES = CHUNK_SAMPLES
 #: The peer check: one epoch at batch 64 and a constant learning rate of 0.05, hidden =
 #: the grid's first width. float32 round-off differs between the two libraries' products
 #: and compounds over an epoch's steps, hence fixed, moderate settings and a relative
@@ -251,7 +248,8 @@ def _worker(
                     if contender is None:  # built (and compiled) in a turn of its own
                         contender = make_contender(name, hidden, train.X, train.y, test.X)
                     if turn == 0:
-                        contender.train_epoch(bs, min(samples, max(2 * bs, WARMUP_SAMPLES)))
+                        # the timed epoch's own inputs: JAX compiles per input shape
+                        contender.train_epoch(bs, samples)
                     else:
                         seconds.append(timed(contender.train_epoch, bs, samples)[0])
                     outbox.put((name, "turn_done", None))
