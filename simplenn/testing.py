@@ -638,8 +638,9 @@ def _trained(
     epochs: int = 2,
     optimizer: Any = None,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """``epochs`` epochs of :func:`simplenn.fit` on ``n`` MNIST images (uint8 pixels or
-    floats) with ``optimizer`` (default SGD): (per-step losses, final parameters)."""
+    """``epochs`` epochs of :func:`simplenn.fit` on ``n`` MNIST images (``kind``: uint8
+    ``pixels``, ``floats`` x / 255, or ``dense`` floats, ``0.05 + 0.9 x / 255``, with no
+    zero) with ``optimizer`` (default SGD): (per-step losses, final parameters)."""
     from .core.model import TwoLayerNet
     from .core.training import fit
     from .optim import SGD
@@ -655,6 +656,8 @@ def _trained(
     X, y = _mnist_subset(n)
     if kind == "floats":
         X = X / np.float64(255)
+    elif kind == "dense":
+        X = 0.05 + 0.9 * (X / np.float64(255))
     # lr 0.005: at batch 1 a larger one makes the run so chaotic that last-bit
     # differences grow past the tolerance.
     fit(
@@ -705,20 +708,22 @@ FAST_PATH_BATCHES = {"float64": (1, 7, 128, 2048), "float32": (128, 2048)}
 
 def check_fast_paths(name: str, dtype: str) -> None:
     """Each fast path's run equals the generic path's on the same backend within
-    :func:`trajectory_tolerance`: per-step losses and final parameters of SGD on pixels
-    and floats, and of each other optimizer a fast path covers (Nesterov's SGD, Adam,
-    AdamW) on pixels, at each of :data:`FAST_PATH_BATCHES`."""
+    :func:`trajectory_tolerance`: per-step losses and final parameters of SGD on pixels,
+    floats and dense floats (no zero: a sparse layout must step aside), and of each
+    other optimizer a fast path covers (Nesterov's SGD, Adam, AdamW) on pixels, at each
+    of :data:`FAST_PATH_BATCHES`."""
     from .core.network import training_path
     from .optim import SGD, Adam, AdamW
 
     ops = _get(name, dtype)
     if not ops.fast_paths:
         raise CheckSkipped(f"backend {name!r} has no fast path")
-    runs = [(kind, None) for kind in ("pixels", "floats")]
+    runs = [(kind, None) for kind in ("pixels", "floats", "dense")]
     runs += [("pixels", opt) for opt in (SGD(nesterov=True), Adam(), AdamW())]
     for batch_size in FAST_PATH_BATCHES[dtype]:
         for kind, optimizer in runs:
-            if training_path(ops, optimizer or SGD(), kind, batch_size).name == "generic":
+            stored = "pixels" if kind == "pixels" else "floats"
+            if training_path(ops, optimizer or SGD(), stored, batch_size).name == "generic":
                 continue
             n, epochs = (4096, 1) if batch_size == 2048 else (600, 1)
             what = "sgd" if optimizer is None else optimizer.describe()

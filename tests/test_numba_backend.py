@@ -395,10 +395,10 @@ def test_warmup_without_gradients_leaves_loss_and_gradients_uncompiled(nb):
 
 
 @pytest.mark.slow
-def test_large_batches_compile_the_dense_path_alone(nb):
-    """A chunk of batches of more than SPARSE_MAX_ROWS rows reads the training set as
-    DenseInputs: its compiled version holds no sparse batch and no deferred step, so a
-    default run compiles a quarter as much; small batches get the sparse version."""
+def test_large_batches_compile_one_layout_per_kind_of_inputs(nb):
+    """A chunk of batches of more than SPARSE_MAX_ROWS rows reads sparse inputs (MNIST's
+    pixels) as SparseInputs and dense ones as DenseInputs: each compiled version holds
+    one layout and no deferred step; small batches get the version of X as stored."""
     import numba
 
     from simplenn.core.training import warm_up
@@ -407,13 +407,77 @@ def test_large_batches_compile_the_dense_path_alone(nb):
         pass
 
     ops = Fresh("float32")
-    warm_up(ops, gradients=False, batch_size=nb.batches.SPARSE_MAX_ROWS + 1)
-    chunk = _sgd_path(ops, "pixels", nb.batches.SPARSE_MAX_ROWS + 1).chunk
+    large = nb.batches.SPARSE_MAX_ROWS + 1
+    warm_up(ops, gradients=False, batch_size=large)
+    chunk = _sgd_path(ops, "pixels", large).chunk
     (signature,) = chunk.signatures
-    assert signature[8].instance_class is nb.batches.DenseInputs  # X, the training set
+    assert signature[8].instance_class is nb.batches.SparseInputs  # X, the training set
+    warm_up(ops, np.full((8, 784), 200, np.uint8), gradients=False, batch_size=large)
+    assert {s[8].instance_class for s in chunk.signatures} == {
+        nb.batches.SparseInputs,
+        nb.batches.DenseInputs,
+    }
     warm_up(ops, gradients=False, batch_size=nb.batches.SPARSE_MAX_ROWS)
-    _dense, small = chunk.signatures
-    assert small[8] == numba.typeof(np.zeros((1, 1), np.uint8))  # as stored; may be sparse
+    assert chunk.signatures[-1][8] == numba.typeof(np.zeros((1, 1), np.uint8))  # may be sparse
+
+
+def test_hot_columns_split_mnist_and_refuse_dense_inputs(nb):
+    """MNIST's columns split into the often-nonzero ones, first and ascending, and the
+    rest, ascending; inputs denser than ROWS_MAX_DENSITY get no split (dense products)."""
+    import simplenn
+
+    fastpath = nb.fastpath
+    X = simplenn.load_mnist()[0].X
+    order = np.arange(X.shape[0])
+    columns, n_hot = fastpath.hot_columns(X, order)
+    assert sorted(columns.tolist()) == list(range(784))
+    assert 0 < n_hot < 784
+    hot, cold = columns[:n_hot], columns[n_hot:]
+    assert np.all(np.diff(hot) > 0) and np.all(np.diff(cold) > 0)
+    rows = X[: fastpath.DENSITY_SAMPLE_ROWS]
+    density = np.count_nonzero(rows, axis=0) / rows.shape[0]
+    assert density[hot].min() >= fastpath.HOT_DENSITY > density[cold].max()
+    assert fastpath.hot_columns(np.full((300, 784), 7, np.uint8), order[:300]) is None
+
+
+@pytest.mark.parametrize(
+    ("n_cols", "kind"), [(64, "pixels"), (50, "pixels"), (64, "floats"), (50, "floats")]
+)
+def test_rows_layout_trains_as_numpy_does(nb, n_cols, kind):
+    """Batches split into hot columns (BLAS) and sparse others, on inputs whose rows are
+    whole uint64 words of pixels (read 8 at a time) or not (read one by one), pixels or
+    floats, a few rows all zero, against the numpy backend (float64)."""
+    import simplenn
+
+    rng = np.random.default_rng(5)
+    often = rng.random(n_cols) < 0.4  # hot columns: nonzero in ~half the rows
+    p = np.where(often, 0.5, 0.03)
+    X = ((rng.random((300, n_cols)) < p) * rng.integers(1, 256, (300, n_cols))).astype(np.uint8)
+    X[::37] = 0
+    if kind == "floats":
+        X = X / np.float64(255)
+    y = rng.integers(0, 10, 300)
+    order = np.arange(300)
+    columns, n_hot = nb.fastpath.hot_columns(X, order)
+    assert 0 < n_hot < n_cols
+    nets = {
+        name: simplenn.TwoLayerNet(n_cols, 16, 10, backend=name, dtype="float64", seed=1)
+        for name in ("numba", "numpy")
+    }
+    for net in nets.values():
+        simplenn.fit(net, (X, y), epochs=2, batch_size=64, lr=0.1)
+    got, want = nets["numba"].parameters(), nets["numpy"].parameters()
+    for k in ("W1", "b1", "W2", "b2"):
+        assert_close("numba", k, got[k], want[k], "float64", rtol=1e-10)
+
+
+def test_chunks_reuse_their_scratch(nb):
+    """The rows layout's scratch is one array per name, shape and dtype in a thread."""
+    scratch = nb.fastpath.scratch
+    a = scratch("test", (3, 4), np.dtype(np.float32))
+    assert scratch("test", (3, 4), np.dtype(np.float32)) is a
+    assert scratch("test", (3, 5), np.dtype(np.float32)) is not a
+    assert scratch("test", (3, 5), np.dtype(np.float64)).dtype == np.float64
 
 
 @pytest.mark.parametrize("batch_size", [33, 40])
@@ -514,8 +578,9 @@ def test_products_on_numba_threads_put_blas_on_one_thread_and_restore_it(nb):
 
 @pytest.mark.slow
 def test_training_on_one_pool_of_threads_computes_the_same_numbers(nb):
-    """Batches of more than SPARSE_MAX_ROWS rows inside products_on_numba_threads read
-    the training set as ThreadedInputs, whose products are cut over numba's threads;
+    """Batches of more than SPARSE_MAX_ROWS rows of dense inputs inside
+    products_on_numba_threads read the training set as ThreadedInputs, whose products
+    are cut over numba's threads;
     the parameters end as training with BLAS's threads leaves them, and the elastic
     fields, one single-threaded BLAS call per block there, are BLAS's threaded ones, to
     the kit's tolerances: BLAS may add in another order on other threads, and does so
@@ -527,7 +592,8 @@ def test_training_on_one_pool_of_threads_computes_the_same_numbers(nb):
     class Fresh(nb.NumbaOps):  # its own training paths, none compiled yet
         pass
 
-    mnist = simplenn.load_mnist()[0][:2000]
+    split = simplenn.load_mnist()[0][:2000]
+    mnist = (0.05 + 0.9 * (split.X / np.float32(255)), split.y)  # dense: no zero
     nets = []
     for threaded in (False, True):
         ops = Fresh("float32")
@@ -535,7 +601,7 @@ def test_training_on_one_pool_of_threads_computes_the_same_numbers(nb):
         with nb.blas.products_on_numba_threads() if threaded else nullcontext():
             simplenn.fit(net, mnist, epochs=1, batch_size=100, lr=0.1)
         nets.append(net.parameters())
-    inputs = {sig[8].instance_class for sig in _sgd_path(ops, "pixels", 100).chunk.signatures}
+    inputs = {sig[8].instance_class for sig in _sgd_path(ops, "floats", 100).chunk.signatures}
     assert nb.batches.ThreadedInputs in inputs
     for k in ("W1", "b1", "W2", "b2"):
         assert_close(

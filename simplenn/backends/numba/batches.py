@@ -74,11 +74,19 @@ class ThreadedInputs(NamedTuple):
 
 class SparseInputs(NamedTuple):
     """The training set ``X`` as a chunk of steps reads it when its batches are
-    :class:`RowsBatch` es (:mod:`.rows`): with scratch for a batch's nonzeros, ``idx``
-    (b, d) int32, ``val`` (b, d) floats and ``counts`` (b,) int64 for batches of up to
-    b rows, and the number of ``threads`` the first layer's update is split over."""
+    :class:`RowsBatch` es (:mod:`.rows`). The chunk's W1 has its rows permuted so that
+    the columns of X that are often nonzero ("hot") come first: row ``q`` of W1 is
+    column ``columns[q]`` of X, and the first ``n_hot`` are the hot ones. Scratch for a
+    batch of up to b rows: ``hot`` (b, n_hot) floats, ``idx`` (b, d) int32, ``val``
+    (b, d) floats, ``counts`` (b,) int64. The products run in ``threads`` parts."""
 
     X: np.ndarray
+    columns: np.ndarray
+    n_hot: int
+    scaled: np.ndarray
+    words: np.ndarray
+    position: np.ndarray
+    hot: np.ndarray
     idx: np.ndarray
     val: np.ndarray
     counts: np.ndarray
@@ -86,14 +94,17 @@ class SparseInputs(NamedTuple):
 
 
 class RowsBatch(NamedTuple):
-    """A batch x (m, d) as each sample's nonzeros: row r's are ``val[r, :counts[r]]`` in
-    the columns ``idx[r, :counts[r]]`` (ascending); ``n_cols`` is d. Its products run on
-    numba's threads (:mod:`.rows`), the first layer's update in ``threads`` parts."""
+    """A batch x (m, d) in two parts, its columns numbered as W1's permuted rows (see
+    :class:`SparseInputs`): ``hot`` (m, n_hot), the hot columns dense; and each row's
+    other nonzeros, row r's ``val[r, :counts[r]]`` in the columns ``idx[r, :counts[r]]``
+    (ascending, all ``>= n_hot``). ``n_cols`` is d; products run in ``threads`` parts."""
 
+    hot: np.ndarray
     idx: np.ndarray
     val: np.ndarray
     counts: np.ndarray
     n_cols: int
+    n_hot: int
     threads: int
 
 

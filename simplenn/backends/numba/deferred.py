@@ -32,7 +32,6 @@ from .batches import (
     _take_dense,
 )
 from .compile import _kernel
-from .rows import rows_update_outer, take_rows
 from .kernels import (
     _flush_subnormal,
     _gemm,
@@ -41,6 +40,7 @@ from .kernels import (
     _sgd_update_flat,
     matmul_tn,
 )
+from .rows import rows_update_outer, take_rows
 
 
 class Deferred(NamedTuple):

@@ -14,6 +14,7 @@ parameters and velocities the chunk is given (copies, where those are not aligne
 from __future__ import annotations
 
 import contextlib
+import threading
 from types import SimpleNamespace
 from typing import Any, Callable
 
@@ -111,19 +112,71 @@ def aligned(a: np.ndarray) -> np.ndarray:
     return copy_at(a, ALIGNMENT)
 
 
-#: Batches of more than ``SPARSE_MAX_ROWS`` rows run on each sample's nonzeros
-#: (:mod:`.rows`) when at most this fraction of the inputs is nonzero, else dense, with
-#: BLAS (measured: see docs/numba.md).
-ROWS_MAX_DENSITY = 0.35
-#: Rows of a chunk whose inputs' density decides between the two.
+#: Batches of more than ``SPARSE_MAX_ROWS`` rows split their inputs' columns (:mod:`.rows`)
+#: when at most this fraction of the inputs is nonzero, else multiply densely with BLAS
+#: (measured: see docs/numba.md) ...
+ROWS_MAX_DENSITY = 0.25
+#: ... into those nonzero in at least this fraction of the rows, multiplied densely, and
+#: the others, whose nonzeros are summed one by one.
+HOT_DENSITY = 0.1
+#: Rows of a chunk whose inputs' density decides both.
 DENSITY_SAMPLE_ROWS = 256
 
 
-def sparse_enough(X: np.ndarray, order: np.ndarray) -> bool:
-    """Whether the first :data:`DENSITY_SAMPLE_ROWS` rows of ``X[order]`` have at most
-    :data:`ROWS_MAX_DENSITY` of their entries nonzero."""
+def hot_columns(X: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, int] | None:
+    """``(columns, n_hot)``: the columns of X, the ``n_hot`` hot ones first (see
+    :mod:`.rows`), each group ascending, as measured on the first
+    :data:`DENSITY_SAMPLE_ROWS` rows of ``X[order]``; None where those rows are denser
+    than :data:`ROWS_MAX_DENSITY` (then every product is dense)."""
     sample = X[order[:DENSITY_SAMPLE_ROWS]]
-    return np.count_nonzero(sample) <= ROWS_MAX_DENSITY * sample.size
+    per_column = np.count_nonzero(sample, axis=0)
+    if per_column.sum() > ROWS_MAX_DENSITY * sample.size:
+        return None
+    hot = per_column >= HOT_DENSITY * sample.shape[0]
+    return np.concatenate([np.flatnonzero(hot), np.flatnonzero(~hot)]), int(hot.sum())
+
+
+def rows_inputs(
+    X: np.ndarray, columns: tuple[np.ndarray, int], rows: int, dtype: np.dtype, threads: int
+) -> SparseInputs:
+    """X as a chunk with W1's rows in the order of ``columns`` (from
+    :func:`hot_columns`) reads it, with scratch for batches of up to ``rows`` rows."""
+    d = X.shape[1]
+    order, n_hot = columns
+    position = np.empty(d, np.int64)
+    position[order] = np.arange(d)
+    words = (
+        X.view(np.uint64)
+        if X.dtype == np.uint8 and d % 8 == 0 and X.flags.c_contiguous
+        else np.zeros((0, 0), np.uint64)
+    )
+    return SparseInputs(
+        X,
+        order,
+        n_hot,
+        np.arange(256).astype(dtype) / dtype.type(255),
+        words,
+        position,
+        scratch("hot", (rows, n_hot), dtype),
+        scratch("idx", (rows, d - n_hot), np.dtype(np.int32)),
+        scratch("val", (rows, d - n_hot), dtype),
+        scratch("counts", (rows,), np.dtype(np.int64)),
+        threads,
+    )
+
+
+_SCRATCH = threading.local()
+
+
+def scratch(name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """An uninitialised array, the same one for the same name, shape and dtype on each
+    call from one thread: chunks reuse their scratch instead of allocating it anew, as
+    fresh pages cost a page fault each on first touch."""
+    cache = _SCRATCH.__dict__
+    found = cache.get(name)
+    if found is None or found.shape != shape or found.dtype != dtype:
+        found = cache[name] = np.empty(shape, dtype)
+    return found
 
 
 class SparseSGD(FastPath):
@@ -144,26 +197,23 @@ class SparseSGD(FastPath):
         dtype = ops.dtype
 
         def train_steps(params, state, X, Y, order, batch_size, lrs):
-            inputs, pool = X, contextlib.nullcontext()
-            if batch_size > SPARSE_MAX_ROWS and sparse_enough(X, order):
-                rows = min(batch_size, order.shape[0])
-                inputs = SparseInputs(
-                    X,
-                    np.empty((rows, X.shape[1]), np.int32),
-                    np.empty((rows, X.shape[1]), dtype),
-                    np.empty(rows, np.int64),
-                    numba.get_num_threads(),
-                )
-                pool = products_on_numba_threads()
-            elif batch_size > SPARSE_MAX_ROWS:
-                inputs = (
-                    ThreadedInputs(X, numba.get_num_threads())
-                    if one_pool_active()
-                    else DenseInputs(X)
-                )
-            with pool:
+            arrays = list(chunk_arguments(params, state))
+            inputs, pool, hot = X, contextlib.nullcontext(True), None
+            if batch_size > SPARSE_MAX_ROWS:
+                hot = hot_columns(X, order)
+                if hot is None:
+                    pool = contextlib.nullcontext(one_pool_active())
+                else:
+                    pool = products_on_numba_threads()
+            with pool as pooled:
+                threads = numba.get_num_threads() if pooled else 1
+                if hot is not None:
+                    inputs = rows_inputs(X, hot, min(batch_size, order.shape[0]), dtype, threads)
+                    arrays[0], arrays[4] = arrays[0][hot[0]], arrays[4][hot[0]]  # W1, V1
+                elif batch_size > SPARSE_MAX_ROWS:
+                    inputs = ThreadedInputs(X, threads) if pooled else DenseInputs(X)
                 *arrays, losses = chunk(
-                    *map(aligned, chunk_arguments(params, state)),
+                    *map(aligned, arrays),
                     inputs,
                     Y,
                     order,
@@ -172,6 +222,9 @@ class SparseSGD(FastPath):
                     momentum,
                     wd,
                 )
+            if hot is not None:  # W1's and V1's rows back in the inputs' column order
+                position = inputs.position
+                arrays[0], arrays[4] = arrays[0][position], arrays[4][position]
             return (*from_chunk(arrays, state, losses.shape[0]), losses)
 
         train_steps.chunk = chunk  # the compiled dispatcher, for inspection

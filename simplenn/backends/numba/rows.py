@@ -1,88 +1,125 @@
-"""The first layer on each sample's nonzero inputs, for batches of any size, on numba's
-threads: the kernels behind :class:`~.batches.RowsBatch` (MNIST's pixels are mostly 0).
+"""The first layer of a sparse batch as a dense product over its often-nonzero columns
+plus a sparse one over the rest, for batches of any size: the kernels behind
+:class:`~.batches.RowsBatch`.
 
-For a batch x (m, d) the first layer's two products read only the nonzeros ``(i, v)``
-of each row ``x_r``::
+MNIST's pixels are ~81% zeros, but not evenly: a digit's middle is often inked, its
+border almost never. So the columns of x (the rows of W1) are split by how often they
+are nonzero: the "hot" ones, a few hundred, are multiplied densely with BLAS; the rest
+hold few nonzeros, which are summed one by one. With W1's rows permuted so the hot ones
+come first (``x̂`` the hot columns, ``x̌`` the others)::
 
-    take       x_r = [(i, v) : x[r, i] = v ≠ 0]              per sample, in parallel
-    forward    (x W1)_r = Σ_(i,v) v W1[i]                    per sample, in parallel
-    update     (xᵀ dl1)[i] = Σ_r Σ_((i,v) in x_r) v dl1_r    per range of W1's rows,
-               then SGD with momentum on those rows             in parallel
+    forward    x W1        = x̂ W1[:H] + Σ_((i,v) in x̌_r) v W1[i]      (row r)
+    gradient   (xᵀ dl1)[:H] = x̂ᵀ dl1
+               (xᵀ dl1)[i]  = Σ_r Σ_((i,v) in x̌_r) v dl1_r           (i >= H)
 
-The forward pass costs ``nnz · h`` multiply-adds per sample instead of ``d · h``, and so
-does the weight gradient. Sums over samples run in sample order and each output row is
-summed by one thread, so the results are the same for any number of threads. The rest
-of the step (the second layer, the loss) is :func:`simplenn.core.network.make_backprop`
-over the backend's kernels, its products BLAS's on one thread
-(:func:`.blas.products_on_numba_threads`) between these parallel loops.
+The dense products run as BLAS calls split over numba's threads
+(:func:`~.kernels._threaded_gemm`, BLAS on one thread meanwhile:
+:func:`.blas.products_on_numba_threads`), the sparse sums per sample and per range of
+W1's rows on the same threads. The first layer costs about ``H · h`` multiply-adds per
+sample at BLAS's speed, plus ``h`` per remaining nonzero.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
+from numba import prange, types
+from numba.extending import overload
 
-from .batches import RowsBatch, _input_value
+from .batches import RowsBatch
 from .compile import _kernel
-from .kernels import _momentum_rule
+from .kernels import _momentum_rule, _sgd_update_flat, _threaded_gemm
 
 #: Samples whose nonzeros set the split of W1's rows between threads (see :func:`_ranges`).
 RANGE_SAMPLES = 64
 
 
+def _as_float(v, scaled):
+    """An input entry as a float of the dtype of ``scaled``: a uint8 pixel ``v`` is
+    ``scaled[v]`` (``v / 255``, a table lookup instead of a division), a float is
+    itself (compiled code only: the overload below picks the version by type)."""
+    raise TypeError("_as_float runs in compiled code only")
+
+
+@overload(_as_float, inline="always")
+def _as_float_overload(v, scaled):
+    if v == types.uint8:
+        return lambda v, scaled: scaled[v]
+    as_float = np.float32 if scaled.dtype == types.float32 else np.float64
+    return lambda v, scaled: as_float(v)
+
+
 @_kernel(inline="always")
-def _nonzeros(X, src, idx, val, like):
-    """Write the nonzero entries of row ``src`` of X, columns ascending, to ``idx`` (int32)
-    and ``val`` (floats of the dtype of ``like``, see :func:`~.batches._input_value`);
-    returns how many. A run of 8 zeros is skipped after one test."""
-    d = X.shape[1]
-    d8 = d - d % 8
+def _split_row(X, src, columns, n_hot, scaled, hot, idx, val):
+    """Row ``src`` of X split as :class:`~.batches.RowsBatch` holds it: its hot columns
+    ``columns[:n_hot]`` to ``hot`` (zeros included), the nonzeros among its other
+    columns ``columns[n_hot:]`` to ``idx`` (their positions in ``columns``) and
+    ``val``, in floats of the dtype of ``val`` (a uint8 pixel ``v`` as ``scaled[v]``);
+    returns how many of those."""
+    for q in range(n_hot):
+        hot[q] = _as_float(X[src, columns[q]], scaled)
     count = 0
-    for i0 in range(0, d8, 8):
-        if (
-            (X[src, i0] != 0)
-            | (X[src, i0 + 1] != 0)
-            | (X[src, i0 + 2] != 0)
-            | (X[src, i0 + 3] != 0)
-            | (X[src, i0 + 4] != 0)
-            | (X[src, i0 + 5] != 0)
-            | (X[src, i0 + 6] != 0)
-            | (X[src, i0 + 7] != 0)
-        ):
-            for i in range(i0, i0 + 8):
-                v = X[src, i]
-                idx[count] = i
-                val[count] = _input_value(v, like)
-                count += v != 0
-    for i in range(d8, d):
-        v = X[src, i]
-        idx[count] = i
-        val[count] = _input_value(v, like)
+    for q in range(n_hot, columns.shape[0]):
+        v = X[src, columns[q]]
+        idx[count] = q
+        val[count] = _as_float(v, scaled)
         count += v != 0
+    return count
+
+
+@_kernel(inline="always")
+def _split_words(words, src, position, n_hot, scaled, hot, idx, val):
+    """:func:`_split_row` of uint8 pixels read 8 at a time, as the uint64 ``words`` (n,
+    d / 8) of the same memory: an all-zero word is skipped after one test; each
+    nonzero pixel ``i`` goes to ``hot[position[i]]`` or, past ``n_hot``, to the others
+    (whose ``position`` rises with ``i``, so they stay ascending)."""
+    hot[:] = 0
+    count = 0
+    for w0 in range(words.shape[1]):
+        word = words[src, w0]
+        if word == 0:
+            continue
+        for b in range(8):
+            v = (word >> np.uint64(8 * b)) & np.uint64(255)
+            if v != 0:
+                p = position[w0 * 8 + b]
+                if p < n_hot:
+                    hot[p] = scaled[v]
+                else:
+                    idx[count] = p
+                    val[count] = scaled[v]
+                    count += 1
     return count
 
 
 @_kernel(parallel=True)
 def take_rows(inputs, rows):
     """The rows ``X[rows]`` of a :class:`~.batches.SparseInputs` (uint8 pixels or
-    floats) as a :class:`~.batches.RowsBatch` of the float dtype of its scratch: each
-    row's nonzeros written to ``idx[r]``, ``val[r]`` and their number to ``counts[r]``."""
-    X, idx, val, counts = inputs.X, inputs.idx, inputs.val, inputs.counts
+    floats) as a :class:`~.batches.RowsBatch`, in its scratch arrays."""
+    X, columns, n_hot, scaled = inputs.X, inputs.columns, inputs.n_hot, inputs.scaled
+    words, position = inputs.words, inputs.position
+    hot, idx, val, counts = inputs.hot, inputs.idx, inputs.val, inputs.counts
     m = rows.shape[0]
-    for r in prange(m):
-        counts[r] = _nonzeros(X, rows[r], idx[r], val[r], val)
-    return RowsBatch(idx[:m], val[:m], counts[:m], X.shape[1], inputs.threads)
+    if words.shape[0] > 0:
+        for r in prange(m):
+            counts[r] = _split_words(
+                words, rows[r], position, n_hot, scaled, hot[r], idx[r], val[r]
+            )
+    else:
+        for r in prange(m):
+            counts[r] = _split_row(X, rows[r], columns, n_hot, scaled, hot[r], idx[r], val[r])
+    return RowsBatch(hot[:m], idx[:m], val[:m], counts[:m], X.shape[1], n_hot, inputs.threads)
 
 
 @_kernel(parallel=True, contract=True)
-def rows_matmul(x, W):
-    """``x W`` for a :class:`~.batches.RowsBatch` x (m, d) and W (d, n): each row of the
-    product sums ``v W[i]`` over its nonzeros, eight rows of W per pass."""
-    m, n = x.counts.shape[0], W.shape[1]
-    out = np.empty((m, n), W.dtype)
-    for r in prange(m):
+def _add_sparse(out, x, W):
+    """In place: ``out[r] += Σ v W[i]`` over the sparse nonzeros ``(i, v)`` of each row r
+    of the :class:`~.batches.RowsBatch` x, eight rows of W per pass."""
+    n = W.shape[1]
+    for r in prange(out.shape[0]):
         ix, vx, end = x.idx[r], x.val[r], x.counts[r]
-        acc = np.zeros(n, W.dtype)
+        if end == 0:
+            continue
+        acc = out[r].copy()
         k = 0
         while k + 8 <= end:
             i0, i1, i2, i3 = ix[k], ix[k + 1], ix[k + 2], ix[k + 3]
@@ -100,6 +137,18 @@ def rows_matmul(x, W):
                 acc[j] += v0 * W[i0, j]
             k += 1
         out[r] = acc
+
+
+@_kernel
+def rows_matmul(x, W):
+    """``x W`` for a :class:`~.batches.RowsBatch` x (m, d) and W (d, n), W's rows in
+    x's column order: BLAS over the hot columns, then the other nonzeros added."""
+    m, n, h = x.counts.shape[0], W.shape[1], x.n_hot
+    if h > 0:
+        out = _threaded_gemm(x.hot, W[:h], False, False, x.threads)
+    else:
+        out = np.zeros((m, n), W.dtype)
+    _add_sparse(out, x, W)
     return out
 
 
@@ -118,20 +167,21 @@ def _first_at_least(ix, end, lo):
 
 @_kernel
 def _ranges(x, parts):
-    """``parts`` ranges of W1's rows, as ``parts + 1`` boundaries, holding about equal
-    numbers of the nonzeros of the first :data:`RANGE_SAMPLES` samples of x."""
-    d = x.n_cols
-    per_column = np.zeros(d, np.int64)
+    """``parts`` ranges of W1's rows ``n_hot:d``, as ``parts + 1`` boundaries, holding
+    about equal numbers of the sparse nonzeros of the first :data:`RANGE_SAMPLES`
+    samples of x."""
+    d, first = x.n_cols, x.n_hot
+    per_row = np.zeros(d, np.int64)
     total = 0
     for r in range(min(RANGE_SAMPLES, x.counts.shape[0])):
         for k in range(x.counts[r]):
-            per_column[x.idx[r, k]] += 1
+            per_row[x.idx[r, k]] += 1
         total += x.counts[r]
     bounds = np.full(parts + 1, d, np.int64)
-    bounds[0] = 0
+    bounds[0] = first
     t, seen = 1, 0
-    for i in range(d):
-        seen += per_column[i]
+    for i in range(first, d):
+        seen += per_row[i]
         while t < parts and seen * parts >= total * t:
             bounds[t] = i + 1
             t += 1
@@ -139,11 +189,10 @@ def _ranges(x, parts):
 
 
 @_kernel(parallel=True, contract=True)
-def rows_update_outer(param, x, d, velocity, lr, momentum, weight_decay):
-    """In place: SGD with momentum of (k, n) ``param`` with the gradient ``xᵀ d`` for a
-    :class:`~.batches.RowsBatch` x (m, k) and d (m, n), split into ``x.threads`` ranges
-    of rows on numba's threads; row i's gradient sums ``v d[r]`` over the samples r that
-    hold a nonzero v in column i, in sample order. Returns ``(param, velocity)``."""
+def _update_sparse_rows(param, x, d, velocity, lr, momentum, weight_decay):
+    """In place: SGD with momentum of the rows ``n_hot:`` of ``param`` with the gradient
+    ``xᵀ d`` there, in ``x.threads`` ranges of rows on numba's threads: row i's gradient
+    sums ``v d[r]`` over the samples r with a sparse nonzero v in column i, in order."""
     m, n = d.shape
     parts = x.threads
     bounds = _ranges(x, parts)
@@ -171,4 +220,23 @@ def rows_update_outer(param, x, d, velocity, lr, momentum, weight_decay):
                     param[i, j], velocity[i, j] = _momentum_rule(
                         param[i, j], velocity[i, j], g[j], lr, momentum
                     )
+
+
+@_kernel
+def rows_update_outer(param, x, d, velocity, lr, momentum, weight_decay):
+    """In place: SGD with momentum of (k, n) ``param`` with the gradient ``xᵀ d`` for a
+    :class:`~.batches.RowsBatch` x (m, k) and d (m, n), param's rows in x's column
+    order: BLAS for the hot rows, the sparse sums for the others. Returns
+    ``(param, velocity)``."""
+    h = x.n_hot
+    if h > 0:
+        _sgd_update_flat(
+            param[:h].ravel(),
+            _threaded_gemm(x.hot, d, True, False, x.threads).ravel(),
+            velocity[:h].ravel(),
+            lr,
+            momentum,
+            weight_decay,
+        )
+    _update_sparse_rows(param, x, d, velocity, lr, momentum, weight_decay)
     return param, velocity
