@@ -193,10 +193,6 @@ def _matmul_overload(a, b):
         return lambda a, b: _gemm(a, b, False, False)
     if getattr(a, "instance_class", None) is ThreadedBatch:
         return lambda a, b: _threaded_gemm(a.dense, b, False, False, a.threads)
-    if getattr(a, "instance_class", None) is RowsBatch:
-        from .rows import rows_matmul  # it imports this module
-
-        return lambda a, b: rows_matmul(a, b)
 
     def batch_matmul(a, b):
         x = _as_batch(a)
@@ -274,26 +270,75 @@ def affine(x, W, b):
     return out
 
 
+def _affine_relu(x, W, b):
+    """:func:`affine_relu` (compiled code only: the overload below picks the version by
+    the type of x)."""
+    raise TypeError("_affine_relu runs in compiled code only")
+
+
+@overload(_affine_relu, inline="always")
+def _affine_relu_overload(x, W, b):
+    if getattr(x, "instance_class", None) is RowsBatch:
+        from .rows import rows_affine_relu  # it imports this module
+
+        # y1 as a ThreadedBatch: the second layer's products on numba's threads too
+        return lambda x, W, b: ThreadedBatch(rows_affine_relu(x, W, b), x.threads)
+
+    def plain(x, W, b):
+        out = matmul(x, W)
+        m, n = out.shape
+        for r in range(m):
+            for j in range(n):
+                v = out[r, j] + b[j]
+                out[r, j] = v if v > 0 else 0
+        return out
+
+    return plain
+
+
 @_kernel(inline="always")
 def affine_relu(x, W, b):
-    """``relu(x W + b)`` -> (m, n), bias and ReLU fused into one pass."""
-    out = matmul(x, W)
-    m, n = out.shape
-    for r in range(m):
-        for j in range(n):
-            v = out[r, j] + b[j]
-            out[r, j] = v if v > 0 else 0
+    """``relu(x W + b)`` -> (m, n), bias and ReLU fused into one pass; for a
+    :class:`~.batches.RowsBatch` x, a :class:`~.batches.ThreadedBatch` of it."""
+    return _affine_relu(x, W, b)
+
+
+def _relu_backward(dy, y):
+    """:func:`relu_backward` (compiled code only: the overload below picks the version
+    by the type of y)."""
+    raise TypeError("_relu_backward runs in compiled code only")
+
+
+@overload(_relu_backward, inline="always")
+def _relu_backward_overload(dy, y):
+    if getattr(y, "instance_class", None) is ThreadedBatch:
+        return lambda dy, y: _threaded_relu_backward(dy, y.dense)
+
+    def plain(dy, y):
+        out = np.empty_like(dy)
+        d, yy, o = dy.ravel(), y.ravel(), out.ravel()
+        for i in range(o.size):
+            o[i] = d[i] if yy[i] > 0 else 0
+        return out
+
+    return plain
+
+
+@_kernel(parallel=True)
+def _threaded_relu_backward(dy, y):
+    """:func:`relu_backward` of (m, n) arrays, rows on numba's threads."""
+    out = np.empty_like(dy)
+    for r in prange(dy.shape[0]):
+        for j in range(dy.shape[1]):
+            out[r, j] = dy[r, j] if y[r, j] > 0 else 0
     return out
 
 
 @_kernel
 def relu_backward(dy, y):
-    """``dy ⊙ [y > 0]`` (same shape as ``dy``)."""
-    out = np.empty_like(dy)
-    d, yy, o = dy.ravel(), y.ravel(), out.ravel()
-    for i in range(o.size):
-        o[i] = d[i] if yy[i] > 0 else 0
-    return out
+    """``dy ⊙ [y > 0]`` (same shape as ``dy``); ``y`` an array or a
+    :class:`~.batches.ThreadedBatch`."""
+    return _relu_backward(dy, y)
 
 
 @_kernel

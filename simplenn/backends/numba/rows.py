@@ -69,9 +69,10 @@ def _split_row(X, src, columns, n_hot, scaled, hot, idx, val):
 @_kernel(inline="always")
 def _split_words(words, src, position, n_hot, scaled, hot, idx, val):
     """:func:`_split_row` of uint8 pixels read 8 at a time, as the uint64 ``words`` (n,
-    d / 8) of the same memory: an all-zero word is skipped after one test; each
-    nonzero pixel ``i`` goes to ``hot[position[i]]`` or, past ``n_hot``, to the others
-    (whose ``position`` rises with ``i``, so they stay ascending)."""
+    d / 8) of the same memory: an all-zero word is skipped after one test; each pixel
+    ``i`` of another word goes to ``hot[position[i]]`` or, past ``n_hot``, to the
+    others (whose ``position`` rises with ``i``, so they stay ascending), written
+    whether 0 or not and counted only if not: no branch on the pixel's value."""
     hot[:] = 0
     count = 0
     for w0 in range(words.shape[1]):
@@ -80,14 +81,13 @@ def _split_words(words, src, position, n_hot, scaled, hot, idx, val):
             continue
         for b in range(8):
             v = (word >> np.uint64(8 * b)) & np.uint64(255)
-            if v != 0:
-                p = position[w0 * 8 + b]
-                if p < n_hot:
-                    hot[p] = scaled[v]
-                else:
-                    idx[count] = p
-                    val[count] = scaled[v]
-                    count += 1
+            p = position[w0 * 8 + b]
+            if p < n_hot:
+                hot[p] = scaled[v]
+            else:
+                idx[count] = p
+                val[count] = scaled[v]
+                count += v != 0
     return count
 
 
@@ -111,14 +111,13 @@ def take_rows(inputs, rows):
 
 
 @_kernel(parallel=True, contract=True)
-def _add_sparse(out, x, W):
-    """In place: ``out[r] += Σ v W[i]`` over the sparse nonzeros ``(i, v)`` of each row r
-    of the :class:`~.batches.RowsBatch` x, eight rows of W per pass."""
+def _add_sparse_bias_relu(out, x, W, b):
+    """In place: ``out[r] = relu(out[r] + Σ v W[i] + b)`` over the sparse nonzeros
+    ``(i, v)`` of each row r of the :class:`~.batches.RowsBatch` x, eight rows of W per
+    pass."""
     n = W.shape[1]
     for r in prange(out.shape[0]):
         ix, vx, end = x.idx[r], x.val[r], x.counts[r]
-        if end == 0:
-            continue
         acc = out[r].copy()
         k = 0
         while k + 8 <= end:
@@ -136,19 +135,22 @@ def _add_sparse(out, x, W):
             for j in range(n):
                 acc[j] += v0 * W[i0, j]
             k += 1
-        out[r] = acc
+        for j in range(n):
+            v = acc[j] + b[j]
+            out[r, j] = v if v > 0 else 0
 
 
 @_kernel
-def rows_matmul(x, W):
-    """``x W`` for a :class:`~.batches.RowsBatch` x (m, d) and W (d, n), W's rows in
-    x's column order: BLAS over the hot columns, then the other nonzeros added."""
+def rows_affine_relu(x, W, b):
+    """``relu(x W + b)`` for a :class:`~.batches.RowsBatch` x (m, d), W (d, n) with its
+    rows in x's column order and b (n,): BLAS over the hot columns, then the other
+    nonzeros, the bias and the ReLU in one parallel pass."""
     m, n, h = x.counts.shape[0], W.shape[1], x.n_hot
     if h > 0:
         out = _threaded_gemm(x.hot, W[:h], False, False, x.threads)
     else:
         out = np.zeros((m, n), W.dtype)
-    _add_sparse(out, x, W)
+    _add_sparse_bias_relu(out, x, W, b)
     return out
 
 
