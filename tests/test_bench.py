@@ -544,6 +544,15 @@ def test_recipe_suite_prints_the_table_and_writes_json(tmp_path, capsys, monkeyp
     assert "| 40.0 | 2.00x | - |" in rows["PyTorch script (torch_recipe)"]
     assert "| 97.50% | -0.71 pt | no |" in rows["scikit-learn MLPClassifier (sklearn_recipe)"]
     assert "cold/warm 3.00x" in out and "skipped:" not in out
+    assert (
+        "warm/torch 0.50x (target ≤ 0.33: missed by 6.67 s: warm 20.00 s against PyTorch's "
+        "40.00 s, at most 13.33 s allowed; test accuracy 98.21% and 98.00%, both reached "
+        "98.0%)" in out.splitlines()
+    )
+    assert (
+        "cold/torch 1.50x (target ≤ 1.00: missed by 20.00 s: cold 60.00 s against "
+        "PyTorch's 40.00 s, at most 40.00 s allowed)" in out.splitlines()
+    )
 
     # Two turns of four processes, each turn's simplenn runs sharing a new cache directory
     # that is not the user's, with the cache on.
@@ -564,11 +573,108 @@ def test_recipe_suite_prints_the_table_and_writes_json(tmp_path, capsys, monkeyp
         "warm_compile_seconds": 0.5,
     }
     assert report["cache_files_after_cold_run"] == [1, 1]
+    assert report["targets"] == {
+        "warm_vs_torch": {
+            "ratio": 0.5,
+            "target": 0.3333,
+            "simplenn_seconds": 20.0,
+            "torch_seconds": 40.0,
+            "limit_seconds": 13.333,
+            "margin_seconds": -6.667,
+            "accuracies_reached": True,
+            "holds": False,
+        },
+        "cold_vs_torch": {
+            "ratio": 1.5,
+            "target": 1.0,
+            "simplenn_seconds": 60.0,
+            "torch_seconds": 40.0,
+            "limit_seconds": 40.0,
+            "margin_seconds": -20.0,
+            "holds": False,
+        },
+    }
     by = {r["name"]: r for r in report["rows"]}
     assert by["simplenn-cold"]["wall_seconds"] == [70.0, 60.0]
     assert by["torch"]["time_vs_simplenn"] == 2.0 and by["torch"]["reached_target"]
     assert by["sklearn"]["accuracy_points_vs_simplenn"] == -0.71
     assert report["skipped"] == []
+
+
+def _timed_row(name, seconds, accuracy=0.982):
+    """A row as recipe.summarize gives it, for a run that took ``seconds`` at best."""
+    return {
+        "name": name,
+        "best_wall_seconds": seconds,
+        "accuracy": accuracy,
+        "reached_target": accuracy >= recipe.TARGET_ACCURACY,
+    }
+
+
+def test_recipe_targets_hold_at_and_below_their_ratios():
+    rows = [
+        _timed_row("simplenn-cold", 30.0),
+        _timed_row("simplenn-warm", 10.0),
+        _timed_row("torch", 30.0, accuracy=0.981),
+    ]
+    t = recipe.targets(rows)
+    # warm exactly a third of PyTorch's time, cold exactly PyTorch's: both targets hold
+    assert t["warm_vs_torch"]["holds"] and t["warm_vs_torch"]["margin_seconds"] == 0.0
+    assert t["cold_vs_torch"]["holds"] and t["cold_vs_torch"]["ratio"] == 1.0
+    lines = recipe.target_lines(rows)
+    assert lines[0].startswith("warm/torch 0.33x (target ≤ 0.33: held, 0.00 s to spare: ")
+    assert lines[1].startswith("cold/torch 1.00x (target ≤ 1.00: held, 0.00 s to spare: ")
+
+    rows[1] = _timed_row("simplenn-warm", 10.01)  # just over a third
+    rows[0] = _timed_row("simplenn-cold", 24.0)
+    t = recipe.targets(rows)
+    assert not t["warm_vs_torch"]["holds"] and t["warm_vs_torch"]["margin_seconds"] == -0.01
+    assert t["cold_vs_torch"] == {
+        "ratio": 0.8,
+        "target": 1.0,
+        "simplenn_seconds": 24.0,
+        "torch_seconds": 30.0,
+        "limit_seconds": 30.0,
+        "margin_seconds": 6.0,
+        "holds": True,
+    }
+    assert "cold/torch 0.80x (target ≤ 1.00: held, 6.00 s to spare: cold 24.00 s" in "\n".join(
+        recipe.target_lines(rows)
+    )
+
+
+@pytest.mark.parametrize("below", ["simplenn-warm", "torch"])
+def test_recipe_warm_target_needs_both_accuracies(below):
+    rows = [
+        _timed_row(name, seconds, 0.979 if name == below else 0.982)
+        for name, seconds in (("simplenn-warm", 5.0), ("torch", 30.0))
+    ]
+    t = recipe.targets(rows)["warm_vs_torch"]
+    assert t["ratio"] < t["target"] and not t["accuracies_reached"] and t["holds"] is False
+    line = recipe.target_lines(rows)[0]
+    assert "(target ≤ 0.33: missed on accuracy, 5.00 s to spare: " in line
+    assert "not both reached 98.0%" in line
+
+
+def test_recipe_targets_say_why_they_were_not_measured():
+    rows = [
+        {"name": "simplenn-cold", "label": "c", "error": "exit status 1: boom"},
+        _timed_row("simplenn-warm", 10.0),
+        {"name": "torch", "label": "t", "skipped": "PyTorch is not installed"},
+    ]
+    t = recipe.targets(rows)
+    assert t["warm_vs_torch"] == {
+        "target": 0.3333,
+        "holds": None,
+        "reason": "the PyTorch script skipped: PyTorch is not installed",
+    }
+    assert t["cold_vs_torch"]["reason"] == "simplenn's cold run failed: exit status 1: boom"
+    assert recipe.target_lines(rows) == [
+        "warm/torch - (target ≤ 0.33: not measured: the PyTorch script skipped: PyTorch is "
+        "not installed)",
+        "cold/torch - (target ≤ 1.00: not measured: simplenn's cold run failed: exit status "
+        "1: boom)",
+    ]
 
 
 def test_recipe_skips_missing_libraries_with_one_line(capsys, monkeypatch):

@@ -4,6 +4,7 @@ trees timed side by side) on tiny grids, and ``scripts/`` holding only what the 
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -182,3 +183,56 @@ def test_every_cited_script_and_tool_exists():
     cited = set(re.findall(r"\b((?:scripts|benchmarks/tools)/[\w.-]+\.(?:py|sh))", _cited()))
     assert cited  # the docs do cite some
     assert not [c for c in sorted(cited) if not (ROOT / c).is_file()]
+
+
+# --------------------------------------------------------------------------------------
+# scripts/numba_compile_time.py: each command cold (an empty Numba cache), then cached.
+# --------------------------------------------------------------------------------------
+COMPILE_TIME = ROOT / "scripts" / "numba_compile_time.py"
+
+
+def _compile_time(tmp_path: Path, *argv: str) -> tuple[str, dict]:
+    pytest.importorskip("numba", reason="numba is not installed (an optional backend)")
+    out = tmp_path / "compile.json"
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    done = subprocess.run(
+        [sys.executable, str(COMPILE_TIME), *argv, "--json", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": path},
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout, json.loads(out.read_text())
+
+
+def _compiled(run: dict) -> list[dict]:
+    """Every function a cold or cached process compiled, in either mode."""
+    report = run["report"]
+    if "stages" in report:
+        return [r for stage in report["stages"] for r in stage["compiled"]]
+    return report["compiled"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("whole", [False, True])
+def test_compile_time_lists_what_evaluate_compiles_cold_and_loads_cached(tmp_path, whole):
+    text, report = _compile_time(tmp_path, "--commands", "evaluate", *["--whole"][: int(whole)])
+    assert "## python -m simplenn.evaluate MODEL --backend numba" in text.splitlines()
+    assert report["cpu"] and report["load_average"]["before"] and report["versions"]["numba"]
+    run = report["commands"]["evaluate"]
+    cold, cached = _compiled(run["cold"]), _compiled(run["cached"])
+    assert [r for r in cold if r["depth"] == 0] and all(r["seconds"] > 0 for r in cold)
+    assert cached == []  # everything loaded from the cache the cold process wrote
+
+
+@pytest.mark.slow
+def test_the_train_warm_up_leaves_the_run_nothing_to_compile(tmp_path):
+    """What python -m simplenn.train's warm-up compiles is all its run needs: fit on real
+    images after it compiles nothing."""
+    text, report = _compile_time(tmp_path, "--commands", "train")
+    stages = report["commands"]["train"]["cold"]["report"]["stages"]
+    warm, run = stages[1], stages[2]
+    assert "warm-up" in warm["stage"] and warm["compiled"]
+    assert run["stage"].startswith("the run") and run["compiled"] == []
