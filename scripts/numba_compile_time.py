@@ -378,8 +378,7 @@ def _function_lines(compiled: list[dict[str, Any]], every: bool, indent: str) ->
     if every:
         rows = sorted(compiled, key=lambda r: -r["self_seconds"])
         return [
-            f"{indent}{r['self_seconds']:6.2f} s  {r['function']} ({r['signature']})"
-            for r in rows
+            f"{indent}{r['self_seconds']:6.2f} s  {r['function']} ({r['signature']})" for r in rows
         ]
     lines = []
     for r in (r for r in compiled if r["depth"] == 0):

@@ -572,9 +572,7 @@ def target_lines(rows: list[dict[str, Any]]) -> list[str]:
             lines.append(f"{head} - (target ≤ {t['target']:.2f}: not measured: {t['reason']})")
             continue
         margin = t["margin_seconds"]
-        verdict = (
-            f"held, {margin:.2f} s to spare" if margin >= 0 else f"missed by {-margin:.2f} s"
-        )
+        verdict = f"held, {margin:.2f} s to spare" if margin >= 0 else f"missed by {-margin:.2f} s"
         times = (
             f"{label} {t['simplenn_seconds']:.2f} s against PyTorch's {t['torch_seconds']:.2f} "
             f"s, at most {t['limit_seconds']:.2f} s allowed"
