@@ -653,3 +653,23 @@ def test_elastic_fields_on_one_pool_are_the_same_on_any_number_of_threads(nb, dt
     assert_close(
         "numba", "elastic fields", fields[0].reshape(s, m, 2, s).transpose(1, 2, 0, 3), want, dtype
     )
+
+
+def test_no_writable_cache_place_warns_and_trains_uncached(nb):
+    """Where numba finds nowhere to write its cache, the backend says so once and every
+    kernel compiles uncached instead of failing at import."""
+    result = _run(
+        "import numpy as np, simplenn\n"
+        "from simplenn.backends.numba import compile\n"
+        "net = simplenn.TwoLayerNet(784, 8, 10, backend='numba')\n"
+        "X, y = np.zeros((40, 784), np.uint8), np.arange(40) % 10\n"
+        "simplenn.fit(net, (X, y), epochs=1, batch_size=8)\n"
+        "print('cache', compile.CACHE)\n",
+        {
+            "NUMBA_CACHE_DIR": "/dev/null/not-a-directory",
+            "NUMBA_CACHE_LOCATOR_CLASSES": "UserProvidedCacheLocator",
+        },
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("cache False")
+    assert result.stderr.count("no writable place to cache") == 1

@@ -678,7 +678,12 @@ class _Run:
         keep = np.ones(y.shape[0], dtype=bool)
         keep[self.validation_rows] = False
         held = self.validation_rows
-        return X[keep], y[keep], (X[held], y[held])
+        parts = X[keep], y[keep], X[held], y[held]
+        # read-only where the source is (a dataset's splits are): compiled code is
+        # specialised on it, and the warm-up compiled for the run's inputs' flags
+        for part, source in zip(parts, (X, y, X, y)):
+            part.flags.writeable = source.flags.writeable
+        return parts[0], parts[1], (parts[2], parts[3])
 
     def _eval_data(self, data: Any, name: str) -> tuple[Any, np.ndarray] | None:
         """An evaluation set (test or validation) as X moved to the backend once, like

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,32 @@ from ... import _probes
 
 #: ``SIMPLENN_NUMBA_CACHE=0`` turns numba's on-disk compilation cache off.
 CACHE_ENV_VAR = "SIMPLENN_NUMBA_CACHE"
+
+
+def _cache_probe() -> None:
+    """Nothing: decorating it with ``cache=True`` asks numba where it would cache."""
+
+
+def _cache_usable() -> bool:
+    """Whether numba finds a writable place for this package's cache (next to the
+    source, else a user-wide cache directory); decorating compiles nothing."""
+    try:
+        njit(cache=True)(_cache_probe)
+    except RuntimeError:  # "cannot cache function ...: no locator available"
+        return False
+    return True
+
+
 CACHE = os.environ.get(CACHE_ENV_VAR, "1").strip() not in ("0", "false", "no", "off")
+if CACHE and not _cache_usable():
+    CACHE = False
+    warnings.warn(
+        "numba finds no writable place to cache compiled code, so every process "
+        "compiles again: set NUMBA_CACHE_DIR to a writable directory "
+        f"(or {CACHE_ENV_VAR}=0 to silence this)",
+        RuntimeWarning,
+        stacklevel=2,
+    )
 
 #: A hash of every source file of this backend and of numba's version.
 _SOURCE_HASH = hashlib.sha256(
