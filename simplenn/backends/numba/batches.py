@@ -76,9 +76,12 @@ class SparseInputs(NamedTuple):
     """The training set ``X`` as a chunk of steps reads it when its batches are
     :class:`RowsBatch` es (:mod:`.rows`). The chunk's W1 has its rows permuted so that
     the columns of X that are often nonzero ("hot") come first: row ``q`` of W1 is
-    column ``columns[q]`` of X, and the first ``n_hot`` are the hot ones. Scratch for a
-    batch of up to b rows: ``hot`` (b, n_hot) floats, ``idx`` (b, d) int32, ``val``
-    (b, d) floats, ``counts`` (b,) int64. The products run in ``threads`` parts."""
+    column ``columns[q]`` of X, and the first ``n_hot`` are the hot ones; ``position``
+    (d,) inverts ``columns``. A uint8 pixel ``v`` is the float ``scaled[v]`` (``v /
+    255`` as NumPy rounds it); ``words`` is X's memory as uint64 (n, d / 8) where X holds
+    pixels in rows of whole words, else empty. Scratch for a batch of up to b rows:
+    ``hot`` (b, n_hot) floats, ``idx`` (b, d - n_hot) int32, ``val`` (b, d - n_hot)
+    floats, ``counts`` (b,) int64. The products run in ``threads`` parts."""
 
     X: np.ndarray
     columns: np.ndarray

@@ -4,8 +4,11 @@ Covers SGD with momentum (not Nesterov's), any weight decay, pixels and floats, 
 batch size. A batch of at most ``SPARSE_MAX_ROWS`` rows is taken as a sparse
 :class:`~.batches.Batch` whose first-layer products walk only its nonzeros, and
 without weight decay the first layer's update skips the rows of all-zero columns,
-deferring their steps (:mod:`.deferred`); larger batches read the training set as
-:class:`~.batches.DenseInputs` and multiply with BLAS. Updates run in place on the
+deferring their steps (:mod:`.deferred`). Larger batches of sparse inputs read the
+training set as :class:`~.batches.SparseInputs`: each batch's often-nonzero columns
+are multiplied with BLAS, its other nonzeros summed one by one (:mod:`.rows`), on
+numba's threads with BLAS on one; dense inputs (:data:`ROWS_MAX_DENSITY`) are read as
+:class:`~.batches.DenseInputs` and multiplied with BLAS. Updates run in place on the
 parameters and velocities the chunk is given (copies, where those are not aligned to
 :data:`ALIGNMENT` bytes), which it returns. The backward pass is
 :func:`simplenn.core.network.make_backprop` over this backend's batch-aware kernels.

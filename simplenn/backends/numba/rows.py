@@ -14,9 +14,12 @@ come first (``x̂`` the hot columns, ``x̌`` the others)::
 
 The dense products run as BLAS calls split over numba's threads
 (:func:`~.kernels._threaded_gemm`, BLAS on one thread meanwhile:
-:func:`.blas.products_on_numba_threads`), the sparse sums per sample and per range of
-W1's rows on the same threads. The first layer costs about ``H · h`` multiply-adds per
-sample at BLAS's speed, plus ``h`` per remaining nonzero.
+:func:`.blas.products_on_numba_threads`), the sparse sums per sample (fused with the
+bias and the ReLU) and per range of W1's rows (fused with the momentum step) on the same
+threads. The first layer costs about ``H · h`` multiply-adds per sample at BLAS's
+speed, plus ``h`` per remaining nonzero. ``y1`` leaves as a
+:class:`~.batches.ThreadedBatch`, so the second layer's products are cut over the
+threads too.
 """
 
 from __future__ import annotations
