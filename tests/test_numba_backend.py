@@ -397,8 +397,9 @@ def test_warmup_without_gradients_leaves_loss_and_gradients_uncompiled(nb):
 @pytest.mark.slow
 def test_large_batches_compile_one_layout_per_kind_of_inputs(nb):
     """A chunk of batches of more than SPARSE_MAX_ROWS rows reads sparse inputs (MNIST's
-    pixels) as SparseInputs and dense ones as DenseInputs: each compiled version holds
-    one layout and no deferred step; small batches get the version of X as stored."""
+    pixels) as SparseInputs and dense ones, in fit's one pool of threads, as
+    ThreadedInputs: each compiled version holds one layout and no deferred step; small
+    batches get the version of X as stored."""
     import numba
 
     from simplenn.core.training import warm_up
@@ -415,7 +416,7 @@ def test_large_batches_compile_one_layout_per_kind_of_inputs(nb):
     warm_up(ops, np.full((8, 784), 200, np.uint8), gradients=False, batch_size=large)
     assert {s[8].instance_class for s in chunk.signatures} == {
         nb.batches.SparseInputs,
-        nb.batches.DenseInputs,
+        nb.batches.ThreadedInputs,
     }
     warm_up(ops, gradients=False, batch_size=nb.batches.SPARSE_MAX_ROWS)
     assert chunk.signatures[-1][8] == numba.typeof(np.zeros((1, 1), np.uint8))  # may be sparse
@@ -588,6 +589,7 @@ def test_training_on_one_pool_of_threads_computes_the_same_numbers(nb):
     import simplenn
     from simplenn.backends.images import image_ops
     from simplenn.core.augment import draw_batches, elastic_basis, elastic_levels
+    from simplenn.optim import SGD
 
     class Fresh(nb.NumbaOps):  # its own training paths, none compiled yet
         pass
@@ -598,8 +600,17 @@ def test_training_on_one_pool_of_threads_computes_the_same_numbers(nb):
     for threaded in (False, True):
         ops = Fresh("float32")
         net = simplenn.TwoLayerNet(784, 64, 10, backend=ops, seed=1)
+        order = np.random.default_rng(0).permutation(2000)
         with nb.blas.products_on_numba_threads() if threaded else nullcontext():
-            simplenn.fit(net, mnist, epochs=1, batch_size=100, lr=0.1)
+            state, _ = net.train_steps(  # fit would hold the one pool either way
+                mnist[0],
+                np.asarray(mnist[1], np.int64),
+                order,
+                SGD().init(net.params, np.zeros_like),
+                optimizer=SGD(),
+                batch_size=100,
+                lrs=np.full(20, 0.1),
+            )
         nets.append(net.parameters())
     inputs = {sig[8].instance_class for sig in _sgd_path(ops, "floats", 100).chunk.signatures}
     assert nb.batches.ThreadedInputs in inputs

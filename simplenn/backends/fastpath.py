@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from .base import Ops
@@ -59,6 +60,12 @@ class FastPath:
         """The fused ``train_steps`` for those runs (built once per backend instance,
         optimizer and input kind by the caller, which caches it)."""
         raise NotImplementedError
+
+    def training(self, ops: Ops) -> AbstractContextManager:
+        """A context ``fit`` holds for a whole run on this path, its chunks and its
+        evaluations: a backend may arrange its threads there once instead of around
+        every chunk. The default does nothing."""
+        return nullcontext()
 
 
 def resolve(path: FastPath | str) -> FastPath:

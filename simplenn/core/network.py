@@ -23,7 +23,9 @@ they are; a compiling backend (Numba, JAX) passes the very same functions throug
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -143,12 +145,15 @@ class NetworkFunctions(NamedTuple):
 
 class TrainingPath(NamedTuple):
     """How a run's chunks train: ``name`` (``generic``, or a fast path's), its
-    ``train_steps``, and whether it runs a chunk as one call (``fused``; see
-    :attr:`~simplenn.backends.fastpath.FastPath.fused`)."""
+    ``train_steps``, whether it runs a chunk as one call (``fused``; see
+    :attr:`~simplenn.backends.fastpath.FastPath.fused`), and the context a whole run
+    on it trains and evaluates in (``training()``; see
+    :meth:`~simplenn.backends.fastpath.FastPath.training`)."""
 
     name: str
     train_steps: TrainSteps
     fused: bool = False
+    training: Callable[[], AbstractContextManager] = nullcontext
 
 
 _FUNCTIONS: dict[tuple, NetworkFunctions] = {}
@@ -192,7 +197,10 @@ def training_path(ops: Ops, optimizer: Optimizer, input_kind: str, batch_size: i
             )
         else:
             found = TrainingPath(
-                path.name, path.train_steps(ops, optimizer, input_kind), path.fused
+                path.name,
+                path.train_steps(ops, optimizer, input_kind),
+                path.fused,
+                functools.partial(path.training, ops),
             )
         _PATHS[key] = found
     return found

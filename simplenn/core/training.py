@@ -1084,12 +1084,14 @@ def fit(
     run = _Run(net, config, train, test, validation, resume, on_checkpoint)
     # A diverging run overflows before its loss turns non-finite; it is reported by
     # _Run.checked_losses, with the epoch and step, instead of as NumPy warnings.
-    # An augmented run's chunks, distortions and evaluations take turns in one context.
-    threads = nullcontext() if run.augmenter is None else run.augmenter.images.training()
+    # A run's chunks, distortions and evaluations take turns in the training path's
+    # context and, augmented, the image ops'.
+    distortions = nullcontext() if run.augmenter is None else run.augmenter.images.training()
     with (
         _signals_stop(interruptible) as stop,
         np.errstate(over="ignore", invalid="ignore"),
-        threads,
+        run.path.training(),
+        distortions,
     ):
         for epoch in run.remaining_epochs():
             ep = run.begin_epoch(epoch, progress)

@@ -190,6 +190,12 @@ class SparseSGD(FastPath):
     def covers(self, ops: Any, optimizer: Any, input_kind: str, batch_size: int) -> bool:
         return type(optimizer) is SGD and not optimizer.nesterov
 
+    def training(self, ops: Any) -> contextlib.AbstractContextManager:
+        """BLAS on one thread for the whole run (:func:`.blas.products_on_numba_threads`):
+        the chunks split their products over numba's threads, and BLAS's own threads,
+        woken by an evaluation's products between chunks, would spin beside them."""
+        return products_on_numba_threads()
+
     def train_steps(self, ops: Any, optimizer: Any, input_kind: str) -> Callable[..., tuple]:
         chunk = ops.jit(
             make_sgd_chunk(

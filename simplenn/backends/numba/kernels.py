@@ -103,19 +103,31 @@ def _blas_gemm(a, b, trans_a, trans_b):
     return out
 
 
-@_kernel(parallel=True)
+@_kernel(inline="always")
 def _threaded_gemm(a, b, trans_a, trans_b, threads):
     """:func:`_blas_gemm` with the product cut into ``threads`` parts (boundaries at
     multiples of 16), each part one BLAS call on one of numba's threads: for BLAS on
     one thread (:func:`.blas.products_on_numba_threads`). The parts are columns of the
     product where it is at least as wide as tall and ``a`` is not transposed, else
-    rows: ``xᵀ dl1`` cut by the columns of x trains faster than by those of dl1."""
-    a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+    rows: ``xᵀ dl1`` cut by the columns of x trains faster than by those of dl1. The
+    flags reach :func:`_gemm_parts` as plain bools: one compiled version for all."""
+    return _gemm_parts(
+        np.ascontiguousarray(a),
+        np.ascontiguousarray(b),
+        np.bool_(trans_a),
+        np.bool_(trans_b),
+        threads,
+    )
+
+
+@_kernel(parallel=True)
+def _gemm_parts(a, b, trans_a, trans_b, threads):
+    """:func:`_threaded_gemm` of C-contiguous a and b; each part is one call of
+    :func:`_gemm_part`, compiled apart (a loop body of its own compiles faster)."""
     m, n, k, ta, tb = _product_shape(a, b, trans_a, trans_b)
     if m == 0 or n == 0 or k == 0:
         return np.zeros((m, n), a.dtype)
     out = np.empty((m, n), a.dtype)
-    lda, ldb, size = a.shape[1], b.shape[1], a.itemsize
     by_columns = n >= m and not trans_a
     length = n if by_columns else m
     parts = max(1, min(threads, length // 16))
@@ -123,39 +135,48 @@ def _threaded_gemm(a, b, trans_a, trans_b, threads):
     step = (step + 15) // 16 * 16
     for t in prange(parts):
         lo = min(length, t * step)
-        width = min(length, lo + step) - lo
-        if width > 0 and by_columns:  # the part's columns of op(b) and out
-            _gemm_at(
-                size,
-                ta,
-                tb,
-                m,
-                width,
-                k,
-                a.ctypes.data,
-                lda,
-                b.ctypes.data + size * lo * (ldb if trans_b else 1),
-                ldb,
-                out.ctypes.data + size * lo,
-                n,
-            )
-        elif width > 0:  # the part's rows of op(a) and out
-            a_at = a.ctypes.data + size * lo * (1 if trans_a else lda)
-            _gemm_at(
-                size,
-                ta,
-                tb,
-                width,
-                n,
-                k,
-                a_at,
-                lda,
-                b.ctypes.data,
-                ldb,
-                out.ctypes.data + size * lo * n,
-                n,
-            )
+        _gemm_part(a, b, out, trans_a, trans_b, by_columns, lo, min(length, lo + step) - lo)
     return out
+
+
+@_kernel
+def _gemm_part(a, b, out, trans_a, trans_b, by_columns, lo, width):
+    """Part ``lo:lo + width`` of ``out = op(a) op(b)``: its columns where
+    ``by_columns``, else its rows; one BLAS call."""
+    if width <= 0:
+        return
+    m, n, k, ta, tb = _product_shape(a, b, trans_a, trans_b)
+    lda, ldb, size = a.shape[1], b.shape[1], a.itemsize
+    if by_columns:  # the part's columns of op(b) and out
+        _gemm_at(
+            size,
+            ta,
+            tb,
+            m,
+            width,
+            k,
+            a.ctypes.data,
+            lda,
+            b.ctypes.data + size * lo * (ldb if trans_b else 1),
+            ldb,
+            out.ctypes.data + size * lo,
+            n,
+        )
+    else:  # the part's rows of op(a) and out
+        _gemm_at(
+            size,
+            ta,
+            tb,
+            width,
+            n,
+            k,
+            a.ctypes.data + size * lo * (1 if trans_a else lda),
+            lda,
+            b.ctypes.data,
+            ldb,
+            out.ctypes.data + size * lo * n,
+            n,
+        )
 
 
 @_kernel(inline="always")
@@ -281,8 +302,7 @@ def _affine_relu_overload(x, W, b):
     if getattr(x, "instance_class", None) is RowsBatch:
         from .rows import rows_affine_relu  # it imports this module
 
-        # y1 as a ThreadedBatch: the second layer's products on numba's threads too
-        return lambda x, W, b: ThreadedBatch(rows_affine_relu(x, W, b), x.threads)
+        return lambda x, W, b: rows_affine_relu(x, W, b)
 
     def plain(x, W, b):
         out = matmul(x, W)
@@ -298,47 +318,18 @@ def _affine_relu_overload(x, W, b):
 
 @_kernel(inline="always")
 def affine_relu(x, W, b):
-    """``relu(x W + b)`` -> (m, n), bias and ReLU fused into one pass; for a
-    :class:`~.batches.RowsBatch` x, a :class:`~.batches.ThreadedBatch` of it."""
+    """``relu(x W + b)`` -> (m, n), bias and ReLU fused into one pass."""
     return _affine_relu(x, W, b)
-
-
-def _relu_backward(dy, y):
-    """:func:`relu_backward` (compiled code only: the overload below picks the version
-    by the type of y)."""
-    raise TypeError("_relu_backward runs in compiled code only")
-
-
-@overload(_relu_backward, inline="always")
-def _relu_backward_overload(dy, y):
-    if getattr(y, "instance_class", None) is ThreadedBatch:
-        return lambda dy, y: _threaded_relu_backward(dy, y.dense)
-
-    def plain(dy, y):
-        out = np.empty_like(dy)
-        d, yy, o = dy.ravel(), y.ravel(), out.ravel()
-        for i in range(o.size):
-            o[i] = d[i] if yy[i] > 0 else 0
-        return out
-
-    return plain
-
-
-@_kernel(parallel=True)
-def _threaded_relu_backward(dy, y):
-    """:func:`relu_backward` of (m, n) arrays, rows on numba's threads."""
-    out = np.empty_like(dy)
-    for r in prange(dy.shape[0]):
-        for j in range(dy.shape[1]):
-            out[r, j] = dy[r, j] if y[r, j] > 0 else 0
-    return out
 
 
 @_kernel
 def relu_backward(dy, y):
-    """``dy ⊙ [y > 0]`` (same shape as ``dy``); ``y`` an array or a
-    :class:`~.batches.ThreadedBatch`."""
-    return _relu_backward(dy, y)
+    """``dy ⊙ [y > 0]`` (same shape as ``dy``)."""
+    out = np.empty_like(dy)
+    d, yy, o = dy.ravel(), y.ravel(), out.ravel()
+    for i in range(o.size):
+        o[i] = d[i] if yy[i] > 0 else 0
+    return out
 
 
 @_kernel

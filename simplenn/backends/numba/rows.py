@@ -17,9 +17,7 @@ The dense products run as BLAS calls split over numba's threads
 :func:`.blas.products_on_numba_threads`), the sparse sums per sample (fused with the
 bias and the ReLU) and per range of W1's rows (fused with the momentum step) on the same
 threads. The first layer costs about ``H · h`` multiply-adds per sample at BLAS's
-speed, plus ``h`` per remaining nonzero. ``y1`` leaves as a
-:class:`~.batches.ThreadedBatch`, so the second layer's products are cut over the
-threads too.
+speed, plus ``h`` per remaining nonzero.
 """
 
 from __future__ import annotations
@@ -98,49 +96,60 @@ def _split_words(words, src, position, n_hot, scaled, hot, idx, val):
 def take_rows(inputs, rows):
     """The rows ``X[rows]`` of a :class:`~.batches.SparseInputs` (uint8 pixels or
     floats) as a :class:`~.batches.RowsBatch`, in its scratch arrays."""
-    X, columns, n_hot, scaled = inputs.X, inputs.columns, inputs.n_hot, inputs.scaled
-    words, position = inputs.words, inputs.position
-    hot, idx, val, counts = inputs.hot, inputs.idx, inputs.val, inputs.counts
     m = rows.shape[0]
-    if words.shape[0] > 0:
-        for r in prange(m):
-            counts[r] = _split_words(
-                words, rows[r], position, n_hot, scaled, hot[r], idx[r], val[r]
-            )
+    for r in prange(m):
+        _take_row(inputs, rows, np.int64(r))  # one compiled version, whatever prange's type
+    n_hot, threads = inputs.n_hot, inputs.threads
+    hot, idx, val, counts = inputs.hot, inputs.idx, inputs.val, inputs.counts
+    return RowsBatch(hot[:m], idx[:m], val[:m], counts[:m], inputs.X.shape[1], n_hot, threads)
+
+
+@_kernel
+def _take_row(inputs, rows, r):
+    """Row ``r`` of :func:`take_rows` (a loop body compiled apart: faster to compile)."""
+    X, columns, n_hot, scaled = inputs.X, inputs.columns, inputs.n_hot, inputs.scaled
+    hot, idx, val = inputs.hot[r], inputs.idx[r], inputs.val[r]
+    if inputs.words.shape[0] > 0:
+        count = _split_words(inputs.words, rows[r], inputs.position, n_hot, scaled, hot, idx, val)
     else:
-        for r in prange(m):
-            counts[r] = _split_row(X, rows[r], columns, n_hot, scaled, hot[r], idx[r], val[r])
-    return RowsBatch(hot[:m], idx[:m], val[:m], counts[:m], X.shape[1], n_hot, inputs.threads)
+        count = _split_row(X, rows[r], columns, n_hot, scaled, hot, idx, val)
+    inputs.counts[r] = count
 
 
-@_kernel(parallel=True, contract=True)
+@_kernel(parallel=True)
 def _add_sparse_bias_relu(out, x, W, b):
     """In place: ``out[r] = relu(out[r] + Σ v W[i] + b)`` over the sparse nonzeros
-    ``(i, v)`` of each row r of the :class:`~.batches.RowsBatch` x, eight rows of W per
-    pass."""
-    n = W.shape[1]
+    ``(i, v)`` of each row r of the :class:`~.batches.RowsBatch` x."""
     for r in prange(out.shape[0]):
-        ix, vx, end = x.idx[r], x.val[r], x.counts[r]
-        acc = out[r].copy()
-        k = 0
-        while k + 8 <= end:
-            i0, i1, i2, i3 = ix[k], ix[k + 1], ix[k + 2], ix[k + 3]
-            i4, i5, i6, i7 = ix[k + 4], ix[k + 5], ix[k + 6], ix[k + 7]
-            v0, v1, v2, v3 = vx[k], vx[k + 1], vx[k + 2], vx[k + 3]
-            v4, v5, v6, v7 = vx[k + 4], vx[k + 5], vx[k + 6], vx[k + 7]
-            for j in range(n):
-                acc[j] += ((v0 * W[i0, j] + v1 * W[i1, j]) + (v2 * W[i2, j] + v3 * W[i3, j])) + (
-                    (v4 * W[i4, j] + v5 * W[i5, j]) + (v6 * W[i6, j] + v7 * W[i7, j])
-                )
-            k += 8
-        while k < end:
-            i0, v0 = ix[k], vx[k]
-            for j in range(n):
-                acc[j] += v0 * W[i0, j]
-            k += 1
+        _finish_row(out, x, W, b, np.int64(r))
+
+
+@_kernel(contract=True)
+def _finish_row(out, x, W, b, r):
+    """Row ``r`` of :func:`_add_sparse_bias_relu`, eight rows of W per pass (a loop
+    body compiled apart: faster to compile)."""
+    n = W.shape[1]
+    ix, vx, end = x.idx[r], x.val[r], x.counts[r]
+    acc = out[r].copy()
+    k = 0
+    while k + 8 <= end:
+        i0, i1, i2, i3 = ix[k], ix[k + 1], ix[k + 2], ix[k + 3]
+        i4, i5, i6, i7 = ix[k + 4], ix[k + 5], ix[k + 6], ix[k + 7]
+        v0, v1, v2, v3 = vx[k], vx[k + 1], vx[k + 2], vx[k + 3]
+        v4, v5, v6, v7 = vx[k + 4], vx[k + 5], vx[k + 6], vx[k + 7]
         for j in range(n):
-            v = acc[j] + b[j]
-            out[r, j] = v if v > 0 else 0
+            acc[j] += ((v0 * W[i0, j] + v1 * W[i1, j]) + (v2 * W[i2, j] + v3 * W[i3, j])) + (
+                (v4 * W[i4, j] + v5 * W[i5, j]) + (v6 * W[i6, j] + v7 * W[i7, j])
+            )
+        k += 8
+    while k < end:
+        i0, v0 = ix[k], vx[k]
+        for j in range(n):
+            acc[j] += v0 * W[i0, j]
+        k += 1
+    for j in range(n):
+        v = acc[j] + b[j]
+        out[r, j] = v if v > 0 else 0
 
 
 @_kernel
@@ -193,38 +202,45 @@ def _ranges(x, parts):
     return bounds
 
 
-@_kernel(parallel=True, contract=True)
+@_kernel(parallel=True)
 def _update_sparse_rows(param, x, d, velocity, lr, momentum, weight_decay):
     """In place: SGD with momentum of the rows ``n_hot:`` of ``param`` with the gradient
-    ``xᵀ d`` there, in ``x.threads`` ranges of rows on numba's threads: row i's gradient
-    sums ``v d[r]`` over the samples r with a sparse nonzero v in column i, in order."""
-    m, n = d.shape
+    ``xᵀ d`` there, in ``x.threads`` ranges of rows on numba's threads (see
+    :func:`_update_range`)."""
     parts = x.threads
     bounds = _ranges(x, parts)
     for t in prange(parts):
-        lo, hi = bounds[t], bounds[t + 1]
-        grad = np.zeros((hi - lo, n), param.dtype)
-        for r in range(m):
-            ix, vx, dr = x.idx[r], x.val[r], d[r]
-            end = x.counts[r]
-            k = _first_at_least(ix, end, lo)
-            while k < end and ix[k] < hi:
-                g, v = grad[ix[k] - lo], vx[k]
-                for j in range(n):
-                    g[j] += v * dr[j]
-                k += 1
-        for i in range(lo, hi):
-            g = grad[i - lo]
-            if weight_decay:
-                for j in range(n):
-                    param[i, j], velocity[i, j] = _momentum_rule(
-                        param[i, j], velocity[i, j], g[j] + param[i, j] * weight_decay, lr, momentum
-                    )
-            else:
-                for j in range(n):
-                    param[i, j], velocity[i, j] = _momentum_rule(
-                        param[i, j], velocity[i, j], g[j], lr, momentum
-                    )
+        _update_range(param, x, d, velocity, lr, momentum, weight_decay, bounds[t], bounds[t + 1])
+
+
+@_kernel(contract=True)
+def _update_range(param, x, d, velocity, lr, momentum, weight_decay, lo, hi):
+    """Rows ``lo:hi`` of :func:`_update_sparse_rows`: row i's gradient sums ``v d[r]``
+    over the samples r with a sparse nonzero v in column i, in sample order, then its
+    momentum step (a loop body compiled apart: faster to compile)."""
+    m, n = d.shape
+    grad = np.zeros((hi - lo, n), param.dtype)
+    for r in range(m):
+        ix, vx, dr = x.idx[r], x.val[r], d[r]
+        end = x.counts[r]
+        k = _first_at_least(ix, end, lo)
+        while k < end and ix[k] < hi:
+            g, v = grad[ix[k] - lo], vx[k]
+            for j in range(n):
+                g[j] += v * dr[j]
+            k += 1
+    for i in range(lo, hi):
+        g = grad[i - lo]
+        if weight_decay:
+            for j in range(n):
+                param[i, j], velocity[i, j] = _momentum_rule(
+                    param[i, j], velocity[i, j], g[j] + param[i, j] * weight_decay, lr, momentum
+                )
+        else:
+            for j in range(n):
+                param[i, j], velocity[i, j] = _momentum_rule(
+                    param[i, j], velocity[i, j], g[j], lr, momentum
+                )
 
 
 @_kernel
