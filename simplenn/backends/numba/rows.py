@@ -28,7 +28,7 @@ from numba.extending import overload
 
 from .batches import RowsBatch
 from .compile import _kernel
-from .kernels import _momentum_rule, _sgd_update_flat, _threaded_gemm
+from .kernels import _affine_relu, _momentum_rule, _sgd_update_flat, _threaded_gemm
 
 #: Samples whose nonzeros set the split of W1's rows between threads (see :func:`_ranges`).
 RANGE_SAMPLES = 64
@@ -261,3 +261,12 @@ def rows_update_outer(param, x, d, velocity, lr, momentum, weight_decay):
         )
     _update_sparse_rows(param, x, d, velocity, lr, momentum, weight_decay)
     return param, velocity
+
+
+@overload(_affine_relu, inline="always")
+def _affine_relu_of_rows(x, W, b):
+    """:func:`~.kernels.affine_relu` of a :class:`~.batches.RowsBatch`:
+    :func:`rows_affine_relu`."""
+    if getattr(x, "instance_class", None) is RowsBatch:
+        return lambda x, W, b: rows_affine_relu(x, W, b)
+    return None
