@@ -134,7 +134,7 @@ def _gemm_parts(a, b, trans_a, trans_b, threads):
     step = (length + parts - 1) // parts
     step = (step + 15) // 16 * 16
     for t in prange(parts):
-        lo = min(length, t * step)
+        lo = min(length, np.int64(t) * step)  # int64 whatever prange's index type
         _gemm_part(a, b, out, trans_a, trans_b, by_columns, lo, min(length, lo + step) - lo)
     return out
 

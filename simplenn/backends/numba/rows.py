@@ -210,7 +210,8 @@ def _update_sparse_rows(param, x, d, velocity, lr, momentum, weight_decay):
     parts = x.threads
     bounds = _ranges(x, parts)
     for t in prange(parts):
-        _update_range(param, x, d, velocity, lr, momentum, weight_decay, bounds[t], bounds[t + 1])
+        i = np.int64(t)  # int64 whatever prange's index type
+        _update_range(param, x, d, velocity, lr, momentum, weight_decay, bounds[i], bounds[i + 1])
 
 
 @_kernel(contract=True)
